@@ -1,0 +1,86 @@
+"""Reading learning rates out of any optimizer state, for logging.
+
+Every state of this library that owns a rate names that field ``learning_rate`` (a scalar, one per
+leaf, or one per element); ``optax.inject_hyperparams`` stores its rate under the same key. The
+helpers here find every such field wherever it sits in a state (chains, wrappers, masks), so a
+training loop can log the rates of any optimizer without knowing its type.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from optax_lr import _tree
+
+_RATE_KEY = "learning_rate"
+
+
+def _key_name(key: Any) -> str:
+  for attribute in ("name", "key", "idx"):
+    if hasattr(key, attribute):
+      return str(getattr(key, attribute))
+  return str(key)
+
+
+def _path_name(path: tuple[Any, ...]) -> str:
+  return "/".join(_key_name(k) for k in path)
+
+
+def learning_rates(opt_state: Any) -> dict[str, jax.Array]:
+  """Every learning-rate field found anywhere in an optimizer state, keyed by its path.
+
+  A field that holds a tree of rates (one per leaf, or per level) contributes one entry per leaf
+  of that tree. Keys are ``/``-joined paths such as ``"1/learning_rate"`` or
+  ``"inner_state/learning_rate/params/Dense_0/kernel"``; each contains ``learning_rate``. Values
+  are the arrays themselves (no host copy).
+
+  Args:
+    opt_state: the state of any optax transformation.
+
+  Returns:
+    A dict from path to rate array; empty when the state holds no rate.
+
+  Example:
+    >>> opt = optax_lr.tlr_sgd(0.1)
+    >>> state = opt.init({"w": jnp.zeros(3)})
+    >>> optax_lr.learning_rates(state)
+    {'1/learning_rate': Array(0.1, dtype=float32)}
+  """
+  found = optax.tree.get_all_with_path(opt_state, _RATE_KEY)
+  rates: dict[str, jax.Array] = {}
+  for path, value in found:
+    prefix = _path_name(path)
+    leaves, _ = jax.tree_util.tree_flatten_with_path(value)
+    for subpath, leaf in leaves:
+      name = prefix + ("/" + _path_name(subpath) if subpath else "")
+      rates[name] = leaf
+  return rates
+
+
+def rate_summary(rates: Any) -> dict[str, jax.Array]:
+  """Mean, min, max and Euclidean norm over every element of a tree of rates.
+
+  Computed on device (no host copies), so it can be called inside ``jit``. The norm is the
+  quantity the AdaSecant thesis plots (Figures 4.21-4.22).
+
+  Args:
+    rates: a rate array or tree of rate arrays (for example a per-element ``learning_rate``).
+
+  Returns:
+    ``{"mean", "min", "max", "norm"}`` float32 scalars.
+  """
+  leaves = [jnp.asarray(x, _tree.RATE_DTYPE) for x in jax.tree.leaves(rates)]
+  if not leaves:
+    raise ValueError("`rates` must contain at least one array; got an empty tree.")
+  count = sum(x.size for x in leaves)
+  total = sum(jnp.sum(x) for x in leaves)
+  return {
+      "mean": total / count,
+      "min": jnp.min(jnp.stack([jnp.min(x) for x in leaves])),
+      "max": jnp.max(jnp.stack([jnp.max(x) for x in leaves])),
+      "norm": jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in leaves)),
+  }
