@@ -15,13 +15,14 @@ SGDN-HD a Nesterov trace, Adam-HD ``optax.scale_by_adam``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from optax_lr import _checks, _tree
+from optax_lr import _base, _checks, _tree
 
 
 class HypergradientState(NamedTuple):
@@ -39,8 +40,9 @@ class HypergradientState(NamedTuple):
 
 
 def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
-                  hypergrad_lr: float,
-                  min_learning_rate: float | None = None) -> optax.GradientTransformationExtraArgs:
+                  hypergrad_lr: float, min_learning_rate: float | None = None,
+                  previous_direction_fn: Callable[[Any], Any] | None = None,
+                  ) -> optax.GradientTransformationExtraArgs:
   """Wrap a direction transform with a hypergradient-descent learning rate (Baydin et al. 2018).
 
   Args:
@@ -51,6 +53,9 @@ def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
       transform followed by ``optax.scale_by_learning_rate``, bit for bit).
     min_learning_rate: optional floor ``>= 0`` on the rate (not in the reference, which never
       clips); ``None`` (default) leaves it unbounded.
+    previous_direction_fn: optional ``inner_state -> d_{t-1}``, for inner transforms whose state
+      already holds the previous direction (a heavy-ball trace: ``lambda s: s.trace``); the wrapper
+      then keeps no copy of it, saving a parameter-sized buffer and its write per step.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose state is :class:`HypergradientState`.
@@ -70,29 +75,29 @@ def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
   def init_fn(params):
     return HypergradientState(
         learning_rate=jnp.full((), learning_rate, _tree.RATE_DTYPE),
-        previous_direction=_tree.zeros_like(params),
+        previous_direction=(_tree.zeros_like(params) if previous_direction_fn is None
+                            else optax.EmptyState()),
         inner_state=inner.init(params),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
+    if previous_direction_fn is None:
+      previous = state.previous_direction
+    else:
+      previous = previous_direction_fn(state.inner_state)
     # The hypergradient needs only this step's gradient and the stored direction, so its
     # reduction does not wait on the inner transform.
-    rate = state.learning_rate + hypergrad_lr * _tree.vdot(updates, state.previous_direction)
+    rate = state.learning_rate + hypergrad_lr * _tree.vdot(updates, previous)
     if min_learning_rate is not None:
       rate = jnp.maximum(rate, min_learning_rate)
     directions, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
     return _tree.scale_by_rate(rate, directions, False), HypergradientState(
-        learning_rate=rate, previous_direction=directions, inner_state=inner_state)
+        learning_rate=rate,
+        previous_direction=(directions if previous_direction_fn is None
+                            else state.previous_direction),
+        inner_state=inner_state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
-
-
-def _with_weight_decay(transform, weight_decay: float):
-  _checks.non_negative("weight_decay", weight_decay)
-  if not weight_decay:
-    return transform
-  # Coupled L2 decay, added to the gradient before the rate sees it (Baydin's reference code).
-  return optax.chain(optax.add_decayed_weights(weight_decay), transform)
 
 
 def sgd_hd(learning_rate: float, hypergrad_lr: float = 1e-3, momentum: float = 0.0,
@@ -112,15 +117,19 @@ def sgd_hd(learning_rate: float, hypergrad_lr: float = 1e-3, momentum: float = 0
   References:
     Baydin et al., ICLR 2018, Section 2.
   """
-  _checks.in_range("momentum", momentum, 0.0, 1.0, high_open=True)
-  inner = optax.trace(decay=momentum, nesterov=nesterov) if momentum else optax.identity()
-  return _with_weight_decay(hypergradient(inner, learning_rate, hypergrad_lr), weight_decay)
+  inner = _base.momentum_direction(momentum, nesterov)
+  # A heavy-ball trace is the previous direction itself: read it instead of keeping a copy.
+  reuse_trace = bool(momentum) and not nesterov
+  previous_direction_fn = (lambda trace_state: trace_state.trace) if reuse_trace else None
+  return _base.with_coupled_weight_decay(
+      hypergradient(inner, learning_rate, hypergrad_lr,
+                    previous_direction_fn=previous_direction_fn), weight_decay)
 
 
 def adam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8, b1: float = 0.9,
             b2: float = 0.999, eps: float = 1e-8,
             weight_decay: float = 0.0) -> optax.GradientTransformation:
-  """Adam-HD: Adam with a hypergradient rate; the direction is Adam's ``m_hat / (sqrt(v_hat) + eps)``.
+  """Adam-HD: Adam with a hypergradient rate on the direction ``m_hat / (sqrt(v_hat) + eps)``.
 
   Args:
     learning_rate: initial rate ``> 0``.
@@ -140,4 +149,9 @@ def adam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8, b1: float =
   _checks.in_range("b2", b2, 0.0, 1.0, high_open=True)
   _checks.non_negative("eps", eps)
   inner = optax.scale_by_adam(b1=b1, b2=b2, eps=eps)
-  return _with_weight_decay(hypergradient(inner, learning_rate, hypergrad_lr), weight_decay)
+  return _base.with_coupled_weight_decay(hypergradient(inner, learning_rate, hypergrad_lr),
+                                         weight_decay)
+
+
+# Kept for modules that build aliases around their own wrapper.
+_with_weight_decay = _base.with_coupled_weight_decay

@@ -24,21 +24,15 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_lr import _checks, _tree
-
-try:  # the message optax itself raises when `params` are missing
-  from optax._src.base import NO_PARAMS_MSG
-except ImportError:  # pragma: no cover - optax moved it
-  NO_PARAMS_MSG = (
-      "You are using a transformation that requires the current value of parameters, but you "
-      "are not passing `params` when calling `update`.")
+from optax_lr import _base, _checks, _tree
+from optax_lr._base import NO_PARAMS_MSG
 
 # A rate rule maps (learning_rate, <u_t, u_{t-1}>, ||u_t||^2) to the new learning rate.
 RateRule = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
 
 class ScaleByTLRState(NamedTuple):
-  """State of :func:`scale_by_tlr` and :func:`scale_by_tlr_fixed_meta_rate`.
+  """State of :func:`scale_by_tlr`, :func:`scale_by_tlr_fixed_meta_rate` and :func:`tlr_sgd`.
 
   Attributes:
     count: int32, number of updates taken so far.
@@ -46,13 +40,16 @@ class ScaleByTLRState(NamedTuple):
     direction_sum: sum of the directions of the window in progress (empty when
       ``update_every == 1``: the window is the current direction alone).
     previous_direction_sum: the sum over the previous window, ``u_{t-1}`` (zeros before the first
-      window closes).
+      window closes; empty when the direction transform already holds ``u_{t-1}``, as a heavy-ball
+      momentum trace does when ``update_every == 1``).
+    inner_state: state of the direction transform (empty for the ``scale_by_*`` stages).
   """
 
   count: jax.Array
   learning_rate: Any
   direction_sum: Any
   previous_direction_sum: Any
+  inner_state: Any
 
 
 def newton_factor(inner_product: jax.Array, squared_norm: jax.Array,
@@ -91,27 +88,40 @@ def update_every_from_fraction(steps_per_epoch: int, fraction: float = 1 / 3) ->
   return max(1, round(fraction * steps_per_epoch))
 
 
-def _scale_by_windowed_rate(learning_rate: float, update_every: int, per_tensor: bool,
-                            rate_rule: RateRule) -> optax.GradientTransformation:
-  """Shared machinery of the windowed TLR rules: accumulate, close the window, scale.
+def _windowed_rate(inner: optax.GradientTransformation, learning_rate: float, update_every: int,
+                   per_tensor: bool, rate_rule: RateRule,
+                   previous_direction_fn: Callable[[Any], Any] | None = None,
+                   ) -> optax.GradientTransformation:
+  """Shared machinery of the windowed TLR rules: directions, accumulate, close the window, scale.
 
+  ``inner`` turns gradients into directions (``optax.identity()`` for the ``scale_by_*`` stages).
   At the last step of each window the rate is updated from ``(u_t, u_{t-1})`` and the new rate
   already scales that step's update, so ``update_every == 1`` is exactly Algorithm 2 (lines 5-6).
   The first window only fills ``previous_direction_sum``. Window-closing work (two reductions and
   the buffer swap) runs under ``lax.cond`` only at window ends.
+
+  ``previous_direction_fn(inner_state)``, when given (only with ``update_every == 1``), reads
+  ``d_{t-1}`` out of the inner state before the inner update, instead of keeping a copy: for a
+  heavy-ball trace the previous direction *is* the trace, so one parameter-sized buffer and its
+  write per step are saved.
   """
   single_step_window = update_every == 1
+  if previous_direction_fn is not None and not single_step_window:
+    raise ValueError("previous_direction_fn needs update_every == 1")
 
   def init_fn(params):
     if per_tensor:
       rate = _tree.scalar_per_leaf(params, learning_rate)
     else:
       rate = jnp.full((), learning_rate, _tree.RATE_DTYPE)
+    keeps_previous = previous_direction_fn is None
     return ScaleByTLRState(
         count=jnp.zeros((), jnp.int32),
         learning_rate=rate,
         direction_sum=optax.EmptyState() if single_step_window else _tree.zeros_like(params),
-        previous_direction_sum=_tree.zeros_like(params),
+        previous_direction_sum=(_tree.zeros_like(params) if keeps_previous
+                                else optax.EmptyState()),
+        inner_state=inner.init(params),
     )
 
   def close_window(rate, window_sum, previous, has_previous):
@@ -124,16 +134,20 @@ def _scale_by_windowed_rate(learning_rate: float, update_every: int, per_tensor:
     # The first window has no predecessor: it only fills the buffer.
     return jax.tree.map(lambda new, old: jnp.where(has_previous, new, old), new_rate, rate)
 
-  def update_fn(updates, state, params=None):
-    del params
+  def update_fn(updates, state, params=None, **extra_args):
     count = state.count
     has_previous = count >= update_every
+    if previous_direction_fn is not None:
+      previous = previous_direction_fn(state.inner_state)
+    directions, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
     if single_step_window:
-      rate = close_window(state.learning_rate, updates, state.previous_direction_sum,
-                          has_previous)
-      direction_sum, previous = state.direction_sum, updates
+      if previous_direction_fn is None:
+        previous = state.previous_direction_sum
+      rate = close_window(state.learning_rate, directions, previous, has_previous)
+      direction_sum = state.direction_sum
+      previous = directions if previous_direction_fn is None else state.previous_direction_sum
     else:
-      window_sum = _tree.tree_add(state.direction_sum, updates)
+      window_sum = _tree.tree_add(state.direction_sum, directions)
 
       def at_window_end(operands):
         rate, window_sum, previous = operands
@@ -146,15 +160,23 @@ def _scale_by_windowed_rate(learning_rate: float, update_every: int, per_tensor:
       rate, direction_sum, previous = jax.lax.cond(
           count % update_every == update_every - 1, at_window_end, inside_window,
           (state.learning_rate, window_sum, state.previous_direction_sum))
-    new_updates = _tree.scale_by_rate(rate, updates, per_tensor)
+    new_updates = _tree.scale_by_rate(rate, directions, per_tensor)
     return new_updates, ScaleByTLRState(
         count=optax.safe_increment(count),
         learning_rate=rate,
         direction_sum=direction_sum,
         previous_direction_sum=previous,
+        inner_state=inner_state,
     )
 
-  return optax.GradientTransformation(init_fn, update_fn)
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _newton_rule(bound: float) -> RateRule:
+  def rule(rate, inner_product, squared_norm):
+    return rate * newton_factor(inner_product, squared_norm, bound)
+
+  return rule
 
 
 def _check_window_args(learning_rate, update_every):
@@ -189,11 +211,8 @@ def scale_by_tlr(learning_rate: float, update_every: int = 1, bound: float = 0.2
   """
   _check_window_args(learning_rate, update_every)
   _checks.positive("bound", bound)
-
-  def rule(rate, inner_product, squared_norm):
-    return rate * newton_factor(inner_product, squared_norm, bound)
-
-  return _scale_by_windowed_rate(learning_rate, update_every, per_tensor, rule)
+  return _windowed_rate(optax.identity(), learning_rate, update_every, per_tensor,
+                        _newton_rule(bound))
 
 
 def scale_by_tlr_fixed_meta_rate(learning_rate: float, meta_learning_rate: float,
@@ -221,21 +240,7 @@ def scale_by_tlr_fixed_meta_rate(learning_rate: float, meta_learning_rate: float
     del squared_norm
     return jnp.maximum(0.0, rate + meta_learning_rate * inner_product)
 
-  return _scale_by_windowed_rate(learning_rate, update_every, per_tensor, rule)
-
-
-def _direction_chain(stage: optax.GradientTransformation, momentum: float, nesterov: bool,
-                     weight_decay: float):
-  """``add_decayed_weights -> trace -> stage``, leaving out what is off (coupled decay, as torch)."""
-  _checks.in_range("momentum", momentum, 0.0, 1.0, high_open=True)
-  _checks.non_negative("weight_decay", weight_decay)
-  parts = []
-  if weight_decay:
-    parts.append(optax.add_decayed_weights(weight_decay))
-  if momentum:
-    parts.append(optax.trace(decay=momentum, nesterov=nesterov))
-  parts.append(stage)
-  return optax.chain(*parts) if len(parts) > 1 else stage
+  return _windowed_rate(optax.identity(), learning_rate, update_every, per_tensor, rule)
 
 
 def tlr_sgd(learning_rate: float, update_every: int = 1, momentum: float = 0.0,
@@ -243,9 +248,12 @@ def tlr_sgd(learning_rate: float, update_every: int = 1, momentum: float = 0.0,
             per_tensor: bool = False) -> optax.GradientTransformation:
   """SGD with a Trainable Learning Rate: the paper's ``sgd_tlr`` (``sgd_tlr_pl`` when per tensor).
 
-  ``chain(add_decayed_weights(weight_decay), trace(momentum, nesterov), scale_by_tlr(...))``: the
-  window sums therefore include momentum and weight decay, as in seed 002 App. D
-  (``u = (w_start - w_end) / lr``).
+  ``add_decayed_weights(weight_decay) -> trace(momentum, nesterov) -> TLR rate``: the window sums
+  therefore include momentum and weight decay, as in seed 002 App. D
+  (``u = (w_start - w_end) / lr``). The result equals ``optax.chain(optax.add_decayed_weights(wd),
+  optax.trace(momentum, nesterov), scale_by_tlr(...))``;
+  with heavy-ball momentum and ``update_every == 1`` the trace itself serves as the previous
+  direction, so no copy of it is kept.
 
   Args:
     learning_rate: initial rate ``> 0``.
@@ -258,7 +266,7 @@ def tlr_sgd(learning_rate: float, update_every: int = 1, momentum: float = 0.0,
     per_tensor: one rate per leaf (``sgd_tlr_pl``).
 
   Returns:
-    An ``optax.GradientTransformation``.
+    An ``optax.GradientTransformation``; its last stage's state is :class:`ScaleByTLRState`.
 
   References:
     Trainable Learning Rate (seed 002): Section 4, App. D.
@@ -267,9 +275,18 @@ def tlr_sgd(learning_rate: float, update_every: int = 1, momentum: float = 0.0,
     >>> opt = optax_lr.tlr_sgd(0.1, update_every=optax_lr.update_every_from_fraction(390),
     ...                        momentum=0.8, weight_decay=5e-4)
   """
-  stage = scale_by_tlr(learning_rate, update_every=update_every, bound=bound,
-                       per_tensor=per_tensor)
-  return _direction_chain(stage, momentum, nesterov, weight_decay)
+  _check_window_args(learning_rate, update_every)
+  _checks.positive("bound", bound)
+  inner = _base.momentum_direction(momentum, nesterov)
+  reuse_trace = bool(momentum) and not nesterov and update_every == 1
+  previous_direction_fn = (lambda trace_state: trace_state.trace) if reuse_trace else None
+  stage = _windowed_rate(inner, learning_rate, update_every, per_tensor, _newton_rule(bound),
+                         previous_direction_fn)
+  return _base.with_coupled_weight_decay(stage, weight_decay)
+
+
+# Kept for modules that build SGD aliases around their own stage.
+_direction_chain = _base.sgd_chain
 
 
 class ScaleByNaiveTLRState(NamedTuple):

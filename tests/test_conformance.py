@@ -19,16 +19,20 @@ def _grad_fn_arg(grad_fn, params):
 
 CASES = [
     # --- TLR and hypergradient descent (optax_lr/tlr.py, optax_lr/hypergradient.py) ---
+    # Rosenbrock's curvature spans three orders of magnitude: with the paper's bound c = 1/4 the
+    # rate grows 1.25x per window along the valley and overshoots into the quartic wall, where the
+    # iterate overflows (the paper's App. D.3 also sees large bounds diverge); c = 0.01 converges.
     Case("tlr_sgd", lambda: optax_lr.tlr_sgd(0.1),
-         make_for_rosenbrock=lambda: optax_lr.tlr_sgd(1e-3, momentum=0.9)),
+         make_for_rosenbrock=lambda: optax_lr.tlr_sgd(1e-3, momentum=0.9, bound=0.01)),
     Case("tlr_sgd_window", lambda: optax_lr.tlr_sgd(0.1, update_every=3, momentum=0.5),
-         make_for_rosenbrock=lambda: optax_lr.tlr_sgd(1e-3, update_every=3, momentum=0.9)),
+         make_for_rosenbrock=lambda: optax_lr.tlr_sgd(1e-3, update_every=10, momentum=0.9,
+                                                      bound=0.01, per_tensor=True)),
     Case("tlr_sgd_per_tensor", lambda: optax_lr.tlr_sgd(0.1, per_tensor=True, weight_decay=1e-6),
-         make_for_rosenbrock=lambda: optax_lr.tlr_sgd(1e-3, momentum=0.9, per_tensor=True)),
+         make_for_rosenbrock=lambda: optax_lr.tlr_sgd(1e-3, per_tensor=True, bound=0.01)),
     Case("tlr_fixed_meta_rate",
          lambda: optax_lr.scale_by_tlr_fixed_meta_rate(0.1, meta_learning_rate=0.01),
          make_for_rosenbrock=lambda: optax.chain(
-             optax.trace(0.9), optax_lr.scale_by_tlr_fixed_meta_rate(1e-3, 1e-6))),
+             optax.trace(0.9), optax_lr.scale_by_tlr_fixed_meta_rate(1e-3, 1e-7))),
     Case("naive_tlr", lambda: optax_lr.naive_tlr(0.1, meta_learning_rate=0.01),
          extra_args=_grad_fn_arg,
          make_for_rosenbrock=lambda: optax_lr.naive_tlr(1e-3, meta_learning_rate=1e-6)),
@@ -40,7 +44,56 @@ CASES = [
          make_for_rosenbrock=lambda: optax_lr.adam_hd(0.01, hypergrad_lr=1e-6)),
     # --- AutoDrop (optax_lr/autodrop.py) ---
     # --- CAM-HD (optax_lr/cam_hd.py) ---
+    # Each CAM-HD case reaches well below the default tolerances (a 1e-6 parabola, a 1e-4
+    # Rosenbrock from 1), with learned combination weights and tau-blending switched on in some.
+    Case("sgd_cam_hd", lambda: optax_lr.sgd_cam_hd(0.1, hypergrad_lr=1e-3),
+         parabola_steps=300, parabola_tol=1e-6, rosenbrock_steps=2500, rosenbrock_tol=1e-4,
+         make_for_rosenbrock=lambda: optax_lr.sgd_cam_hd(1e-3, hypergrad_lr=1e-7, momentum=0.9)),
+    Case("sgdn_cam_hd_filter",
+         lambda: optax_lr.sgd_cam_hd(0.1, 1e-3, combination_lr=0.03, momentum=0.5, nesterov=True,
+                                     weight_decay=1e-6, levels=("filter", "global"),
+                                     weights=(0.2, 0.8), decay_rate=0.002),
+         parabola_steps=300, parabola_tol=1e-6, rosenbrock_steps=2500, rosenbrock_tol=1e-4,
+         make_for_rosenbrock=lambda: optax_lr.sgd_cam_hd(
+             1e-3, 1e-7, combination_lr=0.03, momentum=0.9, nesterov=True,
+             levels=("filter", "global"), weights=(0.2, 0.8), decay_rate=0.001)),
+    Case("adam_cam_hd_three_levels",
+         lambda: optax_lr.adam_cam_hd(0.1, 1e-4, combination_lr=0.01,
+                                      levels=("parameter", "layer", "global"),
+                                      weights=(0.3, 0.3, 0.4),
+                                      layer_labels=optax_lr.parent_module_label),
+         parabola_steps=300, parabola_tol=1e-6, rosenbrock_steps=2500, rosenbrock_tol=1e-4,
+         make_for_rosenbrock=lambda: optax_lr.adam_cam_hd(
+             0.01, 1e-6, combination_lr=0.01, levels=("parameter", "layer", "global"),
+             weights=(0.3, 0.3, 0.4))),
+    Case("cam_hd_softmax_all_levels",
+         lambda: optax_lr.cam_hd(optax.scale_by_adam(), 0.1, 1e-4, combination_lr=0.01,
+                                 levels=("parameter", "filter", "layer", "global"),
+                                 weight_parametrization="softmax", level_scaling="mean",
+                                 decay_rate=1e-3, final_learning_rate=0.05),
+         parabola_steps=300, parabola_tol=1e-6, rosenbrock_steps=2500, rosenbrock_tol=1e-4,
+         make_for_rosenbrock=lambda: optax_lr.cam_hd(
+             optax.scale_by_adam(), 0.01, 1e-6, combination_lr=0.01,
+             levels=("parameter", "filter", "layer", "global"),
+             weight_parametrization="softmax", decay_rate=1e-3, final_learning_rate=0.005)),
     # --- AdaSecant family, CUS-Adam, schedules, switch_at (optax_lr/adasecant.py, ...) ---
+    Case("simple_adasecant", lambda: optax_lr.simple_adasecant(), parabola_steps=20,
+         rosenbrock_steps=2000),
+    Case("simple_adasecant_clip", lambda: optax_lr.simple_adasecant(3.0, mode="clip"),
+         parabola_steps=20, rosenbrock_steps=2000),
+    Case("adasecant", lambda: optax_lr.adasecant(), parabola_steps=20, rosenbrock_steps=2000),
+    Case("adasecant_next_grads", lambda: optax_lr.adasecant(normalize=True),
+         extra_args=lambda grad_fn, params: {"next_grads": grad_fn(params)},
+         parabola_steps=20, rosenbrock_steps=2000),
+    Case("cus_adam", lambda: optax_lr.cus_adam(0.1), parabola_steps=1000,
+         make_for_rosenbrock=lambda: optax_lr.cus_adam(0.01)),
+    Case("switch_clr_sgd_to_simple_adasecant",
+         lambda: optax_lr.switch_at(
+             5, optax.sgd(optax_lr.cyclical_schedule(0.01, 0.5, 2)), optax_lr.simple_adasecant()),
+         parabola_steps=30, rosenbrock_steps=2000,
+         make_for_rosenbrock=lambda: optax_lr.switch_at(
+             50, optax.sgd(optax_lr.cyclical_schedule(1e-4, 2e-3, 10)),
+             optax_lr.simple_adasecant())),
 ]
 
 _IDS = [case.name for case in CASES]

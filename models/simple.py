@@ -1,0 +1,121 @@
+"""Small models for MNIST-sized inputs: an MLP, a two-layer CNN and LeNet-5.
+
+The MLP with one hidden layer of 1000 units is the MNIST model of seed 002 (Section 5, after Vaswani
+et al., 2019). LeNet-5 is the network of seed 003 (Section 3.4) in its common modern form (see
+:class:`LeNet5`). :class:`SmallCNN` is the fast default for the bundled 8x8 digits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from models import _checks
+
+Activation = Callable[[jax.Array], jax.Array]
+
+
+class MLP(nn.Module):
+  """A fully connected network on the flattened input.
+
+  Attributes:
+    num_classes: number of output logits (>= 1).
+    features: widths of the hidden layers, in order; ``(1000,)`` is seed 002's MNIST model.
+    act: activation between layers.
+  """
+
+  num_classes: int
+  features: Sequence[int] = (1000,)
+  act: Activation = nn.relu
+
+  def __post_init__(self) -> None:
+    _checks.integer_at_least("num_classes", self.num_classes, 1)
+    if len(self.features):  # () is a linear model
+      _checks.integers_at_least("features", self.features, 1)
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    """Returns logits of shape ``(N, num_classes)`` for any input of shape ``(N, ...)``."""
+    del train  # no batch statistics, no dropout
+    x = x.reshape((x.shape[0], -1))
+    for i, width in enumerate(self.features):
+      x = self.act(nn.Dense(width, name=f"hidden_{i}")(x))
+    return nn.Dense(self.num_classes, name="head")(x)
+
+
+class SmallCNN(nn.Module):
+  """Two 3x3 convolutions (32 and 64 channels, each followed by 2x2 average pooling), a dense
+  layer of 128 units and the classifier; no BatchNorm. Fast on CPU for 8x8 digits and MNIST.
+
+  Attributes:
+    num_classes: number of output logits (>= 1).
+    features: channels of the two convolutions.
+    hidden: width of the dense layer before the classifier.
+    act: activation.
+  """
+
+  num_classes: int
+  features: Sequence[int] = (32, 64)
+  hidden: int = 128
+  act: Activation = nn.relu
+
+  def __post_init__(self) -> None:
+    _checks.integer_at_least("num_classes", self.num_classes, 1)
+    _checks.integers_at_least("features", self.features, 1)
+    _checks.integer_at_least("hidden", self.hidden, 1)
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    """Returns logits of shape ``(N, num_classes)`` for ``x`` of shape ``(N, H, W, C)``."""
+    del train
+    for i, channels in enumerate(self.features):
+      x = self.act(nn.Conv(channels, (3, 3), padding="SAME", name=f"conv_{i}")(x))
+      x = nn.avg_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+    x = x.reshape((x.shape[0], -1))
+    x = self.act(nn.Dense(self.hidden, name="hidden")(x))
+    return nn.Dense(self.num_classes, name="head")(x)
+
+
+class LeNet5(nn.Module):
+  """LeNet-5 (LeCun et al., 1998) in the form used by seed 003 (Section 3.4) and most
+  re-implementations: conv 5x5 (6) -> max-pool 2 -> conv 5x5 (16) -> max-pool 2 -> dense 120 ->
+  dense 84 -> classifier, ReLU activations, valid convolutions on a 32x32 field.
+
+  Inputs smaller than 32x32 are zero-padded to 32x32, as LeCun et al. centred the 28x28 MNIST digits
+  in a 32x32 field, so the first dense layer always sees 5x5x16 = 400 features. With C input
+  channels the parameter count is ``(150 C + 6) + 2,416 + 48,120 + 10,164 + (84 + 1) K`` for K
+  classes: 62,006 for CIFAR-10 (C = 3), 61,706 for MNIST (C = 1).
+
+  Attributes:
+    num_classes: number of output logits (>= 1).
+    act: activation (ReLU; the 1998 paper used scaled tanh).
+  """
+
+  num_classes: int
+  act: Activation = nn.relu
+
+  def __post_init__(self) -> None:
+    _checks.integer_at_least("num_classes", self.num_classes, 1)
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    """Returns logits of shape ``(N, num_classes)`` for ``x`` of shape ``(N, H, W, C)``."""
+    del train
+    pad_h, pad_w = max(32 - x.shape[1], 0), max(32 - x.shape[2], 0)
+    if pad_h or pad_w:  # static shapes: a trace-time decision
+      x = jnp.pad(x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2),
+                      (pad_w // 2, pad_w - pad_w // 2), (0, 0)))
+    x = self.act(nn.Conv(6, (5, 5), padding="VALID", name="conv_0")(x))
+    x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    x = self.act(nn.Conv(16, (5, 5), padding="VALID", name="conv_1")(x))
+    x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    x = x.reshape((x.shape[0], -1))
+    x = self.act(nn.Dense(120, name="dense_0")(x))
+    x = self.act(nn.Dense(84, name="dense_1")(x))
+    return nn.Dense(self.num_classes, name="head")(x)

@@ -1,0 +1,43 @@
+"""Pieces every method family builds its aliases from (one definition each)."""
+
+from __future__ import annotations
+
+import optax
+
+from optax_lr import _checks
+
+try:  # the message optax itself raises when `params` are missing
+  from optax._src.base import NO_PARAMS_MSG
+except ImportError:  # pragma: no cover - optax moved it
+  NO_PARAMS_MSG = (
+      "You are using a transformation that requires the current value of parameters, but you "
+      "are not passing `params` when calling `update`.")
+
+
+def momentum_direction(momentum: float, nesterov: bool) -> optax.GradientTransformation:
+  """The SGD direction: a (Nesterov) momentum trace, or the gradient when ``momentum == 0``."""
+  _checks.in_range("momentum", momentum, 0.0, 1.0, high_open=True)
+  if not momentum:
+    return optax.identity()
+  return optax.trace(decay=momentum, nesterov=nesterov)
+
+
+def with_coupled_weight_decay(transform: optax.GradientTransformation,
+                              weight_decay: float) -> optax.GradientTransformation:
+  """``chain(add_decayed_weights(weight_decay), transform)``, or ``transform`` when it is 0.
+
+  Coupled L2 decay: added to the gradient before any rate sees it (PyTorch's SGD and Baydin's
+  reference code do the same), so the rate methods adapt to the regularised objective.
+  """
+  _checks.non_negative("weight_decay", weight_decay)
+  if not weight_decay:
+    return transform
+  return optax.chain(optax.add_decayed_weights(weight_decay), transform)
+
+
+def sgd_chain(stage: optax.GradientTransformation, momentum: float, nesterov: bool,
+              weight_decay: float) -> optax.GradientTransformation:
+  """``add_decayed_weights -> trace -> stage``, leaving out what is off."""
+  direction = momentum_direction(momentum, nesterov)
+  chained = stage if not momentum else optax.chain(direction, stage)
+  return with_coupled_weight_decay(chained, weight_decay)

@@ -1,0 +1,334 @@
+"""AutoDrop: drop the learning rate when the angular velocity of the parameters saturates.
+
+Implements seed 001 (Teng, Wang, Choromanska, "AutoDrop: Training Deep Learning Models with
+Automatic Learning Rate Drop"): the angular velocity of Definition 1 and the drop rule of
+Algorithm 1, as the final rate-scaling stage of any optax chain (the paper's "meta-scheme on top of
+any optimizer"). The exact reading is ``ALGORITHMS.md`` section 1.
+
+At every window boundary (the last step of each window of ``steps_per_epoch`` steps), with ``x_e``
+the parameters right after that step's update and ``s_e = x_e - x_{e-1}`` the displacement over the
+window::
+
+  omega_e = degrees(arccos(clip(<s_e, s_{e-1}> / (||s_e|| ||s_{e-1}|| + eps), -1, 1)))   (Def. 1)
+  trigger when |mean(omega_{e-m+1..e}) - mean(omega_{e-m..e-1})| < threshold           (Alg. 1)
+  then z += k x_e for k = 1, ..., drop_delay (k = 1 at the trigger boundary), and at
+  k = drop_delay: x <- z / (drop_delay (drop_delay + 1) / 2),
+                  lr <- max(min_learning_rate, drop_factor lr),
+                  threshold <- min(max_threshold, threshold / drop_factor).
+
+Between boundaries the stage is ``-lr * d`` and touches none of its buffers: all the boundary work
+(the three reductions of the angle, the averaging, the drop) runs under ``lax.cond``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from optax_lr import _checks, _tree
+from optax_lr.tlr import NO_PARAMS_MSG, _direction_chain
+
+
+class ScaleByAutoDropState(NamedTuple):
+  """State of :func:`scale_by_autodrop`.
+
+  Attributes:
+    window_step: int32, updates taken in the current window, ``0 .. steps_per_epoch``; when it
+      reaches ``steps_per_epoch`` the parameters passed to the next ``update`` are the window's
+      end point ``x_e`` and that call processes the boundary.
+    learning_rate: float32 scalar, the rate that scales the next update.
+    threshold: float32 scalar, the current threshold on the change of angular velocity (degrees).
+    angular_velocity: float32 scalar, the latest angle between consecutive window displacements,
+      in degrees (Definition 1); NaN until the first angle is measured. Kept across drops (for
+      plots), although the history the rule uses is cleared.
+    num_drops: int32, number of learning-rate drops so far.
+    drop_pending: bool scalar, the latch: a drop was triggered and the averaging delay runs.
+    delay_count: int32, ``k``: boundaries averaged since the trigger (0 when no drop is pending).
+    num_displacements: int32, window displacements measured since the start or the last drop,
+      saturating at ``smoothing + 2`` (enough to know that ``smoothing + 1`` angles exist).
+    angle_history: float32 ``[smoothing + 1]``, the latest angles since the last reset, newest
+      last (entries not yet measured are 0 and are never read).
+    anchor: the parameters at the previous boundary, ``x_{e-1}`` (initially ``x_0``).
+    previous_displacement: ``s_{e-1}``, the displacement over the previous window.
+    average: the k-weighted running average of the boundary parameters during the delay,
+      ``sum_k k x_k / sum_k k`` (in the parameters' dtype; after a drop it keeps the average that
+      was landed on); ``optax.EmptyState()`` when averaging is off.
+  """
+
+  window_step: jax.Array
+  learning_rate: jax.Array
+  threshold: jax.Array
+  angular_velocity: jax.Array
+  num_drops: jax.Array
+  drop_pending: jax.Array
+  delay_count: jax.Array
+  num_displacements: jax.Array
+  angle_history: jax.Array
+  anchor: Any
+  previous_displacement: Any
+  average: Any
+
+
+def _run_once_if(predicate: jax.Array, body, operand):
+  """``body(operand)`` when ``predicate`` holds, else ``operand`` unchanged.
+
+  The semantics of ``lax.cond(predicate, body, identity, operand)``, written as a while loop of at
+  most one iteration because XLA keeps a loop's carried buffers in place: with ``lax.cond`` it
+  copies every parameter-sized buffer that one branch passes through while the other rewrites it
+  from another buffer, on every step, which costs more than the whole optimizer step. In a loop
+  those copies (if any) sit in the body, which runs only when ``predicate`` holds.
+  """
+  def cond_fn(carry):
+    return carry[0]
+
+  def body_fn(carry):
+    return jnp.zeros((), jnp.bool_), body(carry[1])
+
+  return jax.lax.while_loop(cond_fn, body_fn, (predicate, operand))[1]
+
+
+def angle_degrees(displacement: Any, previous_displacement: Any,
+                  eps: float | jax.Array = 1e-8) -> jax.Array:
+  """The angle between two parameter trees in degrees (seed 001, Definition 1).
+
+  ``degrees(arccos(clip(<s, s'> / (||s|| ||s'|| + eps), -1, 1)))``, reductions in float32. The clip
+  guards rounding just outside ``[-1, 1]``; two zero trees give 90 degrees (cosine 0).
+
+  Args:
+    displacement: ``s_e``.
+    previous_displacement: ``s_{e-1}``, same structure.
+    eps: ``>= 0``, added to the product of the norms (the paper's epsilon).
+
+  Returns:
+    A float32 scalar in ``[0, 180]``.
+  """
+  inner_product = _tree.vdot(displacement, previous_displacement)
+  norms = (jnp.sqrt(_tree.squared_norm(displacement))
+           * jnp.sqrt(_tree.squared_norm(previous_displacement)))
+  cosine = jnp.clip(_tree.safe_divide(inner_product, norms + eps), -1.0, 1.0)
+  return jnp.degrees(jnp.arccos(cosine))
+
+
+def _check_autodrop_args(learning_rate, steps_per_epoch, drop_factor, min_learning_rate,
+                         threshold, max_threshold, drop_delay, smoothing, eps):
+  _checks.positive("learning_rate", learning_rate)
+  _checks.integer_at_least("steps_per_epoch", steps_per_epoch, 1)
+  _checks.in_range("drop_factor", drop_factor, 0.0, 1.0, low_open=True, high_open=True)
+  _checks.non_negative("min_learning_rate", min_learning_rate)
+  _checks.non_negative("threshold", threshold)
+  _checks.non_negative("max_threshold", max_threshold)
+  _checks.integer_at_least("drop_delay", drop_delay, 1)
+  _checks.integer_at_least("smoothing", smoothing, 1)
+  _checks.non_negative("eps", eps)
+  concrete = _checks._concrete  # traced values (inject_hyperparams) cannot be compared
+  rate, floor = concrete(learning_rate), concrete(min_learning_rate)
+  if rate is not None and floor is not None and floor > rate:
+    raise ValueError(f"`min_learning_rate` must be in [0, learning_rate={learning_rate!r}]; "
+                     f"got {min_learning_rate!r}.")
+  low, high = concrete(threshold), concrete(max_threshold)
+  if low is not None and high is not None and high < low:
+    raise ValueError(f"`max_threshold` must be >= threshold={threshold!r}; "
+                     f"got {max_threshold!r}.")
+
+
+def scale_by_autodrop(learning_rate: float, steps_per_epoch: int, drop_factor: float = 0.2,
+                      min_learning_rate: float = 1e-4, threshold: float = 0.01,
+                      max_threshold: float = 1.0, drop_delay: int = 20, average: bool = True,
+                      smoothing: int = 1, eps: float = 1e-8) -> optax.GradientTransformation:
+  """AutoDrop stage: scale directions by a rate that drops when the angular velocity saturates.
+
+  The final stage of a chain: its input is a direction ``d`` (the gradient, a momentum trace, an
+  Adam direction, another method's scaled update...), its output the update ``-lr * d``. At every
+  window boundary it measures the angle between the last two window displacements of the
+  parameters (Definition 1). When the *change* of that angle (averaged over ``smoothing``
+  windows) falls below ``threshold``, a drop is triggered and latched; during the next
+  ``drop_delay`` windows (the trigger window counts as the first) the parameters at each boundary
+  are summed with weights ``k = 1, 2, ...``; at ``k = drop_delay`` the update moves the parameters
+  exactly onto the weighted average (``optax.apply_updates`` lands on it up to the rounding of
+  one addition), the rate is multiplied by ``drop_factor`` (never below ``min_learning_rate``)
+  and the threshold divided by it (never above ``max_threshold``). The angle history then
+  restarts from the averaged parameters, so the first trigger after a drop is possible at the
+  third boundary, as at the start (a documented departure from the authors' release, which
+  keeps measuring across the averaging jump).
+
+  The first displacement is measured from the initial parameters (Algorithm 1's ``y <- x``), so the
+  first angle exists at the second boundary and, with ``smoothing = m``, the first trigger is
+  possible at boundary ``m + 2`` (``t > 2`` in Algorithm 1 for ``m = 1``).
+
+  Composition over a method that owns its own rate (TLR, hypergradient descent): that method's
+  output is an update ``-lr' d``; turn it back into a direction with ``optax.scale(-1.0)`` and put
+  AutoDrop with ``learning_rate=1.0`` after it, so AutoDrop's rate is a multiplier on the inner
+  rate (1, then ``drop_factor``, ``drop_factor^2``, ... with ``min_learning_rate`` the floor of that
+  multiplier); see the example below.
+
+  Args:
+    learning_rate: initial rate ``alpha_0 > 0`` (paper: the usual SOTA initial rate).
+    steps_per_epoch: window length ``>= 1`` in steps (an epoch in the paper; 1 for the
+      noisy-quadratic experiments, which measure the angle every iteration).
+    drop_factor: ``rho`` in ``(0, 1)`` (paper: 0.2 on CIFAR, 0.1 on ImageNet, 0.5 on the noisy
+      quadratic model).
+    min_learning_rate: the rate floor, in ``[0, learning_rate]`` (paper: 1e-4).
+    threshold: initial threshold ``theta_0 >= 0`` on the change of angular velocity, in degrees
+      (paper: 0.01).
+    max_threshold: the threshold's ceiling, ``>= threshold`` (paper: 1 degree).
+    drop_delay: ``n_d >= 1``, windows from the trigger to the drop (paper: 20 epochs).
+    average: move onto the k-weighted parameter average at the drop (paper: on). Off, the drop
+      happens after the delay without moving the parameters, and the stage keeps one parameter-sized
+      buffer fewer.
+    smoothing: ``m >= 1``, angles averaged by the rule (paper: 1 for deep learning, 20 on the
+      noisy quadratic model).
+    eps: ``>= 0``, guard in the cosine's denominator (paper: a small positive number, 1e-8).
+
+  Returns:
+    An ``optax.GradientTransformation`` whose state is :class:`ScaleByAutoDropState`; its
+    ``update`` requires ``params``.
+
+  References:
+    Teng, Wang, Choromanska, "AutoDrop: Training Deep Learning Models with Automatic Learning Rate
+    Drop" (seed 001): Definition 1 (angular velocity), Section 4 and Algorithm 1 (drop rule,
+    recommended hyperparameters), Section 3 (noisy quadratic model, Figure 3).
+
+  Example:
+    >>> opt = optax.chain(optax.scale_by_adam(),
+    ...                   optax_lr.scale_by_autodrop(1e-3, steps_per_epoch=390))
+    >>> over_tlr = optax.chain(optax.trace(0.8), optax_lr.scale_by_tlr(0.1, update_every=130),
+    ...                        optax.scale(-1.0),
+    ...                        optax_lr.scale_by_autodrop(1.0, steps_per_epoch=390))
+  """
+  _check_autodrop_args(learning_rate, steps_per_epoch, drop_factor, min_learning_rate, threshold,
+                       max_threshold, drop_delay, smoothing, eps)
+  history_size = smoothing + 1
+
+  def init_fn(params):
+    return ScaleByAutoDropState(
+        window_step=jnp.zeros((), jnp.int32),
+        learning_rate=jnp.full((), learning_rate, _tree.RATE_DTYPE),
+        threshold=jnp.full((), threshold, _tree.RATE_DTYPE),
+        angular_velocity=jnp.full((), jnp.nan, _tree.RATE_DTYPE),
+        num_drops=jnp.zeros((), jnp.int32),
+        drop_pending=jnp.zeros((), jnp.bool_),
+        delay_count=jnp.zeros((), jnp.int32),
+        num_displacements=jnp.zeros((), jnp.int32),
+        angle_history=jnp.zeros((history_size,), _tree.RATE_DTYPE),
+        # A fresh copy: the state must not alias params, so both can be donated.
+        anchor=jax.tree.map(lambda p: jnp.array(p, copy=True), params),
+        previous_displacement=_tree.zeros_like(params),
+        average=_tree.zeros_like(params) if average else optax.EmptyState(),
+    )
+
+  def process_boundary(state, params):
+    """Algorithm 1's end-of-epoch block, with ``params`` the window's end point ``x_e``."""
+    displacement = jax.tree.map(lambda x, a: x - a, params, state.anchor)
+    has_previous = state.num_displacements >= 1
+    angle = angle_degrees(displacement, state.previous_displacement, eps)
+    history = jnp.where(
+        has_previous, jnp.concatenate([state.angle_history[1:], angle[None]]),
+        state.angle_history)
+    num_displacements = jnp.minimum(state.num_displacements + 1, history_size + 1)
+    # mean(last m angles) - mean(the m before the newest) = (newest - oldest) / m, exactly.
+    change = jnp.abs(history[-1] - history[0]) / smoothing
+    triggered = ((num_displacements - 1 >= history_size) & (change < state.threshold)
+                 & ~state.drop_pending)
+    pending = state.drop_pending | triggered
+    delay_count = jnp.where(pending, state.delay_count + 1, 0)
+    drop = pending & (delay_count >= drop_delay)
+    anchor = params
+    if average:
+      # Running form of z / (k (k + 1) / 2) with z = sum_j j x_j: the newest point has weight
+      # k / (k (k + 1) / 2) = 2 / (k + 1). It stays on the parameters' scale, so it is stored in
+      # their dtype; k = 1 restarts it exactly at x_e.
+      share = 2.0 / (delay_count.astype(_tree.RATE_DTYPE) + 1.0)
+
+      def running_average(mean, x):
+        wide = jnp.promote_types(x.dtype, _tree.RATE_DTYPE)
+        mean_w, x_w = mean.astype(wide), x.astype(wide)
+        new = jnp.where(delay_count == 1, x_w, mean_w + share.astype(wide) * (x_w - mean_w))
+        return jnp.where(pending, new, mean_w).astype(mean.dtype)
+
+      new_average = jax.tree.map(running_average, state.average, params)
+      # After the drop the parameters are the average, as optax.apply_updates will compute them.
+      landed = optax.apply_updates(params, _landing_updates(new_average, params))
+      anchor = jax.tree.map(lambda y, x: jnp.where(drop, y, x), landed, params)
+    else:
+      new_average = state.average
+    rate = jnp.maximum(min_learning_rate, drop_factor * state.learning_rate)
+    new_threshold = jnp.minimum(max_threshold, state.threshold / drop_factor)
+    # The jump onto the average is not a step of the optimizer: after a drop the angle history
+    # restarts from the new anchor.
+    return state._replace(
+        learning_rate=jnp.where(drop, rate, state.learning_rate).astype(_tree.RATE_DTYPE),
+        threshold=jnp.where(drop, new_threshold, state.threshold).astype(_tree.RATE_DTYPE),
+        angular_velocity=jnp.where(has_previous, angle, state.angular_velocity),
+        num_drops=state.num_drops + drop.astype(jnp.int32),
+        drop_pending=pending & ~drop,
+        delay_count=jnp.where(drop, 0, delay_count),
+        num_displacements=jnp.where(drop, 0, num_displacements),
+        angle_history=jnp.where(drop, jnp.zeros_like(history), history),
+        anchor=anchor, previous_displacement=displacement, average=new_average)
+
+  def update_fn(updates, state, params=None):
+    if params is None:
+      raise ValueError(NO_PARAMS_MSG)
+    # The boundary is processed at the start of the next update, from the parameters it is given:
+    # the buffers it reads then are all inputs of the step, so the element-wise pass below is not
+    # split and nothing parameter-sized is materialised for it.
+    at_boundary = state.window_step >= steps_per_epoch
+    new_state = _run_once_if(at_boundary, lambda s: process_boundary(s, params), state)
+    new_updates = _tree.scale_by_rate(new_state.learning_rate, updates, False)
+    if average:
+      # At the drop this update replaces the step: it moves the parameters onto the average (the
+      # direction of this step was computed at x_e, which the average supersedes).
+      landing = new_state.num_drops != state.num_drops
+      new_updates = jax.tree.map(
+          lambda u, y, p: jnp.where(landing, _landing_update(y, p).astype(u.dtype), u),
+          new_updates, new_state.average, params)
+      window_step = jnp.where(landing, 0, jnp.where(at_boundary, 1, state.window_step + 1))
+    else:
+      window_step = jnp.where(at_boundary, 1, state.window_step + 1)
+    return new_updates, new_state._replace(window_step=window_step.astype(jnp.int32))
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _landing_update(average: jax.Array, params: jax.Array) -> jax.Array:
+  """``average - params`` in the parameters' dtype: the update that lands on the average."""
+  return (average - params).astype(params.dtype)
+
+
+def _landing_updates(average: Any, params: Any) -> Any:
+  return jax.tree.map(_landing_update, average, params)
+
+
+def autodrop_sgd(learning_rate: float, steps_per_epoch: int, momentum: float = 0.9,
+                 nesterov: bool = False, weight_decay: float = 0.0,
+                 **autodrop_options: Any) -> optax.GradientTransformation:
+  """SGD (with momentum and coupled weight decay) whose rate is dropped by AutoDrop.
+
+  ``chain(add_decayed_weights(weight_decay), trace(momentum, nesterov), scale_by_autodrop(...))``,
+  the setting of seed 001's experiments (momentum SGD, weight decay 5e-4, one window per epoch).
+
+  Args:
+    learning_rate: initial rate ``> 0``.
+    steps_per_epoch: window length ``>= 1`` in steps.
+    momentum: in ``[0, 1)`` (0 is plain SGD).
+    nesterov: Nesterov momentum.
+    weight_decay: coupled L2 weight decay ``>= 0``.
+    **autodrop_options: the remaining arguments of :func:`scale_by_autodrop` (``drop_factor``,
+      ``min_learning_rate``, ``threshold``, ``max_threshold``, ``drop_delay``, ``average``,
+      ``smoothing``, ``eps``).
+
+  Returns:
+    An ``optax.GradientTransformation``; its ``update`` requires ``params``.
+
+  References:
+    Seed 001, Algorithm 1 and Section 6 (momentum SGD as the base optimizer).
+
+  Example:
+    >>> opt = optax_lr.autodrop_sgd(0.1, steps_per_epoch=390, weight_decay=5e-4)
+    >>> updates, state = opt.update(grads, state, params)
+  """
+  stage = scale_by_autodrop(learning_rate, steps_per_epoch, **autodrop_options)
+  return _direction_chain(stage, momentum, nesterov, weight_decay)

@@ -1,0 +1,575 @@
+"""Combined adaptive multi-level hypergradient descent (CAM-HD).
+
+Implements seed 003, "Adaptive Hierarchical Hyper-gradient Descent" (Algorithm 1, Eq. 6-8, the
+combination of Section 2.3 and the convergence blending of Section 2.4), read as ``ALGORITHMS.md``
+section 4. Learning rates live at several levels, finest to coarsest:
+
+- ``parameter``: one rate per element;
+- ``filter``: one rate per index of a leaf's last axis (the output channels of a conv or dense
+  kernel; a 0-d leaf has one);
+- ``layer``: one rate per leaf, or per group of leaves sharing a label (a conv kernel and its bias);
+- ``global``: one rate.
+
+With ``g_t`` the incoming gradient, ``d_t`` the inner direction, ``e_p = g_{t,p} d_{t-1,p}``,
+``N`` the number of parameters and ``n_j`` the size of group ``j``, step ``t`` (``t`` earlier
+updates, ``tau = exp(-r t)``) is, in Algorithm 1's order::
+
+  h_j        = (N / n_j) sum_{p in j} e_p                        (Eq. 8, "same scale")
+  a^l_j     += beta * gamma_l * tau * h_j                        (every level l)
+  gamma_l   += delta * tau * sum_p e_p a^l_old(p)  -> clip at 0, renormalise (or softmax)
+  a*_p       = sum_l gamma_l_old a^l(p)                          (new rates, previous gamma)
+  kappa_p    = tau a*_p + (1 - tau) a_inf                        (Section 2.4)
+  update     = -kappa * d_t
+
+The normalisation ``N / n_j`` makes the global level Baydin's hypergradient descent exactly:
+``levels=("global",)``, ``combination_lr=0``, ``decay_rate=0`` reproduces
+:func:`optax_lr.hypergradient` bit for bit.
+
+Every level's hypergradient comes from the per-leaf partial sums of ``e`` (per-leaf totals, and
+per-last-axis sums for the filter level) in one reduction pass over ``(g, d_prev)``; the
+element-wise pass then runs the inner transform, the per-element rates and the scaling together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from optax_lr import _checks, _tree, telemetry
+from optax_lr.hypergradient import _with_weight_decay
+
+LEVELS = ("parameter", "filter", "layer", "global")
+"""The levels CAM-HD knows, finest to coarsest."""
+
+COMBINATION_WEIGHTS = "combination_weights"
+"""Key of the combination weights inside :attr:`CamHDState.learning_rate`."""
+
+_SCALAR_LEVELS = ("global", "layer")  # combined first: one scalar per leaf
+_ARRAY_LEVELS = ("filter", "parameter")
+
+LayerLabels = Any  # a pytree of hashable labels matching params, or ``f(key_path) -> label``
+
+
+class CamHDState(NamedTuple):
+  """State of :func:`cam_hd`.
+
+  Attributes:
+    count: int32, the number of updates taken so far (``t`` of ``tau = exp(-r t)``).
+    learning_rate: a dict with one entry per level in ``levels`` and the combination weights, all
+      float32:
+
+      - ``"parameter"``: a tree shaped like params (one rate per element);
+      - ``"filter"``: a tree with one ``(last_dim,)`` vector per leaf (a scalar for 0-d leaves);
+      - ``"layer"``: a tree with one scalar per leaf; leaves grouped by ``layer_labels`` hold the
+        same value (the group's rate), so a leaf's rate is read off directly;
+      - ``"global"``: a scalar;
+      - ``"combination_weights"``: ``{level: gamma_level}``, scalars summing to 1.
+
+      :func:`optax_lr.learning_rates` reports every entry (keys such as
+      ``"learning_rate/layer/Dense_0/kernel"`` and ``"learning_rate/combination_weights/global"``).
+    previous_direction: ``d_{t-1}`` in each leaf's dtype (zeros at first).
+    inner_state: the state of the wrapped direction transform.
+  """
+
+  count: jax.Array
+  learning_rate: dict[str, Any]
+  previous_direction: Any
+  inner_state: Any
+
+
+def parent_module_label(path: Sequence[Any]) -> str:
+  """A ``layer_labels`` function grouping every leaf with its siblings (kernel with bias).
+
+  Args:
+    path: a leaf's key path (as from ``jax.tree_util.tree_flatten_with_path``).
+
+  Returns:
+    The ``/``-joined path without its last key: ``params/Conv_0`` for
+    ``params/Conv_0/kernel`` and ``params/Conv_0/bias``.
+  """
+  return telemetry._path_name(tuple(path)[:-1])  # noqa: SLF001 - the library's one path namer
+
+
+def _is_static_zero(value: Any) -> bool:
+  """True for a concrete 0 (a traced hyperparameter may be anything: take the general path)."""
+  concrete = _checks._concrete(value)  # noqa: SLF001
+  return concrete is not None and concrete == 0
+
+
+def _check_levels(levels: Any) -> tuple[str, ...]:
+  if isinstance(levels, str):
+    levels = (levels,)
+  try:
+    levels = tuple(levels)
+  except TypeError:
+    _checks._fail("levels", levels, "a non-empty sequence of distinct levels from " + str(LEVELS))  # noqa: SLF001
+  if not levels:
+    _checks._fail("levels", levels, "a non-empty sequence of distinct levels from " + str(LEVELS))  # noqa: SLF001
+  for level in levels:
+    _checks.one_of("levels", level, LEVELS)
+  if len(set(levels)) != len(levels):
+    _checks._fail("levels", levels, "distinct levels (no duplicates)")  # noqa: SLF001
+  return levels
+
+
+def _check_weights(weights: Any, levels: tuple[str, ...]) -> dict[str, float]:
+  if weights is None:
+    return {level: 1.0 / len(levels) for level in levels}
+  try:
+    values = [float(w) for w in weights]
+  except (TypeError, ValueError):
+    _checks._fail("weights", weights, f"a sequence of {len(levels)} numbers >= 0")  # noqa: SLF001
+  if len(values) != len(levels):
+    _checks._fail("weights", weights, f"one weight per level ({len(levels)} for {levels})")  # noqa: SLF001
+  for value in values:
+    _checks.non_negative("weights", value)
+  total = sum(values)
+  if not total > 0:
+    _checks._fail("weights", weights, "weights with a positive sum")  # noqa: SLF001
+  return {level: value / total for level, value in zip(levels, values, strict=True)}
+
+
+class _Layout(NamedTuple):
+  """Static facts about the parameter tree, computed while tracing."""
+
+  total_size: int  # N
+  sizes: tuple[int, ...]  # elements of each leaf
+  groups: tuple[tuple[int, ...], ...]  # leaf indices of each layer group
+  filter_sizes: tuple[int, ...]  # n_j of one filter of each leaf
+
+
+def _layer_groups(params: Any, layer_labels: LayerLabels) -> tuple[tuple[int, ...], ...]:
+  """Leaf indices grouped by label (one group per leaf without labels), in leaf order."""
+  with_path, treedef = jax.tree_util.tree_flatten_with_path(params)
+  if layer_labels is None:
+    return tuple((i,) for i in range(len(with_path)))
+  if callable(layer_labels):
+    labels = [layer_labels(path) for path, _ in with_path]
+  else:
+    label_leaves, label_def = jax.tree.flatten(layer_labels)
+    if label_def != treedef:
+      raise ValueError(
+          "`layer_labels` must be a pytree of labels with the structure of the params (or a "
+          f"function of the leaf path); got labels {label_def} for params {treedef}.")
+    labels = label_leaves
+  groups: dict[Hashable, list[int]] = {}
+  for index, label in enumerate(labels):
+    try:
+      groups.setdefault(label, []).append(index)
+    except TypeError:
+      _checks._fail("layer_labels", label, "hashable labels (strings, say)")  # noqa: SLF001
+  return tuple(tuple(indices) for indices in groups.values())
+
+
+def _layout(params: Any, layer_labels: LayerLabels) -> _Layout:
+  shapes = [jnp.shape(x) for x in jax.tree.leaves(params)]
+  sizes = tuple(int(np.prod(s, dtype=np.int64)) for s in shapes)
+  return _Layout(
+      total_size=sum(sizes),
+      sizes=sizes,
+      groups=_layer_groups(params, layer_labels),
+      filter_sizes=tuple(int(np.prod(s[:-1], dtype=np.int64)) for s in shapes),
+  )
+
+
+def _rate_arrays(level: str, leaves: list[Any], learning_rate: Any) -> list[jax.Array]:
+  if level == "parameter":
+    return [jnp.full(jnp.shape(x), learning_rate, _tree.RATE_DTYPE) for x in leaves]
+  if level == "filter":
+    return [jnp.full(jnp.shape(x)[-1:], learning_rate, _tree.RATE_DTYPE) for x in leaves]
+  return [jnp.full((), learning_rate, _tree.RATE_DTYPE) for _ in leaves]
+
+
+def _combined_rates(rates: dict[str, Any], gammas: dict[str, jax.Array], treedef: Any,
+                    tau: jax.Array | None, final_learning_rate: Any) -> list[jax.Array]:
+  """Per leaf ``kappa = tau * sum_l gamma_l a^l + (1 - tau) a_inf`` (``a*`` when ``tau`` is None).
+
+  Scalar levels are summed first, so a leaf's rate is one scalar unless a filter or parameter level
+  is present; the order is fixed (finest levels last) whatever the order of ``levels``.
+  """
+  num_leaves = treedef.num_leaves
+  combined: list[Any] = [None] * num_leaves
+  for level in _SCALAR_LEVELS + _ARRAY_LEVELS:
+    if level not in rates:
+      continue
+    gamma = gammas[level]
+    if level == "global":
+      level_leaves = [rates[level]] * num_leaves
+    else:
+      level_leaves = treedef.flatten_up_to(rates[level])
+    for i, rate in enumerate(level_leaves):
+      term = gamma * rate
+      combined[i] = term if combined[i] is None else combined[i] + term
+  if tau is not None:
+    combined = [tau * rate + (1.0 - tau) * final_learning_rate for rate in combined]
+  return combined
+
+
+def _filter_sum(x: jax.Array) -> jax.Array:
+  """Sum over every axis but the last (the identity for a 0-d leaf)."""
+  return jnp.sum(x, axis=tuple(range(x.ndim - 1))) if x.ndim else x
+
+
+def _paired_sum(x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """``(sum(x), sum(y))`` of two same-shaped arrays as one reduction (one pass over the inputs)."""
+  if not x.ndim:
+    return x, y
+  return jax.lax.reduce((x, y), (jnp.zeros((), x.dtype), jnp.zeros((), y.dtype)),
+                        lambda a, b: (a[0] + b[0], a[1] + b[1]), tuple(range(x.ndim)))
+
+
+def _new_combination_weights(gammas: dict[str, jax.Array], gradients: dict[str, jax.Array],
+                             step: Any, softmax: bool) -> dict[str, jax.Array]:
+  """One ascent step of ``step`` on gamma along ``-dL/dgamma``, kept on the simplex."""
+  levels = tuple(gammas)
+  gamma = jnp.stack([gammas[level] for level in levels])
+  gradient = jnp.stack([gradients[level] for level in levels])
+  if softmax:
+    # gamma = softmax(logits) with logits = log(gamma) up to a constant; the chain rule gives
+    # dL/dlogit_k = gamma_k (dL/dgamma_k - sum_l gamma_l dL/dgamma_l).
+    logits = jnp.log(gamma) + step * gamma * (gradient - jnp.sum(gamma * gradient))
+    new = jax.nn.softmax(logits)
+  else:
+    clipped = jnp.maximum(gamma + step * gradient, 0.0)
+    total = jnp.sum(clipped)
+    # All weights clipped to 0 would leave no rate: keep the previous weights then.
+    new = jnp.where(total > 0, clipped / jnp.where(total > 0, total, 1.0), gamma)
+  return {level: new[i] for i, level in enumerate(levels)}
+
+
+def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_lr: float,
+           combination_lr: float = 0.0, levels: Sequence[str] = ("layer", "global"),
+           weights: Sequence[float] | None = None, decay_rate: float = 0.0,
+           final_learning_rate: float | None = None, layer_labels: LayerLabels = None, *,
+           level_scaling: str = "same_scale",
+           weight_parametrization: str = "clip") -> optax.GradientTransformationExtraArgs:
+  """Wrap a direction transform with CAM-HD: hypergradient rates at several combined levels.
+
+  Each level keeps its own rates, all updated by hypergradient descent from the same elementwise
+  products ``e = g_t * d_{t-1}``; the applied per-element rate is the combination
+  ``sum_l gamma_l a^l`` with learned weights ``gamma`` on the simplex, blended towards
+  ``final_learning_rate`` by ``tau(t) = exp(-decay_rate * t)``. With ``levels=("global",)``,
+  ``combination_lr=0`` and ``decay_rate=0`` it is :func:`optax_lr.hypergradient` exactly.
+
+  Args:
+    inner: a unit-rate direction transform (``optax.identity()``, ``optax.trace(...)``,
+      ``optax.scale_by_adam()``, or a chain); extra ``update`` arguments are forwarded to it.
+    learning_rate: initial rate ``> 0`` of every level (so the initial combination is this rate).
+    hypergrad_lr: ``beta >= 0``, the hypergradient step shared by all levels.
+    combination_lr: ``delta >= 0``, the step on the combination weights (paper: 1e-3 to 3e-2);
+      0 keeps ``weights`` fixed exactly.
+    levels: a non-empty sequence of distinct levels from ``("parameter", "filter", "layer",
+      "global")``, in any order (``weights`` follow it).
+    weights: initial combination weights, one ``>= 0`` per level with a positive sum; normalised
+      to sum 1. ``None`` (default): equal weights. Paper: ``(0.2, 0.8)``, ``(0.5, 0.5)`` for two
+      levels, ``(0.3, 0.3, 0.4)`` for three.
+    decay_rate: ``r >= 0`` of ``tau(t) = exp(-r t)``; 0 (default) turns blending off. Paper: 0.002
+      (LeNet), 0.001 (ResNet).
+    final_learning_rate: ``a_inf >= 0`` the rate is blended towards; defaults to ``learning_rate``.
+    layer_labels: how the ``layer`` level groups leaves: ``None`` (one rate per leaf), a pytree of
+      hashable labels with the structure of the params, or a function of a leaf's key path
+      returning its label (e.g. :func:`parent_module_label`). Leaves with equal labels share one
+      rate. A label tree that does not match the params raises ``ValueError`` at ``init``.
+    level_scaling: ``"same_scale"`` (default): ``h_j = (N / n_j) sum_{p in j} e_p``, so every level
+      moves on the scale of the global level and the global level is Baydin's HD; ``"mean"``: the
+      paper's alternative ``h_j = (1 / n_j) sum_{p in j} e_p`` (plain group averages).
+    weight_parametrization: ``"clip"`` (default): step on ``gamma``, clip at 0, renormalise
+      (Algorithm 1); ``"softmax"``: step on the logits of ``gamma = softmax(logits)`` (the paper's
+      alternative; a weight that starts at 0 then stays 0).
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` whose state is :class:`CamHDState`.
+
+  References:
+    Seed 003, "Adaptive Hierarchical Hyper-gradient Descent": Algorithm 1, Eq. 6-8, Section 2.3
+    (combination, normalisation of the level steps), Section 2.4 (``kappa = tau a + (1 - tau)
+    a_inf``). ``ALGORITHMS.md`` section 4 fixes the scaling and the order of operations.
+
+  Example:
+    >>> opt = optax_lr.cam_hd(optax.scale_by_adam(), learning_rate=1e-3, hypergrad_lr=1e-8,
+    ...                       combination_lr=0.01, levels=("filter", "global"), weights=(0.2, 0.8),
+    ...                       decay_rate=0.001)
+    >>> opt = optax.chain(optax.clip_by_global_norm(1.0), opt)
+  """
+  _checks.positive("learning_rate", learning_rate)
+  _checks.non_negative("hypergrad_lr", hypergrad_lr)
+  _checks.non_negative("combination_lr", combination_lr)
+  _checks.non_negative("decay_rate", decay_rate)
+  if final_learning_rate is None:
+    final_learning_rate = learning_rate
+  _checks.non_negative("final_learning_rate", final_learning_rate)
+  levels = _check_levels(levels)
+  initial_weights = _check_weights(weights, levels)
+  _checks.one_of("level_scaling", level_scaling, ("same_scale", "mean"))
+  _checks.one_of("weight_parametrization", weight_parametrization, ("clip", "softmax"))
+  if layer_labels is not None and not callable(layer_labels):
+    # Structure is checked against the params at init; here only that it is a tree at all.
+    jax.tree.structure(layer_labels)
+  inner = optax.with_extra_args_support(inner)
+  blending = not _is_static_zero(decay_rate)
+  learn_weights = not _is_static_zero(combination_lr) and len(levels) > 1
+  softmax = weight_parametrization == "softmax"
+
+  def level_factor(group_size: int, total_size: int) -> float:
+    if group_size == 0:
+      return 0.0
+    return (total_size if level_scaling == "same_scale" else 1) / group_size
+
+  def init_fn(params):
+    leaves, treedef = jax.tree.flatten(params)
+    _layer_groups(params, layer_labels)  # raises when the labels do not match the params
+    rates: dict[str, Any] = {}
+    for level in levels:
+      if level == "global":
+        rates[level] = jnp.full((), learning_rate, _tree.RATE_DTYPE)
+      else:
+        rates[level] = treedef.unflatten(_rate_arrays(level, leaves, learning_rate))
+    rates[COMBINATION_WEIGHTS] = {
+        level: jnp.full((), w, _tree.RATE_DTYPE) for level, w in initial_weights.items()}
+    return CamHDState(
+        count=jnp.zeros((), jnp.int32),
+        learning_rate=rates,
+        previous_direction=_tree.zeros_like(params),
+        inner_state=inner.init(params),
+    )
+
+  def update_fn(updates, state, params=None, **extra_args):
+    layout = _layout(updates, layer_labels)
+    grads, treedef = jax.tree.flatten(updates)
+    previous = treedef.flatten_up_to(state.previous_direction)
+    old = state.learning_rate
+    gammas = old[COMBINATION_WEIGHTS]
+    total_size = layout.total_size
+    tau = jnp.exp(-decay_rate * state.count.astype(_tree.RATE_DTYPE)) if blending else None
+
+    def step_size(level):
+      step = hypergrad_lr * gammas[level]
+      return step if tau is None else step * tau
+
+    # The reduction pass: per-leaf partial sums of e = g * d_prev (and per last-axis index for the
+    # filter level) give every level's hypergradient. It needs only this step's gradient and the
+    # stored direction, so it does not wait on the inner transform.
+    products = [_tree._as_float32(g) * _tree._as_float32(d)  # noqa: SLF001
+                for g, d in zip(grads, previous, strict=True)]
+    weighted_sums = None  # sum_p e_p a_param_old(p) per leaf, for the parameter level's gamma
+    if "filter" in levels:
+      filter_sums = [_filter_sum(e) for e in products]
+      leaf_sums = [jnp.sum(f) for f in filter_sums]
+    elif "parameter" in levels and learn_weights:
+      # One variadic reduction reads (g, d_prev, a_param) once for both sums.
+      pairs = [_paired_sum(e, e * rate) for e, rate in
+               zip(products, treedef.flatten_up_to(old["parameter"]), strict=True)]
+      leaf_sums = [pair[0] for pair in pairs]
+      weighted_sums = [pair[1] for pair in pairs]
+    else:
+      leaf_sums = treedef.flatten_up_to(_tree.leaf_vdots(updates, state.previous_direction))
+    global_sum = sum(leaf_sums, jnp.zeros((), _tree.RATE_DTYPE))
+
+    new: dict[str, Any] = {}
+    descent: dict[str, jax.Array] = {}  # sum_p e_p a^l_old(p), i.e. -dL/dgamma_l / tau
+    for level in levels:
+      step = step_size(level)
+      if level == "global":
+        factor = level_factor(total_size, total_size)
+        hypergradient = global_sum if factor == 1 else factor * global_sum
+        new[level] = old[level] + step * hypergradient
+        if learn_weights:
+          descent[level] = old[level] * global_sum
+      elif level == "layer":
+        old_leaves = treedef.flatten_up_to(old[level])
+        new_leaves: list[Any] = [None] * len(grads)
+        terms = []
+        for group in layout.groups:
+          group_sum = sum((leaf_sums[i] for i in group[1:]), leaf_sums[group[0]])
+          size = sum(layout.sizes[i] for i in group)
+          rate = old_leaves[group[0]]
+          updated = rate + step * (level_factor(size, total_size) * group_sum)
+          for i in group:
+            new_leaves[i] = updated
+          terms.append(rate * group_sum)
+        new[level] = treedef.unflatten(new_leaves)
+        if learn_weights:
+          descent[level] = sum(terms, jnp.zeros((), _tree.RATE_DTYPE))
+      elif level == "filter":
+        old_leaves = treedef.flatten_up_to(old[level])
+        new[level] = treedef.unflatten([
+            rate + (step * level_factor(size, total_size)) * sums
+            for rate, sums, size in zip(old_leaves, filter_sums, layout.filter_sizes,
+                                        strict=True)])
+        if learn_weights:
+          descent[level] = sum((jnp.sum(rate * sums)
+                                for rate, sums in zip(old_leaves, filter_sums, strict=True)),
+                               jnp.zeros((), _tree.RATE_DTYPE))
+      else:  # parameter
+        old_leaves = treedef.flatten_up_to(old[level])
+        new[level] = treedef.unflatten([
+            rate + (step * level_factor(1, total_size)) * e
+            for rate, e in zip(old_leaves, products, strict=True)])
+        if learn_weights:
+          if weighted_sums is None:
+            weighted_sums = [jnp.sum(rate * e) for rate, e in zip(old_leaves, products,
+                                                                  strict=True)]
+          descent[level] = sum(weighted_sums, jnp.zeros((), _tree.RATE_DTYPE))
+
+    if learn_weights:
+      gradients = descent if tau is None else {k: tau * v for k, v in descent.items()}
+      new_gammas = _new_combination_weights(gammas, gradients, combination_lr, softmax)
+    else:
+      new_gammas = gammas
+
+    # Algorithm 1: the applied rate combines the new level rates with the previous weights.
+    kappa = _combined_rates(new, gammas, treedef, tau, final_learning_rate)
+    directions, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
+    new_updates = _tree.scale_by_rate(treedef.unflatten(kappa), directions, True)
+    new[COMBINATION_WEIGHTS] = new_gammas
+    return new_updates, CamHDState(
+        count=optax.safe_increment(state.count),
+        learning_rate=new,
+        previous_direction=directions,
+        inner_state=inner_state,
+    )
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def sgd_cam_hd(learning_rate: float, hypergrad_lr: float = 1e-6, combination_lr: float = 0.0,
+               momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
+               levels: Sequence[str] = ("layer", "global"),
+               weights: Sequence[float] | None = None, decay_rate: float = 0.0,
+               final_learning_rate: float | None = None,
+               layer_labels: LayerLabels = None) -> optax.GradientTransformation:
+  """SGD-CAM-HD (``momentum = 0``), SGDN-CAM-HD (``nesterov=True``): SGD with CAM-HD rates.
+
+  Args:
+    learning_rate: initial rate ``> 0`` (paper: 0.1 for SGD/SGDN).
+    hypergrad_lr: ``beta >= 0``.
+    combination_lr: ``delta >= 0`` (paper: 1e-3 to 3e-2).
+    momentum: in ``[0, 1)``; the direction is the momentum trace.
+    nesterov: Nesterov momentum (SGDN-CAM-HD).
+    weight_decay: coupled L2 decay ``>= 0``, added to the gradient before the rates see it.
+    levels, weights, decay_rate, final_learning_rate, layer_labels: as :func:`cam_hd`.
+
+  Returns:
+    An ``optax.GradientTransformation``; ``levels=("global",)`` with ``combination_lr = 0`` and
+    ``decay_rate = 0`` equals :func:`optax_lr.sgd_hd` bit for bit.
+
+  References:
+    Seed 003, Algorithm 1 with the SGD/SGDN base of Section 2.3 and Section 3.
+
+  Example:
+    >>> opt = optax_lr.sgd_cam_hd(0.1, hypergrad_lr=1e-3, momentum=0.9, nesterov=True,
+    ...                           levels=("filter", "global"), weights=(0.2, 0.8),
+    ...                           combination_lr=0.03, decay_rate=0.001)
+  """
+  _checks.in_range("momentum", momentum, 0.0, 1.0, high_open=True)
+  inner = optax.trace(decay=momentum, nesterov=nesterov) if momentum else optax.identity()
+  transform = cam_hd(inner, learning_rate, hypergrad_lr, combination_lr, levels, weights,
+                     decay_rate, final_learning_rate, layer_labels)
+  return _with_weight_decay(transform, weight_decay)
+
+
+def adam_cam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8,
+                combination_lr: float = 0.0, b1: float = 0.9, b2: float = 0.999,
+                eps: float = 1e-8, weight_decay: float = 0.0,
+                levels: Sequence[str] = ("layer", "global"),
+                weights: Sequence[float] | None = None, decay_rate: float = 0.0,
+                final_learning_rate: float | None = None,
+                layer_labels: LayerLabels = None) -> optax.GradientTransformation:
+  """Adam-CAM-HD: Adam directions ``m_hat / (sqrt(v_hat) + eps)`` with CAM-HD rates.
+
+  Args:
+    learning_rate: initial rate ``> 0`` (paper: 1e-3).
+    hypergrad_lr: ``beta >= 0`` (Adam-HD reference: 1e-8).
+    combination_lr: ``delta >= 0``.
+    b1: first-moment decay in ``[0, 1)``.
+    b2: second-moment decay in ``[0, 1)``.
+    eps: ``>= 0``.
+    weight_decay: coupled L2 decay ``>= 0``.
+    levels, weights, decay_rate, final_learning_rate, layer_labels: as :func:`cam_hd`.
+
+  Returns:
+    An ``optax.GradientTransformation``; ``levels=("global",)`` with ``combination_lr = 0`` and
+    ``decay_rate = 0`` equals :func:`optax_lr.adam_hd` bit for bit.
+
+  References:
+    Seed 003, Algorithm 1 with the Adam base (``phi``, ``psi`` of Section 2.3).
+
+  Example:
+    >>> opt = optax_lr.adam_cam_hd(1e-3, hypergrad_lr=1e-8, levels=("parameter", "layer",
+    ...                            "global"), weights=(0.3, 0.3, 0.4), combination_lr=0.01)
+  """
+  _checks.in_range("b1", b1, 0.0, 1.0, high_open=True)
+  _checks.in_range("b2", b2, 0.0, 1.0, high_open=True)
+  _checks.non_negative("eps", eps)
+  transform = cam_hd(optax.scale_by_adam(b1=b1, b2=b2, eps=eps), learning_rate, hypergrad_lr,
+                     combination_lr, levels, weights, decay_rate, final_learning_rate,
+                     layer_labels)
+  return _with_weight_decay(transform, weight_decay)
+
+
+def _find_cam_hd_state(opt_state: Any) -> CamHDState:
+  found = [x for x in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, CamHDState))
+           if isinstance(x, CamHDState)]
+  if len(found) != 1:
+    raise ValueError(f"`opt_state` must hold exactly one CamHDState; found {len(found)}.")
+  return found[0]
+
+
+def cam_hd_effective_learning_rate(opt_state: Any, decay_rate: float = 0.0,
+                                   final_learning_rate: float | None = None) -> Any:
+  """The effective per-element rate ``kappa`` a CAM-HD state holds, as a tree shaped like params.
+
+  ``kappa = tau(t) sum_l gamma_l a^l + (1 - tau(t)) a_inf`` with the state's rates and combination
+  weights and ``t`` its update count: the rate the next update starts from (it is the rate of the
+  latest update whenever ``combination_lr = 0`` and ``decay_rate = 0``). Leaves are scalars when
+  no filter or parameter level is present. Computed on device; callable inside ``jit``.
+
+  Args:
+    opt_state: a state holding one :class:`CamHDState` (for example ``adam_cam_hd``'s).
+    decay_rate: the ``decay_rate`` the optimizer was built with.
+    final_learning_rate: its ``final_learning_rate``; required when ``decay_rate > 0``.
+
+  Returns:
+    A tree of float32 rates with the structure of the params.
+  """
+  state = _find_cam_hd_state(opt_state)
+  _checks.non_negative("decay_rate", decay_rate)
+  tau = None
+  if not _is_static_zero(decay_rate):
+    if final_learning_rate is None:
+      raise ValueError("`final_learning_rate` must be given when `decay_rate` > 0.")
+    _checks.non_negative("final_learning_rate", final_learning_rate)
+    tau = jnp.exp(-decay_rate * state.count.astype(_tree.RATE_DTYPE))
+  treedef = jax.tree.structure(state.previous_direction)
+  rates = {k: v for k, v in state.learning_rate.items() if k != COMBINATION_WEIGHTS}
+  combined = _combined_rates(rates, state.learning_rate[COMBINATION_WEIGHTS], treedef, tau,
+                             final_learning_rate)
+  # Broadcast a scalar or per-filter leaf to its elements, so every element counts once.
+  return treedef.unflatten([
+      jnp.broadcast_to(rate, jnp.shape(d)) for rate, d in
+      zip(combined, treedef.flatten_up_to(state.previous_direction), strict=True)])
+
+
+def cam_hd_rate_summary(opt_state: Any, decay_rate: float = 0.0,
+                        final_learning_rate: float | None = None) -> dict[str, jax.Array]:
+  """Mean, min, max and Euclidean norm of the effective per-element rate, on device.
+
+  Args:
+    opt_state: a state holding one :class:`CamHDState`.
+    decay_rate: the optimizer's ``decay_rate``.
+    final_learning_rate: its ``final_learning_rate`` (required when ``decay_rate > 0``).
+
+  Returns:
+    ``{"mean", "min", "max", "norm"}`` float32 scalars over every parameter element (see
+    :func:`cam_hd_effective_learning_rate` and :func:`optax_lr.rate_summary`).
+
+  Example:
+    >>> stats = jax.jit(optax_lr.cam_hd_rate_summary)(opt_state)
+  """
+  return telemetry.rate_summary(
+      cam_hd_effective_learning_rate(opt_state, decay_rate, final_learning_rate))

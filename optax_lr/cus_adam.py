@@ -1,0 +1,90 @@
+"""CUS-Adam (Cyclical Update Step Adam): Adam without the first-moment bias correction.
+
+Implements seed 004 (thesis), Section 3.2: with ``m_hat = m`` instead of ``m / (1 - b1^t)`` the
+first steps are damped by ``1 - b1^t`` (a warm-up that rises to 1 with time constant
+``1 / (1 - b1)`` steps), which with Adam's own step-size annealing gives a rise-and-fall of the
+update size: a built-in "cycle". The second-moment correction ``v_hat = v / (1 - b2^t)`` is kept.
+``ALGORITHMS.md`` section 5.
+
+Built from optax's Adam pieces (``optax.tree.update_moment``, ``update_moment_per_elem_norm``,
+``bias_correction`` and ``optax.ScaleByAdamState``), so it checkpoints and interoperates exactly
+like ``optax.scale_by_adam``. Its update equals ``optax.adam``'s times ``1 - b1^t``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from optax_lr import _checks
+
+
+def scale_by_cus_adam(b1: float = 0.9, b2: float = 0.999,
+                      eps: float = 1e-8) -> optax.GradientTransformation:
+  """Adam's direction ``m / (sqrt(v_hat) + eps)`` with no first-moment bias correction.
+
+  Args:
+    b1: first-moment decay in ``[0, 1)``.
+    b2: second-moment decay in ``[0, 1)``.
+    eps: ``>= 0``, added to ``sqrt(v_hat)``.
+
+  Returns:
+    An ``optax.GradientTransformation`` whose state is ``optax.ScaleByAdamState`` (two
+    parameter-sized buffers, as Adam).
+
+  References:
+    Seed 004 (thesis), Section 3.2 ("CUS-Adam"); Kingma and Ba 2015, Algorithm 1.
+
+  Example:
+    >>> opt = optax.chain(optax_lr.scale_by_cus_adam(), optax.scale_by_learning_rate(1e-3))
+  """
+  _checks.in_range("b1", b1, 0.0, 1.0, high_open=True)
+  _checks.in_range("b2", b2, 0.0, 1.0, high_open=True)
+  _checks.non_negative("eps", eps)
+
+  def init_fn(params):
+    return optax.ScaleByAdamState(count=jnp.zeros([], jnp.int32),
+                                  mu=optax.tree.zeros_like(params),
+                                  nu=optax.tree.zeros_like(params))
+
+  def update_fn(updates, state, params=None):
+    del params
+    mu = optax.tree.update_moment(updates, state.mu, b1, 1)
+    nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
+    count = optax.safe_int32_increment(state.count)
+    nu_hat = optax.tree.bias_correction(nu, b2, count)
+    # The one difference from Adam: m is used as is (m_hat = m), biased towards zero early on.
+    directions = jax.tree.map(lambda m, v: m / (jnp.sqrt(v) + eps), mu, nu_hat)
+    return directions, optax.ScaleByAdamState(
+        count=count, mu=optax.tree.cast_like(mu, state.mu), nu=optax.tree.cast_like(nu, state.nu))
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def cus_adam(learning_rate: optax.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
+             eps: float = 1e-8) -> optax.GradientTransformation:
+  """CUS-Adam: ``optax.adam`` without the first-moment bias correction (thesis Section 3.2).
+
+  Args:
+    learning_rate: a rate ``> 0`` or an optax schedule (for example
+      :func:`optax_lr.cyclical_schedule`).
+    b1: first-moment decay in ``[0, 1)``.
+    b2: second-moment decay in ``[0, 1)``.
+    eps: ``>= 0``.
+
+  Returns:
+    An ``optax.GradientTransformation``; the update at step ``t`` (from 1) is exactly
+    ``(1 - b1^t)`` times ``optax.adam``'s.
+
+  References:
+    Seed 004 (thesis), Section 3.2 and Section 4.4 (evaluation).
+
+  Example:
+    >>> opt = optax_lr.cus_adam(1e-3)
+    >>> opt = optax.chain(optax.add_decayed_weights(5e-4), optax_lr.cus_adam(1e-3))
+  """
+  if not callable(learning_rate):
+    _checks.positive("learning_rate", learning_rate)
+  return optax.chain(scale_by_cus_adam(b1=b1, b2=b2, eps=eps),
+                     optax.scale_by_learning_rate(learning_rate))

@@ -1,0 +1,91 @@
+"""``switch_at``: one transformation before a step boundary, another from it on.
+
+The hybrid of seed 004 (thesis), Section 4.5.2: SGD with cyclical rates for the first 13 epochs
+of a 25-cycle, to escape sharp minima, then Simple AdaSecant as the local optimizer.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from optax_lr import _checks
+
+
+class SwitchState(NamedTuple):
+  """State of :func:`switch_at`.
+
+  Attributes:
+    count: int32, number of updates taken.
+    first_state: the state of ``first`` (frozen from ``boundary_step`` on).
+    second_state: the state of ``second`` (untouched, as ``init`` made it, before the boundary).
+  """
+
+  count: jax.Array
+  first_state: Any
+  second_state: Any
+
+
+def switch_at(boundary_step: int, first: optax.GradientTransformation,
+              second: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
+  """Use ``first`` for steps ``< boundary_step`` (counting from 0), then ``second``.
+
+  Both states are kept in :class:`SwitchState`; only the active transformation's state advances,
+  so ``second`` starts from its fresh ``init`` state at the boundary (its own step counters and
+  schedules start there) and ``first``'s state is frozen. The branch is a ``jax.lax.cond`` on the
+  step count: only the active transformation runs (no cost for the idle one, and the idle state
+  is passed through bit-identically). Under ``vmap`` the cond becomes a select that computes
+  both, still leaving the idle state untouched. Extra ``update`` arguments (``next_grads``,
+  ``value``, ...) are forwarded to both (``optax.with_extra_args_support``).
+
+  Args:
+    boundary_step: integer ``>= 0``; 0 means ``second`` from the start.
+    first: the transformation for steps ``[0, boundary_step)``.
+    second: the transformation from ``boundary_step`` on.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs``. Updates keep the gradients' dtypes.
+
+  References:
+    Seed 004 (thesis), Section 4.5.2 and Figure 4.21 (13 epochs of CLR-SGD, then Simple
+    AdaSecant).
+
+  Example:
+    >>> steps_per_epoch = 391
+    >>> opt = optax_lr.switch_at(
+    ...     13 * steps_per_epoch,
+    ...     optax.sgd(optax_lr.n_cycle_schedule(1e-3, 1.0, 25, steps_per_epoch)),
+    ...     optax_lr.simple_adasecant(threshold=10.0))
+  """
+  _checks.integer_at_least("boundary_step", boundary_step, 0)
+  first = optax.with_extra_args_support(first)
+  second = optax.with_extra_args_support(second)
+
+  def init_fn(params):
+    return SwitchState(count=jnp.zeros((), jnp.int32), first_state=first.init(params),
+                       second_state=second.init(params))
+
+  def update_fn(updates, state, params=None, **extra_args):
+    def like_grads(new_updates):
+      return jax.tree.map(lambda u, g: u.astype(g.dtype), new_updates, updates)
+
+    def run_first(operand):
+      first_state, second_state = operand
+      new_updates, first_state = first.update(updates, first_state, params, **extra_args)
+      return like_grads(new_updates), first_state, second_state
+
+    def run_second(operand):
+      first_state, second_state = operand
+      new_updates, second_state = second.update(updates, second_state, params, **extra_args)
+      return like_grads(new_updates), first_state, second_state
+
+    new_updates, first_state, second_state = jax.lax.cond(
+        state.count < boundary_step, run_first, run_second,
+        (state.first_state, state.second_state))
+    return new_updates, SwitchState(count=optax.safe_int32_increment(state.count),
+                                    first_state=first_state, second_state=second_state)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -1,0 +1,444 @@
+"""CAM-HD (seed 003): exact identities with HD, hand-derived steps per level, labels, blending."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import optax_lr
+
+# A tiny tree with a matrix (filters = its 3 columns), a vector and a 0-d leaf: N = 10.
+SHAPES = {"a": (2, 3), "b": (3,), "c": ()}
+N = 10
+
+
+def _grads(seed, scale=1.0):
+  rng = np.random.default_rng(seed)
+  return {k: (scale * rng.standard_normal(s)).astype(np.float32) for k, s in SHAPES.items()}
+
+
+def _zeros():
+  return {k: jnp.zeros(s, jnp.float32) for k, s in SHAPES.items()}
+
+
+PARAMS = {"w": jnp.linspace(-1.0, 1.0, 12).reshape(3, 4), "b": jnp.array([0.3, -0.7, 0.1, 2.0]),
+          "s": jnp.array(0.4)}
+
+
+def _loss(p):
+  return (jnp.sum(jnp.cos(p["w"]) * p["w"]) + jnp.sum(p["b"] ** 4) + jnp.sum(p["w"] @ p["b"])
+          + p["s"] ** 2)
+
+
+def _trajectory(opt, steps, jit):
+  params, state = PARAMS, opt.init(PARAMS)
+  update = jax.jit(opt.update) if jit else opt.update
+  for _ in range(steps):
+    updates, state = update(jax.grad(_loss)(params), state, params)
+    params = optax.apply_updates(params, updates)
+  return params, state
+
+
+# ------------------------------------------------------------------------------------------------
+# The identity that pins the semantics: levels=("global",), delta = 0, r = 0 is HD exactly.
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize("name", ["hypergradient", "sgd_hd", "sgdn_hd", "adam_hd"])
+def test_global_level_is_hd_bit_for_bit(name, jit):
+  if name == "hypergradient":
+    ours = optax_lr.cam_hd(optax.trace(0.5), 0.05, 1e-3, levels=("global",))
+    reference = optax_lr.hypergradient(optax.trace(0.5), 0.05, 1e-3)
+  elif name == "sgd_hd":
+    ours = optax_lr.sgd_cam_hd(0.05, 1e-2, levels=("global",), weight_decay=1e-2)
+    reference = optax_lr.sgd_hd(0.05, 1e-2, weight_decay=1e-2)
+  elif name == "sgdn_hd":
+    ours = optax_lr.sgd_cam_hd(0.02, 1e-3, momentum=0.9, nesterov=True, levels="global")
+    reference = optax_lr.sgd_hd(0.02, 1e-3, momentum=0.9, nesterov=True)
+  else:
+    ours = optax_lr.adam_cam_hd(0.05, 1e-3, b1=0.8, b2=0.99, levels=("global",))
+    reference = optax_lr.adam_hd(0.05, 1e-3, b1=0.8, b2=0.99)
+  params, state = _trajectory(ours, 6, jit)
+  ref_params, ref_state = _trajectory(reference, 6, jit)
+  jax.tree.map(np.testing.assert_array_equal, params, ref_params)
+  ours_rates = optax_lr.learning_rates(state)
+  (ref_rate,) = optax_lr.learning_rates(ref_state).values()
+  (rate,) = [v for k, v in ours_rates.items() if k.endswith("learning_rate/global")]
+  assert float(ref_rate) != 0.05  # the rate did move
+  np.testing.assert_array_equal(rate, ref_rate)
+
+
+def test_fixed_combination_weights_never_change():
+  opt = optax_lr.adam_cam_hd(0.05, 1e-3, combination_lr=0.0, levels=("parameter", "filter",
+                             "layer", "global"), weights=(3, 3, 1, 3), decay_rate=0.01)
+  _, state = _trajectory(opt, 8, jit=True)
+  gammas = state.learning_rate["combination_weights"]
+  for level, weight in zip(("parameter", "filter", "layer", "global"), (0.3, 0.3, 0.1, 0.3),
+                           strict=True):
+    assert gammas[level].dtype == jnp.float32
+    assert float(gammas[level]) == float(np.float32(weight)), level
+  # The rates themselves did move.
+  assert float(state.learning_rate["global"]) != 0.05
+
+
+# ------------------------------------------------------------------------------------------------
+# Hand-derived two-step examples, one level at a time (SGD base: d_t = g_t).
+# ------------------------------------------------------------------------------------------------
+
+
+def _expected_level_rates(level, e, alpha0, beta):
+  """alpha^l(p) after step 2 from Eq. 8 with h_j = (N / n_j) sum_{p in j} e_p, per element."""
+  if level == "global":
+    total = sum(x.sum() for x in e.values())
+    return {k: np.full(s, alpha0 + beta * total) for k, s in SHAPES.items()}
+  if level == "layer":
+    return {k: np.full(SHAPES[k], alpha0 + beta * (N / x.size) * x.sum()) for k, x in e.items()}
+  if level == "filter":
+    # "a": 3 filters (its columns) of 2 elements; "b": 3 filters of 1; "c": one of 1.
+    return {"a": np.broadcast_to(alpha0 + beta * (N / 2) * e["a"].sum(axis=0), (2, 3)),
+            "b": alpha0 + beta * N * e["b"], "c": alpha0 + beta * N * e["c"]}
+  return {k: alpha0 + beta * N * x for k, x in e.items()}  # parameter
+
+
+@pytest.mark.parametrize("level", ["parameter", "filter", "layer", "global"])
+def test_two_steps_by_hand(level):
+  alpha0, beta = 0.1, 0.01
+  g1, g2 = _grads(1), _grads(2)
+  opt = optax_lr.sgd_cam_hd(alpha0, hypergrad_lr=beta, levels=(level,))
+  state = opt.init(_zeros())
+  # Step 1: d_0 = 0, so e = 0 and every rate stays alpha0.
+  updates, state = opt.update(g1, state)
+  for k in SHAPES:
+    np.testing.assert_allclose(updates[k], -alpha0 * g1[k], rtol=1e-6)
+  # Step 2: e = g_2 * g_1.
+  e = {k: g2[k].astype(np.float64) * g1[k] for k in SHAPES}
+  expected = _expected_level_rates(level, e, alpha0, beta)
+  updates, state = opt.update(g2, state)
+  for k in SHAPES:
+    np.testing.assert_allclose(updates[k], -expected[k] * g2[k], rtol=2e-6, atol=1e-9)
+  stored = state.learning_rate[level]
+  stored = {k: stored for k in SHAPES} if level == "global" else stored
+  for k in SHAPES:
+    np.testing.assert_allclose(np.broadcast_to(stored[k], SHAPES[k]), expected[k], rtol=2e-6)
+  # The effective rate the state reports is the one just applied (delta = 0, r = 0).
+  effective = optax_lr.cam_hd_effective_learning_rate(state)
+  for k in SHAPES:
+    np.testing.assert_allclose(effective[k], expected[k], rtol=2e-6)
+
+
+def test_mean_level_scaling_divides_by_n():
+  # level_scaling="mean": h_j = (1 / n_j) sum_{p in j} e_p, i.e. the same-scale step over N.
+  alpha0, beta = 0.1, 0.5
+  g1, g2 = _grads(3), _grads(4)
+  opt = optax_lr.cam_hd(optax.identity(), alpha0, beta, levels=("layer",), level_scaling="mean")
+  state = opt.init(_zeros())
+  _, state = opt.update(g1, state)
+  _, state = opt.update(g2, state)
+  for k in SHAPES:
+    e = g2[k].astype(np.float64) * g1[k]
+    np.testing.assert_allclose(state.learning_rate["layer"][k], alpha0 + beta * e.mean(),
+                               rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------
+# All levels together, learned weights and blending, against a numpy transcription of Algorithm 1.
+# ------------------------------------------------------------------------------------------------
+
+
+def _group_ids(level):
+  """Per element of the flattened tree ("a", "b", "c" in order), the group it belongs to."""
+  if level == "global":
+    return np.zeros(N, int)
+  if level == "layer":
+    return np.array([0] * 6 + [1] * 3 + [2])
+  if level == "filter":
+    return np.concatenate([np.tile(np.arange(3), 2), 3 + np.arange(3), [6]])
+  return np.arange(N)
+
+
+def _reference(levels, weights, grads, alpha0, beta, delta, r, alpha_inf, softmax):
+  """Algorithm 1 (ALGORITHMS.md section 4) in float64 on flat vectors; returns the updates."""
+  gamma = np.asarray(weights, float) / np.sum(weights)
+  rates = {level: np.full(N, alpha0) for level in levels}
+  d_prev = np.zeros(N)
+  all_updates = []
+  for t, g in enumerate(grads):
+    g = np.concatenate([np.ravel(g[k]) for k in SHAPES]).astype(np.float64)
+    tau = np.exp(-r * t)
+    e = g * d_prev
+    old = {level: rate.copy() for level, rate in rates.items()}
+    for i, level in enumerate(levels):
+      ids = _group_ids(level)
+      sums, sizes = np.bincount(ids, e), np.bincount(ids)
+      rates[level] = rates[level] + beta * gamma[i] * tau * (N / sizes * sums)[ids]
+    descent = np.array([tau * np.sum(e * old[level]) for level in levels])
+    if softmax:
+      logits = np.log(gamma) + delta * gamma * (descent - np.sum(gamma * descent))
+      new_gamma = np.exp(logits) / np.sum(np.exp(logits))
+    else:
+      clipped = np.maximum(gamma + delta * descent, 0.0)
+      new_gamma = clipped / clipped.sum()
+    combined = sum(gamma[i] * rates[level] for i, level in enumerate(levels))
+    kappa = tau * combined + (1 - tau) * alpha_inf
+    all_updates.append(-kappa * g)
+    gamma, d_prev = new_gamma, g
+  return all_updates, gamma, rates
+
+
+@pytest.mark.parametrize("softmax", [False, True], ids=["clip", "softmax"])
+def test_all_levels_learned_weights_and_blending_match_algorithm_1(softmax):
+  levels = ("filter", "parameter", "global", "layer")  # any order; weights follow it
+  weights = (0.2, 0.3, 0.4, 0.1)
+  # The softmax step on the logits is gamma (1 - gamma) times smaller: a larger delta moves it.
+  alpha0, beta, delta, r, alpha_inf = 0.1, 2e-3, 5.0 if softmax else 0.5, 0.2, 0.03
+  grads = [_grads(10 + t) for t in range(4)]
+  opt = optax_lr.cam_hd(optax.identity(), alpha0, beta, combination_lr=delta, levels=levels,
+                        weights=weights, decay_rate=r, final_learning_rate=alpha_inf,
+                        weight_parametrization="softmax" if softmax else "clip")
+  expected_updates, expected_gamma, expected_rates = _reference(
+      levels, weights, grads, alpha0, beta, delta, r, alpha_inf, softmax)
+  state = opt.init(_zeros())
+  update = jax.jit(opt.update)
+  for g, expected in zip(grads, expected_updates, strict=True):
+    updates, state = update(g, state)
+    flat = np.concatenate([np.ravel(updates[k]) for k in SHAPES])
+    np.testing.assert_allclose(flat, expected, rtol=1e-5, atol=1e-8)
+  gammas = state.learning_rate["combination_weights"]
+  got_gamma = np.array([float(gammas[level]) for level in levels])
+  np.testing.assert_allclose(got_gamma, expected_gamma, rtol=1e-5)
+  assert abs(got_gamma.sum() - 1.0) < 1e-6
+  assert np.max(np.abs(got_gamma - np.array(weights))) > 1e-3  # the weights did learn
+  for level in levels:
+    stored = state.learning_rate[level]
+    flat = np.concatenate([np.ravel(np.broadcast_to(
+        stored if level == "global" else stored[k], SHAPES[k])) for k in SHAPES])
+    np.testing.assert_allclose(flat, expected_rates[level], rtol=1e-5)
+
+
+def test_clipped_weight_stays_on_the_simplex():
+  # N = 2, alpha0 = beta = 0.1, gamma = 1/2. Step 2: e = (1, -1), so a_param = 0.1 + 0.1 e =
+  # (0.2, 0), a_global = 0.1 (sum e = 0). Step 3: e = (1, -1.5): -dL/dgamma_global =
+  # 0.1 * (-0.5) < 0 < -dL/dgamma_param = 0.2 * 1 + 0 * (-1.5); with a huge delta the global
+  # weight goes below 0, is clipped, and the parameter weight becomes 1. a_param moves on to
+  # (0.2 + 0.1 * 1, 0 + 0.1 * (-1.5)).
+  opt = optax_lr.cam_hd(optax.identity(), 0.1, 0.1, combination_lr=1e3,
+                        levels=("parameter", "global"), weights=(0.5, 0.5))
+  state = opt.init(jnp.zeros(2))
+  for g in ([1.0, 1.0], [1.0, -1.0], [1.0, 1.5]):
+    _, state = opt.update(jnp.array(g), state)
+  np.testing.assert_allclose(state.learning_rate["parameter"], [0.3, -0.15], rtol=1e-6)
+  gammas = state.learning_rate["combination_weights"]
+  assert (float(gammas["global"]), float(gammas["parameter"])) == (0.0, 1.0)
+
+
+# ------------------------------------------------------------------------------------------------
+# Layer labels.
+# ------------------------------------------------------------------------------------------------
+
+
+def test_layer_labels_share_one_rate_per_group():
+  alpha0, beta = 0.1, 0.01
+  g1, g2 = _grads(6), _grads(7)
+  opt = optax_lr.sgd_cam_hd(alpha0, beta, levels=("layer",),
+                            layer_labels={"a": "dense", "b": "dense", "c": "scale"})
+  state = opt.init(_zeros())
+  _, state = opt.update(g1, state)
+  _, state = opt.update(g2, state)
+  e = {k: g2[k].astype(np.float64) * g1[k] for k in SHAPES}
+  dense = alpha0 + beta * (N / 9) * (e["a"].sum() + e["b"].sum())
+  scale = alpha0 + beta * (N / 1) * e["c"]
+  rates = state.learning_rate["layer"]
+  np.testing.assert_allclose(rates["a"], dense, rtol=1e-6)
+  np.testing.assert_array_equal(rates["a"], rates["b"])  # one rate, held by each member
+  np.testing.assert_allclose(rates["c"], scale, rtol=1e-6)
+
+
+def test_layer_labels_from_the_leaf_path():
+  params = {"conv": {"kernel": jnp.zeros((2, 2)), "bias": jnp.zeros(2)},
+            "head": {"kernel": jnp.zeros((2, 1))}}
+  rng = np.random.default_rng(8)
+  g1, g2 = (jax.tree.map(lambda x: jnp.asarray(rng.standard_normal(x.shape), jnp.float32),
+                         params) for _ in range(2))
+  opt = optax_lr.sgd_cam_hd(0.1, 0.01, levels=("layer",),
+                            layer_labels=optax_lr.parent_module_label)
+  state = opt.init(params)
+  _, state = opt.update(g1, state)
+  _, state = opt.update(g2, state)
+  e = jax.tree.map(lambda x, y: np.asarray(x, np.float64) * np.asarray(y), g2, g1)
+  conv = 0.1 + 0.01 * (8 / 6) * (e["conv"]["kernel"].sum() + e["conv"]["bias"].sum())
+  head = 0.1 + 0.01 * (8 / 2) * e["head"]["kernel"].sum()
+  rates = state.learning_rate["layer"]
+  np.testing.assert_allclose(rates["conv"]["kernel"], conv, rtol=1e-6)
+  np.testing.assert_array_equal(rates["conv"]["kernel"], rates["conv"]["bias"])
+  np.testing.assert_allclose(rates["head"]["kernel"], head, rtol=1e-6)
+  assert optax_lr.parent_module_label(jax.tree_util.tree_flatten_with_path(params)[0][0][0]) \
+      == "conv"
+
+
+def test_labels_that_do_not_match_the_params_raise_at_init():
+  opt = optax_lr.sgd_cam_hd(0.1, levels=("layer", "global"), layer_labels={"a": "x", "b": "y"})
+  with pytest.raises(ValueError, match="layer_labels"):
+    opt.init(_zeros())
+  opt = optax_lr.sgd_cam_hd(0.1, layer_labels={"a": "x", "b": "y", "c": ["z"]})
+  with pytest.raises(ValueError, match="layer_labels"):
+    opt.init(_zeros())
+  opt = optax_lr.sgd_cam_hd(0.1, layer_labels=lambda path: ["unhashable"])
+  with pytest.raises(ValueError, match="layer_labels"):
+    opt.init(_zeros())
+
+
+# ------------------------------------------------------------------------------------------------
+# Convergence blending (Section 2.4).
+# ------------------------------------------------------------------------------------------------
+
+
+def test_blending_follows_tau_and_reaches_final_rate():
+  alpha0, alpha_inf, r = 0.1, 0.02, 1.0
+  opt = optax_lr.sgd_cam_hd(alpha0, hypergrad_lr=0.0, levels=("layer", "global"),
+                            decay_rate=r, final_learning_rate=alpha_inf)
+  g = _grads(9)
+  state = opt.init(_zeros())
+  update = jax.jit(opt.update)
+  for t in range(30):
+    updates, state = update(g, state)
+    kappa = np.exp(-r * t) * alpha0 + (1 - np.exp(-r * t)) * alpha_inf
+    np.testing.assert_allclose(updates["a"], -kappa * g["a"], rtol=1e-6)
+  summary = optax_lr.cam_hd_rate_summary(state, r, alpha_inf)
+  np.testing.assert_allclose(summary["mean"], alpha_inf, rtol=1e-7)
+  # With hypergradients on, the rates move but the applied rate still lands on a_inf.
+  opt = optax_lr.adam_cam_hd(alpha0, 1e-3, combination_lr=0.01, decay_rate=r,
+                             final_learning_rate=alpha_inf, levels=("parameter", "global"))
+  _, state = _trajectory(opt, 30, jit=True)
+  assert abs(float(state.learning_rate["global"]) - alpha0) > 1e-4
+  updates, _ = opt.update(jax.grad(_loss)(PARAMS), state, PARAMS)
+  direction = optax.scale_by_adam(b1=0.9, b2=0.999, eps=1e-8)
+  # kappa = tau a* + (1 - tau) a_inf with tau = exp(-30) ~ 1e-13: the update is -a_inf d.
+  d, _ = direction.update(jax.grad(_loss)(PARAMS), state.inner_state, PARAMS)
+  jax.tree.map(lambda u, x: np.testing.assert_allclose(u, -alpha_inf * x, rtol=1e-5), updates, d)
+
+
+# ------------------------------------------------------------------------------------------------
+# State, telemetry, memory, extra arguments.
+# ------------------------------------------------------------------------------------------------
+
+
+def test_learning_rates_reports_every_level_and_the_weights():
+  opt = optax_lr.adam_cam_hd(levels=("parameter", "filter", "layer", "global"),
+                             weight_decay=1e-4)
+  rates = optax_lr.learning_rates(opt.init(_zeros()))
+  prefix = "1/learning_rate/"
+  expected = {prefix + "global"} | {prefix + "combination_weights/" + level for level in
+                                    ("parameter", "filter", "layer", "global")}
+  expected |= {prefix + f"{level}/{k}" for level in ("parameter", "filter", "layer")
+               for k in SHAPES}
+  assert set(rates) == expected
+  assert rates[prefix + "filter/a"].shape == (3,)
+  assert rates[prefix + "filter/c"].shape == ()
+  assert rates[prefix + "parameter/a"].shape == (2, 3)
+
+
+def test_rate_summary_of_the_effective_rate():
+  opt = optax_lr.sgd_cam_hd(0.1, 0.01, levels=("parameter", "global"), weights=(0.25, 0.75))
+  state = opt.init(_zeros())
+  for seed in (20, 21):
+    _, state = opt.update(_grads(seed), state)
+  summary = jax.jit(optax_lr.cam_hd_rate_summary)(state)
+  rates = state.learning_rate
+  kappa = np.concatenate([np.ravel(0.25 * np.asarray(rates["parameter"][k], np.float64)
+                                   + 0.75 * float(rates["global"])) for k in SHAPES])
+  np.testing.assert_allclose(summary["mean"], kappa.mean(), rtol=1e-6)
+  np.testing.assert_allclose(summary["min"], kappa.min(), rtol=1e-6)
+  np.testing.assert_allclose(summary["max"], kappa.max(), rtol=1e-6)
+  np.testing.assert_allclose(summary["norm"], np.linalg.norm(kappa), rtol=1e-6)
+  assert kappa.max() - kappa.min() > 1e-4
+  with pytest.raises(ValueError, match="final_learning_rate"):
+    optax_lr.cam_hd_rate_summary(state, decay_rate=0.1)
+
+
+@pytest.mark.parametrize("levels, rates, scalars", [
+    # count + one layer rate per leaf + global + one weight per level.
+    (("layer", "global"), 0, 1 + 3 + 1 + 2),
+    (("parameter", "layer", "global"), N, 1 + 3 + 1 + 3),
+    (("filter",), 3 + 3 + 1, 1 + 1)])
+def test_state_holds_one_parameter_sized_buffer_plus_element_rates(levels, rates, scalars):
+  # Beyond the inner state: d_prev (N elements), the element-level rates, and scalars only.
+  opt = optax_lr.cam_hd(optax.scale_by_adam(), 1e-3, 1e-8, levels=levels)
+  state = opt.init(_zeros())
+  own = jax.tree.leaves(state._replace(inner_state=()))
+  assert sum(x.size for x in own) == N + rates + scalars
+  assert sum(x.size for x in jax.tree.leaves(state.learning_rate)) == rates + scalars - 1
+
+
+def test_extra_args_are_forwarded_to_the_inner_transform():
+  def init_fn(params):
+    del params
+    return optax.EmptyState()
+
+  def update_fn(updates, state, params=None, *, scale):
+    del params
+    return jax.tree.map(lambda g: scale * g, updates), state
+
+  inner = optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  opt = optax_lr.cam_hd(inner, 0.1, 0.0, levels=("global",))
+  g = _grads(30)
+  updates, _ = opt.update(g, opt.init(_zeros()), None, scale=3.0)
+  np.testing.assert_allclose(updates["a"], -0.3 * g["a"], rtol=1e-6)
+
+
+def test_inject_hyperparams():
+  injected = optax.inject_hyperparams(optax_lr.adam_cam_hd, static_args=("weight_decay",))(
+      learning_rate=0.05, hypergrad_lr=1e-3, combination_lr=0.1, decay_rate=0.01,
+      levels=("parameter", "global"))
+  plain = optax_lr.adam_cam_hd(0.05, 1e-3, combination_lr=0.1, decay_rate=0.01,
+                               levels=("parameter", "global"))
+  params, state = _trajectory(injected, 4, jit=True)
+  ref_params, ref_state = _trajectory(plain, 4, jit=True)
+  # Injected hyperparameters are float32 arrays, not Python floats: equal up to their rounding.
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4), params, ref_params)
+  rate = state.inner_state.learning_rate["global"]
+  np.testing.assert_allclose(rate, ref_state.learning_rate["global"], rtol=1e-4)
+  assert abs(float(rate) - 0.05) > 1e-4
+
+
+# ------------------------------------------------------------------------------------------------
+# Bad input.
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"levels": ("layer", "nonsense")}, "levels"),
+    ({"levels": ("layer", "layer")}, "levels"),
+    ({"levels": ()}, "levels"),
+    ({"levels": ("layer", "global"), "weights": (1.0,)}, "weights"),
+    ({"levels": ("layer", "global"), "weights": (1.0, -0.5)}, "weights"),
+    ({"levels": ("layer", "global"), "weights": (0.0, 0.0)}, "weights"),
+    ({"levels": ("layer", "global"), "weights": ("x", 1)}, "weights"),
+    ({"learning_rate": 0.0}, "learning_rate"),
+    ({"learning_rate": -0.1}, "learning_rate"),
+    ({"hypergrad_lr": -1e-3}, "hypergrad_lr"),
+    ({"combination_lr": -0.1}, "combination_lr"),
+    ({"decay_rate": -0.01}, "decay_rate"),
+    ({"final_learning_rate": -0.01}, "final_learning_rate"),
+    ({"level_scaling": "sum"}, "level_scaling"),
+    ({"weight_parametrization": "sigmoid"}, "weight_parametrization"),
+])
+def test_bad_input_raises(kwargs, name):
+  args = {"learning_rate": 0.1, "hypergrad_lr": 1e-3} | kwargs
+  with pytest.raises(ValueError, match=f"`{name}`"):
+    optax_lr.cam_hd(optax.identity(), **args)
+
+
+@pytest.mark.parametrize("factory, kwargs, name", [
+    (optax_lr.sgd_cam_hd, {"learning_rate": 0.1, "momentum": 1.0}, "momentum"),
+    (optax_lr.sgd_cam_hd, {"learning_rate": 0.1, "weight_decay": -1.0}, "weight_decay"),
+    (optax_lr.sgd_cam_hd, {"learning_rate": 0.1, "levels": ("global", "filtre")}, "levels"),
+    (optax_lr.adam_cam_hd, {"b1": 1.0}, "b1"),
+    (optax_lr.adam_cam_hd, {"b2": -0.1}, "b2"),
+    (optax_lr.adam_cam_hd, {"eps": -1.0}, "eps"),
+    (optax_lr.adam_cam_hd, {"decay_rate": -1.0}, "decay_rate"),
+])
+def test_alias_bad_input_raises(factory, kwargs, name):
+  with pytest.raises(ValueError, match=f"`{name}`"):
+    factory(**kwargs)

@@ -1,0 +1,221 @@
+"""Trainable Learning Rate (seed 002): the rule against hand-computed numbers and identities."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import optax_lr
+
+
+def _run(opt, directions, params=None):
+  """Feeds scripted directions; returns the updates and the rate after every step."""
+  params = params if params is not None else jax.tree.map(jnp.zeros_like, directions[0])
+  state = opt.init(params)
+  update = jax.jit(opt.update)
+  updates, rates = [], []
+  for d in directions:
+    u, state = update(d, state, params)
+    updates.append(u)
+    rates.append(optax_lr.learning_rates(state))
+  return updates, rates, state
+
+
+def test_three_windows_by_hand():
+  # Windows of two steps; u is the sum of a window's directions.
+  steps = [[1, 0], [1, 0],      # u1 = (2, 0): the first window only fills the buffer
+           [1, 1], [0, 1],      # u2 = (1, 2): ip = 2, |u2|^2 = 5, max(4*3, 2/c=8) = 12
+           [-1, 0], [-1, -1],   # u3 = (-2, -1): ip = -4, |u3|^2 = 5, max(4*9, -16) = 36
+           [-1, -1], [-1, 0]]   # u4 = (-2, -1): ip = 5, |u4|^2 = 5, max(0, 5/c = 20) = 20
+  directions = [jnp.array(d, jnp.float32) for d in steps]
+  updates, rates, _ = _run(optax_lr.scale_by_tlr(0.5, update_every=2, bound=0.25), directions)
+  rate = [float(r["learning_rate"]) for r in rates]
+  lr2 = 0.5 * (1 + 2 / 12)          # 7/12
+  lr3 = lr2 * (1 - 4 / 36)          # 14/27
+  lr4 = lr3 * (1 + 5 / 20)          # the bound: 1 + c
+  expected = [0.5, 0.5, 0.5, lr2, lr2, lr3, lr3, lr4]
+  np.testing.assert_allclose(rate, expected, rtol=1e-6)
+  # The rate updated at a window's last step already scales that step's update.
+  for d, u, r in zip(directions, updates, expected, strict=True):
+    np.testing.assert_allclose(u, -r * np.asarray(d), rtol=1e-6)
+
+
+def test_update_every_one_is_algorithm_2():
+  # K = 1: alpha_{t+1} = alpha_t (1 + <g_t, g_{t-1}> / max(4 <g_t, g_t - g_{t-1}>, <g_t, g_{t-1}>/c))
+  # and w_{t+1} = w_t - alpha_{t+1} g_t.
+  rng = np.random.default_rng(0)
+  grads = [jnp.asarray(rng.normal(size=5), jnp.float32) for _ in range(6)]
+  updates, rates, _ = _run(optax_lr.scale_by_tlr(0.3), grads)
+  alpha, previous = 0.3, np.zeros(5)
+  for g, u, r in zip(grads, updates, rates, strict=True):
+    g = np.asarray(g, np.float64)
+    if previous.any():
+      ip = g @ previous
+      alpha *= 1 + ip / max(4 * (g @ g - ip), ip / 0.25)
+    np.testing.assert_allclose(float(r["learning_rate"]), alpha, rtol=1e-5)
+    np.testing.assert_allclose(u, -alpha * g, rtol=1e-5)
+    previous = g
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(-10, 10), min_size=3, max_size=3),
+       st.lists(st.floats(-10, 10), min_size=3, max_size=3),
+       st.floats(0.01, 4.0))
+def test_factor_bounds(u, u_previous, bound):
+  u, u_previous = np.asarray(u, np.float32), np.asarray(u_previous, np.float32)
+  ip, squared_norm = float(u @ u_previous), float(u @ u)
+  factor = float(optax_lr.newton_factor(jnp.float32(ip), jnp.float32(squared_norm), bound))
+  assert np.isfinite(factor)
+  assert factor <= 1 + bound + 1e-6
+  if ip < 0:
+    assert 0.75 < factor <= 1
+    if ip / (4 * (squared_norm - ip)) < -1e-6:  # not lost below float32 resolution around 1
+      assert factor < 1
+  if ip == 0:
+    assert factor == 1
+
+
+def test_zero_directions_give_factor_one():
+  assert float(optax_lr.newton_factor(jnp.float32(0), jnp.float32(0), 0.25)) == 1.0
+
+
+@pytest.mark.parametrize("options", [
+    dict(), dict(update_every=3), dict(per_tensor=True), dict(momentum=0.9, nesterov=True)])
+def test_zero_gradients_never_nan(options):
+  opt = optax_lr.tlr_sgd(0.1, **options)
+  params = {"a": jnp.ones(3), "b": jnp.ones((2, 2))}
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  _, rates, _ = _run(opt, [zeros] * 7, params)
+  for value in rates[-1].values():
+    assert float(value) == pytest.approx(0.1)
+
+
+def test_per_tensor_rates_differ_between_leaves():
+  # Leaf a keeps its direction (rate grows by 1 + c), leaf b alternates (rate shrinks).
+  directions = [{"a": jnp.ones(2), "b": jnp.array([1.0, -1.0]) * (-1) ** t} for t in range(4)]
+  _, rates, _ = _run(optax_lr.scale_by_tlr(0.1, per_tensor=True), directions)
+  final = rates[-1]
+  assert float(final["learning_rate/a"]) == pytest.approx(0.1 * 1.25 ** 3, rel=1e-6)
+  # ip = -2, |u|^2 = 2: factor 1 - 2 / 16 = 7/8 per step.
+  assert float(final["learning_rate/b"]) == pytest.approx(0.1 * (7 / 8) ** 3, rel=1e-6)
+
+
+def test_window_that_never_closes_equals_sgd():
+  params = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), "b": jnp.array([0.5, -0.5])}
+  loss = lambda p: jnp.sum(jnp.sin(p["w"]) ** 2) + jnp.sum(p["b"] ** 4)
+  ours = optax_lr.tlr_sgd(0.05, update_every=1000, momentum=0.9, nesterov=True)
+  reference = optax.sgd(0.05, momentum=0.9, nesterov=True)
+
+  def trajectory(opt):
+    p, state = params, opt.init(params)
+    for _ in range(20):
+      updates, state = opt.update(jax.grad(loss)(p), state, p)
+      p = optax.apply_updates(p, updates)
+    return p
+
+  jax.tree.map(np.testing.assert_array_equal, trajectory(ours), trajectory(reference))
+
+
+def test_window_sum_includes_momentum_and_weight_decay():
+  # u = (w_start - w_end) / alpha over a window when the rate is constant inside it.
+  params = jnp.array([1.0, -2.0])
+  opt = optax_lr.tlr_sgd(0.1, update_every=3, momentum=0.8, weight_decay=0.5)
+  state = opt.init(params)
+  w = params
+  for _ in range(3):
+    updates, state = opt.update(2.0 * w, state, w)
+    w = optax.apply_updates(w, updates)
+  np.testing.assert_allclose(state[-1].previous_direction_sum, (params - w) / 0.1, rtol=1e-5)
+
+
+def test_fixed_meta_rate_rule():
+  directions = [jnp.array([1.0, 2.0]), jnp.array([3.0, -1.0]), jnp.array([-5.0, 0.0])]
+  _, rates, _ = _run(optax_lr.scale_by_tlr_fixed_meta_rate(0.1, meta_learning_rate=0.01),
+                     directions)
+  r = [float(x["learning_rate"]) for x in rates]
+  # ip = 1, then -15 (the max with 0 floors the rate).
+  np.testing.assert_allclose(r, [0.1, 0.1 + 0.01 * 1, 0.0], atol=1e-7)
+
+
+def test_naive_tlr_quadratic_by_hand():
+  # f(x) = h x^2 / 2: g = h x, look-ahead gradient g' = h x (1 - alpha h);
+  # alpha <- alpha + eta g' g, then x <- x - alpha g.
+  h, x, alpha, eta = 2.0, 1.5, 0.1, 0.05
+  loss = lambda p: 0.5 * h * p**2
+  opt = optax_lr.naive_tlr(alpha, meta_learning_rate=eta)
+  params, state = jnp.float32(x), opt.init(jnp.float32(x))
+  for _ in range(3):
+    g = h * x
+    alpha = alpha + eta * (h * x * (1 - alpha * h)) * g
+    x = x - alpha * g
+    updates, state = opt.update(jax.grad(loss)(params), state, params, grad_fn=jax.grad(loss))
+    params = optax.apply_updates(params, updates)
+    np.testing.assert_allclose(float(state.learning_rate), alpha, rtol=1e-5)
+    np.testing.assert_allclose(float(params), x, rtol=1e-5)
+
+
+def test_naive_tlr_needs_params_and_grad_fn():
+  opt = optax_lr.naive_tlr(0.1, 0.01)
+  state = opt.init(jnp.ones(2))
+  with pytest.raises(ValueError, match="params"):
+    opt.update(jnp.ones(2), state, grad_fn=lambda p: p)
+  with pytest.raises(ValueError, match="grad_fn"):
+    opt.update(jnp.ones(2), state, jnp.ones(2))
+
+
+def test_update_every_from_fraction():
+  assert optax_lr.update_every_from_fraction(390) == 130
+  assert optax_lr.update_every_from_fraction(391, 0.25) == 98
+  assert optax_lr.update_every_from_fraction(2) == 1
+  assert optax_lr.update_every_from_fraction(1) == 1
+
+
+@pytest.mark.parametrize("factory, kwargs, name", [
+    (optax_lr.scale_by_tlr, dict(learning_rate=0.0), "learning_rate"),
+    (optax_lr.scale_by_tlr, dict(learning_rate=-1.0), "learning_rate"),
+    (optax_lr.scale_by_tlr, dict(learning_rate=0.1, bound=0.0), "bound"),
+    (optax_lr.scale_by_tlr, dict(learning_rate=0.1, update_every=0), "update_every"),
+    (optax_lr.scale_by_tlr, dict(learning_rate=0.1, update_every=2.5), "update_every"),
+    (optax_lr.tlr_sgd, dict(learning_rate=0.1, momentum=1.0), "momentum"),
+    (optax_lr.tlr_sgd, dict(learning_rate=0.1, momentum=-0.1), "momentum"),
+    (optax_lr.tlr_sgd, dict(learning_rate=0.1, weight_decay=-1e-4), "weight_decay"),
+    (optax_lr.tlr_sgd, dict(learning_rate=float("nan")), "learning_rate"),
+    (optax_lr.scale_by_tlr_fixed_meta_rate, dict(learning_rate=0.1, meta_learning_rate=0.0),
+     "meta_learning_rate"),
+    (optax_lr.naive_tlr, dict(learning_rate=0.1, meta_learning_rate=-1.0), "meta_learning_rate"),
+    (optax_lr.update_every_from_fraction, dict(steps_per_epoch=0), "steps_per_epoch"),
+    (optax_lr.update_every_from_fraction, dict(steps_per_epoch=10, fraction=0.0), "fraction"),
+])
+def test_bad_input(factory, kwargs, name):
+  with pytest.raises(ValueError, match=f"`{name}`"):
+    factory(**kwargs)
+
+
+@pytest.mark.parametrize("options", [dict(), dict(per_tensor=True), dict(weight_decay=1e-2)])
+def test_reused_trace_equals_the_generic_chain(options):
+  # tlr_sgd reads the previous direction out of its heavy-ball trace instead of keeping a copy;
+  # the trajectory is the one of the documented chain.
+  params = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), "b": jnp.array([0.5, -0.5])}
+  loss = lambda p: jnp.sum(jnp.sin(3 * p["w"]) ** 2) + jnp.sum(p["b"] ** 4)
+  weight_decay = options.pop("weight_decay", 0.0)
+  ours = optax_lr.tlr_sgd(0.05, momentum=0.9, weight_decay=weight_decay, **options)
+  stages = [optax.trace(0.9), optax_lr.scale_by_tlr(0.05, **options)]
+  if weight_decay:
+    stages.insert(0, optax.add_decayed_weights(weight_decay))
+  reference = optax.chain(*stages)
+
+  def trajectory(opt):
+    p, state = params, opt.init(params)
+    for _ in range(12):
+      updates, state = opt.update(jax.grad(loss)(p), state, p)
+      p = optax.apply_updates(p, updates)
+    return p, optax_lr.learning_rates(state)
+
+  (p1, r1), (p2, r2) = trajectory(ours), trajectory(reference)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), p1, p2)
+  np.testing.assert_allclose(sorted(map(float, r1.values())), sorted(map(float, r2.values())),
+                             rtol=1e-6)
+  assert len({float(v) for v in r1.values()}) >= 1 and float(list(r1.values())[0]) != 0.05

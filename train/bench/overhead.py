@@ -1,0 +1,224 @@
+"""Optimizer-only update overhead on a ResNet-18-sized tree: ``python -m train.bench overhead``.
+
+For every method: the jitted update + ``apply_updates`` with params and state donated, timed as
+the median of repeated runs *interleaved* with its optax base in the same process (this machine is
+shared and noisy: only ratios taken side by side mean anything), its ratio to the base, the
+bandwidth it achieves against an in-place array scale measured in the same run, the
+memory-traffic floor of ``ALGORITHMS.md`` for comparison, its state size in parameter-sized
+buffers, and its compile time against the base's.
+
+Methods whose rate work happens once per window (TLR with a window, AutoDrop) are timed over a
+whole period of steps so that the boundary work is included in the average.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import optax_lr
+
+# CIFAR ResNet-18 (10 classes): 62 parameter leaves, 11,173,962 parameters.
+def resnet18_shaped_tree() -> dict[str, jax.Array]:
+  """Parameters shaped like CIFAR ResNet-18's (conv kernels HWIO, BatchNorm scale/bias, dense)."""
+  shapes: dict[str, tuple[int, ...]] = {"stem/conv": (3, 3, 3, 64), "stem/bn_scale": (64,),
+                                        "stem/bn_bias": (64,)}
+  in_channels = 64
+  for stage, channels in enumerate((64, 128, 256, 512)):
+    for block in range(2):
+      prefix = f"stage{stage}/block{block}"
+      shapes[f"{prefix}/conv1"] = (3, 3, in_channels, channels)
+      shapes[f"{prefix}/bn1_scale"] = shapes[f"{prefix}/bn1_bias"] = (channels,)
+      shapes[f"{prefix}/conv2"] = (3, 3, channels, channels)
+      shapes[f"{prefix}/bn2_scale"] = shapes[f"{prefix}/bn2_bias"] = (channels,)
+      if in_channels != channels:
+        shapes[f"{prefix}/shortcut_conv"] = (1, 1, in_channels, channels)
+        shapes[f"{prefix}/shortcut_bn_scale"] = (channels,)
+        shapes[f"{prefix}/shortcut_bn_bias"] = (channels,)
+      in_channels = channels
+  shapes["head/kernel"] = (512, 10)
+  shapes["head/bias"] = (10,)
+  keys = jax.random.split(jax.random.key(0), len(shapes))
+  return {name: 0.01 * jax.random.normal(key, shape)
+          for key, (name, shape) in zip(keys, shapes.items(), strict=True)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """A method to time against its base.
+
+  Attributes:
+    make: builds the transformation.
+    base: name of the optax base in ``BASES``.
+    floor_bytes: the sheet's memory-traffic floor per parameter (f32) for one update.
+    period: steps per timed sample (a window or an epoch, so boundary work is averaged in).
+    target: the issue's goal for the update-time ratio, or None.
+    extra_args: ``grads -> dict`` of keyword arguments for ``update``.
+  """
+
+  make: Callable[[], optax.GradientTransformation]
+  base: str
+  floor_bytes: float
+  period: int = 1
+  target: float | None = None
+  extra_args: Callable[[Any], dict[str, Any]] = lambda grads: {}
+
+
+BASES: dict[str, tuple[Callable[[], optax.GradientTransformation], float]] = {
+    "sgd_momentum": (lambda: optax.sgd(0.1, momentum=0.9), 20.0),
+    "adam": (lambda: optax.adam(1e-3), 28.0),
+}
+
+METHODS: dict[str, Method] = {
+    "tlr_sgd": Method(lambda: optax_lr.tlr_sgd(0.1, momentum=0.9), "sgd_momentum", 32.0,
+                      target=1.5),
+    "tlr_sgd_window130": Method(
+        lambda: optax_lr.tlr_sgd(0.1, update_every=130, momentum=0.9), "sgd_momentum", 28.0,
+        period=130, target=1.5),
+    "tlr_sgd_per_tensor": Method(
+        lambda: optax_lr.tlr_sgd(0.1, momentum=0.9, per_tensor=True), "sgd_momentum", 32.0),
+    "sgd_hd": Method(lambda: optax_lr.sgd_hd(0.1, momentum=0.9), "sgd_momentum", 28.0,
+                     target=1.5),
+    "sgdn_hd": Method(lambda: optax_lr.sgd_hd(0.1, momentum=0.9, nesterov=True), "sgd_momentum",
+                      32.0),
+    "adam_hd": Method(lambda: optax_lr.adam_hd(1e-3), "adam", 40.0, target=1.4),
+}
+
+
+def _step_fn(opt, extra_args, period):
+  def one(params, state, grads):
+    updates, state = opt.update(grads, state, params, **extra_args(grads))
+    return optax.apply_updates(params, updates), state
+
+  def step(params, state, grads):
+    if period == 1:
+      return one(params, state, grads)
+    return jax.lax.fori_loop(0, period, lambda _, c: one(*c, grads), (params, state))
+
+  return step
+
+
+class _Timed:
+  """A compiled, donated step with its live buffers; ``sample()`` times one call (per step)."""
+
+  def __init__(self, opt, params, grads, extra_args, period):
+    self.period = period
+    self.params = jax.tree.map(jnp.copy, params)
+    self.state = opt.init(self.params)
+    self.grads = grads
+    jitted = jax.jit(_step_fn(opt, extra_args, period), donate_argnums=(0, 1))
+    start = time.perf_counter()
+    self.compiled = jitted.lower(self.params, self.state, grads).compile()
+    self.compile_seconds = time.perf_counter() - start
+    self.state_buffers = (sum(x.size for x in jax.tree.leaves(self.state))
+                          / sum(x.size for x in jax.tree.leaves(params)))
+    self.sample()  # warm up
+
+  def sample(self) -> float:
+    start = time.perf_counter()
+    self.params, self.state = self.compiled(self.params, self.state, self.grads)
+    jax.block_until_ready((self.params, self.state))
+    return (time.perf_counter() - start) / self.period
+
+
+def _scale_bandwidth(params, repeats: int) -> float:
+  """Bytes/s of an in-place ``x *= c`` over the tree (read + write 8 bytes per f32 element)."""
+  scale = jax.jit(lambda t: jax.tree.map(lambda x: x * 0.999, t), donate_argnums=0)
+  tree = jax.tree.map(jnp.copy, params)
+  tree = scale(tree)
+  jax.block_until_ready(tree)
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    tree = scale(tree)
+    jax.block_until_ready(tree)
+    times.append(time.perf_counter() - start)
+  size = sum(x.size for x in jax.tree.leaves(params))
+  return 8.0 * size / statistics.median(times)
+
+
+def run(names: list[str] | None = None, repeats: int = 15) -> list[dict[str, Any]]:
+  """Times every method in ``names`` (default: all) against its base; one dict per method."""
+  params = resnet18_shaped_tree()
+  size = sum(x.size for x in jax.tree.leaves(params))
+  grads = jax.tree.map(lambda x: 0.1 * x + 1e-3, params)
+  bandwidth = _scale_bandwidth(params, repeats)
+  results = []
+  for name in names or list(METHODS):
+    method = METHODS[name]
+    make_base, base_floor = BASES[method.base]
+    timed = _Timed(method.make(), params, grads, method.extra_args, method.period)
+    base = _Timed(make_base(), params, grads, lambda g: {}, method.period)
+    method_times, base_times = [], []
+    for _ in range(repeats):  # interleaved, so both see the same machine load
+      method_times.append(timed.sample())
+      base_times.append(base.sample())
+    seconds, base_seconds = statistics.median(method_times), statistics.median(base_times)
+    results.append({
+        "method": name,
+        "base": method.base,
+        "parameters": size,
+        "update_ms": 1e3 * seconds,
+        "base_update_ms": 1e3 * base_seconds,
+        "ratio": seconds / base_seconds,
+        "target_ratio": method.target,
+        "floor_ratio": method.floor_bytes / base_floor,
+        "floor_bytes_per_param": method.floor_bytes,
+        "achieved_fraction_of_scale_bandwidth": method.floor_bytes * size / seconds / bandwidth,
+        "base_achieved_fraction_of_scale_bandwidth":
+            base_floor * size / base_seconds / bandwidth,
+        "state_param_buffers": timed.state_buffers,
+        "base_state_param_buffers": base.state_buffers,
+        "compile_s": timed.compile_seconds,
+        "base_compile_s": base.compile_seconds,
+        "scale_bandwidth_gb_s": bandwidth / 1e9,
+        "repeats": repeats,
+    })
+    del timed, base
+  return results
+
+
+def markdown(results: list[dict[str, Any]]) -> str:
+  header = ("| method | base | update ms | base ms | ratio | target | floor ratio | "
+            "% of scale bandwidth (base) | state buffers (base) | compile s (base) |\n"
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+  rows = []
+  for r in results:
+    target = "-" if r["target_ratio"] is None else f"≤ {r['target_ratio']:.2f}"
+    rows.append(
+        f"| {r['method']} | {r['base']} | {r['update_ms']:.1f} | {r['base_update_ms']:.1f} | "
+        f"{r['ratio']:.2f} | {target} | {r['floor_ratio']:.2f} | "
+        f"{100 * r['achieved_fraction_of_scale_bandwidth']:.0f}% "
+        f"({100 * r['base_achieved_fraction_of_scale_bandwidth']:.0f}%) | "
+        f"{r['state_param_buffers']:.2f} ({r['base_state_param_buffers']:.2f}) | "
+        f"{r['compile_s']:.2f} ({r['base_compile_s']:.2f}) |")
+  return header + "\n".join(rows) + "\n"
+
+
+def main(argv: list[str]) -> None:
+  import argparse
+
+  parser = argparse.ArgumentParser(prog="python -m train.bench overhead", description=__doc__)
+  parser.add_argument("--quick", action="store_true", help="5 repeats instead of 15")
+  parser.add_argument("--out", help="write the results as JSON here (and FILE.md as markdown)")
+  parser.add_argument("--methods", nargs="*", choices=sorted(METHODS), help="default: all")
+  args = parser.parse_args(argv)
+  results = run(args.methods, repeats=5 if args.quick else 15)
+  table = markdown(results)
+  print(f"devices: {jax.devices()[0].platform} x{jax.device_count()}; "
+        f"{np.round(results[0]['scale_bandwidth_gb_s'], 2)} GB/s in-place scale\n")
+  print(table)
+  if args.out:
+    from train import io_utils
+
+    io_utils.write_text_atomic(args.out, json.dumps(results, indent=2))
+    io_utils.write_text_atomic(args.out.rsplit(".", 1)[0] + ".md", table)

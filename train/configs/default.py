@@ -1,0 +1,12 @@
+"""The main job: an MLP (one hidden layer of 1000 units, seed 002's MNIST model) on
+scikit-learn's bundled digits with a trainable learning rate (seed 002's ``sgd_tlr`` with the
+paper's momentum 0.8, weight decay 5e-4, p = 1/3, c = 1/4). About 10 s of training on 2 CPU
+cores; test accuracy 97-98%."""
+
+from train.configs import Config
+
+
+def get_config() -> Config:
+  return Config(dataset="digits", model="mlp", optimizer="tlr_sgd", learning_rate=0.01,
+                weight_decay=5e-4, optimizer_options={"momentum": 0.8},
+                batch_size=64, num_epochs=15)

@@ -1,0 +1,458 @@
+"""The one optimizer registry of the training side: name -> builder and what the method needs.
+
+Every entry builds an ``optax`` transformation from the same four things the training loop knows,
+``builder(learning_rate, steps_per_epoch, total_steps, **options)``, and declares in its
+:class:`OptimizerSpec` which extra ``update`` arguments it needs (``next_grads``, ``grad_fn``,
+``value``), whether it takes an initial learning rate at all, and, for schedule-free methods, how
+to get the parameters to evaluate. The loop passes an extra argument only to an optimizer that
+declares it, so every method receives what it asks for and nothing else.
+
+Entries cover every ``optax_lr`` method (resolved as ``optax_lr.<name>`` when the builder runs), the
+baselines the papers compare with (SGD with the papers' multistep schedules, Adam, CLR) and the
+peers a user would pick instead (RAdam, one-cycle, ``optax.contrib``'s prodigy, D-Adaptation,
+DoG, Mechanic, COCOB, schedule-free, reduce-on-plateau). Baselines with a fixed or scheduled rate
+are wrapped in ``optax.inject_hyperparams`` so that the applied rate is a ``learning_rate`` state
+field, which ``optax_lr.learning_rates`` logs like the rate of any ``optax_lr`` method.
+
+Example:
+  >>> tx = create_optimizer("tlr_sgd", 0.1, steps_per_epoch=11, total_steps=110)
+  >>> get_spec("adasecant").extra_args
+  ('next_grads',)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import optax
+
+import optax_lr
+from optax_lr import _checks
+
+PyTree = Any
+Builder = Callable[..., optax.GradientTransformation]
+
+#: The extra ``update`` arguments the training step knows how to supply.
+EXTRA_ARGS = ("next_grads", "grad_fn", "value")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerSpec:
+  """A registry entry.
+
+  Attributes:
+    name: the registry key.
+    builder: ``builder(learning_rate, steps_per_epoch, total_steps, **options)`` -> transformation.
+    description: one line for ``--help`` and error messages.
+    extra_args: the extra ``update`` keywords the method needs, a subset of :data:`EXTRA_ARGS`.
+    takes_learning_rate: False for methods that set their own rate (``learning_rate`` is ignored).
+    eval_params: ``eval_params(opt_state, params)`` -> the parameters to evaluate, for methods
+      whose iterate is not the point to evaluate (schedule-free); None means ``params``.
+  """
+
+  name: str
+  builder: Builder
+  description: str
+  extra_args: tuple[str, ...] = ()
+  takes_learning_rate: bool = True
+  eval_params: Callable[[Any, PyTree], PyTree] | None = None
+
+  def options(self) -> dict[str, Any]:
+    """The builder's keyword options and their defaults."""
+    parameters = list(inspect.signature(self.builder).parameters.values())[3:]
+    return {p.name: p.default for p in parameters if p.kind is not inspect.Parameter.VAR_KEYWORD}
+
+
+def _optax_lr(name: str) -> Callable[..., Any]:
+  """``optax_lr.<name>``, looked up when a builder runs (methods land in parallel)."""
+  try:
+    return getattr(optax_lr, name)
+  except AttributeError:
+    raise ValueError(f"`optax_lr.{name}` does not exist in this checkout; the registry entry "
+                     "that needs it cannot be built.") from None
+
+
+def _logged_rate(factory: Callable[[Any], optax.GradientTransformation],
+                 learning_rate: Any) -> optax.GradientTransformation:
+  """``factory(learning_rate)`` under ``optax.inject_hyperparams``: the applied rate (a float or a
+  schedule's value at each step) becomes a ``learning_rate`` state field that the loop logs."""
+  return optax.inject_hyperparams(lambda learning_rate: factory(learning_rate))(
+      learning_rate=learning_rate)
+
+
+def _steps(epochs: float, steps_per_epoch: int) -> int:
+  return max(1, round(epochs * steps_per_epoch))
+
+
+# --- optax_lr methods ---------------------------------------------------------------------------
+
+def _tlr_sgd(learning_rate, steps_per_epoch, total_steps, momentum=0.8, nesterov=False,
+             window_fraction=1 / 3, bound=0.25):
+  del total_steps
+  return optax_lr.tlr_sgd(
+      learning_rate, optax_lr.update_every_from_fraction(steps_per_epoch, window_fraction),
+      momentum=momentum, nesterov=nesterov, bound=bound)
+
+
+def _tlr_sgd_pl(learning_rate, steps_per_epoch, total_steps, momentum=0.8, nesterov=False,
+                window_fraction=1 / 3, bound=0.25):
+  del total_steps
+  return optax_lr.tlr_sgd(
+      learning_rate, optax_lr.update_every_from_fraction(steps_per_epoch, window_fraction),
+      momentum=momentum, nesterov=nesterov, bound=bound, per_tensor=True)
+
+
+def _tlr_fixed_meta_rate(learning_rate, steps_per_epoch, total_steps, meta_learning_rate=1e-3,
+                         momentum=0.8, window_fraction=1 / 3):
+  del total_steps
+  stage = optax_lr.scale_by_tlr_fixed_meta_rate(
+      learning_rate, meta_learning_rate,
+      optax_lr.update_every_from_fraction(steps_per_epoch, window_fraction))
+  return optax.chain(optax.trace(momentum), stage) if momentum else stage
+
+
+def _naive_tlr(learning_rate, steps_per_epoch, total_steps, meta_learning_rate=1e-3):
+  del steps_per_epoch, total_steps
+  return optax_lr.naive_tlr(learning_rate, meta_learning_rate)
+
+
+def _sgd_hd(learning_rate, steps_per_epoch, total_steps, hypergrad_lr=1e-3, momentum=0.0):
+  del steps_per_epoch, total_steps
+  return optax_lr.sgd_hd(learning_rate, hypergrad_lr, momentum=momentum)
+
+
+def _sgdn_hd(learning_rate, steps_per_epoch, total_steps, hypergrad_lr=1e-3, momentum=0.9):
+  del steps_per_epoch, total_steps
+  return optax_lr.sgd_hd(learning_rate, hypergrad_lr, momentum=momentum, nesterov=True)
+
+
+def _adam_hd(learning_rate, steps_per_epoch, total_steps, hypergrad_lr=1e-8, b1=0.9, b2=0.999):
+  del steps_per_epoch, total_steps
+  return optax_lr.adam_hd(learning_rate, hypergrad_lr, b1=b1, b2=b2)
+
+
+def _autodrop_sgd(learning_rate, steps_per_epoch, total_steps, momentum=0.9, nesterov=False,
+                  drop_factor=0.2, min_learning_rate=1e-4, threshold=0.01, max_threshold=1.0,
+                  drop_delay=20, average=True):
+  del total_steps
+  return _optax_lr("autodrop_sgd")(
+      learning_rate, steps_per_epoch, momentum=momentum, nesterov=nesterov,
+      drop_factor=drop_factor, min_learning_rate=min_learning_rate, threshold=threshold,
+      max_threshold=max_threshold, drop_delay=drop_delay, average=average)
+
+
+def _autodrop_adam(learning_rate, steps_per_epoch, total_steps, b1=0.9, b2=0.999,
+                   drop_factor=0.2, min_learning_rate=1e-5, threshold=0.01, max_threshold=1.0,
+                   drop_delay=20, average=True):
+  del total_steps
+  return optax.chain(
+      optax.scale_by_adam(b1=b1, b2=b2),
+      _optax_lr("scale_by_autodrop")(
+          learning_rate, steps_per_epoch, drop_factor=drop_factor,
+          min_learning_rate=min_learning_rate, threshold=threshold, max_threshold=max_threshold,
+          drop_delay=drop_delay, average=average))
+
+
+def _sgd_cam_hd(learning_rate, steps_per_epoch, total_steps, hypergrad_lr=1e-6,
+                combination_lr=0.0, momentum=0.0, levels=("layer", "global"), weights=None,
+                decay_rate=0.0):
+  del steps_per_epoch, total_steps
+  return _optax_lr("sgd_cam_hd")(
+      learning_rate, hypergrad_lr=hypergrad_lr, combination_lr=combination_lr, momentum=momentum,
+      levels=tuple(levels), weights=weights, decay_rate=decay_rate)
+
+
+def _sgdn_cam_hd(learning_rate, steps_per_epoch, total_steps, hypergrad_lr=1e-6,
+                 combination_lr=0.0, momentum=0.9, levels=("layer", "global"), weights=None,
+                 decay_rate=0.0):
+  del steps_per_epoch, total_steps
+  return _optax_lr("sgd_cam_hd")(
+      learning_rate, hypergrad_lr=hypergrad_lr, combination_lr=combination_lr, momentum=momentum,
+      nesterov=True, levels=tuple(levels), weights=weights, decay_rate=decay_rate)
+
+
+def _adam_cam_hd(learning_rate, steps_per_epoch, total_steps, hypergrad_lr=1e-8,
+                 combination_lr=0.0, b1=0.9, b2=0.999, levels=("layer", "global"), weights=None,
+                 decay_rate=0.0):
+  del steps_per_epoch, total_steps
+  return _optax_lr("adam_cam_hd")(
+      learning_rate, hypergrad_lr=hypergrad_lr, combination_lr=combination_lr, b1=b1, b2=b2,
+      levels=tuple(levels), weights=weights, decay_rate=decay_rate)
+
+
+def _adasecant(learning_rate, steps_per_epoch, total_steps, **options):
+  del learning_rate, steps_per_epoch, total_steps
+  return _optax_lr("adasecant")(**options)
+
+
+def _simple_adasecant(learning_rate, steps_per_epoch, total_steps, threshold=10.0, mode="zero"):
+  del learning_rate, steps_per_epoch, total_steps
+  return _optax_lr("simple_adasecant")(threshold=threshold, mode=mode)
+
+
+def _cus_adam(learning_rate, steps_per_epoch, total_steps, b1=0.9, b2=0.999, eps=1e-8):
+  del steps_per_epoch, total_steps
+  return _logged_rate(lambda lr: _optax_lr("cus_adam")(lr, b1=b1, b2=b2, eps=eps), learning_rate)
+
+
+def _clr_schedule(learning_rate, steps_per_epoch, total_steps, min_learning_rate, cycle_epochs):
+  """``cyclical_schedule(min, max = learning_rate, step_size_up)``; one cycle over the whole run
+  when ``cycle_epochs`` is None."""
+  if cycle_epochs is None:
+    step_size_up = max(1, total_steps // 2)
+  else:
+    step_size_up = max(1, round(cycle_epochs * steps_per_epoch / 2))
+  return _optax_lr("cyclical_schedule")(min_learning_rate, learning_rate, step_size_up)
+
+
+def _clr_sgd(learning_rate, steps_per_epoch, total_steps, min_learning_rate=1e-3,
+             cycle_epochs=None, momentum=0.9):
+  schedule = _clr_schedule(learning_rate, steps_per_epoch, total_steps, min_learning_rate,
+                           cycle_epochs)
+  return _logged_rate(lambda lr: optax.sgd(lr, momentum=momentum or None), schedule)
+
+
+def _clr_adam(learning_rate, steps_per_epoch, total_steps, min_learning_rate=1e-5,
+              cycle_epochs=None, b1=0.9, b2=0.999):
+  schedule = _clr_schedule(learning_rate, steps_per_epoch, total_steps, min_learning_rate,
+                           cycle_epochs)
+  return _logged_rate(lambda lr: optax.adam(lr, b1=b1, b2=b2), schedule)
+
+
+def _n_cycle_sgd(learning_rate, steps_per_epoch, total_steps, min_learning_rate=1e-3,
+                 cycle_epochs=25, momentum=0.9):
+  del total_steps
+  schedule = _optax_lr("n_cycle_schedule")(min_learning_rate, learning_rate, cycle_epochs,
+                                           steps_per_epoch)
+  return _logged_rate(lambda lr: optax.sgd(lr, momentum=momentum or None), schedule)
+
+
+def _clr_simple_adasecant(learning_rate, steps_per_epoch, total_steps, min_learning_rate=1e-3,
+                          cycle_epochs=25, switch_epoch=13, momentum=0.9, threshold=10.0):
+  """Thesis §4.5.2: the first ``switch_epoch`` epochs of an N-cycle CLR-SGD, then Simple AdaSecant."""
+  del total_steps
+  schedule = _optax_lr("n_cycle_schedule")(min_learning_rate, learning_rate, cycle_epochs,
+                                           steps_per_epoch)
+  first = _logged_rate(lambda lr: optax.sgd(lr, momentum=momentum or None), schedule)
+  second = _optax_lr("simple_adasecant")(threshold=threshold)
+  return _optax_lr("switch_at")(_steps(switch_epoch, steps_per_epoch), first, second)
+
+
+# --- baselines and peers ------------------------------------------------------------------------
+
+def _sgd(learning_rate, steps_per_epoch, total_steps, momentum=0.9, nesterov=False):
+  del steps_per_epoch, total_steps
+  return _logged_rate(lambda lr: optax.sgd(lr, momentum=momentum or None, nesterov=nesterov),
+                      learning_rate)
+
+
+def _sgd_multistep(learning_rate, steps_per_epoch, total_steps, momentum=0.9,
+                   milestones=(0.3, 0.6, 0.8), drop_factor=0.2):
+  """SGD with the papers' multistep decay: ``drop_factor`` at the given fractions of the run (the
+  defaults are epochs 60/120/160 of 200 with factor 0.2, the CIFAR baseline of seeds 001, 002)."""
+  del steps_per_epoch
+  for fraction in milestones:
+    _checks.in_range("milestones", fraction, 0.0, 1.0, low_open=True, high_open=True)
+  _checks.in_range("drop_factor", drop_factor, 0.0, 1.0, low_open=True)
+  boundaries = {max(1, round(f * total_steps)): drop_factor for f in milestones}
+  schedule = optax.piecewise_constant_schedule(learning_rate, boundaries)
+  return _logged_rate(lambda lr: optax.sgd(lr, momentum=momentum or None), schedule)
+
+
+def _adam(learning_rate, steps_per_epoch, total_steps, b1=0.9, b2=0.999, eps=1e-8):
+  del steps_per_epoch, total_steps
+  return _logged_rate(lambda lr: optax.adam(lr, b1=b1, b2=b2, eps=eps), learning_rate)
+
+
+def _radam(learning_rate, steps_per_epoch, total_steps, b1=0.9, b2=0.999, eps=1e-8):
+  del steps_per_epoch, total_steps
+  return _logged_rate(lambda lr: optax.radam(lr, b1=b1, b2=b2, eps=eps), learning_rate)
+
+
+def _one_cycle(learning_rate, steps_per_epoch, total_steps, momentum=0.9, pct_start=0.3,
+               div_factor=25.0, final_div_factor=1e4):
+  del steps_per_epoch
+  schedule = optax.cosine_onecycle_schedule(total_steps, learning_rate, pct_start, div_factor,
+                                            final_div_factor)
+  return _logged_rate(lambda lr: optax.sgd(lr, momentum=momentum or None), schedule)
+
+
+def _prodigy(learning_rate, steps_per_epoch, total_steps, scale=1.0):
+  del learning_rate, steps_per_epoch, total_steps
+  return optax.contrib.prodigy(learning_rate=scale)
+
+
+def _dadapt_adamw(learning_rate, steps_per_epoch, total_steps, scale=1.0):
+  del learning_rate, steps_per_epoch, total_steps
+  return optax.contrib.dadapt_adamw(learning_rate=scale)
+
+
+def _dog(learning_rate, steps_per_epoch, total_steps, scale=1.0, reps_rel=1e-6):
+  del learning_rate, steps_per_epoch, total_steps
+  return optax.contrib.dog(learning_rate=scale, init_step=("heuristic", reps_rel))
+
+
+def _mechanize_sgd(learning_rate, steps_per_epoch, total_steps, base_learning_rate=1.0,
+                   momentum=0.9):
+  del learning_rate, steps_per_epoch, total_steps
+  return optax.contrib.mechanize(optax.sgd(base_learning_rate, momentum=momentum or None))
+
+
+def _cocob(learning_rate, steps_per_epoch, total_steps, alpha=100.0):
+  del learning_rate, steps_per_epoch, total_steps
+  return optax.contrib.cocob(alpha=alpha)
+
+
+def _schedule_free_sgd(learning_rate, steps_per_epoch, total_steps, b1=0.9, warmup_epochs=0.0):
+  del total_steps
+  warmup = _steps(warmup_epochs, steps_per_epoch) if warmup_epochs else None
+  return optax.contrib.schedule_free_sgd(learning_rate, warmup_steps=warmup, b1=b1)
+
+
+def _schedule_free_adamw(learning_rate, steps_per_epoch, total_steps, b1=0.9, b2=0.999,
+                         warmup_epochs=0.0):
+  del total_steps
+  warmup = _steps(warmup_epochs, steps_per_epoch) if warmup_epochs else None
+  return optax.contrib.schedule_free_adamw(learning_rate, warmup_steps=warmup, b1=b1, b2=b2)
+
+
+def _schedule_free_eval(opt_state, params):
+  """The evaluation point of a schedule-free state found anywhere in ``opt_state``."""
+  found = [s for s in jax.tree.leaves(
+      opt_state, is_leaf=lambda x: isinstance(x, optax.contrib.ScheduleFreeState))
+           if isinstance(s, optax.contrib.ScheduleFreeState)]
+  if len(found) != 1:
+    raise ValueError(f"expected one ScheduleFreeState in the optimizer state; found {len(found)}")
+  return optax.contrib.schedule_free_eval_params(found[0], params)
+
+
+def _reduce_on_plateau(learning_rate, steps_per_epoch, total_steps, momentum=0.9, factor=0.1,
+                       patience_epochs=5.0, cooldown_epochs=0.0):
+  """SGD chained with ``reduce_on_plateau``, fed the training loss (``value``) of every step and
+  judging a plateau on the mean loss over an epoch."""
+  del total_steps
+  return optax.chain(
+      _sgd(learning_rate, steps_per_epoch, None, momentum=momentum),
+      optax.contrib.reduce_on_plateau(
+          factor=factor, patience=max(1, round(patience_epochs)),
+          cooldown=round(cooldown_epochs), accumulation_size=steps_per_epoch))
+
+
+_SPECS = [
+    # optax_lr
+    OptimizerSpec("tlr_sgd", _tlr_sgd, "SGD with a trainable rate (seed 002 sgd_tlr)"),
+    OptimizerSpec("tlr_sgd_pl", _tlr_sgd_pl, "TLR with one rate per tensor (seed 002 sgd_tlr_pl)"),
+    OptimizerSpec("tlr_fixed_meta_rate", _tlr_fixed_meta_rate,
+                  "TLR with a fixed meta rate (seed 002 App. D.4)"),
+    OptimizerSpec("naive_tlr", _naive_tlr, "naive GD-TLR with a look-ahead gradient (seed 002 "
+                  "Alg. 1)", extra_args=("grad_fn",)),
+    OptimizerSpec("sgd_hd", _sgd_hd, "SGD with hypergradient descent (Baydin et al.)"),
+    OptimizerSpec("sgdn_hd", _sgdn_hd, "Nesterov SGD with hypergradient descent"),
+    OptimizerSpec("adam_hd", _adam_hd, "Adam with hypergradient descent"),
+    OptimizerSpec("autodrop_sgd", _autodrop_sgd, "AutoDrop over SGD with momentum (seed 001)"),
+    OptimizerSpec("autodrop_adam", _autodrop_adam, "AutoDrop over Adam (seed 001)"),
+    OptimizerSpec("sgd_cam_hd", _sgd_cam_hd, "SGD with CAM-HD multi-level rates (seed 003)"),
+    OptimizerSpec("sgdn_cam_hd", _sgdn_cam_hd, "Nesterov SGD with CAM-HD rates (seed 003)"),
+    OptimizerSpec("adam_cam_hd", _adam_cam_hd, "Adam with CAM-HD rates (seed 003)"),
+    OptimizerSpec("adasecant", _adasecant, "AdaSecant, per-element secant rates (seed 004)",
+                  extra_args=("next_grads",), takes_learning_rate=False),
+    OptimizerSpec("simple_adasecant", _simple_adasecant, "Simple AdaSecant (seed 004 Eq. 3.1)",
+                  takes_learning_rate=False),
+    OptimizerSpec("cus_adam", _cus_adam, "Adam without first-moment bias correction (seed 004)"),
+    OptimizerSpec("clr_sgd", _clr_sgd, "SGD with a triangular cyclical rate (Smith 2017)"),
+    OptimizerSpec("clr_adam", _clr_adam, "Adam with a triangular cyclical rate (seed 004)"),
+    OptimizerSpec("n_cycle_sgd", _n_cycle_sgd, "SGD with the thesis's N-cycle rate (seed 004)"),
+    OptimizerSpec("clr_simple_adasecant", _clr_simple_adasecant,
+                  "CLR-SGD, then Simple AdaSecant (seed 004 §4.5.2 hybrid)"),
+    # baselines and peers
+    OptimizerSpec("sgd", _sgd, "SGD with momentum and a constant rate"),
+    OptimizerSpec("sgd_multistep", _sgd_multistep, "SGD with the papers' multistep decay"),
+    OptimizerSpec("adam", _adam, "Adam"),
+    OptimizerSpec("radam", _radam, "Rectified Adam"),
+    OptimizerSpec("one_cycle", _one_cycle, "SGD with optax's cosine one-cycle schedule"),
+    OptimizerSpec("prodigy", _prodigy, "optax.contrib.prodigy", takes_learning_rate=False),
+    OptimizerSpec("dadapt_adamw", _dadapt_adamw, "optax.contrib.dadapt_adamw",
+                  takes_learning_rate=False),
+    OptimizerSpec("dog", _dog, "optax.contrib.dog", takes_learning_rate=False),
+    OptimizerSpec("mechanize_sgd", _mechanize_sgd, "optax.contrib.mechanize over SGD",
+                  takes_learning_rate=False),
+    OptimizerSpec("cocob", _cocob, "optax.contrib.cocob", takes_learning_rate=False),
+    OptimizerSpec("schedule_free_sgd", _schedule_free_sgd, "optax.contrib.schedule_free_sgd",
+                  eval_params=_schedule_free_eval),
+    OptimizerSpec("schedule_free_adamw", _schedule_free_adamw,
+                  "optax.contrib.schedule_free_adamw", eval_params=_schedule_free_eval),
+    OptimizerSpec("reduce_on_plateau", _reduce_on_plateau,
+                  "SGD with optax.contrib.reduce_on_plateau on the training loss",
+                  extra_args=("value",)),
+]
+
+#: Every registered optimizer by name.
+OPTIMIZERS: dict[str, OptimizerSpec] = {spec.name: spec for spec in _SPECS}
+
+
+def get_spec(name: str) -> OptimizerSpec:
+  """The registry entry ``name``; ValueError listing the valid names otherwise."""
+  if name not in OPTIMIZERS:
+    raise ValueError(f"unknown optimizer {name!r}; valid choices: {', '.join(OPTIMIZERS)}")
+  return OPTIMIZERS[name]
+
+
+def create_optimizer(name: str, learning_rate: float | None, steps_per_epoch: int,
+                     total_steps: int, weight_decay: float = 0.0,
+                     options: dict[str, Any] | None = None) -> optax.GradientTransformation:
+  """Builds the registered optimizer ``name``.
+
+  Args:
+    name: a key of :data:`OPTIMIZERS`.
+    learning_rate: the initial (or peak, for schedules) rate ``> 0``; ignored, and may be None, for
+      methods with ``takes_learning_rate=False``.
+    steps_per_epoch: optimizer steps per epoch, ``>= 1`` (windows, boundaries, schedules).
+    total_steps: steps of the whole run, ``>= 1`` (schedules over the run).
+    weight_decay: coupled L2 decay ``>= 0``, added to the gradient before the optimizer
+      (``optax.add_decayed_weights``, as torch's SGD does and the papers' runs use).
+    options: the method's own keyword options (see :meth:`OptimizerSpec.options`).
+
+  Returns:
+    An ``optax`` transformation; ``GradientTransformationExtraArgs`` when the method takes extra
+    arguments.
+
+  Raises:
+    ValueError: unknown name or option (the message lists the valid ones), or a bad value.
+  """
+  spec = get_spec(name)
+  _checks.integer_at_least("steps_per_epoch", steps_per_epoch, 1)
+  _checks.integer_at_least("total_steps", total_steps, 1)
+  _checks.non_negative("weight_decay", weight_decay)
+  if spec.takes_learning_rate:
+    if learning_rate is None or (isinstance(learning_rate, float) and math.isnan(learning_rate)):
+      raise ValueError(f"`learning_rate` must be a finite number > 0 for {name!r}; got "
+                       f"{learning_rate!r}.")
+    _checks.positive("learning_rate", learning_rate)
+  options = dict(options or {})
+  valid = spec.options()
+  accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD
+                    for p in inspect.signature(spec.builder).parameters.values())
+  unknown = sorted(set(options) - set(valid)) if not accepts_any else []
+  if unknown:
+    raise ValueError(f"unknown option(s) {', '.join(unknown)} for optimizer {name!r}; valid "
+                     f"options: {', '.join(o for o in valid) or 'none'}")
+  try:
+    tx = spec.builder(learning_rate, steps_per_epoch, total_steps, **options)
+  except TypeError as error:  # an option the forwarded-to constructor does not take
+    raise ValueError(f"bad options for optimizer {name!r}: {error}") from error
+  if weight_decay:
+    tx = optax.chain(optax.add_decayed_weights(weight_decay), tx)
+  return tx
+
+
+def names(takes_learning_rate: bool | None = None,
+          extra_args: Sequence[str] | None = None) -> list[str]:
+  """Registered names, optionally filtered by metadata."""
+  return [n for n, s in OPTIMIZERS.items()
+          if (takes_learning_rate is None or s.takes_learning_rate == takes_learning_rate)
+          and (extra_args is None or set(s.extra_args) == set(extra_args))]
