@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from models import _checks
-from models.resnet import conv_kernel_init
+from models.resnet import conv_and_batch_norm
 
 ModuleDef = Any
 Activation = Callable[[jax.Array], jax.Array]
@@ -112,10 +112,7 @@ class DenseNet(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     """Returns logits ``(N, num_classes)``; ``train=True`` uses and updates ``batch_stats``."""
-    conv = functools.partial(self.conv, use_bias=False, dtype=self.dtype,
-                             kernel_init=conv_kernel_init)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                             epsilon=1e-5, dtype=self.dtype, axis_name=self.axis_name)
+    conv, norm = conv_and_batch_norm(self.conv, self.dtype, self.axis_name, train)
     stem = self.num_init_features or 2 * self.growth_rate
     x = conv(stem, (3, 3), name="conv_init")(x)
     for i, size in enumerate(self.block_sizes):

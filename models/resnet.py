@@ -31,6 +31,18 @@ Activation = Callable[[jax.Array], jax.Array]
 conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
+def conv_and_batch_norm(conv: ModuleDef, dtype: Any, axis_name: str | None,
+                        train: bool) -> tuple[ModuleDef, ModuleDef]:
+  """The convolution and BatchNorm constructors every CNN here builds its blocks from.
+
+  Convolutions have no bias (BatchNorm follows) and He fan-out initialisation; BatchNorm uses
+  PyTorch's momentum 0.9 / epsilon 1e-5 and averages its statistics over ``axis_name``.
+  """
+  return (functools.partial(conv, use_bias=False, dtype=dtype, kernel_init=conv_kernel_init),
+          functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+                            epsilon=1e-5, dtype=dtype, axis_name=axis_name))
+
+
 class ResNetBlock(nn.Module):
   """Basic block: two 3x3 convolutions with BatchNorm, identity or projection shortcut.
 
@@ -130,10 +142,7 @@ class ResNet(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     """Returns logits ``(N, num_classes)``; ``train=True`` uses and updates ``batch_stats``."""
-    conv = functools.partial(self.conv, use_bias=False, dtype=self.dtype,
-                             kernel_init=conv_kernel_init)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                             epsilon=1e-5, dtype=self.dtype, axis_name=self.axis_name)
+    conv, norm = conv_and_batch_norm(self.conv, self.dtype, self.axis_name, train)
     if self.stem == "cifar":
       x = conv(self.num_filters, (3, 3), name="conv_init")(x)
       x = self.act(norm(name="bn_init")(x))

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from models import _checks
-from models.resnet import conv_kernel_init
+from models.resnet import conv_and_batch_norm
 
 ModuleDef = Any
 Activation = Callable[[jax.Array], jax.Array]
@@ -97,10 +97,7 @@ class WideResNet(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     """Returns logits ``(N, num_classes)``; ``train=True`` uses and updates ``batch_stats``."""
-    conv = functools.partial(self.conv, use_bias=False, dtype=self.dtype,
-                             kernel_init=conv_kernel_init)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                             epsilon=1e-5, dtype=self.dtype, axis_name=self.axis_name)
+    conv, norm = conv_and_batch_norm(self.conv, self.dtype, self.axis_name, train)
     blocks_per_group = (self.depth - 4) // 6
     x = conv(16, (3, 3), name="conv_init")(x)
     for i, width in enumerate((16, 32, 64)):

@@ -22,6 +22,19 @@ def momentum_direction(momentum: float, nesterov: bool) -> optax.GradientTransfo
   return optax.trace(decay=momentum, nesterov=nesterov)
 
 
+def check_adam_arguments(b1: float, b2: float, eps: float) -> None:
+  """Adam's decays in ``[0, 1)`` and ``eps >= 0``."""
+  _checks.in_range("b1", b1, 0.0, 1.0, high_open=True)
+  _checks.in_range("b2", b2, 0.0, 1.0, high_open=True)
+  _checks.non_negative("eps", eps)
+
+
+def adam_direction(b1: float, b2: float, eps: float) -> optax.GradientTransformation:
+  """Adam's unit-rate direction ``m_hat / (sqrt(v_hat) + eps)``, with validated arguments."""
+  check_adam_arguments(b1, b2, eps)
+  return optax.scale_by_adam(b1=b1, b2=b2, eps=eps)
+
+
 def with_coupled_weight_decay(transform: optax.GradientTransformation,
                               weight_decay: float) -> optax.GradientTransformation:
   """``chain(add_decayed_weights(weight_decay), transform)``, or ``transform`` when it is 0.

@@ -5,9 +5,8 @@ Automatic Learning Rate Drop"): the angular velocity of Definition 1 and the dro
 Algorithm 1, as the final rate-scaling stage of any optax chain (the paper's "meta-scheme on top of
 any optimizer"). The exact reading is ``ALGORITHMS.md`` section 1.
 
-At every window boundary (the last step of each window of ``steps_per_epoch`` steps), with ``x_e``
-the parameters right after that step's update and ``s_e = x_e - x_{e-1}`` the displacement over the
-window::
+At every window boundary (after each window of ``steps_per_epoch`` updates), with ``x_e`` the
+parameters at that boundary and ``s_e = x_e - x_{e-1}`` the displacement over the window::
 
   omega_e = degrees(arccos(clip(<s_e, s_{e-1}> / (||s_e|| ||s_{e-1}|| + eps), -1, 1)))   (Def. 1)
   trigger when |mean(omega_{e-m+1..e}) - mean(omega_{e-m..e-1})| < threshold           (Alg. 1)
@@ -16,8 +15,13 @@ window::
                   lr <- max(min_learning_rate, drop_factor lr),
                   threshold <- min(max_threshold, threshold / drop_factor).
 
-Between boundaries the stage is ``-lr * d`` and touches none of its buffers: all the boundary work
-(the three reductions of the angle, the averaging, the drop) runs under ``lax.cond``.
+Cost. Between boundaries the stage is ``-lr * d`` (plus, with averaging on, a select that reads the
+average buffer so that the landing step needs no other code path): one extra read per parameter.
+The boundary work (the three reductions of the angle, the averaging, the drop) runs once per
+window, inside a loop of at most one iteration (see :func:`_run_once_if` for why not ``lax.cond``).
+A boundary is processed at the start of the ``update`` call that follows it, from the ``params``
+that call receives (they are ``x_e``): its inputs are then all inputs of the step, so the base
+optimizer's element-wise pass is never split to materialise ``x_e`` or the update.
 """
 
 from __future__ import annotations
@@ -28,8 +32,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_lr import _checks, _tree
-from optax_lr.tlr import NO_PARAMS_MSG, _direction_chain
+from optax_lr import _base, _checks, _tree
+from optax_lr._base import NO_PARAMS_MSG
 
 
 class ScaleByAutoDropState(NamedTuple):
@@ -144,15 +148,24 @@ def scale_by_autodrop(learning_rate: float, steps_per_epoch: int, drop_factor: f
   Adam direction, another method's scaled update...), its output the update ``-lr * d``. At every
   window boundary it measures the angle between the last two window displacements of the
   parameters (Definition 1). When the *change* of that angle (averaged over ``smoothing``
-  windows) falls below ``threshold``, a drop is triggered and latched; during the next
-  ``drop_delay`` windows (the trigger window counts as the first) the parameters at each boundary
-  are summed with weights ``k = 1, 2, ...``; at ``k = drop_delay`` the update moves the parameters
-  exactly onto the weighted average (``optax.apply_updates`` lands on it up to the rounding of
-  one addition), the rate is multiplied by ``drop_factor`` (never below ``min_learning_rate``)
-  and the threshold divided by it (never above ``max_threshold``). The angle history then
-  restarts from the averaged parameters, so the first trigger after a drop is possible at the
-  third boundary, as at the start (a documented departure from the authors' release, which
-  keeps measuring across the averaging jump).
+  windows) falls below ``threshold``, a drop is triggered and latched; during ``drop_delay``
+  windows (the trigger boundary counts as ``k = 1``) the parameters at each boundary are averaged
+  with weights ``k``; at ``k = drop_delay`` the rate is multiplied by ``drop_factor`` (never below
+  ``min_learning_rate``), the threshold divided by it (never above ``max_threshold``), and the
+  parameters move onto the weighted average. The angle history then restarts from the averaged
+  parameters, so the first trigger after a drop is possible at the third boundary, as at the
+  start (a documented departure from the authors' release, which keeps measuring across the
+  averaging jump).
+
+  Timing. A boundary is processed by the ``update`` call right after it (that call's ``params``
+  are the boundary's parameters), so the state after ``n`` updates reflects the boundaries before
+  the ``n``-th update. At a drop with averaging, that call's update is ``average - params``:
+  ``optax.apply_updates`` lands on the average (exactly where ``params`` and the average are
+  within a factor of 2 of each other, else up to the rounding of one addition) and the incoming
+  direction of that call, computed at ``x_e``, is not applied; that call starts no window, so
+  the next window is ``steps_per_epoch`` gradient steps from the average. Without averaging (or
+  with ``drop_delay = 1``, where the average is ``x_e`` itself) the new rate already scales that
+  call's update.
 
   The first displacement is measured from the initial parameters (Algorithm 1's ``y <- x``), so the
   first angle exists at the second boundary and, with ``smoothing = m``, the first trigger is
@@ -175,9 +188,9 @@ def scale_by_autodrop(learning_rate: float, steps_per_epoch: int, drop_factor: f
       (paper: 0.01).
     max_threshold: the threshold's ceiling, ``>= threshold`` (paper: 1 degree).
     drop_delay: ``n_d >= 1``, windows from the trigger to the drop (paper: 20 epochs).
-    average: move onto the k-weighted parameter average at the drop (paper: on). Off, the drop
-      happens after the delay without moving the parameters, and the stage keeps one parameter-sized
-      buffer fewer.
+    average: move onto the k-weighted parameter average at the drop (paper: on). Off (or with
+      ``drop_delay = 1``), the drop happens after the delay without moving the parameters, and the
+      stage keeps one parameter-sized buffer fewer and reads nothing extra between boundaries.
     smoothing: ``m >= 1``, angles averaged by the rule (paper: 1 for deep learning, 20 on the
       noisy quadratic model).
     eps: ``>= 0``, guard in the cosine's denominator (paper: a small positive number, 1e-8).
@@ -201,6 +214,8 @@ def scale_by_autodrop(learning_rate: float, steps_per_epoch: int, drop_factor: f
   _check_autodrop_args(learning_rate, steps_per_epoch, drop_factor, min_learning_rate, threshold,
                        max_threshold, drop_delay, smoothing, eps)
   history_size = smoothing + 1
+  # The weighted average of a single point is that point: no landing, no buffer.
+  average = average and drop_delay > 1
 
   def init_fn(params):
     return ScaleByAutoDropState(
@@ -331,4 +346,4 @@ def autodrop_sgd(learning_rate: float, steps_per_epoch: int, momentum: float = 0
     >>> updates, state = opt.update(grads, state, params)
   """
   stage = scale_by_autodrop(learning_rate, steps_per_epoch, **autodrop_options)
-  return _direction_chain(stage, momentum, nesterov, weight_decay)
+  return _base.sgd_chain(stage, momentum, nesterov, weight_decay)

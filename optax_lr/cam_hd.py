@@ -40,8 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from optax_lr import _checks, _tree, telemetry
-from optax_lr.hypergradient import _with_weight_decay
+from optax_lr import _base, _checks, _tree, telemetry
 
 LEVELS = ("parameter", "filter", "layer", "global")
 """The levels CAM-HD knows, finest to coarsest."""
@@ -92,12 +91,12 @@ def parent_module_label(path: Sequence[Any]) -> str:
     The ``/``-joined path without its last key: ``params/Conv_0`` for
     ``params/Conv_0/kernel`` and ``params/Conv_0/bias``.
   """
-  return telemetry._path_name(tuple(path)[:-1])  # noqa: SLF001 - the library's one path namer
+  return telemetry._path_name(tuple(path)[:-1])
 
 
 def _is_static_zero(value: Any) -> bool:
   """True for a concrete 0 (a traced hyperparameter may be anything: take the general path)."""
-  concrete = _checks._concrete(value)  # noqa: SLF001
+  concrete = _checks._concrete(value)
   return concrete is not None and concrete == 0
 
 
@@ -107,13 +106,13 @@ def _check_levels(levels: Any) -> tuple[str, ...]:
   try:
     levels = tuple(levels)
   except TypeError:
-    _checks._fail("levels", levels, "a non-empty sequence of distinct levels from " + str(LEVELS))  # noqa: SLF001
+    _checks._fail("levels", levels, "a non-empty sequence of distinct levels from " + str(LEVELS))
   if not levels:
-    _checks._fail("levels", levels, "a non-empty sequence of distinct levels from " + str(LEVELS))  # noqa: SLF001
+    _checks._fail("levels", levels, "a non-empty sequence of distinct levels from " + str(LEVELS))
   for level in levels:
     _checks.one_of("levels", level, LEVELS)
   if len(set(levels)) != len(levels):
-    _checks._fail("levels", levels, "distinct levels (no duplicates)")  # noqa: SLF001
+    _checks._fail("levels", levels, "distinct levels (no duplicates)")
   return levels
 
 
@@ -123,14 +122,14 @@ def _check_weights(weights: Any, levels: tuple[str, ...]) -> dict[str, float]:
   try:
     values = [float(w) for w in weights]
   except (TypeError, ValueError):
-    _checks._fail("weights", weights, f"a sequence of {len(levels)} numbers >= 0")  # noqa: SLF001
+    _checks._fail("weights", weights, f"a sequence of {len(levels)} numbers >= 0")
   if len(values) != len(levels):
-    _checks._fail("weights", weights, f"one weight per level ({len(levels)} for {levels})")  # noqa: SLF001
+    _checks._fail("weights", weights, f"one weight per level ({len(levels)} for {levels})")
   for value in values:
     _checks.non_negative("weights", value)
   total = sum(values)
   if not total > 0:
-    _checks._fail("weights", weights, "weights with a positive sum")  # noqa: SLF001
+    _checks._fail("weights", weights, "weights with a positive sum")
   return {level: value / total for level, value in zip(levels, values, strict=True)}
 
 
@@ -162,7 +161,7 @@ def _layer_groups(params: Any, layer_labels: LayerLabels) -> tuple[tuple[int, ..
     try:
       groups.setdefault(label, []).append(index)
     except TypeError:
-      _checks._fail("layer_labels", label, "hashable labels (strings, say)")  # noqa: SLF001
+      _checks._fail("layer_labels", label, "hashable labels (strings, say)")
   return tuple(tuple(indices) for indices in groups.values())
 
 
@@ -354,7 +353,7 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
     # The reduction pass: per-leaf partial sums of e = g * d_prev (and per last-axis index for the
     # filter level) give every level's hypergradient. It needs only this step's gradient and the
     # stored direction, so it does not wait on the inner transform.
-    products = [_tree._as_float32(g) * _tree._as_float32(d)  # noqa: SLF001
+    products = [_tree._as_float32(g) * _tree._as_float32(d)
                 for g, d in zip(grads, previous, strict=True)]
     weighted_sums = None  # sum_p e_p a_param_old(p) per leaf, for the parameter level's gamma
     if "filter" in levels:
@@ -389,8 +388,10 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
           size = sum(layout.sizes[i] for i in group)
           rate = old_leaves[group[0]]
           updated = rate + step * (level_factor(size, total_size) * group_sum)
-          for i in group:
-            new_leaves[i] = updated
+          # One value per group, but a fresh buffer per leaf: a state holding one array twice
+          # cannot be donated (the eager path would otherwise return the same array object).
+          for n, i in enumerate(group):
+            new_leaves[i] = updated if n == 0 else jnp.copy(updated)
           terms.append(rate * group_sum)
         new[level] = treedef.unflatten(new_leaves)
         if learn_weights:
@@ -466,11 +467,10 @@ def sgd_cam_hd(learning_rate: float, hypergrad_lr: float = 1e-6, combination_lr:
     ...                           levels=("filter", "global"), weights=(0.2, 0.8),
     ...                           combination_lr=0.03, decay_rate=0.001)
   """
-  _checks.in_range("momentum", momentum, 0.0, 1.0, high_open=True)
-  inner = optax.trace(decay=momentum, nesterov=nesterov) if momentum else optax.identity()
-  transform = cam_hd(inner, learning_rate, hypergrad_lr, combination_lr, levels, weights,
-                     decay_rate, final_learning_rate, layer_labels)
-  return _with_weight_decay(transform, weight_decay)
+  transform = cam_hd(_base.momentum_direction(momentum, nesterov), learning_rate, hypergrad_lr,
+                     combination_lr, levels, weights, decay_rate, final_learning_rate,
+                     layer_labels)
+  return _base.with_coupled_weight_decay(transform, weight_decay)
 
 
 def adam_cam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8,
@@ -503,13 +503,10 @@ def adam_cam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8,
     >>> opt = optax_lr.adam_cam_hd(1e-3, hypergrad_lr=1e-8, levels=("parameter", "layer",
     ...                            "global"), weights=(0.3, 0.3, 0.4), combination_lr=0.01)
   """
-  _checks.in_range("b1", b1, 0.0, 1.0, high_open=True)
-  _checks.in_range("b2", b2, 0.0, 1.0, high_open=True)
-  _checks.non_negative("eps", eps)
-  transform = cam_hd(optax.scale_by_adam(b1=b1, b2=b2, eps=eps), learning_rate, hypergrad_lr,
+  transform = cam_hd(_base.adam_direction(b1, b2, eps), learning_rate, hypergrad_lr,
                      combination_lr, levels, weights, decay_rate, final_learning_rate,
                      layer_labels)
-  return _with_weight_decay(transform, weight_decay)
+  return _base.with_coupled_weight_decay(transform, weight_decay)
 
 
 def _find_cam_hd_state(opt_state: Any) -> CamHDState:

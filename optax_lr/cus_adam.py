@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_lr import _checks
+from optax_lr import _base, _checks
 
 
 def scale_by_cus_adam(b1: float = 0.9, b2: float = 0.999,
@@ -39,9 +39,7 @@ def scale_by_cus_adam(b1: float = 0.9, b2: float = 0.999,
   Example:
     >>> opt = optax.chain(optax_lr.scale_by_cus_adam(), optax.scale_by_learning_rate(1e-3))
   """
-  _checks.in_range("b1", b1, 0.0, 1.0, high_open=True)
-  _checks.in_range("b2", b2, 0.0, 1.0, high_open=True)
-  _checks.non_negative("eps", eps)
+  _base.check_adam_arguments(b1, b2, eps)
 
   def init_fn(params):
     return optax.ScaleByAdamState(count=jnp.zeros([], jnp.int32),

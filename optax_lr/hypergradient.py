@@ -145,13 +145,6 @@ def adam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8, b1: float =
   References:
     Baydin et al., ICLR 2018, Section 2 ("Adam-HD").
   """
-  _checks.in_range("b1", b1, 0.0, 1.0, high_open=True)
-  _checks.in_range("b2", b2, 0.0, 1.0, high_open=True)
-  _checks.non_negative("eps", eps)
-  inner = optax.scale_by_adam(b1=b1, b2=b2, eps=eps)
-  return _base.with_coupled_weight_decay(hypergradient(inner, learning_rate, hypergrad_lr),
-                                         weight_decay)
-
-
-# Kept for modules that build aliases around their own wrapper.
-_with_weight_decay = _base.with_coupled_weight_decay
+  return _base.with_coupled_weight_decay(
+      hypergradient(_base.adam_direction(b1, b2, eps), learning_rate, hypergrad_lr),
+      weight_decay)

@@ -277,6 +277,23 @@ def test_layer_labels_from_the_leaf_path():
       == "conv"
 
 
+def test_grouped_rates_are_fresh_buffers_that_donate():
+  # The leaves of a group hold one value, but never one array twice: after an eager step the
+  # state still donates.
+  opt = optax_lr.sgd_cam_hd(0.1, 0.01, layer_labels=optax_lr.parent_module_label)
+  params = {"dense": {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)}}
+  state = opt.init(params)
+  _, state = opt.update(jax.tree.map(lambda x: 0.5 * x, params), state, params)
+  pointers = [x.unsafe_buffer_pointer() for x in jax.tree.leaves(state.learning_rate)]
+  assert len(pointers) == len(set(pointers))
+  step = jax.jit(lambda p, s: opt.update(jax.tree.map(lambda x: 0.5 * x, p), s, p),
+                 donate_argnums=1)
+  _, state = step(params, state)
+  _, state = step(params, state)
+  rates = state.learning_rate["layer"]["dense"]
+  np.testing.assert_array_equal(rates["kernel"], rates["bias"])
+
+
 def test_labels_that_do_not_match_the_params_raise_at_init():
   opt = optax_lr.sgd_cam_hd(0.1, levels=("layer", "global"), layer_labels={"a": "x", "b": "y"})
   with pytest.raises(ValueError, match="layer_labels"):

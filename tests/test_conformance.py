@@ -43,6 +43,33 @@ CASES = [
     Case("adam_hd", lambda: optax_lr.adam_hd(0.1, hypergrad_lr=1e-4), parabola_steps=1000,
          make_for_rosenbrock=lambda: optax_lr.adam_hd(0.01, hypergrad_lr=1e-6)),
     # --- AutoDrop (optax_lr/autodrop.py) ---
+    # Small windows and delays so that drops (and landings on the average) happen inside the
+    # convergence budgets; the floors keep the final rates useful (each run drops 3-28 times).
+    Case("autodrop_sgd",
+         lambda: optax_lr.autodrop_sgd(0.1, steps_per_epoch=5, momentum=0.5, drop_delay=3,
+                                       min_learning_rate=0.02),
+         make_for_rosenbrock=lambda: optax_lr.autodrop_sgd(
+             1e-3, steps_per_epoch=50, drop_factor=0.5, drop_delay=5, min_learning_rate=5e-4)),
+    Case("autodrop_nesterov_smoothed",
+         lambda: optax_lr.autodrop_sgd(0.1, steps_per_epoch=3, momentum=0.5, nesterov=True,
+                                       weight_decay=1e-6, average=False, smoothing=3,
+                                       drop_delay=2, min_learning_rate=0.02),
+         make_for_rosenbrock=lambda: optax_lr.autodrop_sgd(
+             1e-3, steps_per_epoch=20, nesterov=True, average=False, smoothing=3, drop_delay=2,
+             drop_factor=0.5, min_learning_rate=5e-4)),
+    Case("autodrop_adam",
+         lambda: optax.chain(optax.scale_by_adam(), optax_lr.scale_by_autodrop(
+             0.1, steps_per_epoch=5, drop_factor=0.5, drop_delay=3, min_learning_rate=0.01)),
+         make_for_rosenbrock=lambda: optax.chain(optax.scale_by_adam(), optax_lr.scale_by_autodrop(
+             0.02, steps_per_epoch=20, drop_factor=0.5, drop_delay=5, min_learning_rate=1e-3))),
+    Case("autodrop_over_tlr",
+         lambda: optax.chain(optax_lr.scale_by_tlr(0.1), optax.scale(-1.0),
+                             optax_lr.scale_by_autodrop(1.0, steps_per_epoch=5, drop_factor=0.5,
+                                                        drop_delay=3, min_learning_rate=0.25)),
+         make_for_rosenbrock=lambda: optax.chain(
+             optax.trace(0.9), optax_lr.scale_by_tlr(1e-3, bound=0.01), optax.scale(-1.0),
+             optax_lr.scale_by_autodrop(1.0, steps_per_epoch=20, drop_factor=0.5, drop_delay=5,
+                                        min_learning_rate=0.25))),
     # --- CAM-HD (optax_lr/cam_hd.py) ---
     # Each CAM-HD case reaches well below the default tolerances (a 1e-6 parabola, a 1e-4
     # Rosenbrock from 1), with learned combination weights and tau-blending switched on in some.

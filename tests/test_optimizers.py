@@ -136,19 +136,24 @@ def test_clr_one_cycle_over_the_run_by_default():
 
 
 def test_tlr_window_is_a_third_of_an_epoch():
+  # 30 steps per epoch, p = 1/3: the registry's tlr_sgd is optax_lr.tlr_sgd with windows of 10.
   tx = optimizers.create_optimizer("tlr_sgd", 0.1, 30, 300)
-  params, _, _ = _problem()
-  state = tx.init(params)
-  tlr_state = [s for s in state if isinstance(s, optax_lr.ScaleByTLRState)][0]
-  # The window buffer exists only when update_every > 1; round(30 / 3) = 10.
-  assert jax.tree.structure(tlr_state.direction_sum) == jax.tree.structure(params)
-  reference = optax_lr.tlr_sgd(0.1, update_every=10, momentum=0.8)
-  grads = jax.grad(_loss)(params, _problem()[1])
-  ours, ref = state, reference.init(params)
-  for _ in range(21):
-    u1, ours = tx.update(grads, ours, params)
-    u2, ref = reference.update(grads, ref, params)
-  jax.tree.map(np.testing.assert_array_equal, u1, u2)
+  params, batch, _ = _problem()
+
+  def run(tx, steps=21):
+    state, p, rates = tx.init(params), params, []
+    for _ in range(steps):
+      updates, state = tx.update(jax.grad(_loss)(p, batch), state, p)
+      p = optax.apply_updates(p, updates)
+      rates.append(float(list(optax_lr.learning_rates(state).values())[0]))
+    return p, rates
+
+  ours, our_rates = run(tx)
+  reference, reference_rates = run(optax_lr.tlr_sgd(0.1, update_every=10, momentum=0.8))
+  jax.tree.map(np.testing.assert_array_equal, ours, reference)
+  assert our_rates == reference_rates
+  # The rate changes only at the end of the second window (step 20), as windows of 10 imply.
+  assert our_rates[:19] == [pytest.approx(0.1)] * 19 and our_rates[19] != pytest.approx(0.1)
 
 
 def test_schedule_free_eval_params():

@@ -128,7 +128,7 @@ def test_window_sum_includes_momentum_and_weight_decay():
   for _ in range(3):
     updates, state = opt.update(2.0 * w, state, w)
     w = optax.apply_updates(w, updates)
-  np.testing.assert_allclose(state[-1].previous_direction_sum, (params - w) / 0.1, rtol=1e-5)
+  np.testing.assert_allclose(state[-1].direction_sum, (params - w) / 0.1, rtol=1e-5)
 
 
 def test_fixed_meta_rate_rule():

@@ -14,7 +14,8 @@ Preparing TFDS data (once, on a machine with TensorFlow and network access)::
 
 ImageNet (``imagenet2012``) is TFDS's manual-download dataset: place ``ILSVRC2012_img_train.tar``
 and ``ILSVRC2012_img_val.tar`` (from image-net.org, after registering) in
-``DIR/downloads/manual/``, then ``tfds build imagenet2012 --file_format=array_record --data_dir DIR``.
+``DIR/downloads/manual/``, then
+``tfds build imagenet2012 --file_format=array_record --data_dir DIR``.
 It is too large to hold in memory as this pipeline does; :func:`load` checks that it is prepared
 and says so, and a streaming pipeline is future work.
 """
@@ -103,7 +104,8 @@ def _preparation_help(name: str, data_dir: str | None) -> str:
     lines.append(f"  # download ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from "
                  f"https://image-net.org into {manual}")
   lines.append(f"  tfds build {name} --file_format=array_record{where}")
-  lines.append("then pass the same directory as --set data_dir=DIR (default ~/tensorflow_datasets).")
+  lines.append("then pass the same directory as --set data_dir=DIR "
+               "(default ~/tensorflow_datasets).")
   return "\n".join(lines)
 
 

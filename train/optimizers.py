@@ -234,7 +234,8 @@ def _n_cycle_sgd(learning_rate, steps_per_epoch, total_steps, min_learning_rate=
 
 def _clr_simple_adasecant(learning_rate, steps_per_epoch, total_steps, min_learning_rate=1e-3,
                           cycle_epochs=25, switch_epoch=13, momentum=0.9, threshold=10.0):
-  """Thesis §4.5.2: the first ``switch_epoch`` epochs of an N-cycle CLR-SGD, then Simple AdaSecant."""
+  """Thesis §4.5.2: the first ``switch_epoch`` epochs of an N-cycle CLR-SGD, then Simple
+  AdaSecant."""
   del total_steps
   schedule = _optax_lr("n_cycle_schedule")(min_learning_rate, learning_rate, cycle_epochs,
                                            steps_per_epoch)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from typing import Any
 
 #: At most this many rate curves are drawn (per-tensor rates can number in the hundreds).
@@ -20,13 +19,15 @@ def _rate_keys(rows: list[dict[str, Any]]) -> list[str]:
   return keys[:MAX_RATE_CURVES]
 
 
-def plot_curves(rows: list[dict[str, Any]], path: str, title: str = "") -> None:
-  """Writes loss / accuracy / rate (and angular velocity, when logged) panels to ``path``.
+def render_curves(rows: list[dict[str, Any]], title: str = "") -> bytes:
+  """Loss / accuracy / rate (and angular velocity, when logged) panels as PNG bytes.
 
   Args:
     rows: per-epoch metric rows as in ``metrics.jsonl``.
-    path: output PNG; written to a temporary file and renamed, so it is never half-written.
     title: the figure title.
+
+  Returns:
+    The PNG file's bytes (the caller writes them, atomically).
   """
   import matplotlib
 
@@ -56,14 +57,9 @@ def plot_curves(rows: list[dict[str, Any]], path: str, title: str = "") -> None:
     axes[3].set(xlabel="epoch", ylabel="angular velocity (deg)")
   fig.suptitle(title)
   fig.tight_layout()
-  directory = os.path.dirname(path) or "."
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".png")
-  os.close(fd)
+  buffer = io.BytesIO()
   try:
-    fig.savefig(tmp, format="png", dpi=100)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    fig.savefig(buffer, format="png", dpi=100)
   finally:
     plt.close(fig)
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  return buffer.getvalue()

@@ -350,10 +350,6 @@ def to_host(x: jax.Array) -> np.ndarray:
 
 # --- logging -------------------------------------------------------------------------------------
 
-def _path_name(path) -> str:
-  return "/".join(str(getattr(k, "name", getattr(k, "key", getattr(k, "idx", k)))) for k in path)
-
-
 @jax.jit
 def _rate_values(opt_state: PyTree) -> dict[str, jax.Array]:
   """Every rate of the state as scalars: the rate itself, or mean/min/max/norm of rate arrays."""
@@ -365,8 +361,8 @@ def _rate_values(opt_state: PyTree) -> dict[str, jax.Array]:
       for stat, value in optax_lr.rate_summary(rate).items():
         values[f"{name}/{stat}"] = value
   found = optax.tree.get_all_with_path(opt_state, "angular_velocity")
-  for path, value in found:
-    key = "angular_velocity" if len(found) == 1 else f"{_path_name(path)}/angular_velocity"
+  for i, (_, value) in enumerate(found):
+    key = "angular_velocity" if len(found) == 1 else f"angular_velocity/{i}"
     values[key] = jnp.reshape(value, ()).astype(jnp.float32)
   return values
 
@@ -376,12 +372,13 @@ def optimizer_metrics(opt_state: PyTree) -> dict[str, float]:
   return {k: float(to_host(v)) for k, v in _rate_values(opt_state).items()}
 
 
-def _atomic_write(path: str, text: str) -> None:
+def _atomic_write(path: str, data: str | bytes) -> None:
+  """Writes ``path`` through a temporary file and a rename: never half-written."""
   directory = os.path.dirname(path) or "."
   fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
   try:
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
+    with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as f:
+      f.write(data)
     os.chmod(tmp, 0o644)  # mkstemp makes the file private; outputs are ordinary files
     os.replace(tmp, path)
   except BaseException:
@@ -567,7 +564,8 @@ def train_and_evaluate(config: Config, workdir: str,
       # the resumed run drops the line (rows after the checkpoint's epoch are discarded).
       _write_metrics(workdir, rows)
       if config.plot:
-        plotting.plot_curves(rows, os.path.join(workdir, "curves.png"), title=_title(config))
+        _atomic_write(os.path.join(workdir, "curves.png"),
+                      plotting.render_curves(rows, title=_title(config)))
     if manager is not None:
       save_checkpoint(manager, canonical, epoch)
     log(f"epoch {epoch}: train_loss {train_loss:.4f} test_loss {row['test_loss']:.4f} "

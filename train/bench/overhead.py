@@ -27,6 +27,7 @@ import optax
 
 import optax_lr
 
+
 # CIFAR ResNet-18 (10 classes): 62 parameter leaves, 11,173,962 parameters.
 def resnet18_shaped_tree() -> dict[str, jax.Array]:
   """Parameters shaped like CIFAR ResNet-18's (conv kernels HWIO, BatchNorm scale/bias, dense)."""
@@ -94,15 +95,10 @@ METHODS: dict[str, Method] = {
 }
 
 
-def _step_fn(opt, extra_args, period):
-  def one(params, state, grads):
+def _step_fn(opt, extra_args):
+  def step(params, state, grads):
     updates, state = opt.update(grads, state, params, **extra_args(grads))
     return optax.apply_updates(params, updates), state
-
-  def step(params, state, grads):
-    if period == 1:
-      return one(params, state, grads)
-    return jax.lax.fori_loop(0, period, lambda _, c: one(*c, grads), (params, state))
 
   return step
 
@@ -115,7 +111,9 @@ class _Timed:
     self.params = jax.tree.map(jnp.copy, params)
     self.state = opt.init(self.params)
     self.grads = grads
-    jitted = jax.jit(_step_fn(opt, extra_args, period), donate_argnums=(0, 1))
+    # One call per step, as a training loop makes them (a loop inside one executable would let
+    # XLA alias buffers differently from the donated entry parameters of a real step).
+    jitted = jax.jit(_step_fn(opt, extra_args), donate_argnums=(0, 1))
     start = time.perf_counter()
     self.compiled = jitted.lower(self.params, self.state, grads).compile()
     self.compile_seconds = time.perf_counter() - start
@@ -125,7 +123,8 @@ class _Timed:
 
   def sample(self) -> float:
     start = time.perf_counter()
-    self.params, self.state = self.compiled(self.params, self.state, self.grads)
+    for _ in range(self.period):
+      self.params, self.state = self.compiled(self.params, self.state, self.grads)
     jax.block_until_ready((self.params, self.state))
     return (time.perf_counter() - start) / self.period
 
@@ -146,14 +145,29 @@ def _scale_bandwidth(params, repeats: int) -> float:
   return 8.0 * size / statistics.median(times)
 
 
+def _collectives(names: list[str]) -> dict[str, Any]:
+  """Collectives per method in an 8-device data-parallel step (a separate process, see there)."""
+  import os
+  import subprocess
+  import sys
+
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  out = subprocess.run([sys.executable, "-m", "train.bench.collectives", *names], env=env,
+                       check=True, capture_output=True, text=True).stdout
+  return json.loads(out.strip().splitlines()[-1])
+
+
 def run(names: list[str] | None = None, repeats: int = 15) -> list[dict[str, Any]]:
   """Times every method in ``names`` (default: all) against its base; one dict per method."""
+  names = names or list(METHODS)
+  collectives = _collectives(names)
   params = resnet18_shaped_tree()
   size = sum(x.size for x in jax.tree.leaves(params))
   grads = jax.tree.map(lambda x: 0.1 * x + 1e-3, params)
   bandwidth = _scale_bandwidth(params, repeats)
   results = []
-  for name in names or list(METHODS):
+  for name in names:
     method = METHODS[name]
     make_base, base_floor = BASES[method.base]
     timed = _Timed(method.make(), params, grads, method.extra_args, method.period)
@@ -181,6 +195,9 @@ def run(names: list[str] | None = None, repeats: int = 15) -> list[dict[str, Any
         "compile_s": timed.compile_seconds,
         "base_compile_s": base.compile_seconds,
         "scale_bandwidth_gb_s": bandwidth / 1e9,
+        "collectives": collectives[name]["collectives"],
+        "base_collectives": collectives[name]["base_collectives"],
+        "added_collectives": collectives[name]["added"],
         "repeats": repeats,
     })
     del timed, base
@@ -189,8 +206,9 @@ def run(names: list[str] | None = None, repeats: int = 15) -> list[dict[str, Any
 
 def markdown(results: list[dict[str, Any]]) -> str:
   header = ("| method | base | update ms | base ms | ratio | target | floor ratio | "
-            "% of scale bandwidth (base) | state buffers (base) | compile s (base) |\n"
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+            "% of scale bandwidth (base) | state buffers (base) | compile s (base) | "
+            "added collectives |\n"
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
   rows = []
   for r in results:
     target = "-" if r["target_ratio"] is None else f"≤ {r['target_ratio']:.2f}"
@@ -200,7 +218,7 @@ def markdown(results: list[dict[str, Any]]) -> str:
         f"{100 * r['achieved_fraction_of_scale_bandwidth']:.0f}% "
         f"({100 * r['base_achieved_fraction_of_scale_bandwidth']:.0f}%) | "
         f"{r['state_param_buffers']:.2f} ({r['base_state_param_buffers']:.2f}) | "
-        f"{r['compile_s']:.2f} ({r['base_compile_s']:.2f}) |")
+        f"{r['compile_s']:.2f} ({r['base_compile_s']:.2f}) | {r['added_collectives']} |")
   return header + "\n".join(rows) + "\n"
 
 

@@ -119,12 +119,17 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
 def apply_overrides(config: Config, overrides: Sequence[str]) -> Config:
   """``config`` with ``key=value`` overrides applied; ``dict_field.key=value`` sets one entry.
 
+  Options belong to their optimizer: overriding ``optimizer`` drops the preset's
+  ``optimizer_options`` and keeps only those given on the command line.
+
   Raises:
     ValueError: a malformed override or an unknown key (the message lists the valid keys).
   """
   config = dataclasses.replace(config, model_options=dict(config.model_options),
                                optimizer_options=dict(config.optimizer_options))
   defaults = Config()
+  preset_optimizer = config.optimizer
+  given_options: dict[str, Any] | None = None
   for override in overrides:
     if "=" not in override:
       raise ValueError(f"an override must read key=value; got {override!r}")
@@ -140,11 +145,17 @@ def apply_overrides(config: Config, overrides: Sequence[str]) -> Config:
       if not isinstance(current, dict):
         raise ValueError(f"`{field}` is not a dict; `{key}` cannot be set")
       current[sub_key] = value
+      if field == "optimizer_options":
+        given_options = {**(given_options or {}), sub_key: value}
       continue
     default = getattr(defaults, field)
     if value is not None or default is not None:
       value = _coerce(field, value, default if default is not None else current)
     setattr(config, field, value)
+    if field == "optimizer_options":
+      given_options = dict(value or {})
+  if config.optimizer != preset_optimizer:
+    config.optimizer_options = given_options or {}
   return config
 
 

@@ -1,0 +1,298 @@
+"""AutoDrop (seed 001, Algorithm 1; ALGORITHMS.md section 1): the rule on scripted trajectories.
+
+Most tests drive ``scale_by_autodrop`` with ``steps_per_epoch = 1`` and unit directions in the
+plane that turn by scripted angles, so that the angle between window displacements (Definition 1)
+is known by construction whatever the rate. Indexing: call ``c`` (1-based) applies direction
+``d_{c-1}``; call ``e + 1`` processes boundary ``e`` (the parameters after ``e`` updates), whose
+angle is ``omega_e = angle(d_{e-1}, d_{e-2}) = turns[e - 1]``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import pytest
+
+import optax_lr
+from optax_lr.autodrop import ScaleByAutoDropState
+from tests.conformance import assert_trees_equal, parabola, parabola_init
+
+START = np.array([10.0, 10.0], np.float32)
+
+
+def _directions(turns_degrees):
+  """Unit directions ``d_j``, each turned by ``turns[j]`` degrees from ``d_{j-1}`` (d_0 at 0)."""
+  phases = np.radians(np.cumsum(np.asarray(turns_degrees, np.float64)))
+  return np.stack([np.cos(phases), np.sin(phases)], axis=1).astype(np.float32)
+
+
+def _run(opt, directions, start=START):
+  """Applies ``opt`` to the scripted directions; returns per-call (params_in, updates, state)."""
+
+  @jax.jit
+  def run(directions):
+    params = {"w": jnp.asarray(start)}
+    state = opt.init(params)
+
+    def body(carry, direction):
+      params, state = carry
+      updates, state = opt.update({"w": direction}, state, params)
+      return (optax.apply_updates(params, updates), state), (params, updates, state)
+
+    (last_params, _), trace = jax.lax.scan(body, (params, state), jnp.asarray(directions))
+    return last_params, trace
+
+  last_params, (params_in, updates, states) = run(directions)
+  return last_params, params_in, updates, states
+
+
+def _autodrop_state(state) -> ScaleByAutoDropState:
+  return next(s for s in jax.tree.leaves(
+      state, is_leaf=lambda x: isinstance(x, ScaleByAutoDropState))
+      if isinstance(s, ScaleByAutoDropState))
+
+
+def _after(states, call):
+  """The AutoDrop state after the ``call``-th update (1-based)."""
+  return jax.tree.map(lambda x: x[call - 1], _autodrop_state(states))
+
+
+def test_angle_degrees_definition_1():
+  x = {"a": jnp.array([1.0, 0.0]), "b": jnp.array([0.0])}
+  cases = {(1.0, 0.0, 0.0): 0.0, (0.0, 1.0, 0.0): 90.0, (-1.0, 0.0, 0.0): 180.0,
+           (0.5, math.sqrt(3) / 2, 0.0): 60.0, (0.0, 0.0, 0.0): 90.0}
+  for (u, v, w), expected in cases.items():
+    y = {"a": jnp.array([u, v]), "b": jnp.array([w])}
+    np.testing.assert_allclose(float(optax_lr.angle_degrees(y, x)), expected, atol=2e-3)
+  # The angle spans the whole tree, not one leaf: (1, 0 | 1) vs (1, 0 | -1) is 90 degrees.
+  np.testing.assert_allclose(float(optax_lr.angle_degrees(
+      {"a": jnp.array([1.0, 0.0]), "b": jnp.array([1.0])},
+      {"a": jnp.array([1.0, 0.0]), "b": jnp.array([-1.0])})), 90.0, atol=1e-4)
+
+
+def test_trigger_on_change_latch_and_k_weighted_landing():
+  # omega_2.. = 10, 30, 60, 60.001 (change 0.001 < 0.01 at boundary 5), then large changes.
+  turns = [0, 10, 30, 60, 60.001, 90, 10, 170, 20, 40]
+  opt = optax_lr.scale_by_autodrop(0.5, steps_per_epoch=1, drop_factor=0.2, threshold=0.01,
+                                   drop_delay=3)
+  last, params_in, updates, states = _run(opt, _directions(turns))
+  del last
+  # Boundary 4 (call 5): change |60 - 30| = 30, no trigger; boundary 5 (call 6): trigger, k = 1.
+  assert not bool(_after(states, 5).drop_pending)
+  at_trigger = _after(states, 6)
+  assert bool(at_trigger.drop_pending) and int(at_trigger.delay_count) == 1
+  np.testing.assert_allclose(float(at_trigger.angular_velocity), 60.001, atol=1e-3)
+  # Latched: boundary 6 (change 29.999) does not reset it; k = 2.
+  assert bool(_after(states, 7).drop_pending) and int(_after(states, 7).delay_count) == 2
+  assert int(_after(states, 7).num_drops) == 0
+  # Boundary 7 (call 8): k = 3 = drop_delay -> drop, landing on (1 x5 + 2 x6 + 3 x7) / 6.
+  dropped = _after(states, 8)
+  assert int(dropped.num_drops) == 1 and not bool(dropped.drop_pending)
+  assert int(dropped.delay_count) == 0 and int(dropped.num_displacements) == 0
+  np.testing.assert_allclose(float(dropped.learning_rate), 0.5 * 0.2, rtol=1e-7)
+  np.testing.assert_allclose(float(dropped.threshold), 0.01 / 0.2, rtol=1e-6)
+  x = np.asarray(params_in["w"], np.float64)  # x[c - 1] = parameters entering call c
+  x5, x6, x7 = x[5], x[6], x[7]
+  expected = (1 * x5 + 2 * x6 + 3 * x7) / 6
+  np.testing.assert_allclose(np.asarray(dropped.average["w"]), expected, rtol=1e-6)
+  landed = np.asarray(params_in["w"][8])  # the parameters after call 8
+  np.testing.assert_allclose(landed, expected, rtol=1e-6)
+  # Exact landing: parameters and average within a factor 2, so average - params is exact and
+  # apply_updates reproduces the average bit for bit; the new anchor is those parameters.
+  np.testing.assert_array_equal(landed, np.asarray(dropped.average["w"]))
+  np.testing.assert_array_equal(np.asarray(updates["w"][7]),
+                                np.asarray(dropped.average["w"]) - np.asarray(params_in["w"][7]))
+  np.testing.assert_array_equal(np.asarray(dropped.anchor["w"]), landed)
+  # Before the drop every update is -0.5 d; after it, -0.1 d (call 9 starts the next window).
+  d = _directions(turns)
+  np.testing.assert_array_equal(np.asarray(updates["w"][6]), -np.float32(0.5) * d[6])
+  np.testing.assert_allclose(np.asarray(updates["w"][8]), -0.1 * d[8], rtol=1e-6)
+
+
+def test_first_trigger_at_third_boundary_and_after_each_reset():
+  # Constant angles: the change is 0 as soon as two angles exist (Algorithm 1's t > 2).
+  # drop_delay = 1 drops at the trigger boundary; the history restarts after each drop.
+  opt = optax_lr.scale_by_autodrop(0.5, steps_per_epoch=1, drop_factor=0.2,
+                                   min_learning_rate=0.01, threshold=0.01, max_threshold=1.0,
+                                   drop_delay=1)
+  _, _, updates, states = _run(opt, _directions([0] + [50] * 14))
+  num_drops = [int(_after(states, c).num_drops) for c in range(1, 15)]
+  # Calls 4, 7, 10, 13: boundary 3, then the third boundary after each drop.
+  assert num_drops == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4]
+  rates = [float(_after(states, c).learning_rate) for c in (3, 4, 7, 10, 13)]
+  np.testing.assert_allclose(rates, [0.5, 0.1, 0.02, 0.01, 0.01], rtol=1e-6)  # floor 0.01
+  thresholds = [float(_after(states, c).threshold) for c in (3, 4, 7, 10, 13)]
+  np.testing.assert_allclose(thresholds, [0.01, 0.05, 0.25, 1.0, 1.0], rtol=1e-6)  # cap 1
+  # Without averaging the new rate already scales the call that drops.
+  d = _directions([0] + [50] * 14)
+  np.testing.assert_allclose(np.asarray(updates["w"][3]), -0.1 * d[3], rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(updates["w"][6]), -0.02 * d[6], rtol=1e-6)
+
+
+def test_smoothing_compares_overlapping_means():
+  # m = 2: (omega_4 - omega_2) / 2 = 0.002 triggers at boundary 4 (the first with m + 1 angles),
+  # although consecutive raw angles differ by 40 degrees; m = 1 never triggers on them.
+  turns = [0, 10, 50, 10.004, 80, 20]
+  smoothed = optax_lr.scale_by_autodrop(0.5, steps_per_epoch=1, smoothing=2, drop_delay=20)
+  _, _, _, states = _run(smoothed, _directions(turns))
+  assert not bool(_after(states, 4).drop_pending)
+  assert bool(_after(states, 5).drop_pending)
+  assert _after(states, 5).angle_history.shape == (3,)
+  np.testing.assert_allclose(np.asarray(_after(states, 5).angle_history), [10, 50, 10.004],
+                             atol=1e-3)
+  raw = optax_lr.scale_by_autodrop(0.5, steps_per_epoch=1, smoothing=1, drop_delay=20)
+  _, _, _, states = _run(raw, _directions(turns))
+  assert not bool(_after(states, 6).drop_pending)
+  # Constant angles with m = 2: the first possible trigger is boundary m + 2 = 4 (call 5).
+  _, _, _, states = _run(smoothed, _directions([0] + [30] * 6))
+  assert not bool(_after(states, 4).drop_pending) and bool(_after(states, 5).drop_pending)
+
+
+def test_windows_of_several_steps():
+  # steps_per_epoch = 3: each window moves 3 steps along one direction; windows turn by 40, 40,
+  # 70 degrees. Boundary e is processed by call 3 e + 1; between boundaries no buffer changes.
+  turns = [0, 0, 0, 40, 0, 0, 40, 0, 0, 70, 0, 0, 0]
+  opt = optax_lr.scale_by_autodrop(0.5, steps_per_epoch=3, drop_delay=20)
+  _, params_in, _, states = _run(opt, _directions(turns))
+  angles = [float(_after(states, c).angular_velocity) for c in range(1, 14)]
+  assert all(math.isnan(a) for a in angles[:6])
+  np.testing.assert_allclose(angles[6:], [40] * 6 + [70], atol=1e-3)
+  for boundary in (1, 2, 3):
+    state = _after(states, 3 * boundary + 1)
+    np.testing.assert_array_equal(np.asarray(state.anchor["w"]),
+                                  np.asarray(params_in["w"][3 * boundary]))
+    for call in (3 * boundary + 2, 3 * boundary + 3):
+      assert_trees_equal((state.anchor, state.previous_displacement),
+                         (_after(states, call).anchor, _after(states, call).previous_displacement))
+  # Boundary 3 (call 10): angles 40, 40 -> trigger.
+  assert not bool(_after(states, 7).drop_pending) and bool(_after(states, 10).drop_pending)
+
+
+def test_over_adam_matches_adam_until_the_drop():
+  grads = jax.random.normal(jax.random.key(0), (16, 5))
+  lr, rho = 0.01, 0.5
+  # A threshold of 180 degrees triggers at the first possible boundary: 3 (call 7); k = 2 at
+  # boundary 4 (call 9) drops and lands.
+  over_adam = optax.chain(optax.scale_by_adam(), optax_lr.scale_by_autodrop(
+      lr, steps_per_epoch=2, drop_factor=rho, threshold=180.0, max_threshold=180.0,
+      drop_delay=2))
+  _, params_in, updates, states = _run(over_adam, grads, start=np.ones(5, np.float32))
+  _, _, adam_updates, _ = _run(optax.adam(lr), grads, start=np.ones(5, np.float32))
+  u, a = np.asarray(updates["w"]), np.asarray(adam_updates["w"])
+  # Before the drop: Adam's updates, to rounding (XLA fuses Adam's arithmetic differently in the
+  # two programs, and an update that nearly cancels keeps only the absolute error, ~1e-7 lr).
+  np.testing.assert_allclose(u[:8], a[:8], rtol=1e-6, atol=1e-9)
+  assert int(_after(states, 8).num_drops) == 0 and int(_after(states, 9).num_drops) == 1
+  landing = _after(states, 9)
+  np.testing.assert_array_equal(u[8], np.asarray(landing.average["w"] - params_in["w"][8]))
+  np.testing.assert_allclose(u[9:], rho * a[9:], rtol=1e-6, atol=1e-9)  # Adam's, rate * rho
+  assert optax_lr.learning_rates(states).keys() == {"1/learning_rate"}
+
+
+def test_over_tlr_multiplies_tlr_rate():
+  # AutoDrop with learning_rate=1.0 after TLR (its update turned back into a direction) is a
+  # multiplier on TLR's own rate, which keeps adapting as it would alone.
+  grads = jax.random.normal(jax.random.key(1), (16, 5))
+  rho = 0.2
+  over_tlr = optax.chain(
+      optax.trace(0.9), optax_lr.scale_by_tlr(0.1, update_every=2), optax.scale(-1.0),
+      optax_lr.scale_by_autodrop(1.0, steps_per_epoch=2, drop_factor=rho, threshold=180.0,
+                                 max_threshold=180.0, drop_delay=2))
+  alone = optax.chain(optax.trace(0.9), optax_lr.scale_by_tlr(0.1, update_every=2))
+  _, _, updates, states = _run(over_tlr, grads, start=np.ones(5, np.float32))
+  _, _, tlr_updates, tlr_states = _run(alone, grads, start=np.ones(5, np.float32))
+  u, t = np.asarray(updates["w"]), np.asarray(tlr_updates["w"])
+  np.testing.assert_allclose(u[:8], t[:8], rtol=1e-6, atol=0)
+  np.testing.assert_allclose(u[9:], rho * t[9:], rtol=1e-6, atol=0)
+  rates = optax_lr.learning_rates(states)
+  assert rates.keys() == {"1/learning_rate", "3/learning_rate"}
+  np.testing.assert_array_equal(np.asarray(rates["1/learning_rate"]),
+                                np.asarray(optax_lr.learning_rates(tlr_states)["1/learning_rate"]))
+  np.testing.assert_allclose(np.asarray(rates["3/learning_rate"])[-1], rho, rtol=1e-7)
+
+
+def test_checkpoint_in_the_middle_of_the_drop_delay_resumes_bit_identically(tmp_path):
+  opt = optax_lr.autodrop_sgd(0.1, steps_per_epoch=2, momentum=0.5, threshold=180.0,
+                              max_threshold=180.0, drop_delay=4)
+  grad_fn = jax.grad(parabola)
+
+  @jax.jit
+  def step(params, state):
+    updates, state = opt.update(grad_fn(params), state, params)
+    return optax.apply_updates(params, updates), state
+
+  params = parabola_init()
+  state = opt.init(params)
+  for _ in range(9):  # trigger at boundary 3 (call 7), k = 2 after call 9
+    params, state = step(params, state)
+  assert bool(state[-1].drop_pending) and int(state[-1].delay_count) == 2
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(tmp_path / "ckpt", {"params": params, "opt_state": state})
+  checkpointer.wait_until_finished()
+  restored = checkpointer.restore(tmp_path / "ckpt", {"params": params, "opt_state": state})
+  checkpointer.close()
+  resumed_params, resumed_state = restored["params"], restored["opt_state"]
+  for _ in range(8):  # through the drop at boundary 6 (call 13)
+    params, state = step(params, state)
+    resumed_params, resumed_state = step(resumed_params, resumed_state)
+  assert int(state[-1].num_drops) == 1
+  assert_trees_equal((params, state), (resumed_params, resumed_state))
+
+
+def test_state_layout():
+  params = {"w": jnp.zeros((3, 2)), "b": jnp.zeros(2, jnp.bfloat16)}
+  state = optax_lr.scale_by_autodrop(0.1, steps_per_epoch=5, smoothing=4).init(params)
+  assert optax.tree_utils.tree_get(state, "learning_rate").dtype == jnp.float32
+  big = [x for x in jax.tree.leaves(state) if x.shape in ((3, 2), (2,))]
+  assert len(big) == 3 * 2  # anchor, previous displacement, average
+  assert state.anchor["b"].dtype == jnp.bfloat16 and state.average["b"].dtype == jnp.bfloat16
+  assert state.angle_history.shape == (5,)
+  assert state.window_step.dtype == state.num_drops.dtype == jnp.int32
+  assert math.isnan(float(state.angular_velocity))
+  no_average = optax_lr.scale_by_autodrop(0.1, steps_per_epoch=5, average=False).init(params)
+  assert no_average.average == optax.EmptyState()
+  single = optax_lr.scale_by_autodrop(0.1, steps_per_epoch=5, drop_delay=1).init(params)
+  assert single.average == optax.EmptyState()  # the average of one point is that point
+
+
+def test_update_requires_params():
+  opt = optax_lr.scale_by_autodrop(0.1, steps_per_epoch=2)
+  params = {"w": jnp.zeros(2)}
+  with pytest.raises(ValueError, match="requires the current value of parameters"):
+    opt.update(params, opt.init(params))
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"learning_rate": 0.0}, "learning_rate"),
+    ({"steps_per_epoch": 0}, "steps_per_epoch"),
+    ({"steps_per_epoch": 2.5}, "steps_per_epoch"),
+    ({"drop_factor": 0.0}, "drop_factor"),
+    ({"drop_factor": 1.0}, "drop_factor"),
+    ({"drop_factor": -0.5}, "drop_factor"),
+    ({"threshold": -0.01}, "threshold"),
+    ({"max_threshold": -1.0}, "max_threshold"),
+    ({"threshold": 0.5, "max_threshold": 0.1}, "max_threshold"),
+    ({"drop_delay": 0}, "drop_delay"),
+    ({"smoothing": 0}, "smoothing"),
+    ({"min_learning_rate": -1e-4}, "min_learning_rate"),
+    ({"min_learning_rate": 0.2}, "min_learning_rate"),
+    ({"eps": -1.0}, "eps"),
+])
+def test_bad_arguments_raise(kwargs, name):
+  arguments = {"learning_rate": 0.1, "steps_per_epoch": 10} | kwargs
+  with pytest.raises(ValueError, match=f"`{name}`"):
+    optax_lr.scale_by_autodrop(**arguments)
+  with pytest.raises(ValueError, match=f"`{name}`"):
+    optax_lr.autodrop_sgd(**arguments)
+
+
+def test_autodrop_sgd_bad_base_arguments_raise():
+  with pytest.raises(ValueError, match="`momentum`"):
+    optax_lr.autodrop_sgd(0.1, 10, momentum=1.0)
+  with pytest.raises(ValueError, match="`weight_decay`"):
+    optax_lr.autodrop_sgd(0.1, 10, weight_decay=-1.0)
