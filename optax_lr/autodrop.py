@@ -18,7 +18,8 @@ parameters at that boundary and ``s_e = x_e - x_{e-1}`` the displacement over th
 Cost. Between boundaries the stage is ``-lr * d`` (plus, with averaging on, a select that reads the
 average buffer so that the landing step needs no other code path): one extra read per parameter.
 The boundary work (the three reductions of the angle, the averaging, the drop) runs once per
-window, inside a loop of at most one iteration (see :func:`_run_once_if` for why not ``lax.cond``).
+window, inside a loop of at most one iteration (see :func:`optax_lr._tree.run_once_if` for why
+not ``lax.cond``).
 A boundary is processed at the start of the ``update`` call that follows it, from the ``params``
 that call receives (they are ``x_e``): its inputs are then all inputs of the step, so the base
 optimizer's element-wise pass is never split to materialise ``x_e`` or the update.
@@ -74,24 +75,6 @@ class ScaleByAutoDropState(NamedTuple):
   anchor: Any
   previous_displacement: Any
   average: Any
-
-
-def _run_once_if(predicate: jax.Array, body, operand):
-  """``body(operand)`` when ``predicate`` holds, else ``operand`` unchanged.
-
-  The semantics of ``lax.cond(predicate, body, identity, operand)``, written as a while loop of at
-  most one iteration because XLA keeps a loop's carried buffers in place: with ``lax.cond`` it
-  copies every parameter-sized buffer that one branch passes through while the other rewrites it
-  from another buffer, on every step, which costs more than the whole optimizer step. In a loop
-  those copies (if any) sit in the body, which runs only when ``predicate`` holds.
-  """
-  def cond_fn(carry):
-    return carry[0]
-
-  def body_fn(carry):
-    return jnp.zeros((), jnp.bool_), body(carry[1])
-
-  return jax.lax.while_loop(cond_fn, body_fn, (predicate, operand))[1]
 
 
 def angle_degrees(displacement: Any, previous_displacement: Any,
@@ -291,7 +274,7 @@ def scale_by_autodrop(learning_rate: float, steps_per_epoch: int, drop_factor: f
     # the buffers it reads then are all inputs of the step, so the element-wise pass below is not
     # split and nothing parameter-sized is materialised for it.
     at_boundary = state.window_step >= steps_per_epoch
-    new_state = _run_once_if(at_boundary, lambda s: process_boundary(s, params), state)
+    new_state = _tree.run_once_if(at_boundary, lambda s: process_boundary(s, params), state)
     new_updates = _tree.scale_by_rate(new_state.learning_rate, updates, False)
     if average:
       # At the drop this update replaces the step: it moves the parameters onto the average (the

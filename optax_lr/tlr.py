@@ -37,12 +37,11 @@ class ScaleByTLRState(NamedTuple):
   Attributes:
     count: int32, number of updates taken so far.
     learning_rate: float32 rate; a scalar, or one scalar per leaf when ``per_tensor``.
-    direction_sum: sum of the directions of the latest window, ``u_t`` (complete after its last
-      step, restarted by the first step of the next window; empty when ``update_every == 1``:
-      the window is the current direction alone).
-    previous_direction_sum: the sum over the window before it, ``u_{t-1}`` (zeros until the
-      second window starts; empty when the direction transform already holds ``u_{t-1}``, as a
-      heavy-ball momentum trace does when ``update_every == 1``).
+    direction_sum: sum of the directions of the window in progress (empty when
+      ``update_every == 1``: the window is the current direction alone).
+    previous_direction_sum: the sum over the previous window, ``u_{t-1}`` (zeros before the first
+      window closes; empty when the direction transform already holds ``u_{t-1}``, as a heavy-ball
+      momentum trace does when ``update_every == 1``).
     inner_state: state of the direction transform (empty for the ``scale_by_*`` stages).
   """
 
@@ -98,8 +97,8 @@ def _windowed_rate(inner: optax.GradientTransformation, learning_rate: float, up
   ``inner`` turns gradients into directions (``optax.identity()`` for the ``scale_by_*`` stages).
   At the last step of each window the rate is updated from ``(u_t, u_{t-1})`` and the new rate
   already scales that step's update, so ``update_every == 1`` is exactly Algorithm 2 (lines 5-6).
-  The first window has no predecessor and leaves the rate unchanged. The window-closing
-  reductions run under ``lax.cond`` only at window ends.
+  The first window only fills ``previous_direction_sum``. Window-closing work (two reductions and
+  the buffer swap) runs only at window ends, in :func:`optax_lr._tree.run_once_if`.
 
   ``previous_direction_fn(inner_state)``, when given (only with ``update_every == 1``), reads
   ``d_{t-1}`` out of the inner state before the inner update, instead of keeping a copy: for a
@@ -148,21 +147,18 @@ def _windowed_rate(inner: optax.GradientTransformation, learning_rate: float, up
       direction_sum = state.direction_sum
       previous = directions if previous_direction_fn is None else state.previous_direction_sum
     else:
-      # The finished window's sum moves to `previous_direction_sum` at the first step of the next
-      # window, not at the window's last step: that step's reductions read the previous sum, and
-      # a buffer read and overwritten in one step makes XLA copy it every step. Only the rate
-      # (scalars) comes out of the conditional; a conditional that passes buffers through copies
-      # them on every step that does not close a window.
-      starts_window = (count % update_every == 0) & (count > 0)
-      previous = jax.tree.map(lambda current, old: jnp.where(starts_window, current, old),
-                              state.direction_sum, state.previous_direction_sum)
-      direction_sum = jax.tree.map(
-          lambda current, d: (jnp.where(starts_window, 0, current) + d).astype(current.dtype),
-          state.direction_sum, directions)
-      rate = jax.lax.cond(
-          count % update_every == update_every - 1,
-          lambda: close_window(state.learning_rate, direction_sum, previous, has_previous),
-          lambda: state.learning_rate)
+      window_sum = _tree.tree_add(state.direction_sum, directions)
+
+      def close_and_swap(operands):
+        rate, window_sum, previous = operands
+        return (close_window(rate, window_sum, previous, has_previous),
+                _tree.zeros_like(window_sum), window_sum)
+
+      # Only at a window's last step; between them the buffers stay in place (see run_once_if
+      # for why this is not lax.cond).
+      rate, direction_sum, previous = _tree.run_once_if(
+          count % update_every == update_every - 1, close_and_swap,
+          (state.learning_rate, window_sum, state.previous_direction_sum))
     new_updates = _tree.scale_by_rate(rate, directions, per_tensor)
     return new_updates, ScaleByTLRState(
         count=optax.safe_increment(count),

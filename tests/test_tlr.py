@@ -44,8 +44,8 @@ def test_three_windows_by_hand():
 
 
 def test_update_every_one_is_algorithm_2():
-  # K = 1: alpha_{t+1} = alpha_t (1 + <g_t, g_{t-1}> / max(4 <g_t, g_t - g_{t-1}>, <g_t, g_{t-1}>/c))
-  # and w_{t+1} = w_t - alpha_{t+1} g_t.
+  # K = 1: alpha_{t+1} = alpha_t (1 + ip / max(4 <g_t, g_t - g_{t-1}>, ip / c)),
+  # ip = <g_t, g_{t-1}>, and w_{t+1} = w_t - alpha_{t+1} g_t.
   rng = np.random.default_rng(0)
   grads = [jnp.asarray(rng.normal(size=5), jnp.float32) for _ in range(6)]
   updates, rates, _ = _run(optax_lr.scale_by_tlr(0.3), grads)
@@ -128,7 +128,7 @@ def test_window_sum_includes_momentum_and_weight_decay():
   for _ in range(3):
     updates, state = opt.update(2.0 * w, state, w)
     w = optax.apply_updates(w, updates)
-  np.testing.assert_allclose(state[-1].direction_sum, (params - w) / 0.1, rtol=1e-5)
+  np.testing.assert_allclose(state[-1].previous_direction_sum, (params - w) / 0.1, rtol=1e-5)
 
 
 def test_fixed_meta_rate_rule():

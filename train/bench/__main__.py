@@ -1,8 +1,8 @@
-"""``python -m train.bench {overhead,compare} [options]``."""
+"""``python -m train.bench {overhead,trainstep,compare,claims} [options]``."""
 
 import sys
 
-COMMANDS = ("overhead",)
+COMMANDS = ("overhead", "trainstep", "compare", "claims")
 
 
 def main(argv: list[str]) -> None:
@@ -14,6 +14,18 @@ def main(argv: list[str]) -> None:
     from train.bench import overhead
 
     overhead.main(rest)
+  elif command == "compare":
+    from train.bench import compare
+
+    compare.main(rest)
+  elif command == "claims":
+    from train.bench import claims
+
+    claims.main(rest)
+  elif command == "trainstep":
+    from train.bench import trainstep
+
+    trainstep.main(rest)
 
 
 if __name__ == "__main__":

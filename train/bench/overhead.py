@@ -92,6 +92,28 @@ METHODS: dict[str, Method] = {
     "sgdn_hd": Method(lambda: optax_lr.sgd_hd(0.1, momentum=0.9, nesterov=True), "sgd_momentum",
                       32.0),
     "adam_hd": Method(lambda: optax_lr.adam_hd(1e-3), "adam", 40.0, target=1.4),
+    # AutoDrop: an epoch of 50 steps per sample, so the boundary work is averaged in. Its floor
+    # adds the averaging buffer's read to the base pass (see optax_lr/autodrop.py).
+    "autodrop_sgd": Method(lambda: optax_lr.autodrop_sgd(0.1, steps_per_epoch=50),
+                           "sgd_momentum", 24.0, period=50, target=1.25),
+    "autodrop_adam": Method(
+        lambda: optax.chain(optax.scale_by_adam(),
+                            optax_lr.scale_by_autodrop(1e-3, steps_per_epoch=50)),
+        "adam", 32.0, period=50, target=1.25),
+    "adam_cam_hd_layer_global": Method(
+        lambda: optax_lr.adam_cam_hd(1e-3, levels=("layer", "global")), "adam", 40.0,
+        target=1.6),
+    "adam_cam_hd_parameter_layer_global": Method(
+        lambda: optax_lr.adam_cam_hd(1e-3, levels=("parameter", "layer", "global")), "adam",
+        52.0, target=2.2),
+    "sgdn_cam_hd_filter_global": Method(
+        lambda: optax_lr.sgd_cam_hd(0.1, momentum=0.9, nesterov=True,
+                                    levels=("filter", "global")), "sgd_momentum", 32.0),
+    "simple_adasecant": Method(lambda: optax_lr.simple_adasecant(), "sgd_momentum", 28.0,
+                               target=2.0),
+    "adasecant": Method(lambda: optax_lr.adasecant(), "adam", 100.0, target=4.0,
+                        extra_args=lambda grads: {"next_grads": grads}),
+    "cus_adam": Method(lambda: optax_lr.cus_adam(1e-3), "adam", 28.0),
 }
 
 

@@ -1,0 +1,662 @@
+"""Every method side by side on one small task: ``python -m train.bench compare``.
+
+Every optimizer of the registry (``train.optimizers``: the ``optax_lr`` methods, the papers'
+baselines and the peers a user would pick instead) trains the same model on the same data, over
+the initial rates {1e-3, 1e-2, 1e-1} for the methods that take one (the registry's
+``takes_learning_rate``) and over 3 seeds. Per method and setting the benchmark reports the best
+and the final test accuracy, the number of epochs a run needs to reach 95% of its own best
+accuracy, and, per method, the worst case over the initial rates: what a user who does not tune
+the rate risks. It writes JSON (one entry per method and setting), a markdown table and plots of
+the accuracy and learning-rate curves.
+
+Runs on the embedded digits are tiny, so the cost is compiling, not training. :class:`GridRunner`
+therefore compiles one program per method that trains every (initial rate, seed) pair of the grid
+at once: the training loop's own ``train_step`` / ``eval_step`` (``train.train``), with the named
+device axis of a one-device run, under ``jax.vmap`` over the initial rates (the optimizer is built
+from the registry *inside* the traced function, so the rate is a traced value) and over the seeds,
+with the epochs and the steps in ``lax.scan``. A method whose constructor cannot take a traced rate
+(it inspects the value in Python) falls back to one program per rate, vmapped over the seeds. The
+numbers are those of ``train.train.train_and_evaluate`` on one device with the same config (a test
+checks it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import optax_lr
+from train import input_pipeline, io_utils, optimizers
+from train import train as training
+from train.configs import Config, get_config
+
+#: The initial rates of the grid (for methods that take one).
+LEARNING_RATES = (1e-3, 1e-2, 1e-1)
+#: Seeds per setting.
+SEEDS = (0, 1, 2)
+#: Epochs of a ``--quick`` run and of a full run.
+QUICK_EPOCHS = 10
+FULL_EPOCHS = 30
+#: "Epochs to reach this fraction of the best test accuracy" is the speed measure.
+BEST_FRACTION = 0.95
+
+RESULTS_DIR = os.path.join("docs", "results")
+FIGURES_DIR = os.path.join("docs", "figures")
+
+PyTree = Any
+
+
+# --- aggregation (pure numpy; tested on hand-made curves)
+
+def epochs_to_fraction_of_best(accuracy: Sequence[float],
+                               fraction: float = BEST_FRACTION) -> int | None:
+  """The first epoch (1-based) whose accuracy reaches ``fraction`` of the curve's best.
+
+  Non-finite entries never count as reached. None when the curve has no finite value.
+
+  Example: ``[0.5, 0.9, 0.96, 1.0]`` with 0.95 -> 3 (0.96 >= 0.95 * 1.0).
+  """
+  values = np.asarray(accuracy, np.float64)
+  finite = np.isfinite(values)
+  if not finite.any():
+    return None
+  target = fraction * np.max(values[finite])
+  reached = np.flatnonzero(finite & (values >= target))
+  return int(reached[0]) + 1
+
+
+def mean_and_standard_error(values: Sequence[float | None]) -> dict[str, Any]:
+  """``{"mean", "se", "n", "values"}`` over the finite values (None and NaN are left out).
+
+  The standard error is ``std(ddof=1) / sqrt(n)``; None when fewer than two values remain.
+  """
+  kept = [float(v) for v in values if v is not None and math.isfinite(v)]
+  n = len(kept)
+  mean = float(np.mean(kept)) if n else None
+  se = float(np.std(kept, ddof=1) / math.sqrt(n)) if n > 1 else None
+  return {"mean": mean, "se": se, "n": n, "values": [_finite_or_none(v) for v in values]}
+
+
+def summarize_setting(accuracy: np.ndarray, train_loss: np.ndarray | None = None,
+                      fraction: float = BEST_FRACTION) -> dict[str, Any]:
+  """Best and final test accuracy and epochs to ``fraction`` of the best, over seeds.
+
+  Args:
+    accuracy: ``(seeds, epochs)`` test accuracy.
+    train_loss: ``(seeds, epochs)`` training loss; a seed whose final loss is not finite counts as
+      diverged.
+    fraction: the share of the best accuracy that counts as reached.
+
+  Returns:
+    ``{"best_accuracy", "final_accuracy", "epochs_to_fraction_of_best"}`` (each
+    :func:`mean_and_standard_error` over seeds; epochs measured on each seed's own curve) and
+    ``"diverged_seeds"``.
+  """
+  accuracy = np.asarray(accuracy, np.float64)
+  best = [float(np.nanmax(a)) if np.isfinite(a).any() else None for a in accuracy]
+  final = [float(a[-1]) for a in accuracy]
+  epochs = [epochs_to_fraction_of_best(a, fraction) for a in accuracy]
+  diverged = 0
+  if train_loss is not None:
+    diverged = int(np.sum(~np.isfinite(np.asarray(train_loss)[:, -1])))
+  return {"best_accuracy": mean_and_standard_error(best),
+          "final_accuracy": mean_and_standard_error(final),
+          "epochs_to_fraction_of_best": mean_and_standard_error(epochs),
+          "diverged_seeds": diverged}
+
+
+def worst_case(entries: Sequence[dict[str, Any]]) -> dict[str, Any]:
+  """The worst case of one method over its settings (initial rates).
+
+  Lowest mean best accuracy, lowest mean final accuracy and highest mean epochs-to-95%, each with
+  the rate where it happens, plus the spread (max - min) of the mean final accuracy.
+
+  Args:
+    entries: the method's entries as :func:`summarize_setting` returns them, each with a
+      ``"learning_rate"`` key.
+  """
+  def pick(key: str, worst: Callable[[Sequence[float]], float]) -> dict[str, Any]:
+    scored = [(e[key]["mean"], e["learning_rate"]) for e in entries if e[key]["mean"] is not None]
+    if not scored:
+      return {"value": None, "learning_rate": None}
+    value = worst([s for s, _ in scored])
+    return {"value": value, "learning_rate": next(lr for s, lr in scored if s == value)}
+
+  finals = [e["final_accuracy"]["mean"] for e in entries if e["final_accuracy"]["mean"] is not None]
+  return {"best_accuracy": pick("best_accuracy", min),
+          "final_accuracy": pick("final_accuracy", min),
+          "epochs_to_fraction_of_best": pick("epochs_to_fraction_of_best", max),
+          "final_accuracy_spread": (max(finals) - min(finals)) if finals else None,
+          "settings": len(entries)}
+
+
+def _finite_or_none(value: Any) -> Any:
+  if value is None:
+    return None
+  value = float(value)
+  return value if math.isfinite(value) else None
+
+
+def _curve(values: np.ndarray) -> list[float | None]:
+  """Mean over seeds per epoch (NaN where every seed is NaN) as JSON-safe floats."""
+  values = np.asarray(values, np.float64)
+  with np.errstate(all="ignore"):
+    finite = np.isfinite(values)
+    counts = finite.sum(axis=0)
+    sums = np.where(finite, values, 0.0).sum(axis=0)
+    mean = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+  return [_finite_or_none(v) for v in mean]
+
+
+# --- what the optimizer state says about its rate
+
+def _find(tree: PyTree, cls: type) -> list[Any]:
+  return [x for x in jax.tree.leaves(tree, is_leaf=lambda x: isinstance(x, cls))
+          if isinstance(x, cls)]
+
+
+def _float_rates(opt_state: PyTree) -> dict[str, jax.Array]:
+  """``optax_lr.learning_rates`` without integer fields (a schedule's step count sits under
+  ``hyperparams_states/learning_rate/count``; it is not a rate)."""
+  return {k: v for k, v in optax_lr.learning_rates(opt_state).items()
+          if jnp.issubdtype(jnp.result_type(v), jnp.floating)}
+
+
+def _mean_rate(rates: dict[str, jax.Array]) -> jax.Array:
+  """Mean over every rate element of every field (NaN when there is none)."""
+  if not rates:
+    return jnp.float32(jnp.nan)
+  return optax_lr.rate_summary(list(rates.values()))["mean"]
+
+
+def rate_metrics(opt_state: PyTree, boundary_step: int | None = None) -> dict[str, jax.Array]:
+  """The rates of an optimizer state as float32 scalars, inside ``jit``.
+
+  ``"rate"`` is one representative number per method (what the plots show): the mean over every
+  element of every ``learning_rate`` field; for CAM-HD the mean effective rate
+  (``optax_lr.cam_hd_rate_summary``); for ``switch_at`` the active transformation's rates
+  (``boundary_step`` says when the second takes over); for the ``optax.contrib`` peers their own
+  step-size variable: Prodigy's and D-Adaptation's ``estim_lr`` (d, which scales an Adam
+  direction), DoG's ``max_dist / sqrt(sum of squared gradient norms)``, Mechanic's ``sum(s)``;
+  NaN when the state holds none (COCOB, schedule-free). The other keys are
+  ``"rate/<field>"`` for scalar fields and ``"rate/<field>/<mean|min|max|norm>"`` for arrays, and
+  AutoDrop's ``"angular_velocity"`` (degrees) when the state has one.
+  """
+  rates = _float_rates(opt_state)
+  values: dict[str, jax.Array] = {}
+  for key, value in rates.items():
+    if jnp.size(value) == 1:
+      values[f"rate/{key}"] = jnp.reshape(value, ()).astype(jnp.float32)
+    else:
+      for stat, summary in optax_lr.rate_summary(value).items():
+        values[f"rate/{key}/{stat}"] = summary
+  switches = _find(opt_state, optax_lr.SwitchState)
+  if _find(opt_state, optax_lr.CamHDState):
+    representative = optax_lr.cam_hd_rate_summary(opt_state)["mean"]
+  elif switches and boundary_step is not None:
+    switch = switches[0]
+    first, second = _float_rates(switch.first_state), _float_rates(switch.second_state)
+    representative = jnp.where(switch.count <= boundary_step, _mean_rate(first),
+                               _mean_rate(second))
+  elif rates:
+    representative = _mean_rate(rates)
+  else:
+    representative = _peer_step_size(opt_state)
+  values["rate"] = jnp.asarray(representative, jnp.float32)
+  for _, angle in optax.tree.get_all_with_path(opt_state, "angular_velocity")[:1]:
+    values["angular_velocity"] = jnp.reshape(angle, ()).astype(jnp.float32)
+  return values
+
+
+def _peer_step_size(opt_state: PyTree) -> jax.Array:
+  estimates = [v for _, v in optax.tree.get_all_with_path(opt_state, "estim_lr")]
+  if estimates:
+    return jnp.reshape(estimates[0], ()).astype(jnp.float32)
+  dog = _find(opt_state, optax.contrib.DoGState)
+  if dog:
+    ratios = jax.tree.map(lambda d, g: d / jnp.sqrt(jnp.maximum(g, 1e-30)), dog[0].max_dist,
+                          dog[0].sum_sq_norm_grads)
+    return optax_lr.rate_summary(ratios)["mean"]
+  mechanic = _find(opt_state, optax.contrib.MechanicState)
+  if mechanic:
+    return jnp.sum(mechanic[0].s).astype(jnp.float32)
+  return jnp.float32(jnp.nan)
+
+
+# --- the grid runner
+
+@dataclasses.dataclass
+class GridResult:
+  """Per-epoch metrics of every run of a grid.
+
+  Attributes:
+    metrics: name -> ``(settings, seeds, epochs)`` array; ``train_loss``, ``test_loss``,
+      ``test_accuracy``, ``rate`` and the ``rate/...`` keys of :func:`rate_metrics`.
+    learning_rates: the settings' initial rates (``[None]`` for a method that takes none).
+    seeds: the seeds.
+    compile_seconds: compile time of the grid's program(s).
+    run_seconds: time to run them.
+    traced_rate: whether one program served every rate (False: one program per rate).
+  """
+
+  metrics: dict[str, np.ndarray]
+  learning_rates: list[float | None]
+  seeds: list[int]
+  compile_seconds: float
+  run_seconds: float
+  traced_rate: bool
+
+
+def make_config(optimizer: str, *, num_epochs: int, dataset: str = "digits", model: str = "mlp",
+                model_options: dict[str, Any] | None = None, batch_size: int = 64,
+                weight_decay: float = 5e-4,
+                optimizer_options: dict[str, Any] | None = None,
+                learning_rate: float | None = 0.1, data_dir: str | None = None) -> Config:
+  """The main job's config (``train/configs/default.py``: MLP, weight decay 5e-4, batch 64) with
+  another optimizer, on one device, without checkpoints, plots or progress bars."""
+  config = get_config("default")
+  return dataclasses.replace(
+      config, dataset=dataset, data_dir=data_dir, model=model,
+      model_options=dict(model_options or {}), optimizer=optimizer,
+      optimizer_options=dict(optimizer_options or {}), learning_rate=learning_rate,
+      weight_decay=weight_decay, batch_size=batch_size, num_epochs=num_epochs, num_devices=1,
+      checkpoint=False, progress=False, plot=False)
+
+
+def _one_device(fn: Callable[..., Any]) -> Callable[..., Any]:
+  """``fn`` under the training loop's named axis with one device (``pmean`` is the identity)."""
+  mapped = jax.vmap(fn, in_axes=None, axis_size=1, axis_name=training.AXIS)
+  return lambda *args: jax.tree.map(lambda x: x[0], mapped(*args))
+
+
+def _traced_value_error(error: BaseException) -> bool:
+  while error is not None:
+    if isinstance(error, jax.errors.ConcretizationTypeError):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
+
+
+class GridRunner:
+  """Trains grids of (initial rate x seed) runs of one config in one compiled program.
+
+  The data is loaded and placed on the device once; :meth:`run` compiles per config.
+  """
+
+  def __init__(self, dataset: str = "digits", data_dir: str | None = None):
+    self.dataset = input_pipeline.load(dataset, data_dir)
+    data = self.dataset
+    self.train_images = jnp.asarray(data.train_images)
+    self.train_labels = jnp.asarray(data.train_labels)
+    self.test_images = jnp.asarray(data.test_images)
+    self.test_labels = jnp.asarray(data.test_labels)
+
+  def _eval_indices(self, width: int) -> tuple[jax.Array, jax.Array]:
+    """The evaluation order of ``training.Runner.eval_indices`` for one device."""
+    count = len(self.dataset.test_labels)
+    rows = -(-count // width)
+    order = np.arange(rows * width)
+    return (jnp.asarray((order % count).astype(np.int32).reshape(rows, width)),
+            jnp.asarray((order < count).astype(np.float32).reshape(rows, width)))
+
+  def _program(self, config: Config, setup: training.Setup,
+               boundary_step: int | None) -> Callable[[Any, jax.Array], dict[str, jax.Array]]:
+    """``(learning_rate, seed) -> per-epoch metrics`` of one run, as a traceable function."""
+    num_train = len(self.dataset.train_labels)
+    steps = setup.steps_per_epoch
+    eval_indices, eval_mask = self._eval_indices(setup.eval_batch_size)
+    images, labels = self.train_images, self.train_labels
+
+    def one_run(learning_rate, seed):
+      tx = optimizers.create_optimizer(config.optimizer, learning_rate, steps, setup.total_steps,
+                                       config.weight_decay, config.optimizer_options)
+      run_setup = dataclasses.replace(setup, tx=tx)
+      # The keys of train_and_evaluate: PRNGKey(seed) -> (init, data).
+      init_key, data_key = jax.random.split(jax.random.PRNGKey(seed))
+      state = training.create_train_state(init_key, run_setup)
+      train_step = _one_device(functools.partial(training.train_step, setup=run_setup))
+      eval_step = _one_device(functools.partial(training.eval_step, setup=run_setup))
+
+      def epoch(state, number):
+        indices = input_pipeline.epoch_permutation(data_key, number, num_train, steps,
+                                                   config.batch_size)
+
+        def step(state, index):
+          state, metrics = train_step(state, images, labels, indices, index)
+          return state, metrics["loss"]
+
+        state, losses = jax.lax.scan(step, state, jnp.arange(steps, dtype=jnp.int32))
+        test = eval_step(state, self.test_images, self.test_labels, eval_indices, eval_mask)
+        row = {"train_loss": jnp.mean(losses), **test,
+               **rate_metrics(state.opt_state, boundary_step)}
+        return state, row
+
+      _, rows = jax.lax.scan(epoch, state, jnp.arange(1, config.num_epochs + 1))
+      return rows
+
+    return one_run
+
+  def run(self, config: Config, learning_rates: Sequence[float] | None,
+          seeds: Sequence[int], boundary_step: int | None = None,
+          sequential_seeds: bool | None = None) -> GridResult:
+    """Trains ``config`` for every initial rate and seed.
+
+    Args:
+      config: the run's config (its ``learning_rate`` is replaced by each of ``learning_rates``).
+      learning_rates: the initial rates, or None for a method that takes none.
+      seeds: seeds (``config.seed`` is ignored).
+      boundary_step: for a ``switch_at`` optimizer, the step of the switch (see
+        :func:`rate_metrics`).
+      sequential_seeds: run the seeds one after the other (``lax.map``) instead of vmapped.
+        Vmapping convolutions over per-seed weights turns them into grouped convolutions, which
+        are slow on CPU; the default (None) is sequential for every model but the MLP.
+
+    Returns:
+      A :class:`GridResult`.
+    """
+    data = self.dataset
+    placeholder = learning_rates[0] if learning_rates else None
+    setup = training.build(dataclasses.replace(config, learning_rate=placeholder), data.info,
+                           len(data.train_labels))
+    one_run = self._program(config, setup, boundary_step)
+    seed_array = jnp.asarray(list(seeds), jnp.int32)
+    rates = list(learning_rates) if learning_rates else [None]
+
+    def compile_and_run(fn, *args):
+      start = time.perf_counter()
+      compiled = jax.jit(fn).lower(*args).compile()
+      middle = time.perf_counter()
+      out = jax.device_get(compiled(*args))
+      return out, middle - start, time.perf_counter() - middle
+
+    if sequential_seeds is None:
+      sequential_seeds = config.model != "mlp"
+
+    def over_seeds(lr):
+      if sequential_seeds:
+        return lambda seeds: jax.lax.map(lambda seed: one_run(lr, seed), seeds)
+      return jax.vmap(lambda seed: one_run(lr, seed))
+
+    if learning_rates is None:
+      out, compile_s, run_s = compile_and_run(over_seeds(None), seed_array)
+      return GridResult({k: np.asarray(v)[None] for k, v in out.items()}, rates, list(seeds),
+                        compile_s, run_s, traced_rate=True)
+    rate_array = jnp.asarray(rates, jnp.float32)
+    grid = jax.vmap(lambda lr, s: over_seeds(lr)(s), (0, None))
+    try:
+      jax.eval_shape(grid, rate_array, seed_array)
+    except Exception as error:  # noqa: BLE001 - only "a traced rate was inspected" falls back
+      if not _traced_value_error(error):
+        raise
+    else:
+      out, compile_s, run_s = compile_and_run(grid, rate_array, seed_array)
+      return GridResult({k: np.asarray(v) for k, v in out.items()}, rates, list(seeds),
+                        compile_s, run_s, traced_rate=True)
+    outs, compile_s, run_s = [], 0.0, 0.0
+    for lr in rates:
+      out, c, r = compile_and_run(over_seeds(float(lr)), seed_array)
+      outs.append(out)
+      compile_s, run_s = compile_s + c, run_s + r
+    metrics = {k: np.stack([np.asarray(o[k]) for o in outs]) for k in outs[0]}
+    return GridResult(metrics, rates, list(seeds), compile_s, run_s, traced_rate=False)
+
+
+# --- the comparison
+
+#: The comment line of ``train/optimizers.py`` after which the baselines and peers are defined.
+_PEERS_MARKER = "# --- baselines and peers"
+
+
+def method_kind(name: str) -> str:
+  """``"optax_lr"`` for the registry's library methods, ``"peer"`` for its baselines and peers.
+
+  Read from where the registry defines the builder (its ``optax_lr methods`` section comes before
+  its ``baselines and peers`` section), so the registry stays the one list.
+  """
+  builder = optimizers.get_spec(name).builder
+  lines, _ = inspect.getsourcelines(optimizers)
+  marker = next((i + 1 for i, line in enumerate(lines) if line.startswith(_PEERS_MARKER)), None)
+  if marker is None:
+    return "optax_lr" if "optax_lr" in inspect.getsource(builder) else "peer"
+  return "optax_lr" if inspect.getsourcelines(builder)[1] < marker else "peer"
+
+
+def switch_boundary(name: str, options: dict[str, Any], steps_per_epoch: int) -> int | None:
+  """The switch step of a registry entry with a ``switch_epoch`` option, else None."""
+  defaults = optimizers.get_spec(name).options()
+  if "switch_epoch" not in defaults:
+    return None
+  return max(1, round(options.get("switch_epoch", defaults["switch_epoch"]) * steps_per_epoch))
+
+
+def summarize_grid(name: str, result: GridResult, extra: dict[str, Any] | None = None,
+                   keep_rate_keys: bool = False) -> list[dict[str, Any]]:
+  """One JSON entry per setting of ``result``: summaries and mean curves over seeds."""
+  entries = []
+  for i, lr in enumerate(result.learning_rates):
+    metrics = {k: v[i] for k, v in result.metrics.items()}
+    entry = {"method": name, "learning_rate": lr, **(extra or {}),
+             **summarize_setting(metrics["test_accuracy"], metrics["train_loss"]),
+             "curves": {k: _curve(metrics[k])
+                        for k in ("test_accuracy", "train_loss", "test_loss", "rate")}}
+    if keep_rate_keys:
+      entry["curves"].update({k: _curve(v) for k, v in metrics.items()
+                               if k.startswith("rate/") or k == "angular_velocity"})
+    entries.append(entry)
+  return entries
+
+
+def run_compare(methods: Sequence[str] | None = None, *, epochs: int = QUICK_EPOCHS,
+                seeds: Sequence[int] = SEEDS, learning_rates: Sequence[float] = LEARNING_RATES,
+                dataset: str = "digits", model: str = "mlp", batch_size: int = 64,
+                data_dir: str | None = None,
+                log: Callable[[str], None] = print) -> dict[str, Any]:
+  """Trains every method (default: the whole registry) and returns the JSON document."""
+  start = time.perf_counter()
+  names = list(methods or optimizers.OPTIMIZERS)
+  for name in names:
+    optimizers.get_spec(name)  # unknown names fail before any training
+  runner = GridRunner(dataset, data_dir)
+  entries, worst = [], []
+  for name in names:
+    spec = optimizers.get_spec(name)
+    config = make_config(name, num_epochs=epochs, dataset=dataset, model=model,
+                         batch_size=batch_size, data_dir=data_dir)
+    steps = len(runner.dataset.train_labels) // batch_size
+    rates = list(learning_rates) if spec.takes_learning_rate else None
+    result = runner.run(config, rates, seeds, switch_boundary(name, {}, steps))
+    kind = method_kind(name)
+    method_entries = summarize_grid(name, result, {"kind": kind})
+    for entry in method_entries:
+      entry["compile_s"] = result.compile_seconds
+      entry["run_s"] = result.run_seconds
+    entries.extend(method_entries)
+    worst.append({"method": name, "kind": kind, **worst_case(method_entries)})
+    summary = ", ".join(f"{_fmt_lr(e['learning_rate'])}: best {_fmt(e['best_accuracy'])} final "
+                        f"{_fmt(e['final_accuracy'])}" for e in method_entries)
+    log(f"{name:>22} compile {result.compile_seconds:5.1f}s run {result.run_seconds:5.1f}s | "
+        f"{summary}")
+  return {"benchmark": "compare", "dataset": dataset, "model": model, "batch_size": batch_size,
+          "weight_decay": make_config("sgd", num_epochs=1).weight_decay, "epochs": epochs,
+          "seeds": list(seeds), "learning_rates": list(learning_rates),
+          "best_fraction": BEST_FRACTION, "platform": _platform(),
+          "wall_s": time.perf_counter() - start, "entries": entries, "worst_case": worst}
+
+
+def _platform() -> str:
+  return f"{jax.devices()[0].platform}, {os.cpu_count()} cores, {platform.machine()}"
+
+
+def _fmt(stats: dict[str, Any], scale: float = 100.0, digits: int = 1) -> str:
+  if stats["mean"] is None:
+    return "-"
+  text = f"{scale * stats['mean']:.{digits}f}"
+  if stats["se"] is not None:
+    text += f" ± {scale * stats['se']:.{digits}f}"
+  return text
+
+
+def _fmt_lr(lr: float | None) -> str:
+  return "own" if lr is None else f"{lr:g}"
+
+
+def _fmt_value(value: float | None, scale: float = 100.0, digits: int = 1) -> str:
+  return "-" if value is None else f"{scale * value:.{digits}f}"
+
+
+def markdown(document: dict[str, Any]) -> str:
+  """The worst-case table (methods ranked by worst final accuracy) and the per-setting table."""
+  lines = [f"Dataset {document['dataset']}, model {document['model']}, batch "
+           f"{document['batch_size']}, weight decay {document['weight_decay']:g}, "
+           f"{document['epochs']} epochs, seeds {document['seeds']}; accuracy in % (mean ± "
+           "standard error over seeds); epochs to 95% = first epoch reaching 95% of the run's "
+           f"own best accuracy. {document['platform']}; {document['wall_s']:.0f} s in all.", "",
+           "Worst case over the initial rates {" +
+           ", ".join(f"{lr:g}" for lr in document["learning_rates"]) + "} (methods that set "
+           "their own rate have one setting):", "",
+           "| method | kind | worst best acc. (at rate) | worst final acc. (at rate) | "
+           "final-acc. spread over rates | most epochs to 95% (at rate) |",
+           "| --- | --- | --- | --- | --- | --- |"]
+  ranked = sorted(document["worst_case"], key=lambda w: -(w["final_accuracy"]["value"] or 0.0))
+  for w in ranked:
+    spread = w["final_accuracy_spread"] if w["settings"] > 1 else None
+    lines.append(
+        f"| {w['method']} | {w['kind']} | {_fmt_value(w['best_accuracy']['value'])} "
+        f"({_fmt_lr(w['best_accuracy']['learning_rate'])}) | "
+        f"{_fmt_value(w['final_accuracy']['value'])} "
+        f"({_fmt_lr(w['final_accuracy']['learning_rate'])}) | {_fmt_value(spread)} | "
+        f"{_fmt_value(w['epochs_to_fraction_of_best']['value'], 1.0)} "
+        f"({_fmt_lr(w['epochs_to_fraction_of_best']['learning_rate'])}) |")
+  lines += ["", "Every setting:", "",
+            "| method | initial rate | best acc. | final acc. | epochs to 95% of best | "
+            "diverged seeds |", "| --- | --- | --- | --- | --- | --- |"]
+  for e in document["entries"]:
+    lines.append(f"| {e['method']} | {_fmt_lr(e['learning_rate'])} | {_fmt(e['best_accuracy'])} "
+                 f"| {_fmt(e['final_accuracy'])} | "
+                 f"{_fmt(e['epochs_to_fraction_of_best'], 1.0)} | {e['diverged_seeds']} |")
+  return "\n".join(lines) + "\n"
+
+
+# --- figures
+
+def _pyplot():
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  return plt
+
+
+def save_figure(fig: Any, path: str) -> None:
+  """Writes a PNG through a temporary file and a rename, then closes the figure."""
+  import tempfile
+
+  plt = _pyplot()
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".png")
+  os.close(handle)
+  try:
+    fig.savefig(temporary, format="png", dpi=72)
+    os.chmod(temporary, 0o644)
+    os.replace(temporary, path)
+  finally:
+    plt.close(fig)
+    if os.path.exists(temporary):
+      os.remove(temporary)
+
+
+def plot_compare(document: dict[str, Any], key: str, path: str, ylabel: str,
+                 log_scale: bool = False) -> None:
+  """One panel per method, one curve per initial rate (mean over seeds) of ``curves[key]``."""
+  plt = _pyplot()
+  methods = list(dict.fromkeys(e["method"] for e in document["entries"]))
+  columns = min(6, len(methods))
+  rows = -(-len(methods) // columns)
+  fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.1 * rows), squeeze=False,
+                           sharex=True)
+  for ax, name in zip(axes.flat, methods, strict=False):
+    for e in (e for e in document["entries"] if e["method"] == name):
+      values = [np.nan if v is None else v for v in e["curves"][key]]
+      ax.plot(range(1, len(values) + 1), values, label=_fmt_lr(e["learning_rate"]))
+    ax.set_title(name, fontsize=8)
+    ax.tick_params(labelsize=6)
+    if log_scale and any(v is not None and v > 0 for e in document["entries"]
+                         if e["method"] == name for v in e["curves"][key]):
+      ax.set_yscale("log")
+    elif key == "test_accuracy":
+      ax.set_ylim(0.5, 1.0)
+  for ax in list(axes.flat)[len(methods):]:
+    ax.axis("off")
+  handles, labels = axes.flat[0].get_legend_handles_labels()
+  fig.legend(handles, labels, title="initial rate", loc="lower right", fontsize=7)
+  fig.suptitle(f"{ylabel} per epoch ({document['dataset']}, {document['model']}, mean over "
+               f"{len(document['seeds'])} seeds)", fontsize=10)
+  fig.supxlabel("epoch", fontsize=8)
+  fig.tight_layout()
+  save_figure(fig, path)
+
+
+# --- command line
+
+def default_paths(benchmark: str, quick: bool, out: str | None) -> tuple[str, str, str]:
+  """``(json, markdown, figure prefix)``: ``docs/results/<name>.json`` and ``.md``, figures
+  ``docs/figures/bench_<name>_*.png``; ``<name>`` gets ``_quick`` for quick runs."""
+  stem = benchmark + ("_quick" if quick else "")
+  json_path = out or os.path.join(RESULTS_DIR, stem + ".json")
+  stem = os.path.splitext(os.path.basename(json_path))[0]
+  return (json_path, os.path.splitext(json_path)[0] + ".md",
+          os.path.join(FIGURES_DIR if out is None else os.path.dirname(json_path) or ".",
+                       f"bench_{stem}"))
+
+
+def write_json(path: str, document: dict[str, Any]) -> None:
+  io_utils.write_text_atomic(path, json.dumps(document, indent=1, allow_nan=False) + "\n")
+
+
+def main(argv: list[str]) -> None:
+  import argparse
+
+  parser = argparse.ArgumentParser(prog="python -m train.bench compare", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--quick", action="store_true",
+                      help=f"{QUICK_EPOCHS} epochs instead of {FULL_EPOCHS}")
+  parser.add_argument("--out", help="JSON output (default docs/results/compare[_quick].json); "
+                      "the markdown goes beside it, figures too when --out is given")
+  parser.add_argument("--dataset", default="digits", choices=input_pipeline.DATASETS)
+  parser.add_argument("--data-dir", default=None, help="TFDS data directory")
+  parser.add_argument("--model", default="mlp", help="a name of models.MODELS (default mlp)")
+  parser.add_argument("--batch-size", type=int, default=64)
+  parser.add_argument("--methods", nargs="*", choices=list(optimizers.OPTIMIZERS),
+                      help="default: every registry entry")
+  parser.add_argument("--epochs", type=int, help="override the number of epochs")
+  parser.add_argument("--seeds", type=int, default=len(SEEDS), help="number of seeds (0, 1, ...)")
+  parser.add_argument("--learning-rates", type=float, nargs="*", default=list(LEARNING_RATES))
+  args = parser.parse_args(argv)
+  epochs = args.epochs or (QUICK_EPOCHS if args.quick else FULL_EPOCHS)
+  document = run_compare(args.methods, epochs=epochs, seeds=tuple(range(args.seeds)),
+                         learning_rates=args.learning_rates, dataset=args.dataset,
+                         model=args.model, batch_size=args.batch_size, data_dir=args.data_dir)
+  document["quick"] = args.quick
+  json_path, md_path, figure_prefix = default_paths("compare", args.quick, args.out)
+  table = markdown(document)
+  print(table)
+  write_json(json_path, document)
+  io_utils.write_text_atomic(md_path, table)
+  plot_compare(document, "test_accuracy", figure_prefix + "_accuracy.png", "test accuracy")
+  plot_compare(document, "rate", figure_prefix + "_rates.png", "learning rate", log_scale=True)
+  print(f"wrote {json_path}, {md_path}, {figure_prefix}_{{accuracy,rates}}.png")
