@@ -58,6 +58,14 @@ def in_range(name: str, value: Any, low: float, high: float, *, low_open: bool =
     _fail(name, value, f"in {left}{low}, {high}{right}")
 
 
+def ordered(low_name: str, low: Any, high_name: str, high: Any) -> None:
+  """``low <= high`` (skipped when either is traced)."""
+  x, y = _concrete(low), _concrete(high)
+  if x is not None and y is not None and x > y:
+    raise ValueError(f"`{low_name}` must be <= `{high_name}`; got {low_name}={low!r} > "
+                     f"{high_name}={high!r}.")
+
+
 def integer_at_least(name: str, value: Any, minimum: int) -> None:
   """An integer ``>= minimum`` (a static Python int: it sets shapes or the trace)."""
   if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:

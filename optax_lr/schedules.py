@@ -31,8 +31,7 @@ _CYCLIC_MODES = ("triangular", "triangular2", "exp_range")
 def _check_range(min_lr: float, max_lr: float) -> None:
   _checks.non_negative("min_lr", min_lr)
   _checks.positive("max_lr", max_lr)
-  if min_lr > max_lr:
-    raise ValueError(f"`min_lr` must be <= `max_lr`; got min_lr={min_lr!r} > max_lr={max_lr!r}.")
+  _checks.ordered("min_lr", min_lr, "max_lr", max_lr)
 
 
 def cyclical_schedule(min_lr: float, max_lr: float, step_size_up: float,

@@ -34,7 +34,9 @@ def learning_rates(opt_state: Any) -> dict[str, jax.Array]:
   """Every learning-rate field found anywhere in an optimizer state, keyed by its path.
 
   A field that holds a tree of rates (one per leaf, or per level) contributes one entry per leaf
-  of that tree. Keys are ``/``-joined paths such as ``"1/learning_rate"`` or
+  of that tree. Only floating-point leaves are rates: integer leaves under such a field (the step
+  counter ``inject_hyperparams`` keeps for a scheduled ``learning_rate``) are left out. Keys are
+  ``/``-joined paths such as ``"1/learning_rate"`` or
   ``"inner_state/learning_rate/params/Dense_0/kernel"``; each contains ``learning_rate``. Values
   are the arrays themselves (no host copy).
 
@@ -56,6 +58,8 @@ def learning_rates(opt_state: Any) -> dict[str, jax.Array]:
     prefix = _path_name(path)
     leaves, _ = jax.tree_util.tree_flatten_with_path(value)
     for subpath, leaf in leaves:
+      if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
+        continue
       name = prefix + ("/" + _path_name(subpath) if subpath else "")
       rates[name] = leaf
   return rates

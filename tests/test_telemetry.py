@@ -26,6 +26,12 @@ def test_inject_hyperparams():
   assert float(rates["hyperparams/learning_rate"]) == pytest.approx(0.3)
 
 
+def test_schedule_counter_is_not_a_rate():
+  opt = optax.inject_hyperparams(optax.sgd)(learning_rate=optax.linear_schedule(0.1, 0.0, 10))
+  rates = optax_lr.learning_rates(opt.init(PARAMS))
+  assert list(rates) == ["hyperparams/learning_rate"]
+
+
 def test_per_tensor_rates_keyed_by_leaf_path():
   opt = optax_lr.tlr_sgd(0.1, momentum=0.9, weight_decay=1e-4, per_tensor=True)
   rates = optax_lr.learning_rates(opt.init(PARAMS))

@@ -34,6 +34,7 @@ import numpy as np
 import optax
 
 import optax_lr
+from train import io_utils
 
 DIMENSION = 200
 LEARNING_RATES = (0.06, 0.03, 0.01, 0.001)
@@ -270,7 +271,7 @@ def figure1(out: pathlib.Path, steps: int, seed: int = 0) -> dict[str, Any]:
                        ls="--")
   loss_axis.legend(fontsize=8)
   figure.tight_layout()
-  figure.savefig(out / "nqm_figure1.png")
+  io_utils.write_atomic(out / "nqm_figure1.png", io_utils.figure_png(figure, dpi=90))
   plt.close(figure)
   return {f"{rate:g}": {"final_loss": float(np.mean(np.asarray(t["loss"])[-steps // 10:])),
                         "final_angle": float(np.nanmean(np.asarray(t["angle"])[-steps // 10:]))}
@@ -301,7 +302,7 @@ def figure3(out: pathlib.Path, steps: int, seed: int = 0) -> dict[str, Any]:
   axes[2].set(xscale="log", yscale="log", xlabel="iteration", ylabel="learning rate",
               title="AutoDrop rate")
   figure.tight_layout()
-  figure.savefig(out / "nqm_figure3.png")
+  io_utils.write_atomic(out / "nqm_figure3.png", io_utils.figure_png(figure, dpi=90))
   plt.close(figure)
   rates = np.asarray(autodrop["learning_rate"])
   tail = slice(-steps // 10, None)
@@ -323,12 +324,12 @@ def main(argv: Sequence[str] | None = None) -> None:
   args.out.mkdir(parents=True, exist_ok=True)
   table_steps, chains, run_steps = (500, 16, 3000) if args.quick else (4000, 256, 20000)
   rows = theorem1_table(steps=table_steps, chains=chains, seed=args.seed)
-  (args.out / "nqm_theorem1.md").write_text(theorem1_markdown(rows))
-  (args.out / "nqm_theorem1.json").write_text(json.dumps(rows, indent=2) + "\n")
+  io_utils.write_atomic(args.out / "nqm_theorem1.md", theorem1_markdown(rows))
+  io_utils.write_atomic(args.out / "nqm_theorem1.json", json.dumps(rows, indent=2) + "\n")
   runs = {"steps": run_steps, "seed": args.seed,
           "figure1": figure1(args.out, run_steps, args.seed),
           "figure3": figure3(args.out, run_steps, args.seed)}
-  (args.out / "nqm_runs.json").write_text(json.dumps(runs, indent=2) + "\n")
+  io_utils.write_atomic(args.out / "nqm_runs.json", json.dumps(runs, indent=2) + "\n")
   print(theorem1_markdown(rows))
   print(json.dumps(runs, indent=2))
 

@@ -53,6 +53,7 @@ class OptimizerSpec:
     takes_learning_rate: False for methods that set their own rate (``learning_rate`` is ignored).
     eval_params: ``eval_params(opt_state, params)`` -> the parameters to evaluate, for methods
       whose iterate is not the point to evaluate (schedule-free); None means ``params``.
+    family: ``"optax_lr"`` for the library's methods, ``"peer"`` for baselines and peers.
   """
 
   name: str
@@ -61,6 +62,7 @@ class OptimizerSpec:
   extra_args: tuple[str, ...] = ()
   takes_learning_rate: bool = True
   eval_params: Callable[[Any, PyTree], PyTree] | None = None
+  family: str = "optax_lr"
 
   def options(self) -> dict[str, Any]:
     """The builder's keyword options and their defaults."""
@@ -344,6 +346,11 @@ def _reduce_on_plateau(learning_rate, steps_per_epoch, total_steps, momentum=0.9
           cooldown=round(cooldown_epochs), accumulation_size=steps_per_epoch))
 
 
+def _peer(*args: Any, **kwargs: Any) -> OptimizerSpec:
+  """A registry entry for a baseline or peer (not an ``optax_lr`` method)."""
+  return OptimizerSpec(*args, family="peer", **kwargs)
+
+
 _SPECS = [
     # optax_lr
     OptimizerSpec("tlr_sgd", _tlr_sgd, "SGD with a trainable rate (seed 002 sgd_tlr)"),
@@ -371,23 +378,23 @@ _SPECS = [
     OptimizerSpec("clr_simple_adasecant", _clr_simple_adasecant,
                   "CLR-SGD, then Simple AdaSecant (seed 004 §4.5.2 hybrid)"),
     # baselines and peers
-    OptimizerSpec("sgd", _sgd, "SGD with momentum and a constant rate"),
-    OptimizerSpec("sgd_multistep", _sgd_multistep, "SGD with the papers' multistep decay"),
-    OptimizerSpec("adam", _adam, "Adam"),
-    OptimizerSpec("radam", _radam, "Rectified Adam"),
-    OptimizerSpec("one_cycle", _one_cycle, "SGD with optax's cosine one-cycle schedule"),
-    OptimizerSpec("prodigy", _prodigy, "optax.contrib.prodigy", takes_learning_rate=False),
-    OptimizerSpec("dadapt_adamw", _dadapt_adamw, "optax.contrib.dadapt_adamw",
+    _peer("sgd", _sgd, "SGD with momentum and a constant rate"),
+    _peer("sgd_multistep", _sgd_multistep, "SGD with the papers' multistep decay"),
+    _peer("adam", _adam, "Adam"),
+    _peer("radam", _radam, "Rectified Adam"),
+    _peer("one_cycle", _one_cycle, "SGD with optax's cosine one-cycle schedule"),
+    _peer("prodigy", _prodigy, "optax.contrib.prodigy", takes_learning_rate=False),
+    _peer("dadapt_adamw", _dadapt_adamw, "optax.contrib.dadapt_adamw",
                   takes_learning_rate=False),
-    OptimizerSpec("dog", _dog, "optax.contrib.dog", takes_learning_rate=False),
-    OptimizerSpec("mechanize_sgd", _mechanize_sgd, "optax.contrib.mechanize over SGD",
+    _peer("dog", _dog, "optax.contrib.dog", takes_learning_rate=False),
+    _peer("mechanize_sgd", _mechanize_sgd, "optax.contrib.mechanize over SGD",
                   takes_learning_rate=False),
-    OptimizerSpec("cocob", _cocob, "optax.contrib.cocob", takes_learning_rate=False),
-    OptimizerSpec("schedule_free_sgd", _schedule_free_sgd, "optax.contrib.schedule_free_sgd",
+    _peer("cocob", _cocob, "optax.contrib.cocob", takes_learning_rate=False),
+    _peer("schedule_free_sgd", _schedule_free_sgd, "optax.contrib.schedule_free_sgd",
                   eval_params=_schedule_free_eval),
-    OptimizerSpec("schedule_free_adamw", _schedule_free_adamw,
+    _peer("schedule_free_adamw", _schedule_free_adamw,
                   "optax.contrib.schedule_free_adamw", eval_params=_schedule_free_eval),
-    OptimizerSpec("reduce_on_plateau", _reduce_on_plateau,
+    _peer("reduce_on_plateau", _reduce_on_plateau,
                   "SGD with optax.contrib.reduce_on_plateau on the training loss",
                   extra_args=("value",)),
 ]

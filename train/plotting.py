@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import io
 from typing import Any
+
+from train import io_utils
 
 #: At most this many rate curves are drawn (per-tensor rates can number in the hundreds).
 MAX_RATE_CURVES = 12
@@ -57,9 +58,7 @@ def render_curves(rows: list[dict[str, Any]], title: str = "") -> bytes:
     axes[3].set(xlabel="epoch", ylabel="angular velocity (deg)")
   fig.suptitle(title)
   fig.tight_layout()
-  buffer = io.BytesIO()
   try:
-    fig.savefig(buffer, format="png", dpi=100)
+    return io_utils.figure_png(fig, dpi=100)
   finally:
     plt.close(fig)
-  return buffer.getvalue()

@@ -25,7 +25,6 @@ import functools
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -42,7 +41,7 @@ from jax.sharding import PartitionSpec as P
 
 import models
 import optax_lr
-from train import input_pipeline, optimizers, plotting
+from train import input_pipeline, io_utils, optimizers, plotting
 from train.configs import COSMETIC_FIELDS, Config, validate
 
 #: The mapped device axis: gradients are averaged over it and BatchNorm models sync over it.
@@ -372,21 +371,6 @@ def optimizer_metrics(opt_state: PyTree) -> dict[str, float]:
   return {k: float(to_host(v)) for k, v in _rate_values(opt_state).items()}
 
 
-def _atomic_write(path: str, data: str | bytes) -> None:
-  """Writes ``path`` through a temporary file and a rename: never half-written."""
-  directory = os.path.dirname(path) or "."
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-  try:
-    with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as f:
-      f.write(data)
-    os.chmod(tmp, 0o644)  # mkstemp makes the file private; outputs are ordinary files
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-
-
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
   """The lines of ``workdir/metrics.jsonl`` (empty when there is none)."""
   path = os.path.join(workdir, "metrics.jsonl")
@@ -402,7 +386,7 @@ def _json_value(value: Any) -> Any:
 
 
 def _write_metrics(workdir: str, rows: list[dict[str, Any]]) -> None:
-  _atomic_write(os.path.join(workdir, "metrics.jsonl"), "".join(
+  io_utils.write_atomic(os.path.join(workdir, "metrics.jsonl"), "".join(
       json.dumps({k: _json_value(v) for k, v in row.items()}, sort_keys=True, allow_nan=False)
       + "\n" for row in rows))
 
@@ -510,7 +494,7 @@ def train_and_evaluate(config: Config, workdir: str,
 
   os.makedirs(workdir, exist_ok=True)
   if lead:
-    _atomic_write(os.path.join(workdir, "config.json"), config.to_json())
+    io_utils.write_atomic(os.path.join(workdir, "config.json"), config.to_json())
   manager = _checkpoint_manager(workdir, config) if config.checkpoint else None
   start_epoch = 0
   if manager is not None and manager.latest_step() is not None:
@@ -564,7 +548,7 @@ def train_and_evaluate(config: Config, workdir: str,
       # the resumed run drops the line (rows after the checkpoint's epoch are discarded).
       _write_metrics(workdir, rows)
       if config.plot:
-        _atomic_write(os.path.join(workdir, "curves.png"),
+        io_utils.write_atomic(os.path.join(workdir, "curves.png"),
                       plotting.render_curves(rows, title=_title(config)))
     if manager is not None:
       save_checkpoint(manager, canonical, epoch)

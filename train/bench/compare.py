@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import inspect
 import json
 import math
 import os
@@ -169,10 +168,8 @@ def _find(tree: PyTree, cls: type) -> list[Any]:
 
 
 def _float_rates(opt_state: PyTree) -> dict[str, jax.Array]:
-  """``optax_lr.learning_rates`` without integer fields (a schedule's step count sits under
-  ``hyperparams_states/learning_rate/count``; it is not a rate)."""
-  return {k: v for k, v in optax_lr.learning_rates(opt_state).items()
-          if jnp.issubdtype(jnp.result_type(v), jnp.floating)}
+  """Every rate of the state (``optax_lr.learning_rates`` leaves integer counters out)."""
+  return optax_lr.learning_rates(opt_state)
 
 
 def _mean_rate(rates: dict[str, jax.Array]) -> jax.Array:
@@ -416,22 +413,9 @@ class GridRunner:
 
 # --- the comparison
 
-#: The comment line of ``train/optimizers.py`` after which the baselines and peers are defined.
-_PEERS_MARKER = "# --- baselines and peers"
-
-
 def method_kind(name: str) -> str:
-  """``"optax_lr"`` for the registry's library methods, ``"peer"`` for its baselines and peers.
-
-  Read from where the registry defines the builder (its ``optax_lr methods`` section comes before
-  its ``baselines and peers`` section), so the registry stays the one list.
-  """
-  builder = optimizers.get_spec(name).builder
-  lines, _ = inspect.getsourcelines(optimizers)
-  marker = next((i + 1 for i, line in enumerate(lines) if line.startswith(_PEERS_MARKER)), None)
-  if marker is None:
-    return "optax_lr" if "optax_lr" in inspect.getsource(builder) else "peer"
-  return "optax_lr" if inspect.getsourcelines(builder)[1] < marker else "peer"
+  """``"optax_lr"`` for the registry's library methods, ``"peer"`` for its baselines and peers."""
+  return optimizers.get_spec(name).family
 
 
 def switch_boundary(name: str, options: dict[str, Any], steps_per_epoch: int) -> int | None:
@@ -562,22 +546,11 @@ def _pyplot():
 
 
 def save_figure(fig: Any, path: str) -> None:
-  """Writes a PNG through a temporary file and a rename, then closes the figure."""
-  import tempfile
-
-  plt = _pyplot()
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".png")
-  os.close(handle)
+  """Writes a PNG atomically, then closes the figure."""
   try:
-    fig.savefig(temporary, format="png", dpi=72)
-    os.chmod(temporary, 0o644)
-    os.replace(temporary, path)
+    io_utils.write_atomic(path, io_utils.figure_png(fig))
   finally:
-    plt.close(fig)
-    if os.path.exists(temporary):
-      os.remove(temporary)
+    _pyplot().close(fig)
 
 
 def plot_compare(document: dict[str, Any], key: str, path: str, ylabel: str,
@@ -625,7 +598,7 @@ def default_paths(benchmark: str, quick: bool, out: str | None) -> tuple[str, st
 
 
 def write_json(path: str, document: dict[str, Any]) -> None:
-  io_utils.write_text_atomic(path, json.dumps(document, indent=1, allow_nan=False) + "\n")
+  io_utils.write_atomic(path, json.dumps(document, indent=1, allow_nan=False) + "\n")
 
 
 def main(argv: list[str]) -> None:
@@ -656,7 +629,7 @@ def main(argv: list[str]) -> None:
   table = markdown(document)
   print(table)
   write_json(json_path, document)
-  io_utils.write_text_atomic(md_path, table)
+  io_utils.write_atomic(md_path, table)
   plot_compare(document, "test_accuracy", figure_prefix + "_accuracy.png", "test accuracy")
   plot_compare(document, "rate", figure_prefix + "_rates.png", "learning rate", log_scale=True)
   print(f"wrote {json_path}, {md_path}, {figure_prefix}_{{accuracy,rates}}.png")

@@ -260,5 +260,5 @@ def main(argv: list[str]) -> None:
   if args.out:
     from train import io_utils
 
-    io_utils.write_text_atomic(args.out, json.dumps(results, indent=2))
-    io_utils.write_text_atomic(args.out.rsplit(".", 1)[0] + ".md", table)
+    io_utils.write_atomic(args.out, json.dumps(results, indent=2))
+    io_utils.write_atomic(args.out.rsplit(".", 1)[0] + ".md", table)

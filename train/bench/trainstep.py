@@ -112,5 +112,5 @@ def main(argv: list[str]) -> None:
   table = markdown(results)
   print(table)
   if args.out:
-    io_utils.write_text_atomic(args.out, json.dumps(results, indent=2))
-    io_utils.write_text_atomic(args.out.rsplit(".", 1)[0] + ".md", table)
+    io_utils.write_atomic(args.out, json.dumps(results, indent=2))
+    io_utils.write_atomic(args.out.rsplit(".", 1)[0] + ".md", table)
