@@ -29,6 +29,7 @@ from optax_lr import _checks, _tree
 
 _SIMPLE_MODES = ("zero", "clip")
 _RATE_RULES = ("least_squares", "paper")
+_NORMALIZE = ("block", "global", "none")
 
 
 def _stat_dtype(x: jax.Array) -> jnp.dtype:
@@ -194,7 +195,7 @@ class AdaSecantState(NamedTuple):
 
 def adasecant(rate_rule: str = "least_squares", gamma_clip: float = 1.8,
               tau_bounds: tuple[float, float] = (1.5, 1e7), outlier_reset: float = 2.2,
-              normalize: bool = False,
+              normalize: str = "block", max_rate: float = 25.0,
               eps: float = 1e-20) -> optax.GradientTransformationExtraArgs:
   """AdaSecant: per-element secant rates from moving averages with an adaptive memory.
 
@@ -202,26 +203,50 @@ def adasecant(rate_rule: str = "least_squares", gamma_clip: float = 1.8,
   (Eq. 2.41), each step:
 
   1. ``E[g]``, ``E[g^2]`` take the gradient.
-  2. Variance reduction (Eq. 2.44-2.45): ``gamma = E[(g - g')(g - E[g])] /
+  2. Block norm (paper Section "blockwise gradient normalisation"; Algorithm 2.3's
+     ``g <- g / ||E[g]||``): ``n = ||E[g]||`` over each parameter leaf (``"block"``, default: each
+     weight matrix and bias vector, as the paper and the authors' code), over the whole tree
+     (``"global"``, the thesis's reading) or ``n = 1`` (``"none"``).
+  3. Variance reduction (Eq. 2.44-2.45): ``gamma = E[(g - g')(g - E[g])] /
      E[(g - E[g])(g' - E[g])]`` clipped to ``[0, gamma_clip]`` (0/0 and NaN give 0), and
      ``g~ = (g + gamma E[g]) / (1 + gamma)``. ``g'`` is ``next_grads`` (the gradient of the next
      mini-batch at the same parameters); without it the previous corrected gradient stands in,
      as in the authors' workshop code.
-  3. ``E[a]``, ``E[a^2]`` take ``a_t``; ``E[Delta]``, ``E[Delta^2]`` and ``E[a Delta]`` take the
+  4. ``E[a]``, ``E[a^2]`` take ``a_t``; ``E[Delta]``, ``E[Delta^2]`` and ``E[a Delta]`` take the
      previous step ``Delta_{t-1}`` with the *same* weight, so every average of a secant pair
      ``(Delta_{t-1}, a_t)`` weighs the pair's two halves alike.
-  4. Rate: ``alpha = E[Delta^2] / |E[a Delta]|`` (``"least_squares"``, default) or
+  5. Rate: ``alpha = E[Delta^2] / |E[a Delta]|`` (``"least_squares"``, default) or
      ``sqrt(E[Delta^2]) / sqrt(E[a^2]) - E[a Delta] / E[a^2]`` (``"paper"``, thesis Eq. 2.43);
-     non-finite rates are 0.
-  5. Memory (Eq. 2.42): ``tau <- (1 - E[Delta]^2 / E[Delta^2]) tau + 1``, clipped to
+     non-finite rates are 0; then ``alpha <- clip(alpha, 0, max_rate / n)``: at most
+     ``max_rate`` times the block-normalised gradient (the authors' code clips the rate at 25),
+     never against ``-g~`` (Eq. 2.40's absolute value).
+  6. Memory (Eq. 2.42): ``tau <- (1 - E[Delta]^2 / E[Delta^2]) tau + 1``, clipped to
      ``tau_bounds``; then if ``|g - E[g]| > 2 sd(g)`` or ``|a - E[a]| > 2 sd(a)`` (an outlier),
      ``tau <- outlier_reset`` (the thesis's Section 3.3 order: update, clip, reset).
-  6. ``Delta_t = -alpha g~``.
+  7. ``Delta_t = -alpha g~``.
 
-  Initialisation (thesis Section 3.3): averages 0 and ``tau = 1``, so each first average is the
-  first value; the first step's ``Delta``-statistics use ``Delta_0 = -g~`` with ``a = g``, so its
-  rate is 1 (like Simple AdaSecant). The memory stays 1 for the second step, so that fictitious
-  pair is replaced by the first real one.
+  Initialisation (thesis Section 3.3, in block-normalised units): averages 0 and ``tau = 1``, so
+  each first average is the first value; the first step is ``Delta_0 = -g~ / n``, rate 1 on the
+  normalised gradient (a unit-norm step per block), and its ``Delta``-statistics pair it with
+  ``a = g``. The memory stays 1 for the second step, so that fictitious pair is replaced by the
+  first real one.
+
+  Where the normalisation acts. The secant statistics are invariant to the gradient's scale:
+  with ``g`` divided by ``n``, ``a`` is divided by ``n``, the rate multiplied by ``n`` and the
+  step ``-alpha g~`` is unchanged. So the paper's normalisation only matters for the three
+  scale-dependent constants: the first step, the rate cap and ``eps``. This implementation keeps
+  the statistics in the gradient's own units and applies ``1/n`` exactly there (the first step
+  and the cap; ``eps`` stays in raw units). That equals normalising ``g`` when ``n`` is constant
+  over the memory, and keeps the rate exactly ``1/h`` on a quadratic while ``n`` shrinks. The
+  reported ``learning_rate`` is the rate on the raw gradient (comparable to an SGD rate).
+
+  Why the cap. On a network some elements see a secant ``a`` near 0 while they move (their
+  gradient barely changes, or ``E[a Delta]`` changes sign inside a memory of 1.5 to 2.2 steps),
+  and the secant rate of such an element is unbounded: on the digits MLP the uncapped rates
+  reach 1e4 to 1e6 within the first steps while the median is 0.2 to 0.5, and training
+  diverges to NaN in the first epoch, with either rate rule. Eq. 2.40 without a bound is Simple
+  AdaSecant with threshold infinity, which the thesis also saw diverge (Table 4.3). The paper
+  leaves the bound implicit; the authors' code clips the rate at 25 (``delta_clip``).
 
   Why the default rate rule departs from Eq. 2.43. On a deterministic quadratic every secant pair
   satisfies ``a = h Delta``, so ``sqrt(E[Delta^2]) / sqrt(E[a^2]) = E[a Delta] / E[a^2] = 1/h``
@@ -235,9 +260,14 @@ def adasecant(rate_rule: str = "least_squares", gamma_clip: float = 1.8,
   instead of collapsing geometrically like the RMS ratio alone. The absolute value keeps the step
   along ``-g~`` as Eq. 2.40 does.
 
+  Not implemented from the authors' code: its clipped-AdaGrad divisor ``max(sqrt(sum g~^2), 1)``
+  (not in the paper's algorithm; not needed here), the bias correction of some averages, and its
+  initial memory 2.1 (the thesis's ``tau = 1`` initialisation is kept).
+
   Cost. 14 parameter-sized float32 buffers (13 with the default rule); an update reads them with
   the gradient (and ``next_grads``) and writes them back: about 4x ``optax.adam``'s memory
-  traffic, all in one fused element-wise pass. ``normalize=True`` adds one global reduction.
+  traffic. The block norm is one reduction per leaf (one in all for ``"global"``) before the
+  fused element-wise pass; ``"none"`` has no reduction.
 
   Args:
     rate_rule: ``"least_squares"`` (default) or ``"paper"`` (Eq. 2.43 with the authors' pairing;
@@ -246,8 +276,10 @@ def adasecant(rate_rule: str = "least_squares", gamma_clip: float = 1.8,
     tau_bounds: ``(low, high)`` with ``1 <= low <= high``; the memory is clipped to it
       (authors' code: 1.5 and 1e7; the thesis found the bounds essential).
     outlier_reset: memory ``>= 1`` set on an outlier (paper: 2.2).
-    normalize: divide ``g`` and ``g'`` by the global norm ``||E[g]||`` before the secant
-      statistics (Algorithm 2.3; the thesis saw no difference and left it out; off by default).
+    normalize: ``"block"`` (default), ``"global"`` or ``"none"``: the norm ``n`` of ``E[g]``
+      that sets the first step ``-g~ / n`` and the rate cap ``max_rate / n``.
+    max_rate: ``> 0`` (``math.inf`` disables the cap), the largest rate on the normalised
+      gradient (authors' code: 25).
     eps: ``>= 0``, added to the rate's denominators (units of ``a * Delta``).
 
   Returns:
@@ -256,8 +288,10 @@ def adasecant(rate_rule: str = "least_squares", gamma_clip: float = 1.8,
     complete optimizer). State: :class:`AdaSecantState`.
 
   References:
-    Seed 004 (thesis), Section 2.6 (Eq. 2.41-2.45, Algorithm 2.3) and Section 3.3 (Algorithm
-    3.1, the order of operations and initialisation); Gulcehre et al., arXiv:1703.00788.
+    Seed 004 (thesis), Section 2.6 (Eq. 2.40-2.45, Algorithm 2.3) and Section 3.3 (Algorithm
+    3.1, the order of operations and initialisation), Table 4.3; Gulcehre et al.,
+    arXiv:1703.00788 (block-wise gradient normalisation, Algorithm 1) and the authors' Theano
+    code (rate clip 25, memory bounds 1.5 and 1e7).
 
   Example:
     >>> opt = optax_lr.adasecant()
@@ -275,6 +309,8 @@ def adasecant(rate_rule: str = "least_squares", gamma_clip: float = 1.8,
   if high < low:
     raise ValueError(f"`tau_bounds` must be in order low <= high; got {tau_bounds!r}.")
   _checks.in_range("outlier_reset", outlier_reset, 1.0, math.inf)
+  _checks.one_of("normalize", normalize, _NORMALIZE)
+  _checks.in_range("max_rate", max_rate, 0.0, math.inf, low_open=True)
   _checks.non_negative("eps", eps)
   paper = rate_rule == "paper"
 
@@ -291,22 +327,29 @@ def adasecant(rate_rule: str = "least_squares", gamma_clip: float = 1.8,
         previous_curvature=zeros() if paper else optax.EmptyState(),
     )
 
+  def inverse_norms(updates, state):
+    """``1 / ||E[g]_t||`` per leaf (or one for the tree); 1 where the norm is 0 or not finite.
+
+    The one reduction before the element-wise pass; ``E[g]_t`` is recomputed there (fused)."""
+    if normalize == "none":
+      return jax.tree.map(lambda m: jnp.ones((), m.dtype), state.grad_mean)
+    squares = jax.tree.map(
+        lambda g, m, tau: jnp.sum(jnp.square((1 - 1 / tau) * m + g.astype(m.dtype) / tau)),
+        updates, state.grad_mean, state.tau)
+    if normalize == "global":
+      total = sum(jax.tree.leaves(squares))
+      squares = jax.tree.map(lambda _: total, squares)
+    return jax.tree.map(
+        lambda q: jnp.where((q > 0) & jnp.isfinite(q), jax.lax.rsqrt(jnp.where(q > 0, q, 1)),
+                            1).astype(q.dtype), squares)
+
   def update_fn(updates, state, params=None, *, next_grads=None, **extra_args):
     del params, extra_args
     first = state.count == 0
     has_next = next_grads is not None
-    if normalize:
-      # ||E[g]_t|| over the whole tree (Algorithm 2.3): the one reduction before the
-      # element-wise pass.
-      mean_sq = _tree.squared_norm(jax.tree.map(
-          lambda g, m, tau: (1 - 1 / tau) * m + g.astype(m.dtype) / tau,
-          updates, state.grad_mean, state.tau))
-      scale = 1.0 / (jnp.sqrt(mean_sq) + eps)
-      scale = jnp.where(mean_sq > 0, scale, 1.0)
-    else:
-      scale = None
+    inv_norm = inverse_norms(updates, state)
 
-    def leaf(g, g_next, lr, tau, m_g, m_g2, m_a, m_a2, m_ad, m_d, m_d2, m_num, m_den, g_prev,
+    def leaf(g, g_next, c, lr, tau, m_g, m_g2, m_a, m_a2, m_ad, m_d, m_d2, m_num, m_den, g_prev,
              gc_prev, a_prev):
       dtype = lr.dtype
       g32 = g.astype(dtype)
@@ -318,20 +361,16 @@ def adasecant(rate_rule: str = "least_squares", gamma_clip: float = 1.8,
       sd_g = jnp.sqrt(jnp.maximum(m_g2 - m_g * m_g, 0.0))
       outlier = jnp.abs(g32 - m_g) > 2.0 * sd_g
 
-      s = 1.0 if scale is None else scale.astype(dtype)
-      g_n, mean_n = s * g32, s * m_g
-      other = s * g_next.astype(dtype) if has_next else gc_prev
+      other = g_next.astype(dtype) if has_next else gc_prev
       # Variance reduction (Eq. 2.44-2.45).
-      m_num = ema(m_num, (g_n - other) * (g_n - mean_n))
-      m_den = ema(m_den, (g_n - mean_n) * (other - mean_n))
+      m_num = ema(m_num, (g32 - other) * (g32 - m_g))
+      m_den = ema(m_den, (g32 - m_g) * (other - m_g))
       gamma = jnp.clip(_finite_or_zero(_tree.safe_divide(m_num, m_den)), 0.0, gamma_clip)
-      corrected = (g_n + gamma * mean_n) / (1.0 + gamma)
+      corrected = (g32 + gamma * m_g) / (1.0 + gamma)
 
-      # a_t, equal to g at the first step. With normalisation both gradients take this step's
-      # scale, so a stays the secant of the actual step Delta_{t-1}.
-      curvature = s * (g32 - g_prev)
-      # Delta_{t-1} = -alpha_{t-1} g~_{t-1}; the first step pairs a = g with Delta_0 = -g~.
-      previous_step = jnp.where(first, -corrected, -lr * gc_prev)
+      curvature = g32 - g_prev  # a_t, equal to g at the first step.
+      # Delta_{t-1} = -alpha_{t-1} g~_{t-1}; the first step pairs a = g with Delta_0 = -g~ / n.
+      previous_step = jnp.where(first, -c * corrected, -lr * gc_prev)
       m_a = ema(m_a, curvature)
       m_a2 = ema(m_a2, curvature * curvature)
       m_d = ema(m_d, previous_step)
@@ -345,14 +384,15 @@ def adasecant(rate_rule: str = "least_squares", gamma_clip: float = 1.8,
         m_ad = jnp.where(first, 0.0, ema(m_ad, a_prev * previous_step))
         rate = (jnp.sqrt(m_d2) / jnp.sqrt(m_a2 + eps)
                 - m_ad / (m_a2 + eps))
-        rate = jnp.where(first, 1.0, rate)
+        rate = jnp.where(first, c, rate)
       else:
         m_ad = ema(m_ad, curvature * previous_step)
         rate = m_d2 / (jnp.abs(m_ad) + eps)
       # An element that has not moved yet has no secant: it restarts with the first step's
-      # rate 1, as in simple_adasecant.
-      rate = jnp.where(m_d2 > 0, rate, 1.0)
-      rate = _finite_or_zero(rate)
+      # rate 1 / n, as in simple_adasecant.
+      rate = jnp.where(m_d2 > 0, rate, c)
+      # At most max_rate on the block-normalised gradient, never against -g~ (Eq. 2.40).
+      rate = jnp.clip(_finite_or_zero(rate), 0.0, max_rate * c)
 
       # Memory (Eq. 2.42), clipped, then reset on outliers (thesis Section 3.3, steps 7-9).
       ratio = _tree.safe_divide(m_d * m_d, m_d2)
@@ -368,7 +408,7 @@ def adasecant(rate_rule: str = "least_squares", gamma_clip: float = 1.8,
     a_prev_tree = state.previous_curvature if paper else updates
     next_tree = next_grads if has_next else updates
     out = jax.tree.map(
-        leaf, updates, next_tree, state.learning_rate, state.tau, state.grad_mean,
+        leaf, updates, next_tree, inv_norm, state.learning_rate, state.tau, state.grad_mean,
         state.grad_sq_mean, state.curvature_mean, state.curvature_sq_mean,
         state.curvature_step_mean, state.step_mean, state.step_sq_mean,
         state.gamma_numerator_mean, state.gamma_denominator_mean, state.previous_grad,

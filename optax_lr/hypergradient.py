@@ -41,7 +41,7 @@ class HypergradientState(NamedTuple):
 
 def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
                   hypergrad_lr: float, min_learning_rate: float | None = None,
-                  previous_direction_fn: Callable[[Any], Any] | None = None,
+                  previous_direction_fn: Callable[[Any, Any], Any] | None = None,
                   ) -> optax.GradientTransformationExtraArgs:
   """Wrap a direction transform with a hypergradient-descent learning rate (Baydin et al. 2018).
 
@@ -53,9 +53,10 @@ def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
       transform followed by ``optax.scale_by_learning_rate``, bit for bit).
     min_learning_rate: optional floor ``>= 0`` on the rate (not in the reference, which never
       clips); ``None`` (default) leaves it unbounded.
-    previous_direction_fn: optional ``inner_state -> d_{t-1}``, for inner transforms whose state
-      already holds the previous direction (a heavy-ball trace: ``lambda s: s.trace``); the wrapper
-      then keeps no copy of it, saving a parameter-sized buffer and its write per step.
+    previous_direction_fn: optional ``(d_t, g_t) -> d_{t-1}``, for inner transforms whose previous
+      direction follows from the current one (a heavy-ball trace:
+      ``optax_lr._base.heavy_ball_previous_direction(momentum)``); the wrapper then keeps no copy
+      of it, saving a parameter-sized buffer, its write, and (on XLA) a copy per step.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose state is :class:`HypergradientState`.
@@ -81,16 +82,14 @@ def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
     )
 
   def update_fn(updates, state, params=None, **extra_args):
+    directions, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
     if previous_direction_fn is None:
       previous = state.previous_direction
     else:
-      previous = previous_direction_fn(state.inner_state)
-    # The hypergradient needs only this step's gradient and the stored direction, so its
-    # reduction does not wait on the inner transform.
+      previous = previous_direction_fn(directions, updates)
     rate = state.learning_rate + hypergrad_lr * _tree.vdot(updates, previous)
     if min_learning_rate is not None:
       rate = jnp.maximum(rate, min_learning_rate)
-    directions, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
     return _tree.scale_by_rate(rate, directions, False), HypergradientState(
         learning_rate=rate,
         previous_direction=(directions if previous_direction_fn is None
@@ -118,9 +117,9 @@ def sgd_hd(learning_rate: float, hypergrad_lr: float = 1e-3, momentum: float = 0
     Baydin et al., ICLR 2018, Section 2.
   """
   inner = _base.momentum_direction(momentum, nesterov)
-  # A heavy-ball trace is the previous direction itself: read it instead of keeping a copy.
+  # With a heavy-ball trace the previous direction follows from this step's: keep no copy.
   reuse_trace = bool(momentum) and not nesterov
-  previous_direction_fn = (lambda trace_state: trace_state.trace) if reuse_trace else None
+  previous_direction_fn = _base.heavy_ball_previous_direction(momentum) if reuse_trace else None
   return _base.with_coupled_weight_decay(
       hypergradient(inner, learning_rate, hypergrad_lr,
                     previous_direction_fn=previous_direction_fn), weight_decay)

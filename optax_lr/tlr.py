@@ -90,7 +90,7 @@ def update_every_from_fraction(steps_per_epoch: int, fraction: float = 1 / 3) ->
 
 def _windowed_rate(inner: optax.GradientTransformation, learning_rate: float, update_every: int,
                    per_tensor: bool, rate_rule: RateRule,
-                   previous_direction_fn: Callable[[Any], Any] | None = None,
+                   previous_direction_fn: Callable[[Any, Any], Any] | None = None,
                    ) -> optax.GradientTransformation:
   """Shared machinery of the windowed TLR rules: directions, accumulate, close the window, scale.
 
@@ -100,10 +100,10 @@ def _windowed_rate(inner: optax.GradientTransformation, learning_rate: float, up
   The first window only fills ``previous_direction_sum``. Window-closing work (two reductions and
   the buffer swap) runs only at window ends, in :func:`optax_lr._tree.run_once_if`.
 
-  ``previous_direction_fn(inner_state)``, when given (only with ``update_every == 1``), reads
-  ``d_{t-1}`` out of the inner state before the inner update, instead of keeping a copy: for a
-  heavy-ball trace the previous direction *is* the trace, so one parameter-sized buffer and its
-  write per step are saved.
+  ``previous_direction_fn(d_t, g_t)``, when given (only with ``update_every == 1``), gives
+  ``d_{t-1}`` from this step's direction and gradient instead of a kept copy (a heavy-ball trace:
+  :func:`optax_lr._base.heavy_ball_previous_direction`), saving a parameter-sized buffer and
+  its write per step.
   """
   single_step_window = update_every == 1
   if previous_direction_fn is not None and not single_step_window:
@@ -137,12 +137,12 @@ def _windowed_rate(inner: optax.GradientTransformation, learning_rate: float, up
   def update_fn(updates, state, params=None, **extra_args):
     count = state.count
     has_previous = count >= update_every
-    if previous_direction_fn is not None:
-      previous = previous_direction_fn(state.inner_state)
     directions, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
     if single_step_window:
       if previous_direction_fn is None:
         previous = state.previous_direction_sum
+      else:
+        previous = previous_direction_fn(directions, updates)
       rate = close_window(state.learning_rate, directions, previous, has_previous)
       direction_sum = state.direction_sum
       previous = directions if previous_direction_fn is None else state.previous_direction_sum
@@ -250,9 +250,9 @@ def tlr_sgd(learning_rate: float, update_every: int = 1, momentum: float = 0.0,
   ``add_decayed_weights(weight_decay) -> trace(momentum, nesterov) -> TLR rate``: the window sums
   therefore include momentum and weight decay, as in seed 002 App. D
   (``u = (w_start - w_end) / lr``). The result equals ``optax.chain(optax.add_decayed_weights(wd),
-  optax.trace(momentum, nesterov), scale_by_tlr(...))``;
-  with heavy-ball momentum and ``update_every == 1`` the trace itself serves as the previous
-  direction, so no copy of it is kept.
+  optax.trace(momentum, nesterov), scale_by_tlr(...))`` (to float32 rounding: with heavy-ball
+  momentum and ``update_every == 1`` the previous direction is recovered from the trace, see
+  :func:`optax_lr._base.heavy_ball_previous_direction`, instead of kept as a copy).
 
   Args:
     learning_rate: initial rate ``> 0``.
@@ -278,7 +278,7 @@ def tlr_sgd(learning_rate: float, update_every: int = 1, momentum: float = 0.0,
   _checks.positive("bound", bound)
   inner = _base.momentum_direction(momentum, nesterov)
   reuse_trace = bool(momentum) and not nesterov and update_every == 1
-  previous_direction_fn = (lambda trace_state: trace_state.trace) if reuse_trace else None
+  previous_direction_fn = _base.heavy_ball_previous_direction(momentum) if reuse_trace else None
   stage = _windowed_rate(inner, learning_rate, update_every, per_tensor, _newton_rule(bound),
                          previous_direction_fn)
   return _base.with_coupled_weight_decay(stage, weight_decay)
