@@ -105,7 +105,10 @@ def test_simple_adasecant_thresholds_as_in_the_thesis(threshold, mode, trains):
 
 def test_adasecant_rates_approach_inverse_curvature():
   params, state, (losses, rates) = _run(optax_lr.adasecant(), _quadratic, START, 12)
-  jax.tree.map(lambda r: np.testing.assert_array_equal(r[0], 1.0), rates)
+  # First step: rate 1 on the block-normalised gradient, i.e. 1 / ||g_leaf|| on the raw one.
+  first_grad = jax.tree.map(lambda h, x: h * x, CURVATURES, START)
+  jax.tree.map(lambda r, g: np.testing.assert_allclose(r[0], 1 / np.linalg.norm(g), rtol=1e-6),
+               rates, first_grad)
   for step in range(1, 12):
     jax.tree.map(lambda rh, s=step: np.testing.assert_allclose(rh[s], 1.0, rtol=1e-5),
                  _rate_times_curvature(rates))
@@ -114,14 +117,80 @@ def test_adasecant_rates_approach_inverse_curvature():
   assert int(state.count) == 12
 
 
-def test_adasecant_first_step_is_minus_gradient():
-  opt = optax_lr.adasecant()
-  params = {"w": jnp.array([1.0, -1.0, 2.0])}
+@pytest.mark.parametrize("normalize", ["block", "global", "none"])
+def test_adasecant_first_step_is_minus_normalised_gradient(normalize):
+  # Rate 1 on the gradient divided by ||E[g]|| = ||g|| (tau = 1 at the first step): per leaf
+  # ("block", the paper's block-wise normalisation), over the tree ("global", Algorithm 2.3 as
+  # the thesis reads it) or not at all ("none").
+  opt = optax_lr.adasecant(normalize=normalize)
+  params = {"u": jnp.zeros(2), "w": jnp.array([1.0, -1.0, 2.0])}
+  grads = {"u": jnp.array([3.0, 4.0]), "w": jnp.array([0.3, -0.7, 0.0])}
   state = opt.init(params)
-  grads = {"w": jnp.array([0.3, -0.7, 0.0])}
   updates, state = opt.update(grads, state, params)
-  np.testing.assert_allclose(updates["w"], -grads["w"])
+  norms = {"block": {"u": 5.0, "w": math.sqrt(0.58)},
+           "global": dict.fromkeys("uw", math.sqrt(25.58)), "none": dict.fromkeys("uw", 1.0)}
+  for k in grads:
+    np.testing.assert_allclose(updates[k], -grads[k] / norms[normalize][k], rtol=1e-6)
   np.testing.assert_array_equal(state.tau["w"], 1.0)
+
+
+def test_adasecant_rate_cap_by_hand():
+  # Step 0: g0 = (3, 4), ||g0|| = 5, Delta_0 = -g0 / 5 = (-0.6, -0.8), gamma = 0 (0/0).
+  # Step 1 (tau still 1, so every average is the latest value): g1 = (3, 0), a = (0, -4).
+  # Element 1: E[Delta^2] / |E[a Delta]| = 0.64 / 3.2 = 0.2. Element 0 has no secant
+  # (a = 0): its rate 0.36 / eps is capped at max_rate / ||E[g]|| = max_rate / ||g1|| = max_rate/3.
+  params = {"w": jnp.zeros(2)}
+  g0, g1 = {"w": jnp.array([3.0, 4.0])}, {"w": jnp.array([3.0, 0.0])}
+  for max_rate, expected in [(25.0, 25.0 / 3), (2.0, 2.0 / 3), (math.inf, 0.36 / 1e-20)]:
+    opt = optax_lr.adasecant(max_rate=max_rate)
+    state = opt.init(params)
+    _, state = opt.update(g0, state, params)
+    updates, state = opt.update(g1, state, params)
+    np.testing.assert_allclose(state.learning_rate["w"], [expected, 0.2], rtol=1e-5)
+    np.testing.assert_allclose(updates["w"], [-3.0 * expected, 0.0], rtol=1e-5)
+
+
+def _teacher_mlp_run(opt, steps=150, hidden=32, batch=64):
+  """A one-hidden-layer ReLU network on labels of a random linear teacher, as the digits job
+  (cross-entropy, mini-batches of 64, next_grads = next batch); full-data losses per step."""
+  kx, kw, kp = jax.random.split(jax.random.PRNGKey(42), 3)
+  x = jax.random.normal(kx, (1792, 64))
+  y = jnp.argmax(x @ jax.random.normal(kw, (64, 10)), -1)
+  k1, k2 = jax.random.split(kp)
+  params = {"w1": jax.random.normal(k1, (64, hidden)) / 8.0, "b1": jnp.zeros(hidden),
+            "w2": jax.random.normal(k2, (hidden, 10)) / math.sqrt(hidden), "b2": jnp.zeros(10)}
+
+  def loss(p, xb, yb):
+    logits = jax.nn.relu(xb @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
+    return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
+
+  batches = jax.random.permutation(kp, x.shape[0]).reshape(-1, batch)
+
+  @jax.jit
+  def run(params):
+    def body(carry, i):
+      params, state = carry
+      now, nxt = batches[i % batches.shape[0]], batches[(i + 1) % batches.shape[0]]
+      grads = jax.grad(loss)(params, x[now], y[now])
+      updates, state = opt.update(grads, state, params,
+                                  next_grads=jax.grad(loss)(params, x[nxt], y[nxt]))
+      params = optax.apply_updates(params, updates)
+      return (params, state), loss(params, x, y)
+
+    _, losses = jax.lax.scan(body, (params, opt.init(params)), jnp.arange(steps))
+    return losses
+
+  return float(loss(params, x, y)), run(params)
+
+
+def test_adasecant_trains_relu_network_only_with_the_rate_cap():
+  # The failure on the digits MLP, in small: a few elements see a secant a ~ 0 while they move
+  # and their uncapped rates reach 1e4-1e6; the run explodes (the thesis's threshold-infinity
+  # divergence, Table 4.3). The cap of the authors' code (25 on the normalised gradient) trains.
+  initial, losses = _teacher_mlp_run(optax_lr.adasecant())
+  assert bool(jnp.all(jnp.isfinite(losses))) and float(losses[-1]) < initial / 2
+  _, uncapped = _teacher_mlp_run(optax_lr.adasecant(max_rate=math.inf))
+  assert not math.isfinite(float(uncapped[-1])) or float(uncapped[-1]) > 1e6 * initial
 
 
 def test_adasecant_paper_rule_does_not_find_inverse_curvature():
@@ -180,10 +249,15 @@ def _noisy_quadratic_run(use_next_grads, seed):
 def test_adasecant_trains_noisy_quadratic_without_collapse(use_next_grads):
   initial, losses, scaled_rates = _noisy_quadratic_run(use_next_grads, seed=0)
   assert float(jnp.mean(losses[-20:])) < initial / 10
-  # No collapse: rates stay finite and positive, the median within 30x of 1/h after 400 steps
-  # (the thesis's rates fell below 1e-4 within an epoch).
+  # No collapse: rates stay finite and positive, the median within 1000x of 1/h after 400 steps
+  # (the thesis's rates fell below 1e-4 within an epoch; a geometric collapse falls by orders of
+  # magnitude more). The rates do fall below 1/h: gradient noise enters E[a Delta] and the
+  # least-squares secant decays roughly like 1/t, which is what a noisy quadratic needs. (This
+  # bound was 30x while the first step was the raw -g; the block-normalised first step starts
+  # the secant statistics from a smaller step, and the rates, and the final loss, come out lower:
+  # median 0.008/h to 0.06/h and final loss 0.65 to 1.8, against 5.9 to 10.7 before; seed 0.)
   assert bool(jnp.all(jnp.isfinite(scaled_rates))) and bool(jnp.all(scaled_rates > 0))
-  assert float(jnp.median(scaled_rates)) > 0.03
+  assert float(jnp.median(scaled_rates)) > 1e-3
 
 
 def test_adasecant_gamma_zero_paths_agree():
@@ -222,6 +296,9 @@ def test_per_element_rate_telemetry():
     (lambda: optax_lr.adasecant(tau_bounds=(1.5,)), "tau_bounds"),
     (lambda: optax_lr.adasecant(outlier_reset=0.5), "outlier_reset"),
     (lambda: optax_lr.adasecant(eps=-1.0), "eps"),
+    (lambda: optax_lr.adasecant(normalize="layer"), "normalize"),
+    (lambda: optax_lr.adasecant(max_rate=0.0), "max_rate"),
+    (lambda: optax_lr.adasecant(max_rate=-1.0), "max_rate"),
 ])
 def test_bad_arguments_raise(make, name):
   with pytest.raises(ValueError, match=name):

@@ -109,7 +109,7 @@ CASES = [
     Case("simple_adasecant_clip", lambda: optax_lr.simple_adasecant(3.0, mode="clip"),
          parabola_steps=20, rosenbrock_steps=2000),
     Case("adasecant", lambda: optax_lr.adasecant(), parabola_steps=20, rosenbrock_steps=2000),
-    Case("adasecant_next_grads", lambda: optax_lr.adasecant(normalize=True),
+    Case("adasecant_next_grads", lambda: optax_lr.adasecant(normalize="global"),
          extra_args=lambda grad_fn, params: {"next_grads": grad_fn(params)},
          parabola_steps=20, rosenbrock_steps=2000),
     Case("cus_adam", lambda: optax_lr.cus_adam(0.1), parabola_steps=1000,

@@ -162,20 +162,18 @@ def _autodrop_adam(learning_rate, steps_per_epoch, total_steps, b1=0.9, b2=0.999
 
 def _sgd_cam_hd(learning_rate, steps_per_epoch, total_steps, hypergrad_lr=1e-6,
                 combination_lr=0.0, momentum=0.0, levels=("layer", "global"), weights=None,
-                decay_rate=0.0):
+                decay_rate=0.0, nesterov=False):
   del steps_per_epoch, total_steps
   return _optax_lr("sgd_cam_hd")(
       learning_rate, hypergrad_lr=hypergrad_lr, combination_lr=combination_lr, momentum=momentum,
-      levels=tuple(levels), weights=weights, decay_rate=decay_rate)
+      nesterov=nesterov, levels=tuple(levels), weights=weights, decay_rate=decay_rate)
 
 
 def _sgdn_cam_hd(learning_rate, steps_per_epoch, total_steps, hypergrad_lr=1e-6,
                  combination_lr=0.0, momentum=0.9, levels=("layer", "global"), weights=None,
                  decay_rate=0.0):
-  del steps_per_epoch, total_steps
-  return _optax_lr("sgd_cam_hd")(
-      learning_rate, hypergrad_lr=hypergrad_lr, combination_lr=combination_lr, momentum=momentum,
-      nesterov=True, levels=tuple(levels), weights=weights, decay_rate=decay_rate)
+  return _sgd_cam_hd(learning_rate, steps_per_epoch, total_steps, hypergrad_lr, combination_lr,
+                     momentum, levels, weights, decay_rate, nesterov=True)
 
 
 def _adam_cam_hd(learning_rate, steps_per_epoch, total_steps, hypergrad_lr=1e-8,
