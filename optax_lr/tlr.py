@@ -284,10 +284,6 @@ def tlr_sgd(learning_rate: float, update_every: int = 1, momentum: float = 0.0,
   return _base.with_coupled_weight_decay(stage, weight_decay)
 
 
-# Kept for modules that build SGD aliases around their own stage.
-_direction_chain = _base.sgd_chain
-
-
 class ScaleByNaiveTLRState(NamedTuple):
   """State of :func:`scale_by_naive_tlr`: ``learning_rate`` (float32 scalar)."""
 

@@ -349,9 +349,12 @@ def to_host(x: jax.Array) -> np.ndarray:
 
 # --- logging -------------------------------------------------------------------------------------
 
-@jax.jit
-def _rate_values(opt_state: PyTree) -> dict[str, jax.Array]:
-  """Every rate of the state as scalars: the rate itself, or mean/min/max/norm of rate arrays."""
+def rate_values(opt_state: PyTree) -> dict[str, jax.Array]:
+  """Every rate of the state as float32 scalars (traceable).
+
+  The rate itself for scalar fields, ``<field>/<mean|min|max|norm>`` for rate arrays, and
+  AutoDrop's ``angular_velocity`` (``angular_velocity/<i>`` when there are several).
+  """
   values = {}
   for name, rate in optax_lr.learning_rates(opt_state).items():
     if jnp.size(rate) == 1:
@@ -366,9 +369,12 @@ def _rate_values(opt_state: PyTree) -> dict[str, jax.Array]:
   return values
 
 
+_jitted_rate_values = jax.jit(rate_values)
+
+
 def optimizer_metrics(opt_state: PyTree) -> dict[str, float]:
   """Rates (keys containing ``learning_rate``) and AutoDrop's ``angular_velocity``, as floats."""
-  return {k: float(to_host(v)) for k, v in _rate_values(opt_state).items()}
+  return {k: float(to_host(v)) for k, v in _jitted_rate_values(opt_state).items()}
 
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:

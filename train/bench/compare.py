@@ -167,11 +167,6 @@ def _find(tree: PyTree, cls: type) -> list[Any]:
           if isinstance(x, cls)]
 
 
-def _float_rates(opt_state: PyTree) -> dict[str, jax.Array]:
-  """Every rate of the state (``optax_lr.learning_rates`` leaves integer counters out)."""
-  return optax_lr.learning_rates(opt_state)
-
-
 def _mean_rate(rates: dict[str, jax.Array]) -> jax.Array:
   """Mean over every rate element of every field (NaN when there is none)."""
   if not rates:
@@ -190,22 +185,20 @@ def rate_metrics(opt_state: PyTree, boundary_step: int | None = None) -> dict[st
   direction), DoG's ``max_dist / sqrt(sum of squared gradient norms)``, Mechanic's ``sum(s)``;
   NaN when the state holds none (COCOB, schedule-free). The other keys are
   ``"rate/<field>"`` for scalar fields and ``"rate/<field>/<mean|min|max|norm>"`` for arrays, and
-  AutoDrop's ``"angular_velocity"`` (degrees) when the state has one.
+  AutoDrop's ``"angular_velocity"`` (degrees) when the state has one
+  (``train.train.rate_values``).
   """
-  rates = _float_rates(opt_state)
-  values: dict[str, jax.Array] = {}
-  for key, value in rates.items():
-    if jnp.size(value) == 1:
-      values[f"rate/{key}"] = jnp.reshape(value, ()).astype(jnp.float32)
-    else:
-      for stat, summary in optax_lr.rate_summary(value).items():
-        values[f"rate/{key}/{stat}"] = summary
+  rates = optax_lr.learning_rates(opt_state)
+  # The training loop's own read-out, with the rate keys under "rate/".
+  values = {key if key.startswith("angular_velocity") else f"rate/{key}": value
+            for key, value in training.rate_values(opt_state).items()}
   switches = _find(opt_state, optax_lr.SwitchState)
   if _find(opt_state, optax_lr.CamHDState):
     representative = optax_lr.cam_hd_rate_summary(opt_state)["mean"]
   elif switches and boundary_step is not None:
     switch = switches[0]
-    first, second = _float_rates(switch.first_state), _float_rates(switch.second_state)
+    first = optax_lr.learning_rates(switch.first_state)
+    second = optax_lr.learning_rates(switch.second_state)
     representative = jnp.where(switch.count <= boundary_step, _mean_rate(first),
                                _mean_rate(second))
   elif rates:
@@ -213,8 +206,6 @@ def rate_metrics(opt_state: PyTree, boundary_step: int | None = None) -> dict[st
   else:
     representative = _peer_step_size(opt_state)
   values["rate"] = jnp.asarray(representative, jnp.float32)
-  for _, angle in optax.tree.get_all_with_path(opt_state, "angular_velocity")[:1]:
-    values["angular_velocity"] = jnp.reshape(angle, ()).astype(jnp.float32)
   return values
 
 
