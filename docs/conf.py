@@ -7,7 +7,10 @@ Build the site (warnings are errors) and run every code example in it:
 """
 
 import os
+import re
 import sys
+
+import sphinx.util.logging
 
 # The library is imported from the checkout, as the tests do (pytest's pythonpath = ["."]).
 sys.path.insert(0, os.path.abspath(".."))
@@ -86,6 +89,25 @@ DOCSTRING_EXAMPLES_NOT_RUN = {
 }
 
 
+# Docstrings must cite papers by title and authors, never by an internal file name, and must not
+# point outside the repository. True makes every such docstring a build warning (an error under
+# -W); it is False only until the docstrings of optax_lr/ are rewritten (they still say
+# "seed 00N" and name a specification file that is not in the repository).
+strict_docstring_citations = False
+_FORBIDDEN_IN_DOCSTRINGS = re.compile(r"\bseed 00\d|ALGORITHMS\.md|\.\./shared", re.IGNORECASE)
+_logger = sphinx.util.logging.getLogger(__name__)
+
+
+def _check_citations(app, what, name, obj, options, lines):
+  del what, obj, options
+  if not app.config.strict_docstring_citations:
+    return
+  for line in lines:
+    if _FORBIDDEN_IN_DOCSTRINGS.search(line):
+      _logger.warning("docstring of %s cites by file name or points outside the repository: %r",
+                      name, line.strip())
+
+
 def _skip_incomplete_examples(app, what, name, obj, options, lines):
   del app, what, options
   if getattr(obj, "__qualname__", name.rsplit(".", 1)[-1]) not in DOCSTRING_EXAMPLES_NOT_RUN:
@@ -96,6 +118,8 @@ def _skip_incomplete_examples(app, what, name, obj, options, lines):
 
 
 def setup(app):
+  app.add_config_value("strict_docstring_citations", False, "env", bool)
+  app.connect("autodoc-process-docstring", _check_citations)
   app.connect("autodoc-process-docstring", _skip_incomplete_examples)
 
 
