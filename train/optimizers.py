@@ -94,28 +94,28 @@ def _steps(epochs: float, steps_per_epoch: int) -> int:
 # --- optax_lr methods ---------------------------------------------------------------------------
 
 def _tlr_sgd(learning_rate, steps_per_epoch, total_steps, momentum=0.8, nesterov=False,
-             window_fraction=1 / 3, bound=0.25):
+             window_fraction=1 / 3, bound=0.25, window_sum="gradient"):
   del total_steps
   return optax_lr.tlr_sgd(
       learning_rate, optax_lr.update_every_from_fraction(steps_per_epoch, window_fraction),
-      momentum=momentum, nesterov=nesterov, bound=bound)
+      momentum=momentum, nesterov=nesterov, bound=bound, window_sum=window_sum)
 
 
 def _tlr_sgd_pl(learning_rate, steps_per_epoch, total_steps, momentum=0.8, nesterov=False,
-                window_fraction=1 / 3, bound=0.25):
+                window_fraction=1 / 3, bound=0.25, window_sum="gradient"):
   del total_steps
   return optax_lr.tlr_sgd(
       learning_rate, optax_lr.update_every_from_fraction(steps_per_epoch, window_fraction),
-      momentum=momentum, nesterov=nesterov, bound=bound, per_tensor=True)
+      momentum=momentum, nesterov=nesterov, bound=bound, per_tensor=True, window_sum=window_sum)
 
 
 def _tlr_fixed_meta_rate(learning_rate, steps_per_epoch, total_steps, meta_learning_rate=1e-3,
-                         momentum=0.8, window_fraction=1 / 3):
+                         momentum=0.8, window_fraction=1 / 3, window_sum="gradient"):
   del total_steps
-  stage = optax_lr.scale_by_tlr_fixed_meta_rate(
+  return optax_lr.scale_by_tlr_fixed_meta_rate(
       learning_rate, meta_learning_rate,
-      optax_lr.update_every_from_fraction(steps_per_epoch, window_fraction))
-  return optax.chain(optax.trace(momentum), stage) if momentum else stage
+      optax_lr.update_every_from_fraction(steps_per_epoch, window_fraction),
+      window_sum=window_sum, inner=optax.trace(momentum) if momentum else None)
 
 
 def _naive_tlr(learning_rate, steps_per_epoch, total_steps, meta_learning_rate=1e-3):
