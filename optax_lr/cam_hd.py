@@ -95,9 +95,8 @@ def parent_module_label(path: Sequence[Any]) -> str:
 
 
 def _is_static_zero(value: Any) -> bool:
-  """True for a concrete 0 (a traced hyperparameter may be anything: take the general path)."""
-  concrete = _checks._concrete(value)
-  return concrete is not None and concrete == 0
+  """True for a Python 0 (an injected hyperparameter may be anything: take the general path)."""
+  return _checks.is_static_zero(value)
 
 
 def _check_levels(levels: Any) -> tuple[str, ...]:
@@ -176,12 +175,13 @@ def _layout(params: Any, layer_labels: LayerLabels) -> _Layout:
   )
 
 
-def _rate_arrays(level: str, leaves: list[Any], learning_rate: Any) -> list[jax.Array]:
+def _rate_arrays(level: str, leaves: list[Any], learning_rate: Any,
+                 dtype: Any) -> list[jax.Array]:
   if level == "parameter":
-    return [jnp.full(jnp.shape(x), learning_rate, _tree.RATE_DTYPE) for x in leaves]
+    return [_tree.full_rate(learning_rate, dtype, jnp.shape(x)) for x in leaves]
   if level == "filter":
-    return [jnp.full(jnp.shape(x)[-1:], learning_rate, _tree.RATE_DTYPE) for x in leaves]
-  return [jnp.full((), learning_rate, _tree.RATE_DTYPE) for _ in leaves]
+    return [_tree.full_rate(learning_rate, dtype, jnp.shape(x)[-1:]) for x in leaves]
+  return [_tree.full_rate(learning_rate, dtype) for _ in leaves]
 
 
 def _combined_rates(rates: dict[str, Any], gammas: dict[str, jax.Array], treedef: Any,
@@ -238,6 +238,9 @@ def _new_combination_weights(gammas: dict[str, jax.Array], gradients: dict[str, 
     total = jnp.sum(clipped)
     # All weights clipped to 0 would leave no rate: keep the previous weights then.
     new = jnp.where(total > 0, clipped / jnp.where(total > 0, total, 1.0), gamma)
+  # A non-finite step (an inf or NaN hypergradient) keeps the weights as they were, jointly:
+  # they only make sense together, on the simplex.
+  new = _tree.where_finite(new, gamma, jointly=True)
   return {level: new[i] for i, level in enumerate(levels)}
 
 
@@ -295,7 +298,7 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
     ...                       decay_rate=0.001)
     >>> opt = optax.chain(optax.clip_by_global_norm(1.0), opt)
   """
-  _checks.positive("learning_rate", learning_rate)
+  _checks.learned_initial_rate(learning_rate, "CAM-HD")
   _checks.non_negative("hypergrad_lr", hypergrad_lr)
   _checks.non_negative("combination_lr", combination_lr)
   _checks.non_negative("decay_rate", decay_rate)
@@ -322,14 +325,15 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
   def init_fn(params):
     leaves, treedef = jax.tree.flatten(params)
     _layer_groups(params, layer_labels)  # raises when the labels do not match the params
+    dtype = _tree.rate_dtype(params)
     rates: dict[str, Any] = {}
     for level in levels:
       if level == "global":
-        rates[level] = jnp.full((), learning_rate, _tree.RATE_DTYPE)
+        rates[level] = _tree.full_rate(learning_rate, dtype)
       else:
-        rates[level] = treedef.unflatten(_rate_arrays(level, leaves, learning_rate))
+        rates[level] = treedef.unflatten(_rate_arrays(level, leaves, learning_rate, dtype))
     rates[COMBINATION_WEIGHTS] = {
-        level: jnp.full((), w, _tree.RATE_DTYPE) for level, w in initial_weights.items()}
+        level: _tree.full_rate(w, dtype) for level, w in initial_weights.items()}
     return CamHDState(
         count=jnp.zeros((), jnp.int32),
         learning_rate=rates,
@@ -417,6 +421,9 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
                                                                   strict=True)]
           descent[level] = sum(weighted_sums, jnp.zeros((), _tree.RATE_DTYPE))
 
+    # A level rate whose hypergradient step is not finite (inf or NaN elements in its group, or an
+    # overflowing sum) stays as it was: per element, per filter, per group, or the global rate.
+    new = {level: _tree.where_finite(new[level], old[level]) for level in levels}
     if learn_weights:
       gradients = descent if tau is None else {k: tau * v for k, v in descent.items()}
       new_gammas = _new_combination_weights(gammas, gradients, combination_lr, softmax)
