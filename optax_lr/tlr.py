@@ -93,7 +93,7 @@ def newton_factor(inner_product: jax.Array, squared_norm: jax.Array,
 def update_every_from_fraction(steps_per_epoch: int, fraction: float = 1 / 3) -> int:
   """Steps per TLR window from an epoch fraction: ``max(1, round(fraction * steps_per_epoch))``.
 
-  Seed 002 updates the rate every ``p N`` steps, ``N`` the steps per epoch and ``p = 1/3`` by
+  The paper updates the rate every ``p N`` steps, ``N`` the steps per epoch and ``p = 1/3`` by
   default (Section 4, App. D.1).
 
   Args:
@@ -395,7 +395,7 @@ class ScaleByNaiveTLRState(NamedTuple):
 
 def scale_by_naive_tlr(learning_rate: float,
                        meta_learning_rate: float) -> optax.GradientTransformationExtraArgs:
-  """Naive GD-TLR (seed 002, Algorithm 1): gradient descent on the rate with a look-ahead gradient.
+  """Naive GD-TLR ("Trainable Learning Rate", Algorithm 1): descent on the rate with a look-ahead.
 
   ``lr <- lr + meta_learning_rate * <grad_fn(params - lr * d), d>``, then the update ``-lr * d``
   with the new rate. It needs a second gradient evaluation at the look-ahead point, supplied as

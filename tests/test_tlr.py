@@ -1,4 +1,4 @@
-"""Trainable Learning Rate (seed 002): the rule against hand-computed numbers and identities."""
+"""Trainable Learning Rate: the rule against hand-computed numbers and identities."""
 
 import warnings
 from fractions import Fraction
