@@ -78,22 +78,31 @@ def run_grid(*, epochs: int = EPOCHS, readings: Sequence[str] = READINGS,
               f"{e['learning_rate']:g}: final {compare._fmt(e['final_accuracy'])} "
               f"(min {100 * e['min_final_accuracy']:.1f})"
               for e in entries if e["window_sum"] == reading and e["batch_size"] == batch))
-  verdict = {}
-  for reading in readings:
-    mine = [e for e in entries if e["window_sum"] == reading]
-    finals = [v for e in mine for v in e["final_accuracy"]["values"]]
-    reached = [v is not None and v >= TARGET for v in finals]
-    verdict[reading] = {"runs": len(finals), "runs_at_or_above_target": int(sum(reached)),
-                        "min_final_accuracy": min((v for v in finals if v is not None),
-                                                  default=None),
-                        "max_final_accuracy": max((v for v in finals if v is not None),
-                                                  default=None),
-                        "every_run_at_or_above_target": all(reached)}
   return {"benchmark": "tlr-grid", "dataset": "digits", "model": "mlp", "optimizer": "tlr_sgd",
           "options": OPTIONS, "weight_decay": WEIGHT_DECAY, "epochs": epochs,
           "seeds": list(seeds), "learning_rates": list(learning_rates),
           "batch_sizes": list(batch_sizes), "target": TARGET, "platform": compare._platform(),
-          "wall_s": time.perf_counter() - start, "entries": entries, "verdict": verdict}
+          "wall_s": time.perf_counter() - start, "entries": entries,
+          "verdict": verdict(entries, readings)}
+
+
+def verdict(entries: Sequence[dict[str, Any]], readings: Sequence[str],
+            target: float = TARGET) -> dict[str, Any]:
+  """Per reading: how many runs (every seed of every setting) end at or above ``target``.
+
+  A run whose final accuracy is None (not finite) counts as below the target.
+  """
+  result = {}
+  for reading in readings:
+    finals = [v for e in entries if e["window_sum"] == reading
+              for v in e["final_accuracy"]["values"]]
+    reached = [v is not None and v >= target for v in finals]
+    kept = [v for v in finals if v is not None]
+    result[reading] = {"runs": len(finals), "runs_at_or_above_target": int(sum(reached)),
+                       "min_final_accuracy": min(kept, default=None),
+                       "max_final_accuracy": max(kept, default=None),
+                       "every_run_at_or_above_target": bool(finals) and all(reached)}
+  return result
 
 
 def markdown(document: dict[str, Any]) -> str:
