@@ -108,9 +108,14 @@ def squared_norm(tree: PyTree) -> jax.Array:
   return vdot(tree, tree)
 
 
-def _power_of_two_scale(max_abs: jax.Array) -> jax.Array:
-  """A power of two ``>= max_abs`` (1 for 0): dividing by it is exact and brings ``|x| <= 1``."""
-  exponent = jnp.ceil(jnp.log2(jnp.where(max_abs > 0, max_abs, 1.0)))
+def power_of_two_scale(max_abs: jax.Array) -> jax.Array:
+  """A power of two near ``max_abs`` (1 for 0 or non-finite values), at most ``max_abs``.
+
+  Dividing by a power of two is exact (no rounding, short of underflow), so a quotient by it
+  keeps every digit while bringing ``|x| <= max_abs`` to ``|x / s| < 2`` (about).
+  """
+  usable = (max_abs > 0) & jnp.isfinite(max_abs)
+  exponent = jnp.floor(jnp.log2(jnp.where(usable, max_abs, 1.0)))
   return jnp.exp2(exponent).astype(max_abs.dtype)
 
 
@@ -120,7 +125,7 @@ def scale_invariant_dots(tree_x: PyTree, tree_y: PyTree, per_leaf: bool = False)
   For quantities that depend only on the ratio of the two (the TLR Newton factor): computed as
   :func:`vdot` and :func:`squared_norm` (per leaf when ``per_leaf``), and, only where that
   overflows (gradients of 1e19 and more overflow a float32 sum of squares), recomputed from
-  ``x / s`` and ``y / s`` with ``s`` a power of two at least the largest ``|x|, |y|`` element, so
+  ``x / s`` and ``y / s`` with ``s`` a power of two near the largest ``|x|, |y|`` element, so
   the pair is then ``(<x, y> / s^2, ||x||^2 / s^2)``: the same ratio, without overflow. The
   rescaled pass runs inside :func:`run_once_if`, so the common case costs nothing extra. A
   non-finite element (inf or NaN) still gives a non-finite pair, which the caller's
@@ -141,10 +146,10 @@ def scale_invariant_dots(tree_x: PyTree, tree_y: PyTree, per_leaf: bool = False)
     # Closes over the inputs: only the two results travel through the loop's carry.
     maxima = jax.tree.map(leaf_max, tree_x, tree_y)
     if per_leaf:
-      return jax.tree.map(lambda x, y, m: pair(_as_float32(x) / _power_of_two_scale(m),
-                                               _as_float32(y) / _power_of_two_scale(m)),
+      return jax.tree.map(lambda x, y, m: pair(_as_float32(x) / power_of_two_scale(m),
+                                               _as_float32(y) / power_of_two_scale(m)),
                           tree_x, tree_y, maxima)
-    s = _power_of_two_scale(functools.reduce(jnp.maximum, jax.tree.leaves(maxima)))
+    s = power_of_two_scale(functools.reduce(jnp.maximum, jax.tree.leaves(maxima)))
     xs = jax.tree.map(lambda x: _as_float32(x) / s, tree_x)
     ys = jax.tree.map(lambda y: _as_float32(y) / s, tree_y)
     return jnp.stack([vdot(xs, ys), squared_norm(xs)])
@@ -170,8 +175,8 @@ def zeros_like(tree: PyTree) -> PyTree:
 
 
 def scalar_per_leaf(tree: PyTree, value: float | jax.Array) -> PyTree:
-  """One float32 scalar per leaf of ``tree``, each a fresh buffer holding ``value``."""
-  return jax.tree.map(lambda _: jnp.full((), value, RATE_DTYPE), tree)
+  """One rate scalar per leaf of ``tree`` (float32, float64 for a float64 leaf), fresh buffers."""
+  return jax.tree.map(lambda x: full_rate(value, rate_dtype(x)), tree)
 
 
 def safe_divide(numerator: jax.Array, denominator: jax.Array) -> jax.Array:

@@ -107,7 +107,7 @@ def angle_degrees(displacement: Any, previous_displacement: Any,
 
 def _check_autodrop_args(learning_rate, steps_per_epoch, drop_factor, min_learning_rate,
                          threshold, max_threshold, drop_delay, smoothing, eps):
-  _checks.positive("learning_rate", learning_rate)
+  _checks.learned_initial_rate(learning_rate, "AutoDrop")
   _checks.integer_at_least("steps_per_epoch", steps_per_epoch, 1)
   _checks.in_range("drop_factor", drop_factor, 0.0, 1.0, low_open=True, high_open=True)
   _checks.non_negative("min_learning_rate", min_learning_rate)
@@ -130,7 +130,8 @@ def _check_autodrop_args(learning_rate, steps_per_epoch, drop_factor, min_learni
 def scale_by_autodrop(learning_rate: float, steps_per_epoch: int, drop_factor: float = 0.2,
                       min_learning_rate: float = 1e-4, threshold: float = 0.01,
                       max_threshold: float = 1.0, drop_delay: int = 20, average: bool = True,
-                      smoothing: int = 1, eps: float = 1e-8) -> optax.GradientTransformation:
+                      smoothing: int = 1,
+                      eps: float = 1e-8) -> optax.GradientTransformationExtraArgs:
   """AutoDrop stage: scale directions by a rate that drops when the angular velocity saturates.
 
   The final stage of a chain: its input is a direction ``d`` (the gradient, a momentum trace, an
@@ -181,7 +182,8 @@ def scale_by_autodrop(learning_rate: float, steps_per_epoch: int, drop_factor: f
       ``drop_delay = 1``), the drop happens after the delay without moving the parameters, and the
       stage keeps one parameter-sized buffer fewer and reads nothing extra between boundaries.
     smoothing: ``m >= 1``, angles averaged by the rule (paper: 1 for deep learning, 20 on the
-      noisy quadratic model).
+      noisy quadratic model). It sets the length of the angle history, a shape: a Python int
+      (under ``optax.inject_hyperparams``, name it in ``static_args``).
     eps: ``>= 0``, guard in the cosine's denominator (paper: a small positive number, 1e-8).
 
   Returns:
@@ -202,9 +204,14 @@ def scale_by_autodrop(learning_rate: float, steps_per_epoch: int, drop_factor: f
   """
   _check_autodrop_args(learning_rate, steps_per_epoch, drop_factor, min_learning_rate, threshold,
                        max_threshold, drop_delay, smoothing, eps)
-  history_size = smoothing + 1
-  # The weighted average of a single point is that point: no landing, no buffer.
-  average = average and drop_delay > 1
+  _checks.flag("average", average)
+  # The angle history's length is a shape: smoothing must be a Python int (or concrete array);
+  # under optax.inject_hyperparams pass it in static_args.
+  history_size = _checks.static_integer_at_least("smoothing", smoothing, 1) + 1
+  # The weighted average of a single point is that point: no landing, no buffer. An injected
+  # drop_delay (an array) keeps the buffer: the structure must not depend on a traced value.
+  known_delay = _checks.static_number(drop_delay)
+  average = average and (known_delay is None or known_delay > 1)
 
   def init_fn(params):
     dtype = _tree.rate_dtype(params)  # float32, float64 for float64 parameters
@@ -319,8 +326,11 @@ def _landing_updates(average: Any, params: Any) -> Any:
 
 
 def autodrop_sgd(learning_rate: float, steps_per_epoch: int, momentum: float = 0.9,
-                 nesterov: bool = False, weight_decay: float = 0.0,
-                 **autodrop_options: Any) -> optax.GradientTransformation:
+                 nesterov: bool = False, weight_decay: float = 0.0, *, drop_factor: float = 0.2,
+                 min_learning_rate: float = 1e-4, threshold: float = 0.01,
+                 max_threshold: float = 1.0, drop_delay: int = 20, average: bool = True,
+                 smoothing: int = 1,
+                 eps: float = 1e-8) -> optax.GradientTransformationExtraArgs:
   """SGD (with momentum and coupled weight decay) whose rate is dropped by AutoDrop.
 
   ``chain(add_decayed_weights(weight_decay), trace(momentum, nesterov), scale_by_autodrop(...))``,
@@ -333,12 +343,15 @@ def autodrop_sgd(learning_rate: float, steps_per_epoch: int, momentum: float = 0
     momentum: in ``[0, 1)`` (0 is plain SGD).
     nesterov: Nesterov momentum.
     weight_decay: coupled L2 weight decay ``>= 0``.
-    **autodrop_options: the remaining arguments of :func:`scale_by_autodrop` (``drop_factor``,
-      ``min_learning_rate``, ``threshold``, ``max_threshold``, ``drop_delay``, ``average``,
-      ``smoothing``, ``eps``).
+    drop_factor, min_learning_rate, threshold, max_threshold, drop_delay, average, smoothing,
+      eps: as :func:`scale_by_autodrop` (keyword-only, with its defaults). Named arguments
+      rather than ``**options``, so that ``optax.inject_hyperparams(autodrop_sgd)`` sees and
+      injects each number; ``smoothing`` sets the angle history's length, a shape, so it goes
+      in ``static_args`` there.
 
   Returns:
-    An ``optax.GradientTransformation``; its ``update`` requires ``params``.
+    An ``optax.GradientTransformationExtraArgs``; its ``update`` requires ``params`` and ignores
+    extra keyword arguments.
 
   References:
     Teng, Wang, Choromanska, "AutoDrop: Training Deep Learning Models with Automatic Learning
@@ -348,5 +361,8 @@ def autodrop_sgd(learning_rate: float, steps_per_epoch: int, momentum: float = 0
     >>> opt = optax_lr.autodrop_sgd(0.1, steps_per_epoch=390, weight_decay=5e-4)
     >>> updates, state = opt.update(grads, state, params)
   """
-  stage = scale_by_autodrop(learning_rate, steps_per_epoch, **autodrop_options)
+  stage = scale_by_autodrop(
+      learning_rate, steps_per_epoch, drop_factor=drop_factor,
+      min_learning_rate=min_learning_rate, threshold=threshold, max_threshold=max_threshold,
+      drop_delay=drop_delay, average=average, smoothing=smoothing, eps=eps)
   return _base.sgd_chain(stage, momentum, nesterov, weight_decay)

@@ -83,11 +83,23 @@ def newton_factor(inner_product: jax.Array, squared_norm: jax.Array,
 
   Returns:
     The factor; exactly 1 when the denominator is not positive (both terms vanish: zero
-    directions), so a zero gradient never produces a NaN rate.
+    directions), so a zero gradient never produces a NaN rate, and exactly 1 when an input is
+    not finite (a Newton term that cannot be computed leaves the rate unchanged). The factor
+    depends only on the ratio of the inputs and is computed from the inputs divided by a power
+    of two near the larger of ``|ip|`` and ``||u||^2``, so inputs up to the largest finite float
+    give a finite factor (``4 (||u||^2 - ip)`` itself would overflow); dividing by a power of two
+    is exact, so the factor equals the unscaled formula wherever that is finite.
   """
-  denominator = jnp.maximum(4.0 * (squared_norm - inner_product), inner_product / bound)
-  positive = denominator > 0
-  return jnp.where(positive, 1.0 + inner_product / jnp.where(positive, denominator, 1.0), 1.0)
+  inner_product = jnp.asarray(inner_product)
+  squared_norm = jnp.asarray(squared_norm)
+  largest = jnp.maximum(jnp.abs(inner_product), squared_norm)
+  usable = jnp.isfinite(largest) & (largest > 0)
+  # A power of two: the quotients are exact, so ||u||^2 - ip keeps all its digits.
+  scale = _tree.power_of_two_scale(largest)
+  ip, sq = inner_product / scale, squared_norm / scale
+  denominator = jnp.maximum(4.0 * (sq - ip), ip / bound)
+  positive = usable & (denominator > 0)
+  return jnp.where(positive, 1.0 + ip / jnp.where(positive, denominator, 1.0), 1.0)
 
 
 def update_every_from_fraction(steps_per_epoch: int, fraction: float = 1 / 3) -> int:
@@ -132,7 +144,8 @@ def _windowed_rate(inner: optax.GradientTransformation, learning_rate: float, up
   parameter-sized buffer and its write per step. The gradient reading always keeps ``g_{t-1}``
   (or the two window sums): a gradient cannot be recovered from the trace alone.
   """
-  single_step_window = update_every == 1
+  # A Python 1 keeps no window buffer; an injected (array) update_every takes the general path.
+  single_step_window = _checks.static_number(update_every) == 1
   sums_gradients = window_sum == "gradient"
   if previous_direction_fn is not None and (not single_step_window or sums_gradients):
     raise ValueError("previous_direction_fn needs update_every == 1 and the displacement reading")
@@ -142,7 +155,7 @@ def _windowed_rate(inner: optax.GradientTransformation, learning_rate: float, up
     if per_tensor:
       rate = _tree.scalar_per_leaf(params, learning_rate)
     else:
-      rate = jnp.full((), learning_rate, _tree.RATE_DTYPE)
+      rate = _tree.full_rate(learning_rate, _tree.rate_dtype(params))
     keeps_previous = previous_direction_fn is None
     return ScaleByTLRState(
         count=jnp.zeros((), jnp.int32),
@@ -154,14 +167,24 @@ def _windowed_rate(inner: optax.GradientTransformation, learning_rate: float, up
     )
 
   def close_window(rate, window_total, previous, has_previous):
-    if per_tensor:
+    if getattr(rate_rule, "scale_invariant", False):
+      # A rule of the ratio <u_t, u_{t-1}> / ||u_t||^2 only: sums that overflow (gradients of
+      # 1e19 and more in float32) are recomputed rescaled, so the Newton factor stays exact.
+      inner_products, squared_norms = _tree.scale_invariant_dots(window_total, previous,
+                                                                 per_tensor)
+    elif per_tensor:
       inner_products = _tree.leaf_vdots(window_total, previous)
       squared_norms = _tree.leaf_vdots(window_total, window_total)
+    else:
+      inner_products = _tree.vdot(window_total, previous)
+      squared_norms = _tree.squared_norm(window_total)
+    if per_tensor:
       new_rate = jax.tree.map(rate_rule, rate, inner_products, squared_norms)
     else:
-      new_rate = rate_rule(rate, _tree.vdot(window_total, previous),
-                           _tree.squared_norm(window_total))
-    # The first window has no predecessor: it only fills the buffer.
+      new_rate = rate_rule(rate, inner_products, squared_norms)
+    # A non-finite rate step (inf or NaN in a window sum) leaves the rate unchanged; the first
+    # window has no predecessor: it only fills the buffer.
+    new_rate = _tree.where_finite(new_rate, rate)
     return jax.tree.map(lambda new, old: jnp.where(has_previous, new, old), new_rate, rate)
 
   def update_fn(updates, state, params=None, **extra_args):
@@ -212,12 +235,15 @@ def _newton_rule(bound: float) -> RateRule:
   def rule(rate, inner_product, squared_norm):
     return rate * newton_factor(inner_product, squared_norm, bound)
 
+  # The factor depends only on ip / ||u||^2: close_window may pass both rescaled.
+  rule.scale_invariant = True
   return rule
 
 
-def _check_window_args(learning_rate, update_every, window_sum):
-  _checks.positive("learning_rate", learning_rate)
+def _check_window_args(learning_rate, update_every, window_sum, per_tensor=False):
+  _checks.learned_initial_rate(learning_rate, "TLR")
   _checks.integer_at_least("update_every", update_every, 1)
+  _checks.flag("per_tensor", per_tensor)
   _checks.one_of("window_sum", window_sum, WINDOW_SUMS)
 
 
@@ -246,8 +272,15 @@ def scale_by_tlr(learning_rate: float, update_every: int = 1, bound: float = 0.2
   displacement reading the same, except that :func:`tlr_sgd` with heavy-ball momentum and
   ``update_every == 1`` recovers ``d_{t-1}`` from the trace and keeps none.
 
+  Non-finite and extreme input: a window whose Newton factor cannot be computed (an inf or NaN
+  element in either window sum) leaves the rate unchanged (:func:`optax_lr._tree.where_finite`);
+  finite sums whose squares overflow (gradients of 1e19 and more in float32) are recomputed
+  rescaled by a power of two, so 1e30 gradients give the factor of the unscaled ones. The
+  update of a bad step is still ``-lr * d`` as computed (``optax.apply_if_finite`` skips steps).
+
   Args:
-    learning_rate: initial rate ``alpha_0 > 0``.
+    learning_rate: initial rate ``alpha_0 > 0`` (a number: a schedule is refused, the method
+      learns the rate from it).
     update_every: window length ``K >= 1`` in steps (``K = p * steps_per_epoch`` in the paper, see
       :func:`update_every_from_fraction`); ``1`` is Algorithm 2 exactly.
     bound: ``c > 0``; each window multiplies the rate by at most ``1 + c`` (paper: 1/4).
@@ -266,7 +299,7 @@ def scale_by_tlr(learning_rate: float, update_every: int = 1, bound: float = 0.2
   Example:
     >>> opt = optax_lr.scale_by_tlr(0.1, update_every=50, inner=optax.trace(0.8))
   """
-  _check_window_args(learning_rate, update_every, window_sum)
+  _check_window_args(learning_rate, update_every, window_sum, per_tensor)
   _checks.positive("bound", bound)
   return _windowed_rate(optax.identity() if inner is None else inner, learning_rate,
                         update_every, per_tensor, _newton_rule(bound), window_sum)
@@ -303,12 +336,13 @@ def scale_by_tlr_fixed_meta_rate(learning_rate: float, meta_learning_rate: float
     >>> opt = optax_lr.scale_by_tlr_fixed_meta_rate(0.1, 1e-3, update_every=8,
     ...                                             inner=optax.trace(0.8))
   """
-  _check_window_args(learning_rate, update_every, window_sum)
+  _check_window_args(learning_rate, update_every, window_sum, per_tensor)
   _checks.positive("meta_learning_rate", meta_learning_rate)
 
   def rule(rate, inner_product, squared_norm):
     del squared_norm
-    return jnp.maximum(0.0, rate + meta_learning_rate * inner_product)
+    # The guard acts before the clip at 0: a step of -inf must leave the rate, not zero it.
+    return jnp.maximum(0.0, _tree.where_finite(rate + meta_learning_rate * inner_product, rate))
 
   return _windowed_rate(optax.identity() if inner is None else inner, learning_rate,
                         update_every, per_tensor, rule, window_sum)
@@ -366,13 +400,16 @@ def tlr_sgd(learning_rate: float, update_every: int = 1, momentum: float = 0.0,
     >>> opt = optax_lr.tlr_sgd(0.1, update_every=optax_lr.update_every_from_fraction(390),
     ...                        momentum=0.8, weight_decay=5e-4)
   """
-  _check_window_args(learning_rate, update_every, window_sum)
+  _check_window_args(learning_rate, update_every, window_sum, per_tensor)
   _checks.positive("bound", bound)
   inner = _base.momentum_direction(momentum, nesterov)
-  known_momentum = _checks._concrete(momentum)
+  # Structural choices only on Python numbers: injected arrays take the general path.
+  known_momentum = _checks.static_number(momentum)
+  known_update_every = _checks.static_number(update_every)
   if (window_sum == "displacement" and known_momentum and 0 < known_momentum < 1
       # (the tolerance keeps 10 / (1 - 0.8) = 50.000000000000007 from flagging 50 steps)
-      and update_every < shortest_displacement_window(known_momentum) - 1e-9):
+      and known_update_every is not None
+      and known_update_every < shortest_displacement_window(known_momentum) - 1e-9):
     warnings.warn(
         f"tlr_sgd(window_sum='displacement') with momentum={momentum!r} and "
         f"update_every={update_every}: windows shorter than 10 / (1 - momentum) = "
@@ -380,7 +417,7 @@ def tlr_sgd(learning_rate: float, update_every: int = 1, momentum: float = 0.0,
         "trace even on pure noise, which drives the rate up until training diverges; use "
         "window_sum='gradient' (the default) or longer windows.", UserWarning, stacklevel=2)
   reuse_trace = (window_sum == "displacement" and bool(known_momentum) and not nesterov
-                 and update_every == 1)
+                 and known_update_every == 1)
   previous_direction_fn = _base.heavy_ball_previous_direction(momentum) if reuse_trace else None
   stage = _windowed_rate(inner, learning_rate, update_every, per_tensor, _newton_rule(bound),
                          window_sum, previous_direction_fn)
@@ -402,6 +439,10 @@ def scale_by_naive_tlr(learning_rate: float,
   the keyword argument ``grad_fn`` of ``update`` (the way optax's line searches take
   ``value_fn``): ``grad_fn(params)`` returns the gradient of the same loss and batch.
 
+  Non-finite input: a non-finite element of the look-ahead gradient is missing (it adds nothing
+  to the inner product); a step whose inner product is still not finite (inf or NaN in the
+  direction) leaves the rate unchanged.
+
   Args:
     learning_rate: initial rate ``> 0``.
     meta_learning_rate: ``eta > 0``.
@@ -414,12 +455,12 @@ def scale_by_naive_tlr(learning_rate: float,
     >>> opt = optax_lr.scale_by_naive_tlr(0.1, 0.01)
     >>> updates, state = opt.update(grads, state, params, grad_fn=jax.grad(loss_on_batch))
   """
-  _checks.positive("learning_rate", learning_rate)
+  _checks.learned_initial_rate(learning_rate, "naive TLR")
   _checks.positive("meta_learning_rate", meta_learning_rate)
 
   def init_fn(params):
-    del params
-    return ScaleByNaiveTLRState(learning_rate=jnp.full((), learning_rate, _tree.RATE_DTYPE))
+    return ScaleByNaiveTLRState(
+        learning_rate=_tree.full_rate(learning_rate, _tree.rate_dtype(params)))
 
   def update_fn(updates, state, params=None, *, grad_fn=None, **extra_args):
     del extra_args
@@ -430,7 +471,12 @@ def scale_by_naive_tlr(learning_rate: float,
                        "current batch, evaluated at the look-ahead point (Algorithm 1).")
     look_ahead = optax.apply_updates(
         params, _tree.scale_by_rate(state.learning_rate, updates, False))
-    rate = state.learning_rate + meta_learning_rate * _tree.vdot(grad_fn(look_ahead), updates)
+    # A non-finite look-ahead gradient element is missing (it adds nothing to the inner
+    # product); a non-finite rate step (inf or NaN in the direction) leaves the rate unchanged.
+    look_ahead_grads = _tree.finite_or_zero(grad_fn(look_ahead))
+    rate = _tree.where_finite(
+        state.learning_rate + meta_learning_rate * _tree.vdot(look_ahead_grads, updates),
+        state.learning_rate)
     return (_tree.scale_by_rate(rate, updates, False), ScaleByNaiveTLRState(learning_rate=rate))
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
