@@ -5,7 +5,9 @@ constructor and keyword arguments (``optax.inject_hyperparams`` wraps the constr
 composite is registered as a small factory function of its numeric arguments).
 """
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import pytest
 
@@ -212,3 +214,36 @@ def test_converges(case, problem):
 
 def test_apply_if_finite(case):
   conformance.check_apply_if_finite(case)
+
+
+def _scaled_by_value():
+  """An inner direction ``value * g`` that needs the extra argument ``value``."""
+  def init_fn(params):
+    del params
+    return optax.EmptyState()
+
+  def update_fn(updates, state, params=None, *, value, **extra_args):
+    del params, extra_args
+    return jax.tree.map(lambda g: value * g, updates), state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+@pytest.mark.parametrize("wrap", [
+    lambda inner: optax_lr.hypergradient(inner, 0.1, 0.0),
+    lambda inner: optax_lr.cam_hd(inner, 0.1, 0.0),
+    lambda inner: optax_lr.scale_by_tlr(0.1, inner=inner),
+    lambda inner: optax_lr.scale_by_tlr_fixed_meta_rate(0.1, 0.01, update_every=2, inner=inner),
+    lambda inner: optax_lr.switch_at(1, inner, inner),
+], ids=["hypergradient", "cam_hd", "scale_by_tlr", "tlr_fixed_meta_rate", "switch_at"])
+def test_wrappers_forward_extra_args_to_the_inner_transform(wrap):
+  # The first update's rate is the initial one (no hypergradient yet, the TLR window only fills),
+  # so the update scales with the value the inner transform received: value=2 gives twice value=1.
+  params = {"w": jnp.ones(3)}
+  grads = {"w": jnp.array([1.0, -2.0, 0.5])}
+  opt = wrap(_scaled_by_value())
+  state = opt.init(params)
+  one, _ = opt.update(grads, state, params, value=1.0, unrelated=0)
+  two, _ = opt.update(grads, state, params, value=2.0, unrelated=0)
+  np.testing.assert_allclose(np.asarray(two["w"]), 2.0 * np.asarray(one["w"]), rtol=1e-6)
+  assert float(jnp.abs(one["w"]).sum()) > 0
