@@ -24,7 +24,9 @@ gradient is computed and then discarded. The new rate scales the next window's s
 checks the trajectory against a float64 NumPy transcription of Algorithm 1 (with and without
 averaging, with smoothing) to float64 rounding.
 
-Cost. Between boundaries the stage is ``-lr * d``. The boundary work (materialising ``x_e``, the
+Cost. Between boundaries the stage is ``-lr * d`` (plus, with averaging on, a select that reads
+the average buffer, so that the landing step needs no other code path): one extra read per
+parameter. The boundary work (materialising ``x_e``, the
 three reductions of the angle, the averaging, the drop and the landing step) runs once per window,
 inside a loop of at most one iteration (see :func:`optax_lr._tree.run_once_if` for why not
 ``lax.cond``). State: three parameter-sized buffers (the anchor ``x_{e-1}``, the previous
@@ -291,25 +293,27 @@ def scale_by_autodrop(learning_rate: float, steps_per_epoch: int, drop_factor: f
     del extra_args
     if params is None:
       raise ValueError(NO_PARAMS_MSG)
-    steps = _tree.scale_by_rate(state.learning_rate, updates, False)
     # The boundary belongs to the update whose step ends the window (Algorithm 1: the epoch's
     # last step is part of x_e and of the average; no gradient is computed and then dropped).
     ends_window = state.window_step + 1 >= steps_per_epoch
 
-    def boundary(carry):
-      state, steps = carry
-      end_point = optax.apply_updates(params, steps)  # x_e, exactly as the caller will get it
-      new_state = process_boundary(state, end_point, params)
-      if average:
-        # At a drop, land on the average instead: it already holds x_e (with weight n_d).
-        landing = new_state.num_drops != state.num_drops
-        steps = jax.tree.map(
-            lambda u, y, p: jnp.where(landing, _landing_update(y, p).astype(u.dtype), u),
-            steps, new_state.average, params)
-      return new_state, steps
+    def boundary(state):
+      # x_e, exactly as the caller will get it. The step is recomputed here rather than passed in:
+      # with the step as a loop operand XLA copied parameter-sized buffers on every call.
+      steps = _tree.scale_by_rate(state.learning_rate, updates, False)
+      end_point = optax.apply_updates(params, steps)
+      return process_boundary(state, end_point, params)
 
     # Only at a window's last step (see run_once_if for why this is not lax.cond).
-    new_state, new_updates = _tree.run_once_if(ends_window, boundary, (state, steps))
+    new_state = _tree.run_once_if(ends_window, boundary, state)
+    # The step at the rate the window ran with (a drop changes the rate from the next window on).
+    new_updates = _tree.scale_by_rate(state.learning_rate, updates, False)
+    if average:
+      # At a drop, land on the average instead: it already holds x_e (with weight n_d).
+      landing = new_state.num_drops != state.num_drops
+      new_updates = jax.tree.map(
+          lambda u, y, p: jnp.where(landing, _landing_update(y, p).astype(u.dtype), u),
+          new_updates, new_state.average, params)
     window_step = jnp.where(ends_window, 0, state.window_step + 1).astype(jnp.int32)
     return new_updates, new_state._replace(window_step=window_step)
 
