@@ -18,7 +18,9 @@ unchanged (:func:`optax_lr._tree.where_finite`); the update of that step is stil
 ``-lr * d_t`` as the inner transform made it, as ``optax.sgd`` would give, so
 ``optax.apply_if_finite`` remains the tool that skips a whole step. With ``hypergrad_lr = 0`` the
 rate never moves and the wrapper is the inner transform followed by
-``optax.scale_by_learning_rate(learning_rate)``, bit for bit on every input (inf included).
+``optax.scale_by_learning_rate(learning_rate)``, bit for bit on every input (inf included) for
+float32 and float64 parameters (a bfloat16 update is rounded once from the float32 product,
+where optax multiplies in bfloat16).
 """
 
 from __future__ import annotations
