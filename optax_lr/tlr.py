@@ -201,9 +201,14 @@ def _windowed_rate(inner: optax.GradientTransformation, learning_rate: float, up
       rate = close_window(state.learning_rate, summand, previous, has_previous)
       direction_sum = state.direction_sum
       if previous_direction_fn is None:
-        # A fresh buffer in the state's dtype (the gradient may be an input the caller reuses).
-        previous = jax.tree.map(lambda s, p: s.astype(p.dtype), summand,
-                                state.previous_direction_sum)
+        # A fresh buffer in the state's dtype (the gradient may be an input the caller reuses),
+        # written through a select on the new rate: that orders the write after the reduction
+        # that reads the old buffer, so XLA writes it in place. Without it XLA copied the
+        # donated buffer every step (K = 1, 11M parameters, CPU: 42 ms against 12 ms).
+        written_after_rate = ~jnp.isnan(jax.tree.leaves(rate)[0])
+        previous = jax.tree.map(
+            lambda s, p: jnp.where(written_after_rate, s.astype(p.dtype), p), summand,
+            state.previous_direction_sum)
       else:
         previous = state.previous_direction_sum
     else:
