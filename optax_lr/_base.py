@@ -16,11 +16,27 @@ except ImportError:  # pragma: no cover - optax moved it
 
 
 def momentum_direction(momentum: float, nesterov: bool) -> optax.GradientTransformation:
-  """The SGD direction: a (Nesterov) momentum trace, or the gradient when ``momentum == 0``."""
+  """The SGD direction: a (Nesterov) momentum trace, or the gradient when ``momentum`` is 0.
+
+  A Python 0 leaves the trace out; an array (an injected hyperparameter, concrete or traced)
+  always keeps it, so the state has the same structure at ``init`` and in a jitted ``update``
+  (a trace with decay 0 is the gradient itself).
+  """
   _checks.in_range("momentum", momentum, 0.0, 1.0, high_open=True)
-  if not momentum:
+  _checks.flag("nesterov", nesterov)
+  if _checks.is_static_zero(momentum):
     return optax.identity()
   return optax.trace(decay=momentum, nesterov=nesterov)
+
+
+def reuses_heavy_ball_trace(momentum: float, nesterov: bool) -> bool:
+  """Whether a heavy-ball trace can give back the previous direction (a Python ``momentum > 0``).
+
+  Only for a Python number: an injected ``momentum`` may be 0 at run time, where
+  ``(d_t - g_t) / momentum`` is undefined, so it takes the general path (a kept copy).
+  """
+  known = _checks.static_number(momentum)
+  return bool(known) and not nesterov
 
 
 def heavy_ball_previous_direction(momentum: float):
@@ -62,7 +78,7 @@ def with_coupled_weight_decay(transform: optax.GradientTransformation,
   reference code do the same), so the rate methods adapt to the regularised objective.
   """
   _checks.non_negative("weight_decay", weight_decay)
-  if not weight_decay:
+  if _checks.is_static_zero(weight_decay):  # an injected array keeps the stage (general path)
     return transform
   return optax.chain(optax.add_decayed_weights(weight_decay), transform)
 
@@ -71,5 +87,5 @@ def sgd_chain(stage: optax.GradientTransformation, momentum: float, nesterov: bo
               weight_decay: float) -> optax.GradientTransformation:
   """``add_decayed_weights -> trace -> stage``, leaving out what is off."""
   direction = momentum_direction(momentum, nesterov)
-  chained = stage if not momentum else optax.chain(direction, stage)
+  chained = stage if _checks.is_static_zero(momentum) else optax.chain(direction, stage)
   return with_coupled_weight_decay(chained, weight_decay)

@@ -1,12 +1,20 @@
 """Tree math shared by every method of the library.
 
 One helper per operation (a global inner product, per-leaf inner products, fresh zero buffers, the
-guarded division, scaling directions by a rate), so that every method computes them the same way:
-reductions accumulate in float32 whatever the parameter dtype, and updates keep each leaf's dtype.
+guarded division, scaling directions by a rate, keeping a rate when its step is not finite), so
+that every method computes them the same way: reductions accumulate in float32 (float64 for
+float64 inputs) whatever the parameter dtype, and updates keep each leaf's dtype.
+
+Non-finite input. :func:`where_finite` is the one mechanism every method uses for "a step whose
+hypergradient, Newton term or secant statistic is not finite leaves that rate (or statistic)
+unchanged": the method computes its new rate as usual and passes it with the old one; where the new
+value is NaN or infinite the old one is kept, in the old one's dtype. One inf or NaN gradient
+element therefore costs at most that step's rate update, never the rate itself.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -22,6 +30,66 @@ RATE_DTYPE = jnp.float32
 
 def _as_float32(x: jax.Array) -> jax.Array:
   return jnp.asarray(x).astype(jnp.promote_types(jnp.asarray(x).dtype, RATE_DTYPE))
+
+
+def rate_dtype(tree: PyTree) -> jnp.dtype:
+  """The dtype of rates for parameters ``tree``: float32, or float64 when a leaf is float64.
+
+  Float16 and bfloat16 parameters get float32 rates (see ``RATE_DTYPE``); float64 parameters
+  (under ``jax_enable_x64``) get float64 rates, so that the float64 reductions of ``update`` do
+  not change the state's dtype after ``init`` (which would recompile ``jit`` and break
+  ``lax.scan``).
+  """
+  dtype = RATE_DTYPE
+  for leaf in jax.tree.leaves(tree):
+    leaf_dtype = jnp.asarray(leaf).dtype
+    if jnp.issubdtype(leaf_dtype, jnp.floating):
+      dtype = jnp.promote_types(dtype, leaf_dtype)
+  return dtype
+
+
+def full_rate(value: Any, dtype: Any, shape: tuple[int, ...] = ()) -> jax.Array:
+  """A fresh rate buffer holding ``value`` (a number or an injected 0-d array) in ``dtype``."""
+  return jnp.full(shape, jnp.asarray(value).astype(dtype), dtype)
+
+
+def where_finite(new: PyTree, old: PyTree, *, jointly: bool = False,
+                 finite: PyTree | None = None) -> PyTree:
+  """``new`` where it is finite, else ``old``, leafwise, in the dtypes of ``old``.
+
+  The library's guard for rate and statistic updates: a step whose input (hypergradient, Newton
+  term, secant statistic) is NaN or infinite leaves the value it would update unchanged. With
+  ``jointly`` the whole of each leaf is kept when any of its elements is not finite (for values
+  that only make sense together, such as combination weights on a simplex).
+
+  Args:
+    new: the updated values.
+    old: the values before the update, same structure (scalars broadcast against arrays).
+    jointly: keep each leaf of ``old`` whole when any element of ``new`` is not finite.
+    finite: optional boolean mask (one leaf, broadcast to every leaf of ``new``): the step's
+      inputs were finite; values where it is False are kept too. For several statistics of one
+      element updated together, so that they stay consistent.
+
+  Returns:
+    A tree with the structure and dtypes of ``old``.
+  """
+  def keep(n, o):
+    n = jnp.asarray(n)
+    o = jnp.asarray(o)
+    ok = jnp.isfinite(n)
+    if finite is not None:
+      ok = ok & finite
+    if jointly:
+      ok = jnp.all(ok)
+    return jnp.where(ok, n, o).astype(o.dtype)
+
+  return jax.tree.map(keep, new, old)
+
+
+def finite_or_zero(tree: PyTree) -> PyTree:
+  """Each non-finite element replaced by 0: a missing value in a sum or a moving average input."""
+  return jax.tree.map(lambda x: jnp.where(jnp.isfinite(x), x, jnp.zeros((), jnp.asarray(x).dtype)),
+                      tree)
 
 
 def leaf_vdots(tree_x: PyTree, tree_y: PyTree) -> PyTree:
@@ -40,6 +108,63 @@ def squared_norm(tree: PyTree) -> jax.Array:
   return vdot(tree, tree)
 
 
+def power_of_two_scale(max_abs: jax.Array) -> jax.Array:
+  """A power of two near ``max_abs`` (1 for 0 or non-finite values), at most ``max_abs``.
+
+  Dividing by a power of two is exact (no rounding, short of underflow), so a quotient by it
+  keeps every digit while bringing ``|x| <= max_abs`` to ``|x / s| < 2`` (about).
+  """
+  usable = (max_abs > 0) & jnp.isfinite(max_abs)
+  exponent = jnp.floor(jnp.log2(jnp.where(usable, max_abs, 1.0)))
+  return jnp.exp2(exponent).astype(max_abs.dtype)
+
+
+def scale_invariant_dots(tree_x: PyTree, tree_y: PyTree, per_leaf: bool = False):
+  """``(<x, y>, ||x||^2)`` up to one common positive factor, finite for any finite input.
+
+  For quantities that depend only on the ratio of the two (the TLR Newton factor): computed as
+  :func:`vdot` and :func:`squared_norm` (per leaf when ``per_leaf``), and, only where that
+  overflows (gradients of 1e19 and more overflow a float32 sum of squares), recomputed from
+  ``x / s`` and ``y / s`` with ``s`` a power of two near the largest ``|x|, |y|`` element, so
+  the pair is then ``(<x, y> / s^2, ||x||^2 / s^2)``: the same ratio, without overflow. The
+  rescaled pass runs inside :func:`run_once_if`, so the common case costs nothing extra. A
+  non-finite element (inf or NaN) still gives a non-finite pair, which the caller's
+  :func:`where_finite` turns into "rate unchanged".
+
+  Returns:
+    Two float32 (float64 for float64 input) scalars, or two trees of per-leaf scalars.
+  """
+  def pair(xs, ys):
+    xs, ys = _as_float32(xs), _as_float32(ys)
+    return jnp.stack([jnp.sum(xs * ys), jnp.sum(xs * xs)])
+
+  def leaf_max(x, y):
+    return jnp.maximum(jnp.max(jnp.abs(_as_float32(x)), initial=0.0),
+                       jnp.max(jnp.abs(_as_float32(y)), initial=0.0))
+
+  def rescaled(_):
+    # Closes over the inputs: only the two results travel through the loop's carry.
+    maxima = jax.tree.map(leaf_max, tree_x, tree_y)
+    if per_leaf:
+      return jax.tree.map(lambda x, y, m: pair(_as_float32(x) / power_of_two_scale(m),
+                                               _as_float32(y) / power_of_two_scale(m)),
+                          tree_x, tree_y, maxima)
+    s = power_of_two_scale(functools.reduce(jnp.maximum, jax.tree.leaves(maxima)))
+    xs = jax.tree.map(lambda x: _as_float32(x) / s, tree_x)
+    ys = jax.tree.map(lambda y: _as_float32(y) / s, tree_y)
+    return jnp.stack([vdot(xs, ys), squared_norm(xs)])
+
+  if per_leaf:
+    first = jax.tree.map(pair, tree_x, tree_y)
+  else:
+    first = jnp.stack([vdot(tree_x, tree_y), squared_norm(tree_x)])
+  overflowed = ~jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(first)]))
+  result = run_once_if(overflowed, rescaled, first)
+  if per_leaf:
+    return jax.tree.map(lambda r: r[0], result), jax.tree.map(lambda r: r[1], result)
+  return result[0], result[1]
+
+
 def zeros_like(tree: PyTree) -> PyTree:
   """Fresh zero buffers shaped like ``tree``.
 
@@ -50,8 +175,8 @@ def zeros_like(tree: PyTree) -> PyTree:
 
 
 def scalar_per_leaf(tree: PyTree, value: float | jax.Array) -> PyTree:
-  """One float32 scalar per leaf of ``tree``, each a fresh buffer holding ``value``."""
-  return jax.tree.map(lambda _: jnp.full((), value, RATE_DTYPE), tree)
+  """One rate scalar per leaf of ``tree`` (float32, float64 for a float64 leaf), fresh buffers."""
+  return jax.tree.map(lambda x: full_rate(value, rate_dtype(x)), tree)
 
 
 def safe_divide(numerator: jax.Array, denominator: jax.Array) -> jax.Array:

@@ -20,6 +20,7 @@ exactly ``1 / h_i`` (the secant property).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, NamedTuple
 
@@ -78,7 +79,8 @@ class SimpleAdaSecantState(NamedTuple):
   previous_grad: Any
 
 
-def simple_adasecant(threshold: float = 10.0, mode: str = "zero") -> optax.GradientTransformation:
+def simple_adasecant(threshold: float = 10.0,
+                     mode: str = "zero") -> optax.GradientTransformationExtraArgs:
   """Simple AdaSecant: the bare per-element secant rate ``|Delta_{t-1} / (g_t - g_{t-1})|``.
 
   Every element gets the rate ``alpha_i = |Delta_{t-1,i} / a_i|`` with ``a = g_t - g_{t-1}``
@@ -95,18 +97,25 @@ def simple_adasecant(threshold: float = 10.0, mode: str = "zero") -> optax.Gradi
   values which surpass this threshold are set to zero") or to ``threshold`` (``mode="clip"``).
   The thesis trained ResNets with thresholds 3 and 10; infinity diverged (Table 4.3).
 
+  Non-finite input: an element whose gradient (or secant rate before the threshold) is not finite
+  keeps its rate and previous gradient unchanged on that step (:func:`optax_lr._tree.where_finite`),
+  so an inf or NaN element is a missing observation, not a permanent NaN; its update is still
+  ``-alpha * g`` as computed (``optax.apply_if_finite`` skips whole steps).
+
   Args:
     threshold: rate threshold ``> 0`` (``math.inf`` disables it). A threshold ``<= 1`` zeroes
       the first step's rate of 1 in ``"zero"`` mode and nothing ever moves.
     mode: ``"zero"`` (default) or ``"clip"``.
 
   Returns:
-    An ``optax.GradientTransformation`` that produces the full update (it is a complete
-    optimizer: do not chain a learning rate after it). State: :class:`SimpleAdaSecantState`.
+    An ``optax.GradientTransformationExtraArgs`` that produces the full update (it is a complete
+    optimizer: do not chain a learning rate after it); extra ``update`` keyword arguments are
+    ignored. State: :class:`SimpleAdaSecantState` (float32 rates, float64 for float64 params).
 
   References:
-    Seed 004 (thesis), Section 3.3 "Simple AdaSecant", Eq. 3.1-3.3, Algorithm 3.2; Section 4.5.2
-    and Table 4.3 for the thresholds.
+    Robin Sasse, "Investigating the Influence of Learning Rates on the Learning Speed of Neural
+    Networks" (B.Sc. thesis, University of Stuttgart, 2021), Section 3.3 "Simple AdaSecant",
+    Eq. 3.1-3.3, Algorithm 3.2; Section 4.5.2 and Table 4.3 for the thresholds.
 
   Example:
     >>> opt = optax.chain(optax.clip_by_global_norm(1.0), optax_lr.simple_adasecant(threshold=3.0))
@@ -123,8 +132,8 @@ def simple_adasecant(threshold: float = 10.0, mode: str = "zero") -> optax.Gradi
         previous_grad=_zeros_f32(params),
     )
 
-  def update_fn(updates, state, params=None):
-    del params
+  def update_fn(updates, state, params=None, **extra_args):
+    del params, extra_args
     first = state.count == 0
 
     def leaf(g, rate_prev, g_prev):
@@ -134,22 +143,25 @@ def simple_adasecant(threshold: float = 10.0, mode: str = "zero") -> optax.Gradi
       previous_step = jnp.where(first, -g32, -rate_prev * g_prev)
       # An element that did not move has no secant: it restarts with the first step's rate 1
       # (otherwise a zero gradient or a zeroed rate would freeze it for good, Section 3.3).
-      rate = jnp.where(previous_step == 0, 1.0,
-                       jnp.abs(_tree.safe_divide(previous_step, curvature)))
+      secant = jnp.abs(_tree.safe_divide(previous_step, curvature))
+      rate = jnp.where(previous_step == 0, 1.0, secant)
       above = rate >= threshold
       if mode == "zero":
         rate = jnp.where(above, 0.0, rate)
       else:
         rate = jnp.where(above, threshold, rate)
-      rate = _finite_or_zero(rate)
-      return (-rate * g32).astype(g.dtype), rate, g32
+      # A non-finite gradient element (or a NaN secant) is a missing observation: that element
+      # keeps its rate and previous gradient (an overflowing secant, inf, is above any threshold).
+      observed = jnp.isfinite(g32) & ~jnp.isnan(secant)
+      rate, g_kept = _tree.where_finite((rate, g32), (rate_prev, g_prev), finite=observed)
+      return (-rate * g32).astype(g.dtype), rate, g_kept
 
     out = jax.tree.map(leaf, updates, state.learning_rate, state.previous_grad)
     new_updates, rates, grads = _unzip(updates, out, 3)
     return new_updates, SimpleAdaSecantState(
         count=optax.safe_int32_increment(state.count), learning_rate=rates, previous_grad=grads)
 
-  return optax.GradientTransformation(init_fn, update_fn)
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 # --------------------------------------------------------------------------------------------
@@ -200,6 +212,13 @@ def adasecant(rate_rule: str = "least_squares", gamma_clip: float = 1.8,
               normalize: str = "block", max_rate: float = 25.0,
               eps: float = 1e-20) -> optax.GradientTransformationExtraArgs:
   """AdaSecant: per-element secant rates from moving averages with an adaptive memory.
+
+  Non-finite input: an element whose gradient is not finite, or whose secant statistics overflow,
+  keeps every statistic, its rate and its memory unchanged on that step
+  (:func:`optax_lr._tree.where_finite`); a non-finite ``next_grads`` element is missing for that
+  element (its two variance-reduction statistics stay as they were). Rates are therefore finite
+  after any input, 1e30 gradients included; the update of the bad step is still ``-alpha g~`` as
+  computed (``optax.apply_if_finite`` skips whole steps).
 
   Per element, with ``a = g_t - g_{t-1}`` and every average ``E[v] <- (1 - 1/tau) E[v] + v/tau``
   (Eq. 2.41), each step:
@@ -358,15 +377,20 @@ def adasecant(rate_rule: str = "least_squares", gamma_clip: float = 1.8,
       inv = 1.0 / tau
       ema = lambda mean, value: (1.0 - inv) * mean + inv * value  # noqa: E731 - Eq. 2.41
 
+      old_m_g, m_g2_old, m_a_old, m_a2_old = m_g, m_g2, m_a, m_a2
+      m_ad_old, m_d_old, m_d2_old = m_ad, m_d, m_d2
       m_g = ema(m_g, g32)
       m_g2 = ema(m_g2, g32 * g32)
       sd_g = jnp.sqrt(jnp.maximum(m_g2 - m_g * m_g, 0.0))
       outlier = jnp.abs(g32 - m_g) > 2.0 * sd_g
 
       other = g_next.astype(dtype) if has_next else gc_prev
-      # Variance reduction (Eq. 2.44-2.45).
-      m_num = ema(m_num, (g32 - other) * (g32 - m_g))
-      m_den = ema(m_den, (g32 - m_g) * (other - m_g))
+      # Variance reduction (Eq. 2.44-2.45). A non-finite g' element (next_grads) is missing for
+      # that element: its two statistics stay as they were, and gamma comes from them.
+      old_num, old_den = m_num, m_den
+      m_num, m_den = _tree.where_finite(
+          (ema(m_num, (g32 - other) * (g32 - m_g)), ema(m_den, (g32 - m_g) * (other - m_g))),
+          (m_num, m_den))
       gamma = jnp.clip(_finite_or_zero(_tree.safe_divide(m_num, m_den)), 0.0, gamma_clip)
       corrected = (g32 + gamma * m_g) / (1.0 + gamma)
 
@@ -401,11 +425,19 @@ def adasecant(rate_rule: str = "least_squares", gamma_clip: float = 1.8,
       new_tau = jnp.clip((1.0 - ratio) * tau + 1.0, low, high)
       new_tau = jnp.where(outlier, outlier_reset, new_tau)
       # Keep tau = 1 for the second step: the first real pair replaces the fictitious one.
-      new_tau = jnp.where(first, 1.0, _finite_or_zero(new_tau))
+      new_tau = jnp.where(first, 1.0, new_tau)
 
       step = -rate * corrected
-      return (step.astype(g.dtype), rate, new_tau, m_g, m_g2, m_a, m_a2, m_ad, m_d, m_d2,
-              m_num, m_den, g32, corrected, curvature)
+      # An element whose gradient is not finite, or whose secant statistics overflow (squares
+      # of 1e20 and more in float32), is a missing observation: every statistic of that element,
+      # its rate and memory keep their values (one mask, so they stay consistent).
+      new = (rate, new_tau, m_g, m_g2, m_a, m_a2, m_ad, m_d, m_d2, m_num, m_den, g32, corrected,
+             curvature)
+      old = (lr, tau, old_m_g, m_g2_old, m_a_old, m_a2_old, m_ad_old, m_d_old, m_d2_old, old_num,
+             old_den, g_prev, gc_prev, a_prev)
+      observed = functools.reduce(jnp.logical_and, [jnp.isfinite(x) for x in new])
+      kept = _tree.where_finite(new, old, finite=observed)
+      return (step.astype(g.dtype),) + kept
 
     a_prev_tree = state.previous_curvature if paper else updates
     next_tree = next_grads if has_next else updates

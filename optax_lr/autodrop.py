@@ -1,9 +1,9 @@
 """AutoDrop: drop the learning rate when the angular velocity of the parameters saturates.
 
-Implements seed 001 (Teng, Wang, Choromanska, "AutoDrop: Training Deep Learning Models with
-Automatic Learning Rate Drop"): the angular velocity of Definition 1 and the drop rule of
+Implements Yunfei Teng, Jing Wang, Anna Choromanska, "AutoDrop: Training Deep Learning Models
+with Automatic Learning Rate Drop": the angular velocity of Definition 1 and the drop rule of
 Algorithm 1, as the final rate-scaling stage of any optax chain (the paper's "meta-scheme on top of
-any optimizer"). The exact reading is ``ALGORITHMS.md`` section 1.
+any optimizer").
 
 At every window boundary (after each window of ``steps_per_epoch`` updates), with ``x_e`` the
 parameters at that boundary and ``s_e = x_e - x_{e-1}`` the displacement over the window::
@@ -15,14 +15,22 @@ parameters at that boundary and ``s_e = x_e - x_{e-1}`` the displacement over th
                   lr <- max(min_learning_rate, drop_factor lr),
                   threshold <- min(max_threshold, threshold / drop_factor).
 
-Cost. Between boundaries the stage is ``-lr * d`` (plus, with averaging on, a select that reads the
-average buffer so that the landing step needs no other code path): one extra read per parameter.
-The boundary work (the three reductions of the angle, the averaging, the drop) runs once per
-window, inside a loop of at most one iteration (see :func:`optax_lr._tree.run_once_if` for why
-not ``lax.cond``).
-A boundary is processed at the start of the ``update`` call that follows it, from the ``params``
-that call receives (they are ``x_e``): its inputs are then all inputs of the step, so the base
-optimizer's element-wise pass is never split to materialise ``x_e`` or the update.
+Timing. The boundary belongs to the ``update`` whose step ends the window: that call computes its
+own step ``-lr d``, takes ``x_e = params + (-lr d)`` (exactly as ``optax.apply_updates`` will),
+runs the boundary work on ``x_e``, and at a drop with averaging returns ``average - params``
+instead, so ``optax.apply_updates`` lands on the average and the next gradient is taken there.
+That is Algorithm 1: the step ending the epoch is part of ``x_e`` and of the average, and no
+gradient is computed and then discarded. The new rate scales the next window's steps. A test
+checks the trajectory against a float64 NumPy transcription of Algorithm 1 (with and without
+averaging, with smoothing) to float64 rounding.
+
+Cost. Between boundaries the stage is ``-lr * d`` (plus, with averaging on, a select that reads
+the average buffer, so that the landing step needs no other code path): one extra read per
+parameter. The boundary work (materialising ``x_e``, the
+three reductions of the angle, the averaging, the drop and the landing step) runs once per window,
+inside a loop of at most one iteration (see :func:`optax_lr._tree.run_once_if` for why not
+``lax.cond``). State: three parameter-sized buffers (the anchor ``x_{e-1}``, the previous
+displacement and, with averaging, the running average).
 """
 
 from __future__ import annotations
@@ -41,9 +49,9 @@ class ScaleByAutoDropState(NamedTuple):
   """State of :func:`scale_by_autodrop`.
 
   Attributes:
-    window_step: int32, updates taken in the current window, ``0 .. steps_per_epoch``; when it
-      reaches ``steps_per_epoch`` the parameters passed to the next ``update`` are the window's
-      end point ``x_e`` and that call processes the boundary.
+    window_step: int32, updates taken in the current window, ``0 .. steps_per_epoch - 1``; the
+      call that finds ``steps_per_epoch - 1`` takes the window's last step and processes the
+      boundary on its end point ``x_e``.
     learning_rate: float32 scalar, the rate that scales the next update.
     threshold: float32 scalar, the current threshold on the change of angular velocity (degrees).
     angular_velocity: float32 scalar, the latest angle between consecutive window displacements,
@@ -79,7 +87,7 @@ class ScaleByAutoDropState(NamedTuple):
 
 def angle_degrees(displacement: Any, previous_displacement: Any,
                   eps: float | jax.Array = 1e-8) -> jax.Array:
-  """The angle between two parameter trees in degrees (seed 001, Definition 1).
+  """The angle between two parameter trees in degrees (AutoDrop paper, Definition 1).
 
   ``degrees(arccos(clip(<s, s'> / (||s|| ||s'|| + eps), -1, 1)))``, reductions in float32. The clip
   guards rounding just outside ``[-1, 1]``; two zero trees give 90 degrees (cosine 0).
@@ -101,7 +109,7 @@ def angle_degrees(displacement: Any, previous_displacement: Any,
 
 def _check_autodrop_args(learning_rate, steps_per_epoch, drop_factor, min_learning_rate,
                          threshold, max_threshold, drop_delay, smoothing, eps):
-  _checks.positive("learning_rate", learning_rate)
+  _checks.learned_initial_rate(learning_rate, "AutoDrop")
   _checks.integer_at_least("steps_per_epoch", steps_per_epoch, 1)
   _checks.in_range("drop_factor", drop_factor, 0.0, 1.0, low_open=True, high_open=True)
   _checks.non_negative("min_learning_rate", min_learning_rate)
@@ -124,7 +132,8 @@ def _check_autodrop_args(learning_rate, steps_per_epoch, drop_factor, min_learni
 def scale_by_autodrop(learning_rate: float, steps_per_epoch: int, drop_factor: float = 0.2,
                       min_learning_rate: float = 1e-4, threshold: float = 0.01,
                       max_threshold: float = 1.0, drop_delay: int = 20, average: bool = True,
-                      smoothing: int = 1, eps: float = 1e-8) -> optax.GradientTransformation:
+                      smoothing: int = 1,
+                      eps: float = 1e-8) -> optax.GradientTransformationExtraArgs:
   """AutoDrop stage: scale directions by a rate that drops when the angular velocity saturates.
 
   The final stage of a chain: its input is a direction ``d`` (the gradient, a momentum trace, an
@@ -140,15 +149,15 @@ def scale_by_autodrop(learning_rate: float, steps_per_epoch: int, drop_factor: f
   start (a documented departure from the authors' release, which keeps measuring across the
   averaging jump).
 
-  Timing. A boundary is processed by the ``update`` call right after it (that call's ``params``
-  are the boundary's parameters), so the state after ``n`` updates reflects the boundaries before
-  the ``n``-th update. At a drop with averaging, that call's update is ``average - params``:
+  Timing. A boundary is processed by the ``update`` call whose step ends the window: it computes
+  its step ``-lr d`` at the current rate, takes ``x_e = params + (-lr d)``, and runs the boundary
+  work on ``x_e``, so the state after ``n`` updates reflects every boundary up to the ``n``-th
+  update. At a drop with averaging that call returns ``average - params`` instead of its step:
   ``optax.apply_updates`` lands on the average (exactly where ``params`` and the average are
-  within a factor of 2 of each other, else up to the rounding of one addition) and the incoming
-  direction of that call, computed at ``x_e``, is not applied; that call starts no window, so
-  the next window is ``steps_per_epoch`` gradient steps from the average. Without averaging (or
-  with ``drop_delay = 1``, where the average is ``x_e`` itself) the new rate already scales that
-  call's update.
+  within a factor of 2 of each other, else up to the rounding of one addition), which already
+  contains ``x_e`` with weight ``drop_delay``; the next window is ``steps_per_epoch`` gradient
+  steps from the average. Without averaging (or with ``drop_delay = 1``, where the average is
+  ``x_e`` itself) the call's own step stands. Either way the new rate scales the next window.
 
   The first displacement is measured from the initial parameters (Algorithm 1's ``y <- x``), so the
   first angle exists at the second boundary and, with ``smoothing = m``, the first trigger is
@@ -175,7 +184,8 @@ def scale_by_autodrop(learning_rate: float, steps_per_epoch: int, drop_factor: f
       ``drop_delay = 1``), the drop happens after the delay without moving the parameters, and the
       stage keeps one parameter-sized buffer fewer and reads nothing extra between boundaries.
     smoothing: ``m >= 1``, angles averaged by the rule (paper: 1 for deep learning, 20 on the
-      noisy quadratic model).
+      noisy quadratic model). It sets the length of the angle history, a shape: a Python int
+      (under ``optax.inject_hyperparams``, name it in ``static_args``).
     eps: ``>= 0``, guard in the cosine's denominator (paper: a small positive number, 1e-8).
 
   Returns:
@@ -183,9 +193,9 @@ def scale_by_autodrop(learning_rate: float, steps_per_epoch: int, drop_factor: f
     ``update`` requires ``params``.
 
   References:
-    Teng, Wang, Choromanska, "AutoDrop: Training Deep Learning Models with Automatic Learning Rate
-    Drop" (seed 001): Definition 1 (angular velocity), Section 4 and Algorithm 1 (drop rule,
-    recommended hyperparameters), Section 3 (noisy quadratic model, Figure 3).
+    Yunfei Teng, Jing Wang, Anna Choromanska, "AutoDrop: Training Deep Learning Models with
+    Automatic Learning Rate Drop": Definition 1 (angular velocity), Section 4 and Algorithm 1
+    (drop rule, recommended hyperparameters), Section 3 (noisy quadratic model, Figure 3).
 
   Example:
     >>> opt = optax.chain(optax.scale_by_adam(),
@@ -196,32 +206,43 @@ def scale_by_autodrop(learning_rate: float, steps_per_epoch: int, drop_factor: f
   """
   _check_autodrop_args(learning_rate, steps_per_epoch, drop_factor, min_learning_rate, threshold,
                        max_threshold, drop_delay, smoothing, eps)
-  history_size = smoothing + 1
-  # The weighted average of a single point is that point: no landing, no buffer.
-  average = average and drop_delay > 1
+  _checks.flag("average", average)
+  # The angle history's length is a shape: smoothing must be a Python int (or concrete array);
+  # under optax.inject_hyperparams pass it in static_args.
+  history_size = _checks.static_integer_at_least("smoothing", smoothing, 1) + 1
+  # The weighted average of a single point is that point: no landing, no buffer. An injected
+  # drop_delay (an array) keeps the buffer: the structure must not depend on a traced value.
+  known_delay = _checks.static_number(drop_delay)
+  average = average and (known_delay is None or known_delay > 1)
 
   def init_fn(params):
+    dtype = _tree.rate_dtype(params)  # float32, float64 for float64 parameters
     return ScaleByAutoDropState(
         window_step=jnp.zeros((), jnp.int32),
-        learning_rate=jnp.full((), learning_rate, _tree.RATE_DTYPE),
-        threshold=jnp.full((), threshold, _tree.RATE_DTYPE),
-        angular_velocity=jnp.full((), jnp.nan, _tree.RATE_DTYPE),
+        learning_rate=_tree.full_rate(learning_rate, dtype),
+        threshold=_tree.full_rate(threshold, dtype),
+        angular_velocity=jnp.full((), jnp.nan, dtype),
         num_drops=jnp.zeros((), jnp.int32),
         drop_pending=jnp.zeros((), jnp.bool_),
         delay_count=jnp.zeros((), jnp.int32),
         num_displacements=jnp.zeros((), jnp.int32),
-        angle_history=jnp.zeros((history_size,), _tree.RATE_DTYPE),
+        angle_history=jnp.zeros((history_size,), dtype),
         # A fresh copy: the state must not alias params, so both can be donated.
         anchor=jax.tree.map(lambda p: jnp.array(p, copy=True), params),
         previous_displacement=_tree.zeros_like(params),
         average=_tree.zeros_like(params) if average else optax.EmptyState(),
     )
 
-  def process_boundary(state, params):
-    """Algorithm 1's end-of-epoch block, with ``params`` the window's end point ``x_e``."""
-    displacement = jax.tree.map(lambda x, a: x - a, params, state.anchor)
+  def process_boundary(state, end_point, params):
+    """Algorithm 1's end-of-epoch block on the window's end point ``x_e = end_point``.
+
+    ``params`` are the parameters the current ``update`` was called with (``x_e`` minus this
+    step): at a drop with averaging the update lands from them onto the average.
+    """
+    dtype = state.learning_rate.dtype
+    displacement = jax.tree.map(lambda x, a: x - a, end_point, state.anchor)
     has_previous = state.num_displacements >= 1
-    angle = angle_degrees(displacement, state.previous_displacement, eps)
+    angle = angle_degrees(displacement, state.previous_displacement, eps).astype(dtype)
     history = jnp.where(
         has_previous, jnp.concatenate([state.angle_history[1:], angle[None]]),
         state.angle_history)
@@ -233,23 +254,24 @@ def scale_by_autodrop(learning_rate: float, steps_per_epoch: int, drop_factor: f
     pending = state.drop_pending | triggered
     delay_count = jnp.where(pending, state.delay_count + 1, 0)
     drop = pending & (delay_count >= drop_delay)
-    anchor = params
+    anchor = end_point
     if average:
       # Running form of z / (k (k + 1) / 2) with z = sum_j j x_j: the newest point has weight
       # k / (k (k + 1) / 2) = 2 / (k + 1). It stays on the parameters' scale, so it is stored in
       # their dtype; k = 1 restarts it exactly at x_e.
-      share = 2.0 / (delay_count.astype(_tree.RATE_DTYPE) + 1.0)
+      share = 2.0 / (delay_count.astype(dtype) + 1.0)
 
       def running_average(mean, x):
-        wide = jnp.promote_types(x.dtype, _tree.RATE_DTYPE)
+        wide = jnp.promote_types(x.dtype, dtype)
         mean_w, x_w = mean.astype(wide), x.astype(wide)
         new = jnp.where(delay_count == 1, x_w, mean_w + share.astype(wide) * (x_w - mean_w))
         return jnp.where(pending, new, mean_w).astype(mean.dtype)
 
-      new_average = jax.tree.map(running_average, state.average, params)
-      # After the drop the parameters are the average, as optax.apply_updates will compute them.
+      new_average = jax.tree.map(running_average, state.average, end_point)
+      # After the drop the parameters are the average, as optax.apply_updates will compute them
+      # from this call's parameters.
       landed = optax.apply_updates(params, _landing_updates(new_average, params))
-      anchor = jax.tree.map(lambda y, x: jnp.where(drop, y, x), landed, params)
+      anchor = jax.tree.map(lambda y, x: jnp.where(drop, y, x), landed, end_point)
     else:
       new_average = state.average
     rate = jnp.maximum(min_learning_rate, drop_factor * state.learning_rate)
@@ -257,8 +279,8 @@ def scale_by_autodrop(learning_rate: float, steps_per_epoch: int, drop_factor: f
     # The jump onto the average is not a step of the optimizer: after a drop the angle history
     # restarts from the new anchor.
     return state._replace(
-        learning_rate=jnp.where(drop, rate, state.learning_rate).astype(_tree.RATE_DTYPE),
-        threshold=jnp.where(drop, new_threshold, state.threshold).astype(_tree.RATE_DTYPE),
+        learning_rate=jnp.where(drop, rate, state.learning_rate).astype(dtype),
+        threshold=jnp.where(drop, new_threshold, state.threshold).astype(dtype),
         angular_velocity=jnp.where(has_previous, angle, state.angular_velocity),
         num_drops=state.num_drops + drop.astype(jnp.int32),
         drop_pending=pending & ~drop,
@@ -267,28 +289,35 @@ def scale_by_autodrop(learning_rate: float, steps_per_epoch: int, drop_factor: f
         angle_history=jnp.where(drop, jnp.zeros_like(history), history),
         anchor=anchor, previous_displacement=displacement, average=new_average)
 
-  def update_fn(updates, state, params=None):
+  def update_fn(updates, state, params=None, **extra_args):
+    del extra_args
     if params is None:
       raise ValueError(NO_PARAMS_MSG)
-    # The boundary is processed at the start of the next update, from the parameters it is given:
-    # the buffers it reads then are all inputs of the step, so the element-wise pass below is not
-    # split and nothing parameter-sized is materialised for it.
-    at_boundary = state.window_step >= steps_per_epoch
-    new_state = _tree.run_once_if(at_boundary, lambda s: process_boundary(s, params), state)
-    new_updates = _tree.scale_by_rate(new_state.learning_rate, updates, False)
+    # The boundary belongs to the update whose step ends the window (Algorithm 1: the epoch's
+    # last step is part of x_e and of the average; no gradient is computed and then dropped).
+    ends_window = state.window_step + 1 >= steps_per_epoch
+
+    def boundary(state):
+      # x_e, exactly as the caller will get it. The step is recomputed here rather than passed in:
+      # with the step as a loop operand XLA copied parameter-sized buffers on every call.
+      steps = _tree.scale_by_rate(state.learning_rate, updates, False)
+      end_point = optax.apply_updates(params, steps)
+      return process_boundary(state, end_point, params)
+
+    # Only at a window's last step (see run_once_if for why this is not lax.cond).
+    new_state = _tree.run_once_if(ends_window, boundary, state)
+    # The step at the rate the window ran with (a drop changes the rate from the next window on).
+    new_updates = _tree.scale_by_rate(state.learning_rate, updates, False)
     if average:
-      # At the drop this update replaces the step: it moves the parameters onto the average (the
-      # direction of this step was computed at x_e, which the average supersedes).
+      # At a drop, land on the average instead: it already holds x_e (with weight n_d).
       landing = new_state.num_drops != state.num_drops
       new_updates = jax.tree.map(
           lambda u, y, p: jnp.where(landing, _landing_update(y, p).astype(u.dtype), u),
           new_updates, new_state.average, params)
-      window_step = jnp.where(landing, 0, jnp.where(at_boundary, 1, state.window_step + 1))
-    else:
-      window_step = jnp.where(at_boundary, 1, state.window_step + 1)
-    return new_updates, new_state._replace(window_step=window_step.astype(jnp.int32))
+    window_step = jnp.where(ends_window, 0, state.window_step + 1).astype(jnp.int32)
+    return new_updates, new_state._replace(window_step=window_step)
 
-  return optax.GradientTransformation(init_fn, update_fn)
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def _landing_update(average: jax.Array, params: jax.Array) -> jax.Array:
@@ -301,12 +330,16 @@ def _landing_updates(average: Any, params: Any) -> Any:
 
 
 def autodrop_sgd(learning_rate: float, steps_per_epoch: int, momentum: float = 0.9,
-                 nesterov: bool = False, weight_decay: float = 0.0,
-                 **autodrop_options: Any) -> optax.GradientTransformation:
+                 nesterov: bool = False, weight_decay: float = 0.0, *, drop_factor: float = 0.2,
+                 min_learning_rate: float = 1e-4, threshold: float = 0.01,
+                 max_threshold: float = 1.0, drop_delay: int = 20, average: bool = True,
+                 smoothing: int = 1,
+                 eps: float = 1e-8) -> optax.GradientTransformationExtraArgs:
   """SGD (with momentum and coupled weight decay) whose rate is dropped by AutoDrop.
 
   ``chain(add_decayed_weights(weight_decay), trace(momentum, nesterov), scale_by_autodrop(...))``,
-  the setting of seed 001's experiments (momentum SGD, weight decay 5e-4, one window per epoch).
+  the setting of the AutoDrop paper's experiments (momentum SGD, weight decay 5e-4, one window per
+  epoch).
 
   Args:
     learning_rate: initial rate ``> 0``.
@@ -314,19 +347,26 @@ def autodrop_sgd(learning_rate: float, steps_per_epoch: int, momentum: float = 0
     momentum: in ``[0, 1)`` (0 is plain SGD).
     nesterov: Nesterov momentum.
     weight_decay: coupled L2 weight decay ``>= 0``.
-    **autodrop_options: the remaining arguments of :func:`scale_by_autodrop` (``drop_factor``,
-      ``min_learning_rate``, ``threshold``, ``max_threshold``, ``drop_delay``, ``average``,
-      ``smoothing``, ``eps``).
+    drop_factor, min_learning_rate, threshold, max_threshold, drop_delay, average, smoothing,
+      eps: as :func:`scale_by_autodrop` (keyword-only, with its defaults). Named arguments
+      rather than ``**options``, so that ``optax.inject_hyperparams(autodrop_sgd)`` sees and
+      injects each number; ``smoothing`` sets the angle history's length, a shape, so it goes
+      in ``static_args`` there.
 
   Returns:
-    An ``optax.GradientTransformation``; its ``update`` requires ``params``.
+    An ``optax.GradientTransformationExtraArgs``; its ``update`` requires ``params`` and ignores
+    extra keyword arguments.
 
   References:
-    Seed 001, Algorithm 1 and Section 6 (momentum SGD as the base optimizer).
+    Teng, Wang, Choromanska, "AutoDrop: Training Deep Learning Models with Automatic Learning
+    Rate Drop": Algorithm 1 and Section 6 (momentum SGD as the base optimizer).
 
   Example:
     >>> opt = optax_lr.autodrop_sgd(0.1, steps_per_epoch=390, weight_decay=5e-4)
     >>> updates, state = opt.update(grads, state, params)
   """
-  stage = scale_by_autodrop(learning_rate, steps_per_epoch, **autodrop_options)
+  stage = scale_by_autodrop(
+      learning_rate, steps_per_epoch, drop_factor=drop_factor,
+      min_learning_rate=min_learning_rate, threshold=threshold, max_threshold=max_threshold,
+      drop_delay=drop_delay, average=average, smoothing=smoothing, eps=eps)
   return _base.sgd_chain(stage, momentum, nesterov, weight_decay)

@@ -21,7 +21,7 @@ from optax_lr import _base, _checks
 
 
 def scale_by_cus_adam(b1: float = 0.9, b2: float = 0.999,
-                      eps: float = 1e-8) -> optax.GradientTransformation:
+                      eps: float = 1e-8) -> optax.GradientTransformationExtraArgs:
   """Adam's direction ``m / (sqrt(v_hat) + eps)`` with no first-moment bias correction.
 
   Args:
@@ -30,8 +30,9 @@ def scale_by_cus_adam(b1: float = 0.9, b2: float = 0.999,
     eps: ``>= 0``, added to ``sqrt(v_hat)``.
 
   Returns:
-    An ``optax.GradientTransformation`` whose state is ``optax.ScaleByAdamState`` (two
-    parameter-sized buffers, as Adam).
+    An ``optax.GradientTransformationExtraArgs`` (extra ``update`` keyword arguments are
+    ignored) whose state is ``optax.ScaleByAdamState`` (two parameter-sized buffers in the
+    parameters' dtypes, as Adam).
 
   References:
     Seed 004 (thesis), Section 3.2 ("CUS-Adam"); Kingma and Ba 2015, Algorithm 1.
@@ -46,8 +47,8 @@ def scale_by_cus_adam(b1: float = 0.9, b2: float = 0.999,
                                   mu=optax.tree.zeros_like(params),
                                   nu=optax.tree.zeros_like(params))
 
-  def update_fn(updates, state, params=None):
-    del params
+  def update_fn(updates, state, params=None, **extra_args):
+    del params, extra_args
     mu = optax.tree.update_moment(updates, state.mu, b1, 1)
     nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
     count = optax.safe_int32_increment(state.count)
@@ -57,23 +58,24 @@ def scale_by_cus_adam(b1: float = 0.9, b2: float = 0.999,
     return directions, optax.ScaleByAdamState(
         count=count, mu=optax.tree.cast_like(mu, state.mu), nu=optax.tree.cast_like(nu, state.nu))
 
-  return optax.GradientTransformation(init_fn, update_fn)
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def cus_adam(learning_rate: optax.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
-             eps: float = 1e-8) -> optax.GradientTransformation:
+             eps: float = 1e-8) -> optax.GradientTransformationExtraArgs:
   """CUS-Adam: ``optax.adam`` without the first-moment bias correction (thesis Section 3.2).
 
   Args:
     learning_rate: a rate ``> 0`` or an optax schedule (for example
-      :func:`optax_lr.cyclical_schedule`).
+      :func:`optax_lr.cyclical_schedule`): CUS-Adam applies the rate as given, so any schedule
+      works. ``None``, bools and strings raise ``TypeError``.
     b1: first-moment decay in ``[0, 1)``.
     b2: second-moment decay in ``[0, 1)``.
     eps: ``>= 0``.
 
   Returns:
-    An ``optax.GradientTransformation``; the update at step ``t`` (from 1) is exactly
-    ``(1 - b1^t)`` times ``optax.adam``'s.
+    An ``optax.GradientTransformationExtraArgs``; the update at step ``t`` (from 1) is exactly
+    ``(1 - b1^t)`` times ``optax.adam``'s. Extra ``update`` keyword arguments are ignored.
 
   References:
     Seed 004 (thesis), Section 3.2 and Section 4.4 (evaluation).
@@ -82,7 +84,6 @@ def cus_adam(learning_rate: optax.ScalarOrSchedule, b1: float = 0.9, b2: float =
     >>> opt = optax_lr.cus_adam(1e-3)
     >>> opt = optax.chain(optax.add_decayed_weights(5e-4), optax_lr.cus_adam(1e-3))
   """
-  if not callable(learning_rate):
-    _checks.positive("learning_rate", learning_rate)
+  _checks.schedule_or_positive("learning_rate", learning_rate)
   return optax.chain(scale_by_cus_adam(b1=b1, b2=b2, eps=eps),
                      optax.scale_by_learning_rate(learning_rate))

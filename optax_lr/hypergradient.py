@@ -1,7 +1,7 @@
 """Hypergradient descent (HD): online gradient descent on a global learning rate.
 
 Implements Baydin et al., "Online Learning Rate Adaptation with Hypergradient Descent" (ICLR 2018),
-the baseline of seeds 002 and 003 (``ALGORITHMS.md`` section 3). With ``g_t`` the incoming gradient
+the baseline of the Trainable Learning Rate and CAM-HD papers. With ``g_t`` the incoming gradient
 and ``d_t`` the direction of the inner transform::
 
   h_t = <g_t, d_{t-1}>          (d_{-1} = 0)
@@ -11,6 +11,16 @@ and ``d_t`` the direction of the inner transform::
 The rate is applied immediately (the step that computes ``h_t`` already uses ``lr_t``). HD is a
 wrapper over any direction transform, like ``optax.contrib.mechanize``: SGD-HD wraps the identity,
 SGDN-HD a Nesterov trace, Adam-HD ``optax.scale_by_adam``.
+
+Non-finite input: a step whose hypergradient step ``hypergrad_lr * h_t`` is not finite (an inf or
+NaN gradient element, or finite gradients so large that ``h_t`` overflows) leaves the rate
+unchanged (:func:`optax_lr._tree.where_finite`); the update of that step is still
+``-lr * d_t`` as the inner transform made it, as ``optax.sgd`` would give, so
+``optax.apply_if_finite`` remains the tool that skips a whole step. With ``hypergrad_lr = 0`` the
+rate never moves and the wrapper is the inner transform followed by
+``optax.scale_by_learning_rate(learning_rate)``, bit for bit on every input (inf included) for
+float32 and float64 parameters (a bfloat16 update is rounded once from the float32 product,
+where optax multiplies in bfloat16).
 """
 
 from __future__ import annotations
@@ -48,9 +58,10 @@ def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
   Args:
     inner: a unit-rate direction transform (``optax.identity()``, ``optax.trace(...)``,
       ``optax.scale_by_adam()``, or a chain of such); extra ``update`` arguments are forwarded.
-    learning_rate: initial rate ``> 0``.
+    learning_rate: initial rate ``> 0`` (a number: the method learns the rate from it, so an
+      optax schedule is refused with a ``TypeError``).
     hypergrad_lr: ``beta >= 0``; 0 keeps the rate fixed (the wrapper then equals the inner
-      transform followed by ``optax.scale_by_learning_rate``, bit for bit).
+      transform followed by ``optax.scale_by_learning_rate``, bit for bit, on every input).
     min_learning_rate: optional floor ``>= 0`` on the rate (not in the reference, which never
       clips); ``None`` (default) leaves it unbounded.
     previous_direction_fn: optional ``(d_t, g_t) -> d_{t-1}``, for inner transforms whose previous
@@ -59,15 +70,19 @@ def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
       of it, saving a parameter-sized buffer, its write, and (on XLA) a copy per step.
 
   Returns:
-    An ``optax.GradientTransformationExtraArgs`` whose state is :class:`HypergradientState`.
+    An ``optax.GradientTransformationExtraArgs`` whose state is :class:`HypergradientState`. The
+    rate is float32 (float64 for float64 parameters). A step whose hypergradient step is not
+    finite leaves the rate unchanged. Extra ``update`` keyword arguments are passed to ``inner``
+    (which ignores those it does not take).
 
   References:
-    Baydin et al., ICLR 2018, Algorithms "SGD-HD", "SGDN-HD", "Adam-HD" (Section 2).
+    Baydin, Cornish, Martinez Rubio, Schmidt, Wood, "Online Learning Rate Adaptation with
+    Hypergradient Descent", ICLR 2018: Section 2 and Algorithms "SGD-HD", "SGDN-HD", "Adam-HD".
 
   Example:
     >>> opt = optax_lr.hypergradient(optax.scale_by_adam(), learning_rate=1e-3, hypergrad_lr=1e-8)
   """
-  _checks.positive("learning_rate", learning_rate)
+  _checks.learned_initial_rate(learning_rate, "hypergradient descent")
   _checks.non_negative("hypergrad_lr", hypergrad_lr)
   if min_learning_rate is not None:
     _checks.non_negative("min_learning_rate", min_learning_rate)
@@ -75,7 +90,7 @@ def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
 
   def init_fn(params):
     return HypergradientState(
-        learning_rate=jnp.full((), learning_rate, _tree.RATE_DTYPE),
+        learning_rate=_tree.full_rate(learning_rate, _tree.rate_dtype(params)),
         previous_direction=(_tree.zeros_like(params) if previous_direction_fn is None
                             else optax.EmptyState()),
         inner_state=inner.init(params),
@@ -87,9 +102,12 @@ def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
       previous = state.previous_direction
     else:
       previous = previous_direction_fn(directions, updates)
-    rate = state.learning_rate + hypergrad_lr * _tree.vdot(updates, previous)
+    old_rate = state.learning_rate
+    # A non-finite hypergradient step (inf or NaN elements, or an overflowing product) leaves the
+    # rate unchanged; the floor applies to a rate that moved.
+    rate = _tree.where_finite(old_rate + hypergrad_lr * _tree.vdot(updates, previous), old_rate)
     if min_learning_rate is not None:
-      rate = jnp.maximum(rate, min_learning_rate)
+      rate = jnp.maximum(rate, min_learning_rate).astype(old_rate.dtype)
     return _tree.scale_by_rate(rate, directions, False), HypergradientState(
         learning_rate=rate,
         previous_direction=(directions if previous_direction_fn is None
@@ -100,7 +118,8 @@ def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
 
 
 def sgd_hd(learning_rate: float, hypergrad_lr: float = 1e-3, momentum: float = 0.0,
-           nesterov: bool = False, weight_decay: float = 0.0) -> optax.GradientTransformation:
+           nesterov: bool = False, weight_decay: float = 0.0,
+           ) -> optax.GradientTransformationExtraArgs:
   """SGD-HD (``momentum = 0``) and SGDN-HD (``nesterov=True``): SGD with a hypergradient rate.
 
   Args:
@@ -111,14 +130,19 @@ def sgd_hd(learning_rate: float, hypergrad_lr: float = 1e-3, momentum: float = 0
     weight_decay: coupled L2 decay ``>= 0``.
 
   Returns:
-    An ``optax.GradientTransformation``; ``hypergrad_lr = 0`` equals ``optax.sgd`` bit for bit.
+    An ``optax.GradientTransformationExtraArgs``; ``hypergrad_lr = 0`` equals ``optax.sgd`` bit
+    for bit on every input, inf and NaN included (float32 and float64 parameters).
 
   References:
-    Baydin et al., ICLR 2018, Section 2.
+    Baydin et al., "Online Learning Rate Adaptation with Hypergradient Descent", ICLR 2018,
+    Section 2.
+
+  Example:
+    >>> opt = optax_lr.sgd_hd(0.1, hypergrad_lr=1e-3, momentum=0.9, nesterov=True)
   """
   inner = _base.momentum_direction(momentum, nesterov)
   # With a heavy-ball trace the previous direction follows from this step's: keep no copy.
-  reuse_trace = bool(momentum) and not nesterov
+  reuse_trace = _base.reuses_heavy_ball_trace(momentum, nesterov)
   previous_direction_fn = _base.heavy_ball_previous_direction(momentum) if reuse_trace else None
   return _base.with_coupled_weight_decay(
       hypergradient(inner, learning_rate, hypergrad_lr,
@@ -127,7 +151,7 @@ def sgd_hd(learning_rate: float, hypergrad_lr: float = 1e-3, momentum: float = 0
 
 def adam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8, b1: float = 0.9,
             b2: float = 0.999, eps: float = 1e-8,
-            weight_decay: float = 0.0) -> optax.GradientTransformation:
+            weight_decay: float = 0.0) -> optax.GradientTransformationExtraArgs:
   """Adam-HD: Adam with a hypergradient rate on the direction ``m_hat / (sqrt(v_hat) + eps)``.
 
   Args:
@@ -139,10 +163,15 @@ def adam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8, b1: float =
     weight_decay: coupled L2 decay ``>= 0`` (added to the gradient, as the reference does).
 
   Returns:
-    An ``optax.GradientTransformation``; ``hypergrad_lr = 0`` equals ``optax.adam`` bit for bit.
+    An ``optax.GradientTransformationExtraArgs``; ``hypergrad_lr = 0`` equals ``optax.adam`` bit
+    for bit (float32 and float64 parameters).
 
   References:
-    Baydin et al., ICLR 2018, Section 2 ("Adam-HD").
+    Baydin et al., "Online Learning Rate Adaptation with Hypergradient Descent", ICLR 2018,
+    Section 2 ("Adam-HD").
+
+  Example:
+    >>> opt = optax_lr.adam_hd(1e-3, hypergrad_lr=1e-8)
   """
   return _base.with_coupled_weight_decay(
       hypergradient(_base.adam_direction(b1, b2, eps), learning_rate, hypergrad_lr),

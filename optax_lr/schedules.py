@@ -71,8 +71,9 @@ def cyclical_schedule(min_lr: float, max_lr: float, step_size_up: float,
   _checks.positive("step_size_down", step_size_down)
   _checks.one_of("mode", mode, _CYCLIC_MODES)
   _checks.in_range("gamma", gamma, 0.0, 1.0, low_open=True)
-  up = float(step_size_up)
-  total = up + float(step_size_down)
+  # No float(): the arguments may be injected arrays (optax.inject_hyperparams), traced in jit.
+  up = jnp.asarray(step_size_up, jnp.float32)
+  total = up + jnp.asarray(step_size_down, jnp.float32)
 
   def schedule(count):
     t = jnp.asarray(count, jnp.float32)
@@ -88,7 +89,8 @@ def cyclical_schedule(min_lr: float, max_lr: float, step_size_up: float,
       scale = jnp.exp2(-completed)
     else:
       scale = jnp.power(jnp.float32(gamma), t)
-    return jnp.float32(min_lr) + (max_lr - min_lr) * jnp.clip(shape, 0.0, 1.0) * scale
+    low = jnp.asarray(min_lr, jnp.float32)
+    return low + (jnp.asarray(max_lr, jnp.float32) - low) * jnp.clip(shape, 0.0, 1.0) * scale
 
   return schedule
 

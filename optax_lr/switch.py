@@ -47,7 +47,8 @@ def switch_at(boundary_step: int, first: optax.GradientTransformation,
     second: the transformation from ``boundary_step`` on.
 
   Returns:
-    An ``optax.GradientTransformationExtraArgs``. Updates keep the gradients' dtypes.
+    An ``optax.GradientTransformationExtraArgs``. Updates keep the gradients' dtypes, and each
+    transformation's state keeps the dtypes ``init`` gave it (integer leaves included).
 
   References:
     Seed 004 (thesis), Section 4.5.2 and Figure 4.21 (13 epochs of CLR-SGD, then Simple
@@ -61,6 +62,9 @@ def switch_at(boundary_step: int, first: optax.GradientTransformation,
     ...     optax_lr.simple_adasecant(threshold=10.0))
   """
   _checks.integer_at_least("boundary_step", boundary_step, 0)
+  for name, transform in (("first", first), ("second", second)):
+    if not isinstance(transform, optax.GradientTransformation):
+      raise TypeError(f"`{name}` must be an optax.GradientTransformation; got {transform!r}.")
   first = optax.with_extra_args_support(first)
   second = optax.with_extra_args_support(second)
 
@@ -70,17 +74,23 @@ def switch_at(boundary_step: int, first: optax.GradientTransformation,
 
   def update_fn(updates, state, params=None, **extra_args):
     def like_grads(new_updates):
-      return jax.tree.map(lambda u, g: u.astype(g.dtype), new_updates, updates)
+      return jax.tree.map(_cast_like, new_updates, updates)
+
+    def like_before(new_state, old_state):
+      # Both branches must return the same types. A transformation whose state changes dtype on
+      # its first update (optax.adam's moments of an integer leaf start as integers and come back
+      # as floats) would make the branches differ, so each state keeps its dtypes from init.
+      return jax.tree.map(_cast_like, new_state, old_state)
 
     def run_first(operand):
       first_state, second_state = operand
-      new_updates, first_state = first.update(updates, first_state, params, **extra_args)
-      return like_grads(new_updates), first_state, second_state
+      new_updates, new_first = first.update(updates, first_state, params, **extra_args)
+      return like_grads(new_updates), like_before(new_first, first_state), second_state
 
     def run_second(operand):
       first_state, second_state = operand
-      new_updates, second_state = second.update(updates, second_state, params, **extra_args)
-      return like_grads(new_updates), first_state, second_state
+      new_updates, new_second = second.update(updates, second_state, params, **extra_args)
+      return like_grads(new_updates), first_state, like_before(new_second, second_state)
 
     new_updates, first_state, second_state = jax.lax.cond(
         state.count < boundary_step, run_first, run_second,
@@ -89,3 +99,11 @@ def switch_at(boundary_step: int, first: optax.GradientTransformation,
                                     first_state=first_state, second_state=second_state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _cast_like(new: jax.Array, like: jax.Array) -> jax.Array:
+  """``new`` in the dtype of ``like``; gradients of integer leaves (``float0``) pass through."""
+  like_dtype = jnp.asarray(like).dtype
+  if like_dtype == jax.dtypes.float0 or jnp.asarray(new).dtype == jax.dtypes.float0:
+    return new
+  return jnp.asarray(new).astype(like_dtype)

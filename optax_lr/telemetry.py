@@ -75,11 +75,19 @@ def rate_summary(rates: Any) -> dict[str, jax.Array]:
     rates: a rate array or tree of rate arrays (for example a per-element ``learning_rate``).
 
   Returns:
-    ``{"mean", "min", "max", "norm"}`` float32 scalars.
+    ``{"mean", "min", "max", "norm"}`` float32 scalars over the elements of the non-empty leaves
+    (size-0 leaves hold no rate and are left out; when every leaf is empty, mean, min and max are
+    NaN and the norm 0).
   """
   leaves = [jnp.asarray(x, _tree.RATE_DTYPE) for x in jax.tree.leaves(rates)]
   if not leaves:
     raise ValueError("`rates` must contain at least one array; got an empty tree.")
+  # Size-0 leaves (an empty bias, a zero-width layer) hold no rate: they are left out of every
+  # statistic (min and max of an empty array have no value).
+  leaves = [x for x in leaves if x.size]
+  if not leaves:
+    nan = jnp.full((), jnp.nan, _tree.RATE_DTYPE)
+    return {"mean": nan, "min": nan, "max": nan, "norm": jnp.zeros((), _tree.RATE_DTYPE)}
   count = sum(x.size for x in leaves)
   total = sum(jnp.sum(x) for x in leaves)
   return {

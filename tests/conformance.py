@@ -4,11 +4,21 @@ The pattern of optax's contrib common tests: each method is a :class:`Case` (a f
 transformation, the keyword arguments its ``update`` needs, and the budget it needs to converge on
 the two test problems). ``tests/test_conformance.py`` runs every check on every registered case.
 
-Checks (each a function below, each asserting a property a user relies on):
+Checks (each a function below, each asserting a property a user relies on). The optax contract
+checks are this project's port of optax's contrib common tests (``optax/contrib/_common_test.py``),
+written for these methods:
   - jits once and does not recompile on the second call;
   - runs inside ``lax.scan`` and gives the same result as a Python loop of jitted steps;
   - under ``jax.jit`` on an 8-device CPU mesh with replicated params, the state keeps its sharding;
-  - bf16 and f32 params keep their dtypes (updates and every state leaf);
+  - float16, bfloat16, float32 and float64 params (float64 under ``jax_enable_x64``) keep their
+    dtypes: updates, and every state leaf after ``update`` as after ``init``; rates are float32,
+    float64 for float64 params; in float64 the step compiles once and scans;
+  - extra keyword arguments of ``update`` are accepted and ignored (``value=`` of
+    ``optax.contrib.reduce_on_plateau``, in a chain and directly);
+  - ``optax.inject_hyperparams`` with every numeric argument injected (defaults included) gives
+    the same updates and states as the plain constructor, jitted, over several steps;
+  - ``optax.MultiSteps`` gradient accumulation: ``k`` micro-steps of one constant gradient equal
+    one step of the method;
   - ``init`` returns fresh buffers (no array twice, none aliasing params): params and state donate;
   - round-trips through an orbax checkpoint and continues bit-identically;
   - converges on a parabola and on Rosenbrock;
@@ -17,7 +27,9 @@ Checks (each a function below, each asserting a property a user relies on):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -36,13 +48,15 @@ def no_extra_args(grad_fn: GradFn, params: Any) -> dict[str, Any]:
   return {}
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Case:
   """One method registered in the suite.
 
   Attributes:
     name: test id.
-    make: builds a fresh transformation (the settings the convergence checks use).
+    factory: the constructor (a function of keyword arguments returning the transformation).
+    kwargs: its arguments for the convergence checks; ``factory(**kwargs)`` is the method, and
+      ``optax.inject_hyperparams(factory)(**kwargs)`` injects every numeric one.
     extra_args: ``(grad_fn, params) -> dict`` of keyword arguments for ``update`` (for example
       ``{"grad_fn": grad_fn}`` for naive TLR, ``{"next_grads": grad_fn(params)}`` for AdaSecant).
     parabola_steps / rosenbrock_steps: budget for the convergence checks.
@@ -50,16 +64,23 @@ class Case:
       for :func:`parabola` and 1 for :func:`rosenbrock`).
     make_for_rosenbrock: optional different settings for Rosenbrock (its curvature is 1000x the
       parabola's); defaults to ``make``.
+    static_args: arguments ``inject_hyperparams`` must not touch: callables that are not
+      schedules (``layer_labels``), which it would otherwise call with the step count.
   """
 
   name: str
-  make: Callable[[], optax.GradientTransformation]
+  factory: Callable[..., optax.GradientTransformation]
+  kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
   extra_args: Callable[[GradFn, Any], dict[str, Any]] = no_extra_args
   parabola_steps: int = 500
   parabola_tol: float = 1e-3
   rosenbrock_steps: int = 5000
   rosenbrock_tol: float = 1e-2
   make_for_rosenbrock: Callable[[], optax.GradientTransformation] | None = None
+  static_args: tuple[str, ...] = ()
+
+  def make(self) -> optax.GradientTransformation:
+    return self.factory(**self.kwargs)
 
 
 def parabola(params):
@@ -163,20 +184,146 @@ def check_sharding_kept(case: Case):
     assert leaf.sharding.is_equivalent_to(replicated, leaf.ndim), leaf.sharding
 
 
+def _dtypes(tree):
+  return jax.tree.map(lambda x: jnp.asarray(x).dtype, tree)
+
+
 def check_dtypes_kept(case: Case, dtype):
-  opt = case.make()
-  params = jax.tree.map(lambda x: x.astype(dtype), parabola_init())
-  state = opt.init(params)
-  init_dtypes = jax.tree.map(lambda x: jnp.asarray(x).dtype, state)
+  """Updates in the params' dtype; state dtypes and shapes after ``update`` as after ``init``.
+
+  Float64 runs under ``jax_enable_x64`` and also checks that every rate is float64, that a jitted
+  step compiles once over three steps and that ``lax.scan`` runs (it requires the carry to keep
+  its types). Other dtypes get float32 rates.
+  """
+  context = jax.enable_x64(True) if dtype == jnp.float64 else contextlib.nullcontext()
+  with context:
+    opt = case.make()
+    params = jax.tree.map(lambda x: x.astype(dtype), parabola_init())
+    state = opt.init(params)
+    init_shapes = jax.tree.map(lambda x: (jnp.shape(x), jnp.asarray(x).dtype), state)
+    grad_fn = jax.grad(parabola)
+    grads = grad_fn(params)
+    updates, new_state = jax.jit(
+        lambda g, s, p: opt.update(g, s, p, **case.extra_args(grad_fn, p)))(grads, state, params)
+    for u, p in zip(jax.tree.leaves(updates), jax.tree.leaves(params), strict=True):
+      assert u.dtype == p.dtype, (u.dtype, p.dtype)
+    assert jax.tree.map(lambda x: (jnp.shape(x), jnp.asarray(x).dtype), new_state) == init_shapes
+    new_params = optax.apply_updates(params, updates)
+    assert all(x.dtype == dtype for x in jax.tree.leaves(new_params))
+    rate_dtype = jnp.float64 if dtype == jnp.float64 else jnp.float32
+    for name, rate in optax_lr.learning_rates(new_state).items():
+      assert rate.dtype == rate_dtype, (name, rate.dtype)
+    if dtype == jnp.float64:
+      step = jax.jit(make_step(opt, parabola, case.extra_args))
+      p, s = params, state
+      for _ in range(3):
+        p, s = step(p, s)
+      assert step._cache_size() == 1, "the float64 step recompiled: the state changed dtype"
+      scanned, _ = run_scan(opt, parabola, params, 3, case.extra_args)
+      np.testing.assert_allclose(np.asarray(scanned["w"]), np.asarray(p["w"]), rtol=1e-12)
+
+
+def check_extra_args_ignored(case: Case):
+  """Unknown ``update`` keywords are accepted and ignored, directly and through a chain.
+
+  ``optax.contrib.reduce_on_plateau`` needs ``value=``; a chain forwards it to every member, so
+  each method must take it (or be a plain ``GradientTransformation``, which ``optax.chain``
+  wraps). With ``reduce_on_plateau``'s scale still 1, the chained updates equal the method's.
+  """
   grad_fn = jax.grad(parabola)
+  params = parabola_init()
   grads = grad_fn(params)
-  updates, state = jax.jit(
-      lambda g, s, p: opt.update(g, s, p, **case.extra_args(grad_fn, p)))(grads, state, params)
-  for u, p in zip(jax.tree.leaves(updates), jax.tree.leaves(params), strict=True):
-    assert u.dtype == p.dtype, (u.dtype, p.dtype)
-  assert jax.tree.map(lambda x: jnp.asarray(x).dtype, state) == init_dtypes
-  new_params = optax.apply_updates(params, updates)
-  assert all(x.dtype == dtype for x in jax.tree.leaves(new_params))
+  extra = case.extra_args(grad_fn, params)
+  opt = case.make()  # called directly: a method must take keywords it does not use
+  state = opt.init(params)
+  plain, _ = opt.update(grads, state, params, **extra)
+  direct, _ = opt.update(grads, state, params, value=jnp.asarray(1.0), unused_keyword=3, **extra)
+  assert_trees_equal(plain, direct)
+  chained = optax.chain(case.make(), optax.contrib.reduce_on_plateau(patience=2))
+  state = chained.init(params)
+  step = jax.jit(lambda g, s, p, v: chained.update(g, s, p, value=v, **extra))
+  updates, state = step(grads, state, params, parabola(params))
+  np.testing.assert_allclose(np.asarray(updates["w"]), np.asarray(plain["w"]), rtol=1e-6)
+  updates, state = step(grads, state, params, parabola(params))
+  assert step._cache_size() == 1
+
+
+def numeric_arguments(factory, kwargs) -> set[str]:
+  """The arguments ``optax.inject_hyperparams`` injects: every int, float or array, defaults too."""
+  bound = inspect.signature(factory).bind(**kwargs)
+  bound.apply_defaults()
+  return {name for name, value in bound.arguments.items()
+          if not isinstance(value, bool) and not callable(value)
+          and isinstance(value, int | float | np.ndarray | jax.Array)}
+
+
+def check_inject_hyperparams(case: Case):
+  """``inject_hyperparams(factory)(**kwargs)`` equals ``factory(**kwargs)``, jitted, for 4 steps.
+
+  Every numeric argument is injected (``inject_hyperparams`` applies the defaults), so structural
+  arguments (``momentum``, ``weight_decay``, ``update_every``, window lengths) arrive as arrays:
+  concrete in ``init``, traced in the jitted ``update``.
+  """
+  injected_opt = optax.inject_hyperparams(case.factory, static_args=case.static_args)(
+      **case.kwargs)
+  opt = case.make()
+  params = parabola_init()
+  grad_fn = jax.grad(parabola)
+  injected_state = jax.jit(injected_opt.init)(params)
+  assert set(injected_state.hyperparams) == (numeric_arguments(case.factory, case.kwargs)
+                                             - set(case.static_args))
+  state = jax.jit(opt.init)(params)
+
+  def stepper(transform):
+    @jax.jit
+    def step(params, state):
+      grads = grad_fn(params)
+      updates, state = transform.update(grads, state, params, **case.extra_args(grad_fn, params))
+      return optax.apply_updates(params, updates), updates, state
+    return step
+
+  step, injected_step = stepper(opt), stepper(injected_opt)
+  p, q = params, params
+  for _ in range(4):
+    p, updates, state = step(p, state)
+    q, injected_updates, injected_state = injected_step(q, injected_state)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                 updates, injected_updates)
+  # An injected structural argument takes the general path (an injected weight_decay of 0 keeps
+  # its add_decayed_weights stage), so the states may differ in structure: their rates agree.
+  def all_rates(opt_state):
+    values = [np.ravel(np.asarray(x, np.float64))
+              for x in optax_lr.learning_rates(opt_state).values()]
+    return np.sort(np.concatenate(values)) if values else np.zeros(0)
+
+  np.testing.assert_allclose(all_rates(state), all_rates(injected_state.inner_state), rtol=1e-5)
+  assert injected_step._cache_size() == 1
+
+
+def check_gradient_accumulation(case: Case, every_k: int = 3):
+  """``optax.MultiSteps(method, k)``: ``k`` micro-steps of one gradient are one method step.
+
+  The micro-gradients are equal (params do not move until the k-th), so their running mean is
+  that gradient exactly and the accumulated run must equal the plain one step for step.
+  """
+  opt = case.make()
+  accumulated = optax.MultiSteps(case.make(), every_k_schedule=every_k)
+  params = parabola_init()
+  grad_fn = jax.grad(parabola)
+  step = jax.jit(make_step(opt, parabola, case.extra_args))
+  micro_step = jax.jit(make_step(accumulated, parabola, case.extra_args))
+  state, micro_state = opt.init(params), accumulated.init(params)
+  p, q = params, params
+  for _ in range(3):
+    p, state = step(p, state)
+    for k in range(every_k):
+      before = q
+      q, micro_state = micro_step(q, micro_state)
+      if k < every_k - 1:
+        assert_trees_equal(before, q)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), p, q)
+  del grad_fn
+  assert micro_step._cache_size() == 1
 
 
 def check_fresh_buffers_donate(case: Case):

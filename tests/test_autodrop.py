@@ -1,10 +1,10 @@
-"""AutoDrop (seed 001, Algorithm 1; ALGORITHMS.md section 1): the rule on scripted trajectories.
+"""AutoDrop (Teng, Wang, Choromanska, Algorithm 1): the rule on scripted trajectories.
 
 Most tests drive ``scale_by_autodrop`` with ``steps_per_epoch = 1`` and unit directions in the
 plane that turn by scripted angles, so that the angle between window displacements (Definition 1)
 is known by construction whatever the rate. Indexing: call ``c`` (1-based) applies direction
-``d_{c-1}``; call ``e + 1`` processes boundary ``e`` (the parameters after ``e`` updates), whose
-angle is ``omega_e = angle(d_{e-1}, d_{e-2}) = turns[e - 1]``.
+``d_{c-1}``; with one-step windows call ``e`` ends window ``e`` and processes boundary ``e`` (the
+parameters after its own step), whose angle is ``omega_e = angle(d_{e-1}, d_{e-2}) = turns[e - 1]``.
 """
 
 from __future__ import annotations
@@ -82,36 +82,37 @@ def test_trigger_on_change_latch_and_k_weighted_landing():
                                    drop_delay=3)
   last, params_in, updates, states = _run(opt, _directions(turns))
   del last
-  # Boundary 4 (call 5): change |60 - 30| = 30, no trigger; boundary 5 (call 6): trigger, k = 1.
-  assert not bool(_after(states, 5).drop_pending)
-  at_trigger = _after(states, 6)
+  d = _directions(turns)
+  # Boundary 4 (call 4): change |60 - 30| = 30, no trigger; boundary 5 (call 5): trigger, k = 1.
+  assert not bool(_after(states, 4).drop_pending)
+  at_trigger = _after(states, 5)
   assert bool(at_trigger.drop_pending) and int(at_trigger.delay_count) == 1
   np.testing.assert_allclose(float(at_trigger.angular_velocity), 60.001, atol=1e-3)
   # Latched: boundary 6 (change 29.999) does not reset it; k = 2.
-  assert bool(_after(states, 7).drop_pending) and int(_after(states, 7).delay_count) == 2
-  assert int(_after(states, 7).num_drops) == 0
-  # Boundary 7 (call 8): k = 3 = drop_delay -> drop, landing on (1 x5 + 2 x6 + 3 x7) / 6.
-  dropped = _after(states, 8)
+  assert bool(_after(states, 6).drop_pending) and int(_after(states, 6).delay_count) == 2
+  assert int(_after(states, 6).num_drops) == 0
+  # Boundary 7 (call 7): k = 3 = drop_delay -> drop, landing on (1 x5 + 2 x6 + 3 x7) / 6, with
+  # x7 the end point of call 7's own step (x_e = params + (-0.5 d_6), never applied as such).
+  dropped = _after(states, 7)
   assert int(dropped.num_drops) == 1 and not bool(dropped.drop_pending)
   assert int(dropped.delay_count) == 0 and int(dropped.num_displacements) == 0
   np.testing.assert_allclose(float(dropped.learning_rate), 0.5 * 0.2, rtol=1e-7)
   np.testing.assert_allclose(float(dropped.threshold), 0.01 / 0.2, rtol=1e-6)
-  x = np.asarray(params_in["w"], np.float64)  # x[c - 1] = parameters entering call c
-  x5, x6, x7 = x[5], x[6], x[7]
-  expected = (1 * x5 + 2 * x6 + 3 * x7) / 6
+  x = np.asarray(params_in["w"])  # x[c - 1] = parameters entering call c (float32)
+  x7 = x[6] + (-np.float32(0.5) * d[6])
+  expected = (1 * x[5].astype(np.float64) + 2 * x[6] + 3 * x7.astype(np.float64)) / 6
   np.testing.assert_allclose(np.asarray(dropped.average["w"]), expected, rtol=1e-6)
-  landed = np.asarray(params_in["w"][8])  # the parameters after call 8
+  landed = x[7]  # the parameters after call 7
   np.testing.assert_allclose(landed, expected, rtol=1e-6)
   # Exact landing: parameters and average within a factor 2, so average - params is exact and
   # apply_updates reproduces the average bit for bit; the new anchor is those parameters.
   np.testing.assert_array_equal(landed, np.asarray(dropped.average["w"]))
-  np.testing.assert_array_equal(np.asarray(updates["w"][7]),
-                                np.asarray(dropped.average["w"]) - np.asarray(params_in["w"][7]))
+  np.testing.assert_array_equal(np.asarray(updates["w"][6]),
+                                np.asarray(dropped.average["w"]) - x[6])
   np.testing.assert_array_equal(np.asarray(dropped.anchor["w"]), landed)
-  # Before the drop every update is -0.5 d; after it, -0.1 d (call 9 starts the next window).
-  d = _directions(turns)
-  np.testing.assert_array_equal(np.asarray(updates["w"][6]), -np.float32(0.5) * d[6])
-  np.testing.assert_allclose(np.asarray(updates["w"][8]), -0.1 * d[8], rtol=1e-6)
+  # Before the drop every update is -0.5 d; after it, -0.1 d (call 8 starts the next window).
+  np.testing.assert_array_equal(np.asarray(updates["w"][5]), -np.float32(0.5) * d[5])
+  np.testing.assert_allclose(np.asarray(updates["w"][7]), -0.1 * d[7], rtol=1e-6)
 
 
 def test_first_trigger_at_third_boundary_and_after_each_reset():
@@ -122,15 +123,18 @@ def test_first_trigger_at_third_boundary_and_after_each_reset():
                                    drop_delay=1)
   _, _, updates, states = _run(opt, _directions([0] + [50] * 14))
   num_drops = [int(_after(states, c).num_drops) for c in range(1, 15)]
-  # Calls 4, 7, 10, 13: boundary 3, then the third boundary after each drop.
-  assert num_drops == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4]
-  rates = [float(_after(states, c).learning_rate) for c in (3, 4, 7, 10, 13)]
+  # Boundaries 3, 6, 9, 12: the third boundary from the start and after each drop.
+  assert num_drops == [0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4]
+  rates = [float(_after(states, c).learning_rate) for c in (2, 3, 6, 9, 12)]
   np.testing.assert_allclose(rates, [0.5, 0.1, 0.02, 0.01, 0.01], rtol=1e-6)  # floor 0.01
-  thresholds = [float(_after(states, c).threshold) for c in (3, 4, 7, 10, 13)]
+  thresholds = [float(_after(states, c).threshold) for c in (2, 3, 6, 9, 12)]
   np.testing.assert_allclose(thresholds, [0.01, 0.05, 0.25, 1.0, 1.0], rtol=1e-6)  # cap 1
-  # Without averaging the new rate already scales the call that drops.
+  # Without averaging the call that ends the window takes its step at the old rate (it is part
+  # of the epoch, Algorithm 1); the new rate scales the next window.
   d = _directions([0] + [50] * 14)
+  np.testing.assert_array_equal(np.asarray(updates["w"][2]), -np.float32(0.5) * d[2])
   np.testing.assert_allclose(np.asarray(updates["w"][3]), -0.1 * d[3], rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(updates["w"][5]), -0.1 * d[5], rtol=1e-6)
   np.testing.assert_allclose(np.asarray(updates["w"][6]), -0.02 * d[6], rtol=1e-6)
 
 
@@ -140,44 +144,46 @@ def test_smoothing_compares_overlapping_means():
   turns = [0, 10, 50, 10.004, 80, 20]
   smoothed = optax_lr.scale_by_autodrop(0.5, steps_per_epoch=1, smoothing=2, drop_delay=20)
   _, _, _, states = _run(smoothed, _directions(turns))
-  assert not bool(_after(states, 4).drop_pending)
-  assert bool(_after(states, 5).drop_pending)
-  assert _after(states, 5).angle_history.shape == (3,)
-  np.testing.assert_allclose(np.asarray(_after(states, 5).angle_history), [10, 50, 10.004],
+  assert not bool(_after(states, 3).drop_pending)
+  assert bool(_after(states, 4).drop_pending)
+  assert _after(states, 4).angle_history.shape == (3,)
+  np.testing.assert_allclose(np.asarray(_after(states, 4).angle_history), [10, 50, 10.004],
                              atol=1e-3)
   raw = optax_lr.scale_by_autodrop(0.5, steps_per_epoch=1, smoothing=1, drop_delay=20)
   _, _, _, states = _run(raw, _directions(turns))
   assert not bool(_after(states, 6).drop_pending)
-  # Constant angles with m = 2: the first possible trigger is boundary m + 2 = 4 (call 5).
+  # Constant angles with m = 2: the first possible trigger is boundary m + 2 = 4 (call 4).
   _, _, _, states = _run(smoothed, _directions([0] + [30] * 6))
-  assert not bool(_after(states, 4).drop_pending) and bool(_after(states, 5).drop_pending)
+  assert not bool(_after(states, 3).drop_pending) and bool(_after(states, 4).drop_pending)
 
 
 def test_windows_of_several_steps():
   # steps_per_epoch = 3: each window moves 3 steps along one direction; windows turn by 40, 40,
-  # 70 degrees. Boundary e is processed by call 3 e + 1; between boundaries no buffer changes.
+  # 70 degrees. Boundary e is processed by call 3 e, the window's last; between boundaries no
+  # buffer changes.
   turns = [0, 0, 0, 40, 0, 0, 40, 0, 0, 70, 0, 0, 0]
   opt = optax_lr.scale_by_autodrop(0.5, steps_per_epoch=3, drop_delay=20)
   _, params_in, _, states = _run(opt, _directions(turns))
   angles = [float(_after(states, c).angular_velocity) for c in range(1, 14)]
-  assert all(math.isnan(a) for a in angles[:6])
-  np.testing.assert_allclose(angles[6:], [40] * 6 + [70], atol=1e-3)
+  assert all(math.isnan(a) for a in angles[:5])
+  np.testing.assert_allclose(angles[5:], [40] * 6 + [70] * 2, atol=1e-3)
   for boundary in (1, 2, 3):
-    state = _after(states, 3 * boundary + 1)
+    state = _after(states, 3 * boundary)
+    # The anchor is x_e: the parameters after the window's last step, bit for bit.
     np.testing.assert_array_equal(np.asarray(state.anchor["w"]),
                                   np.asarray(params_in["w"][3 * boundary]))
-    for call in (3 * boundary + 2, 3 * boundary + 3):
+    for call in (3 * boundary + 1, 3 * boundary + 2):
       assert_trees_equal((state.anchor, state.previous_displacement),
                          (_after(states, call).anchor, _after(states, call).previous_displacement))
-  # Boundary 3 (call 10): angles 40, 40 -> trigger.
-  assert not bool(_after(states, 7).drop_pending) and bool(_after(states, 10).drop_pending)
+  # Boundary 3 (call 9): angles 40, 40 -> trigger.
+  assert not bool(_after(states, 8).drop_pending) and bool(_after(states, 9).drop_pending)
 
 
 def test_over_adam_matches_adam_until_the_drop():
   grads = jax.random.normal(jax.random.key(0), (16, 5))
   lr, rho = 0.01, 0.5
-  # A threshold of 180 degrees triggers at the first possible boundary: 3 (call 7); k = 2 at
-  # boundary 4 (call 9) drops and lands.
+  # A threshold of 180 degrees triggers at the first possible boundary: 3 (call 6); k = 2 at
+  # boundary 4 (call 8) drops and lands.
   over_adam = optax.chain(optax.scale_by_adam(), optax_lr.scale_by_autodrop(
       lr, steps_per_epoch=2, drop_factor=rho, threshold=180.0, max_threshold=180.0,
       drop_delay=2))
@@ -186,11 +192,14 @@ def test_over_adam_matches_adam_until_the_drop():
   u, a = np.asarray(updates["w"]), np.asarray(adam_updates["w"])
   # Before the drop: Adam's updates, to rounding (XLA fuses Adam's arithmetic differently in the
   # two programs, and an update that nearly cancels keeps only the absolute error, ~1e-7 lr).
-  np.testing.assert_allclose(u[:8], a[:8], rtol=1e-6, atol=1e-9)
-  assert int(_after(states, 8).num_drops) == 0 and int(_after(states, 9).num_drops) == 1
-  landing = _after(states, 9)
-  np.testing.assert_array_equal(u[8], np.asarray(landing.average["w"] - params_in["w"][8]))
-  np.testing.assert_allclose(u[9:], rho * a[9:], rtol=1e-6, atol=1e-9)  # Adam's, rate * rho
+  np.testing.assert_allclose(u[:7], a[:7], rtol=1e-6, atol=1e-9)
+  assert int(_after(states, 7).num_drops) == 0 and int(_after(states, 8).num_drops) == 1
+  landing = _after(states, 8)
+  np.testing.assert_array_equal(u[7], np.asarray(landing.average["w"] - params_in["w"][7]))
+  # Adam's, rate * rho, until the second drop: the history restarts at boundary 4, so boundary 7
+  # triggers again and boundary 8 (call 16) lands.
+  np.testing.assert_allclose(u[8:15], rho * a[8:15], rtol=1e-6, atol=1e-9)
+  assert int(_after(states, 15).num_drops) == 1 and int(_after(states, 16).num_drops) == 2
   assert optax_lr.learning_rates(states).keys() == {"1/learning_rate"}
 
 
@@ -207,13 +216,14 @@ def test_over_tlr_multiplies_tlr_rate():
   _, _, updates, states = _run(over_tlr, grads, start=np.ones(5, np.float32))
   _, _, tlr_updates, tlr_states = _run(alone, grads, start=np.ones(5, np.float32))
   u, t = np.asarray(updates["w"]), np.asarray(tlr_updates["w"])
-  np.testing.assert_allclose(u[:8], t[:8], rtol=1e-6, atol=0)
-  np.testing.assert_allclose(u[9:], rho * t[9:], rtol=1e-6, atol=0)
+  np.testing.assert_allclose(u[:7], t[:7], rtol=1e-6, atol=0)
+  np.testing.assert_allclose(u[8:15], rho * t[8:15], rtol=1e-6, atol=0)
   rates = optax_lr.learning_rates(states)
   assert rates.keys() == {"1/learning_rate", "3/learning_rate"}
   np.testing.assert_array_equal(np.asarray(rates["1/learning_rate"]),
                                 np.asarray(optax_lr.learning_rates(tlr_states)["1/learning_rate"]))
-  np.testing.assert_allclose(np.asarray(rates["3/learning_rate"])[-1], rho, rtol=1e-7)
+  np.testing.assert_allclose(np.asarray(rates["3/learning_rate"])[[14, 15]], [rho, rho**2],
+                             rtol=1e-7)  # the second drop at call 16
 
 
 def test_checkpoint_in_the_middle_of_the_drop_delay_resumes_bit_identically(tmp_path):
@@ -228,7 +238,7 @@ def test_checkpoint_in_the_middle_of_the_drop_delay_resumes_bit_identically(tmp_
 
   params = parabola_init()
   state = opt.init(params)
-  for _ in range(9):  # trigger at boundary 3 (call 7), k = 2 after call 9
+  for _ in range(9):  # trigger at boundary 3 (call 6), k = 2 at boundary 4 (call 8)
     params, state = step(params, state)
   assert bool(state[-1].drop_pending) and int(state[-1].delay_count) == 2
   checkpointer = ocp.StandardCheckpointer()
@@ -237,7 +247,7 @@ def test_checkpoint_in_the_middle_of_the_drop_delay_resumes_bit_identically(tmp_
   restored = checkpointer.restore(tmp_path / "ckpt", {"params": params, "opt_state": state})
   checkpointer.close()
   resumed_params, resumed_state = restored["params"], restored["opt_state"]
-  for _ in range(8):  # through the drop at boundary 6 (call 13)
+  for _ in range(8):  # through the drop at boundary 6 (call 12)
     params, state = step(params, state)
     resumed_params, resumed_state = step(resumed_params, resumed_state)
   assert int(state[-1].num_drops) == 1
@@ -296,3 +306,96 @@ def test_autodrop_sgd_bad_base_arguments_raise():
     optax_lr.autodrop_sgd(0.1, 10, momentum=1.0)
   with pytest.raises(ValueError, match="`weight_decay`"):
     optax_lr.autodrop_sgd(0.1, 10, weight_decay=-1.0)
+
+
+def _algorithm_1(grads, x0, *, learning_rate, steps_per_epoch, momentum, drop_factor,
+                 min_learning_rate, threshold, max_threshold, drop_delay, average, smoothing,
+                 eps=1e-8):
+  """Algorithm 1 of the AutoDrop paper in NumPy float64, momentum SGD as the base optimizer.
+
+  Read as the library documents it: the first displacement is measured from x_0; the trigger is
+  on the change of the (m-smoothed) angle and latches; k = 1 at the trigger epoch and the drop at
+  k = n_d with the normalised weighted average z / (n_d (n_d + 1) / 2); after a drop the angle
+  history restarts from the new parameters. The momentum trace carries on across epochs.
+  ``grads(x, t)`` is the stochastic gradient at step t. Returns the parameters after every step
+  (after the averaging, at a drop) and the rate of every step.
+  """
+  x, alpha, theta = np.array(x0, np.float64), learning_rate, threshold
+  trace = np.zeros_like(x)
+  previous, angles, pending, k, z = None, [], False, 0, np.zeros_like(x)
+  path, rates, t = [], [], 0
+  while t < len(grads.noise):
+    start = x.copy()
+    for _ in range(steps_per_epoch):
+      trace = grads(x, t) + momentum * trace
+      x = x + (-alpha * trace)
+      rates.append(alpha)
+      path.append(x.copy())
+      t += 1
+    s = x - start
+    if previous is not None:
+      cosine = np.clip((s @ previous) / (np.linalg.norm(s) * np.linalg.norm(previous) + eps), -1, 1)
+      angles.append(np.degrees(np.arccos(cosine)))
+    previous = s
+    m = smoothing
+    if (not pending and len(angles) >= m + 1
+        and abs(np.mean(angles[-m:]) - np.mean(angles[-m - 1:-1])) < theta):
+      pending, k, z = True, 0, np.zeros_like(x)
+    if pending:
+      k += 1
+      z = z + k * x
+      if k == drop_delay:
+        if average:
+          x = z / (drop_delay * (drop_delay + 1) / 2)
+          path[-1] = x.copy()
+        alpha = max(min_learning_rate, drop_factor * alpha)
+        theta = min(max_threshold, theta / drop_factor)
+        pending, previous, angles = False, None, []
+  return np.stack(path), np.asarray(rates)
+
+
+class _NoisyQuadratic:
+  """``g(x, t) = a * (x - c_t)``: a diagonal quadratic with a fresh random centre every step."""
+
+  def __init__(self, steps, dim=8, seed=0):
+    rng = np.random.default_rng(seed)
+    self.curvature = np.linspace(0.2, 2.0, dim)
+    self.noise = rng.normal(size=(steps, dim))
+
+  def __call__(self, x, t):
+    return self.curvature * (x - self.noise[t])
+
+
+@pytest.mark.parametrize("average, smoothing", [(True, 1), (False, 1), (True, 2), (False, 3)])
+def test_equals_algorithm_1_in_float64(average, smoothing):
+  settings = dict(learning_rate=0.2, steps_per_epoch=5, momentum=0.5, drop_factor=0.5,
+                  min_learning_rate=1e-3, threshold=8.0, max_threshold=40.0, drop_delay=3,
+                  average=average, smoothing=smoothing)
+  grads = _NoisyQuadratic(steps=5 * 40)
+  x0 = np.full(8, 3.0)
+  expected_path, expected_rates = _algorithm_1(grads, x0, **settings)
+  # The library's rate drops, counted on the transcription: the test must see several.
+  assert len(set(expected_rates)) >= 3
+  with jax.enable_x64(True):
+    options = {k: v for k, v in settings.items() if k not in ("learning_rate", "steps_per_epoch",
+                                                              "momentum")}
+    opt = optax_lr.autodrop_sgd(settings["learning_rate"], settings["steps_per_epoch"],
+                                momentum=settings["momentum"], **options)
+    curvature, noise = jnp.asarray(grads.curvature), jnp.asarray(grads.noise)
+
+    @jax.jit
+    def run(params):
+      def body(carry, centre):
+        params, state = carry
+        updates, state = opt.update(curvature * (params - centre), state, params)
+        params = optax.apply_updates(params, updates)
+        return (params, state), (params, _autodrop_state(state).learning_rate)
+
+      return jax.lax.scan(body, (params, opt.init(params)), noise)[1]
+
+    path, rates = jax.device_get(run(jnp.asarray(x0)))
+  assert path.dtype == np.float64 and rates.dtype == np.float64
+  # The rate of the step taken at every call is the rate in the state before it.
+  np.testing.assert_array_equal(np.concatenate([[settings["learning_rate"]], rates[:-1]]),
+                                expected_rates)
+  np.testing.assert_allclose(path, expected_path, rtol=1e-12, atol=1e-12)

@@ -172,3 +172,21 @@ def test_compare_command_writes_valid_outputs(tmp_path):
   assert "| cocob | peer |" in (tmp_path / "c.md").read_text()
   for name in ("bench_c_accuracy.png", "bench_c_rates.png"):
     assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_tlr_grid_verdict_counts_every_seed():
+  from train.bench import tlr_grid
+
+  entries = [{"window_sum": "gradient", "final_accuracy": {"values": [0.97, 0.951, 0.95]}},
+             {"window_sum": "gradient", "final_accuracy": {"values": [0.98, 0.99, 0.96]}},
+             {"window_sum": "displacement", "final_accuracy": {"values": [0.97, None, 0.1]}}]
+  result = tlr_grid.verdict(entries, ("gradient", "displacement"), target=0.95)
+  assert result["gradient"] == {"runs": 6, "runs_at_or_above_target": 6,
+                                "min_final_accuracy": 0.95, "max_final_accuracy": 0.99,
+                                "every_run_at_or_above_target": True}
+  assert result["displacement"]["runs_at_or_above_target"] == 1
+  assert result["displacement"]["min_final_accuracy"] == 0.1
+  assert not result["displacement"]["every_run_at_or_above_target"]
+  from train.bench import __main__ as dispatcher
+
+  assert "tlr-grid" in dispatcher.COMMANDS

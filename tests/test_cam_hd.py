@@ -1,4 +1,4 @@
-"""CAM-HD (seed 003): exact identities with HD, hand-derived steps per level, labels, blending."""
+"""CAM-HD: exact identities with HD, hand-derived steps per level, labels, blending, floor."""
 
 import jax
 import jax.numpy as jnp
@@ -96,9 +96,10 @@ def _expected_level_rates(level, e, alpha0, beta):
   if level == "layer":
     return {k: np.full(SHAPES[k], alpha0 + beta * (N / x.size) * x.sum()) for k, x in e.items()}
   if level == "filter":
-    # "a": 3 filters (its columns) of 2 elements; "b": 3 filters of 1; "c": one of 1.
-    return {"a": np.broadcast_to(alpha0 + beta * (N / 2) * e["a"].sum(axis=0), (2, 3)),
-            "b": alpha0 + beta * N * e["b"], "c": alpha0 + beta * N * e["c"]}
+    # The default filter_labels put "a" (2, 3) and "b" (3,) (same parent, same last axis) into
+    # 3 shared groups a[:, j] + b[j] of 3 elements; the 0-d "c" is one group of 1.
+    shared = alpha0 + beta * (N / 3) * (e["a"].sum(axis=0) + e["b"])
+    return {"a": np.broadcast_to(shared, (2, 3)), "b": shared, "c": alpha0 + beta * N * e["c"]}
   return {k: alpha0 + beta * N * x for k, x in e.items()}  # parameter
 
 
@@ -154,12 +155,13 @@ def _group_ids(level):
   if level == "layer":
     return np.array([0] * 6 + [1] * 3 + [2])
   if level == "filter":
-    return np.concatenate([np.tile(np.arange(3), 2), 3 + np.arange(3), [6]])
+    # a[:, j] and b[j] share group j (the default filter_labels); c is group 3.
+    return np.concatenate([np.tile(np.arange(3), 2), np.arange(3), [3]])
   return np.arange(N)
 
 
 def _reference(levels, weights, grads, alpha0, beta, delta, r, alpha_inf, softmax):
-  """Algorithm 1 (ALGORITHMS.md section 4) in float64 on flat vectors; returns the updates."""
+  """Algorithm 1 in float64 on flat vectors (same-scale steps, N / n_j); returns the updates."""
   gamma = np.asarray(weights, float) / np.sum(weights)
   rates = {level: np.full(N, alpha0) for level in levels}
   d_prev = np.zeros(N)
@@ -459,3 +461,99 @@ def test_bad_input_raises(kwargs, name):
 def test_alias_bad_input_raises(factory, kwargs, name):
   with pytest.raises(ValueError, match=f"`{name}`"):
     factory(**kwargs)
+
+
+# ------------------------------------------------------------------------------------------------
+# Filter groups: a bias joins its kernel's groups (group j = kernel[..., j] + bias[j]).
+# ------------------------------------------------------------------------------------------------
+
+MODULE_SHAPES = {"Dense_0": {"bias": (3,), "kernel": (2, 3)},
+                 "Dense_1": {"bias": (2,), "kernel": (3, 2)}}
+MODULE_N = 3 + 6 + 2 + 6
+
+
+def _module_grads(seed):
+  rng = np.random.default_rng(seed)
+  return {m: {k: rng.standard_normal(s).astype(np.float32) for k, s in leaves.items()}
+          for m, leaves in MODULE_SHAPES.items()}
+
+
+def _filter_rates_after_two_steps(filter_labels):
+  alpha0, beta = 0.1, 0.01
+  g1, g2 = _module_grads(5), _module_grads(6)
+  opt = optax_lr.sgd_cam_hd(alpha0, hypergrad_lr=beta, levels=("filter",),
+                            **({} if filter_labels == "default" else
+                               {"filter_labels": filter_labels}))
+  zeros = jax.tree.map(lambda x: jnp.zeros_like(x), g1)
+  state = opt.init(zeros)
+  _, state = opt.update(g1, state)
+  updates, state = opt.update(g2, state)
+  e = jax.tree.map(lambda a, b: a.astype(np.float64) * b, g2, g1)
+  return alpha0, beta, g2, e, updates, state.learning_rate["filter"]
+
+
+def test_bias_joins_its_kernels_filter_groups_by_default():
+  alpha0, beta, g2, e, updates, rates = _filter_rates_after_two_steps("default")
+  expected = {}
+  for module, rows in (("Dense_0", 2), ("Dense_1", 3)):
+    # Group j = kernel[:, j] (rows elements) + bias[j]: n_j = rows + 1, h_j = (N / n_j) sum e.
+    sums = e[module]["kernel"].sum(axis=0) + e[module]["bias"]
+    expected[module] = alpha0 + beta * (MODULE_N / (rows + 1)) * sums
+  for module in MODULE_SHAPES:
+    for leaf in ("kernel", "bias"):
+      np.testing.assert_allclose(rates[module][leaf], expected[module], rtol=2e-6)
+      np.testing.assert_allclose(updates[module][leaf], -expected[module] * g2[module][leaf],
+                                 rtol=2e-6, atol=1e-9)
+  # One value per group, but separate buffers (donation needs every state array once).
+  assert rates["Dense_0"]["kernel"] is not rates["Dense_0"]["bias"]
+
+
+def test_filter_labels_none_and_label_trees():
+  alpha0, beta, _, e, _, rates = _filter_rates_after_two_steps(None)
+  for module, rows in (("Dense_0", 2), ("Dense_1", 3)):
+    # Every leaf its own groups: a bias element is a group of one (h = N e).
+    np.testing.assert_allclose(rates[module]["bias"],
+                               alpha0 + beta * MODULE_N * e[module]["bias"], rtol=2e-6)
+    np.testing.assert_allclose(
+        rates[module]["kernel"],
+        alpha0 + beta * (MODULE_N / rows) * e[module]["kernel"].sum(axis=0), rtol=2e-6)
+  # A label tree: Dense_0's kernel and bias share groups, Dense_1's do not.
+  labels = {"Dense_0": {"bias": "k0", "kernel": "k0"}, "Dense_1": {"bias": "b1", "kernel": "k1"}}
+  _, _, _, _, _, mixed = _filter_rates_after_two_steps(labels)
+  np.testing.assert_allclose(
+      mixed["Dense_0"]["bias"],
+      alpha0 + beta * (MODULE_N / 3) * (e["Dense_0"]["kernel"].sum(axis=0) + e["Dense_0"]["bias"]),
+      rtol=2e-6)
+  np.testing.assert_allclose(mixed["Dense_1"]["bias"], rates["Dense_1"]["bias"], rtol=1e-7)
+  with pytest.raises(ValueError, match="`filter_labels`"):
+    _filter_rates_after_two_steps({"Dense_0": "a"})
+
+
+# ------------------------------------------------------------------------------------------------
+# min_learning_rate floors the effective rate (not the level rates).
+# ------------------------------------------------------------------------------------------------
+
+
+def test_min_learning_rate_floors_the_effective_rate():
+  # Parameter level, alpha0 = 0.1, beta = 0.01, N = 10: after g1 = 1 everywhere, step 2 gives
+  # a_p = 0.1 + 0.01 * 10 * g2_p: -0.2 where g2 = -3, 0.2 where g2 = 1.
+  g1 = {k: np.ones(s, np.float32) for k, s in SHAPES.items()}
+  g2 = {"a": np.array([[-3, 1, 1], [1, -3, 1]], np.float32), "b": np.array([1, -3, 1], np.float32),
+        "c": np.float32(-3)}
+  level_rate = {k: np.where(g == -3, -0.2, 0.2) for k, g in g2.items()}
+  for floor in (None, 0.05):
+    opt = optax_lr.sgd_cam_hd(0.1, hypergrad_lr=0.01, levels=("parameter",),
+                              min_learning_rate=floor)
+    state = opt.init(_zeros())
+    _, state = opt.update(g1, state)
+    updates, state = opt.update(g2, state)
+    kappa = level_rate if floor is None else {k: np.maximum(r, floor)
+                                              for k, r in level_rate.items()}
+    effective = optax_lr.cam_hd_effective_learning_rate(state, min_learning_rate=floor)
+    for k in SHAPES:
+      # Unfloored, a -3 element with rate -0.2 steps uphill by 0.6; floored, downhill by 0.15.
+      np.testing.assert_allclose(updates[k], -kappa[k] * g2[k], rtol=1e-6)
+      np.testing.assert_allclose(state.learning_rate["parameter"][k], level_rate[k], rtol=1e-6)
+      np.testing.assert_allclose(effective[k], kappa[k], rtol=1e-6)
+  with pytest.raises(ValueError, match="`min_learning_rate`"):
+    optax_lr.sgd_cam_hd(0.1, min_learning_rate=-1.0)

@@ -1,9 +1,13 @@
 """Every method of the library runs through the conformance suite (``tests/conformance.py``).
 
-Register a method by adding a :class:`conformance.Case` to ``CASES`` in its section below.
+Register a method by adding a :class:`conformance.Case` to ``CASES`` in its section below: its
+constructor and keyword arguments (``optax.inject_hyperparams`` wraps the constructor, so a
+composite is registered as a small factory function of its numeric arguments).
 """
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import pytest
 
@@ -17,55 +21,89 @@ def _grad_fn_arg(grad_fn, params):
   return {"grad_fn": grad_fn}
 
 
+def _next_grads_arg(grad_fn, params):
+  return {"next_grads": grad_fn(params)}
+
+
+# Composites, as factories of their numeric arguments (what inject_hyperparams injects).
+def momentum_tlr_fixed_meta_rate(learning_rate=1e-3, meta_learning_rate=1e-7, momentum=0.9):
+  return optax.chain(optax.trace(momentum),
+                     optax_lr.scale_by_tlr_fixed_meta_rate(learning_rate, meta_learning_rate))
+
+
+def autodrop_adam(learning_rate=0.1, steps_per_epoch=5, drop_factor=0.5, drop_delay=3,
+                  min_learning_rate=0.01):
+  return optax.chain(optax.scale_by_adam(), optax_lr.scale_by_autodrop(
+      learning_rate, steps_per_epoch, drop_factor=drop_factor, drop_delay=drop_delay,
+      min_learning_rate=min_learning_rate))
+
+
+def autodrop_over_tlr(learning_rate=0.1, steps_per_epoch=5, drop_factor=0.5, drop_delay=3,
+                      min_learning_rate=0.25):
+  return optax.chain(optax_lr.scale_by_tlr(learning_rate), optax.scale(-1.0),
+                     optax_lr.scale_by_autodrop(1.0, steps_per_epoch, drop_factor=drop_factor,
+                                                drop_delay=drop_delay,
+                                                min_learning_rate=min_learning_rate))
+
+
+def clr_sgd_then_simple_adasecant(boundary_step=5, min_lr=0.01, max_lr=0.5, step_size_up=2,
+                                  threshold=10.0):
+  return optax_lr.switch_at(
+      boundary_step, optax.sgd(optax_lr.cyclical_schedule(min_lr, max_lr, step_size_up)),
+      optax_lr.simple_adasecant(threshold))
+
+
 CASES = [
     # --- TLR and hypergradient descent (optax_lr/tlr.py, optax_lr/hypergradient.py) ---
     # Rosenbrock's curvature spans three orders of magnitude: with the paper's bound c = 1/4 the
     # rate grows 1.25x per window along the valley and overshoots into the quartic wall, where the
     # iterate overflows (the paper's App. D.3 also sees large bounds diverge); c = 0.01 converges.
-    Case("tlr_sgd", lambda: optax_lr.tlr_sgd(0.1),
+    Case("tlr_sgd", optax_lr.tlr_sgd, dict(learning_rate=0.1),
          make_for_rosenbrock=lambda: optax_lr.tlr_sgd(1e-3, momentum=0.9, bound=0.01)),
-    Case("tlr_sgd_window", lambda: optax_lr.tlr_sgd(0.1, update_every=3, momentum=0.5),
+    Case("tlr_sgd_window", optax_lr.tlr_sgd,
+         dict(learning_rate=0.1, update_every=3, momentum=0.5),
          make_for_rosenbrock=lambda: optax_lr.tlr_sgd(1e-3, update_every=10, momentum=0.9,
                                                       bound=0.01, per_tensor=True)),
-    Case("tlr_sgd_per_tensor", lambda: optax_lr.tlr_sgd(0.1, per_tensor=True, weight_decay=1e-6),
+    Case("tlr_sgd_per_tensor", optax_lr.tlr_sgd,
+         dict(learning_rate=0.1, per_tensor=True, weight_decay=1e-6),
          make_for_rosenbrock=lambda: optax_lr.tlr_sgd(1e-3, per_tensor=True, bound=0.01)),
-    Case("tlr_fixed_meta_rate",
-         lambda: optax_lr.scale_by_tlr_fixed_meta_rate(0.1, meta_learning_rate=0.01),
-         make_for_rosenbrock=lambda: optax.chain(
-             optax.trace(0.9), optax_lr.scale_by_tlr_fixed_meta_rate(1e-3, 1e-7))),
-    Case("naive_tlr", lambda: optax_lr.naive_tlr(0.1, meta_learning_rate=0.01),
+    Case("tlr_fixed_meta_rate", optax_lr.scale_by_tlr_fixed_meta_rate,
+         dict(learning_rate=0.1, meta_learning_rate=0.01),
+         make_for_rosenbrock=lambda: momentum_tlr_fixed_meta_rate()),
+    Case("naive_tlr", optax_lr.naive_tlr, dict(learning_rate=0.1, meta_learning_rate=0.01),
          extra_args=_grad_fn_arg,
          make_for_rosenbrock=lambda: optax_lr.naive_tlr(1e-3, meta_learning_rate=1e-6)),
-    Case("sgd_hd", lambda: optax_lr.sgd_hd(0.1, hypergrad_lr=1e-3),
+    Case("sgd_hd", optax_lr.sgd_hd, dict(learning_rate=0.1, hypergrad_lr=1e-3),
          make_for_rosenbrock=lambda: optax_lr.sgd_hd(1e-3, hypergrad_lr=1e-7, momentum=0.9)),
-    Case("sgdn_hd", lambda: optax_lr.sgd_hd(0.1, momentum=0.5, nesterov=True, weight_decay=1e-6),
+    Case("sgdn_hd", optax_lr.sgd_hd,
+         dict(learning_rate=0.1, momentum=0.5, nesterov=True, weight_decay=1e-6),
          make_for_rosenbrock=lambda: optax_lr.sgd_hd(1e-3, 1e-7, momentum=0.9, nesterov=True)),
-    Case("adam_hd", lambda: optax_lr.adam_hd(0.1, hypergrad_lr=1e-4), parabola_steps=1000,
+    Case("sgd_hd_heavy_ball", optax_lr.sgd_hd,
+         dict(learning_rate=0.1, hypergrad_lr=1e-4, momentum=0.5),
+         make_for_rosenbrock=lambda: optax_lr.sgd_hd(1e-3, hypergrad_lr=1e-7, momentum=0.9)),
+    Case("adam_hd", optax_lr.adam_hd, dict(learning_rate=0.1, hypergrad_lr=1e-4),
+         parabola_steps=1000,
          make_for_rosenbrock=lambda: optax_lr.adam_hd(0.01, hypergrad_lr=1e-6)),
     # --- AutoDrop (optax_lr/autodrop.py) ---
     # Small windows and delays so that drops (and landings on the average) happen inside the
     # convergence budgets; the floors keep the final rates useful (each run drops 3-28 times).
-    Case("autodrop_sgd",
-         lambda: optax_lr.autodrop_sgd(0.1, steps_per_epoch=5, momentum=0.5, drop_delay=3,
-                                       min_learning_rate=0.02),
+    Case("autodrop_sgd", optax_lr.autodrop_sgd,
+         dict(learning_rate=0.1, steps_per_epoch=5, momentum=0.5, drop_delay=3,
+              min_learning_rate=0.02),
+         static_args=("smoothing",),
          make_for_rosenbrock=lambda: optax_lr.autodrop_sgd(
              1e-3, steps_per_epoch=50, drop_factor=0.5, drop_delay=5, min_learning_rate=5e-4)),
-    Case("autodrop_nesterov_smoothed",
-         lambda: optax_lr.autodrop_sgd(0.1, steps_per_epoch=3, momentum=0.5, nesterov=True,
-                                       weight_decay=1e-6, average=False, smoothing=3,
-                                       drop_delay=2, min_learning_rate=0.02),
+    Case("autodrop_nesterov_smoothed", optax_lr.autodrop_sgd,
+         dict(learning_rate=0.1, steps_per_epoch=3, momentum=0.5, nesterov=True,
+              weight_decay=1e-6, average=False, smoothing=3, drop_delay=2,
+              min_learning_rate=0.02),
+         static_args=("smoothing",),
          make_for_rosenbrock=lambda: optax_lr.autodrop_sgd(
              1e-3, steps_per_epoch=20, nesterov=True, average=False, smoothing=3, drop_delay=2,
              drop_factor=0.5, min_learning_rate=5e-4)),
-    Case("autodrop_adam",
-         lambda: optax.chain(optax.scale_by_adam(), optax_lr.scale_by_autodrop(
-             0.1, steps_per_epoch=5, drop_factor=0.5, drop_delay=3, min_learning_rate=0.01)),
-         make_for_rosenbrock=lambda: optax.chain(optax.scale_by_adam(), optax_lr.scale_by_autodrop(
-             0.02, steps_per_epoch=20, drop_factor=0.5, drop_delay=5, min_learning_rate=1e-3))),
-    Case("autodrop_over_tlr",
-         lambda: optax.chain(optax_lr.scale_by_tlr(0.1), optax.scale(-1.0),
-                             optax_lr.scale_by_autodrop(1.0, steps_per_epoch=5, drop_factor=0.5,
-                                                        drop_delay=3, min_learning_rate=0.25)),
+    Case("autodrop_adam", autodrop_adam,
+         make_for_rosenbrock=lambda: autodrop_adam(0.02, 20, 0.5, 5, 1e-3)),
+    Case("autodrop_over_tlr", autodrop_over_tlr,
          make_for_rosenbrock=lambda: optax.chain(
              optax.trace(0.9), optax_lr.scale_by_tlr(1e-3, bound=0.01), optax.scale(-1.0),
              optax_lr.scale_by_autodrop(1.0, steps_per_epoch=20, drop_factor=0.5, drop_delay=5,
@@ -73,54 +111,50 @@ CASES = [
     # --- CAM-HD (optax_lr/cam_hd.py) ---
     # Each CAM-HD case reaches well below the default tolerances (a 1e-6 parabola, a 1e-4
     # Rosenbrock from 1), with learned combination weights and tau-blending switched on in some.
-    Case("sgd_cam_hd", lambda: optax_lr.sgd_cam_hd(0.1, hypergrad_lr=1e-3),
+    Case("sgd_cam_hd", optax_lr.sgd_cam_hd, dict(learning_rate=0.1, hypergrad_lr=1e-3),
          parabola_steps=300, parabola_tol=1e-6, rosenbrock_steps=2500, rosenbrock_tol=1e-4,
          make_for_rosenbrock=lambda: optax_lr.sgd_cam_hd(1e-3, hypergrad_lr=1e-7, momentum=0.9)),
-    Case("sgdn_cam_hd_filter",
-         lambda: optax_lr.sgd_cam_hd(0.1, 1e-3, combination_lr=0.03, momentum=0.5, nesterov=True,
-                                     weight_decay=1e-6, levels=("filter", "global"),
-                                     weights=(0.2, 0.8), decay_rate=0.002),
+    Case("sgdn_cam_hd_filter", optax_lr.sgd_cam_hd,
+         dict(learning_rate=0.1, hypergrad_lr=1e-3, combination_lr=0.03, momentum=0.5,
+              nesterov=True, weight_decay=1e-6, levels=("filter", "global"),
+              weights=(0.2, 0.8), decay_rate=0.002),
          parabola_steps=300, parabola_tol=1e-6, rosenbrock_steps=2500, rosenbrock_tol=1e-4,
          make_for_rosenbrock=lambda: optax_lr.sgd_cam_hd(
              1e-3, 1e-7, combination_lr=0.03, momentum=0.9, nesterov=True,
              levels=("filter", "global"), weights=(0.2, 0.8), decay_rate=0.001)),
-    Case("adam_cam_hd_three_levels",
-         lambda: optax_lr.adam_cam_hd(0.1, 1e-4, combination_lr=0.01,
-                                      levels=("parameter", "layer", "global"),
-                                      weights=(0.3, 0.3, 0.4),
-                                      layer_labels=optax_lr.parent_module_label),
-         parabola_steps=300, parabola_tol=1e-6, rosenbrock_steps=2500, rosenbrock_tol=1e-4,
+    Case("adam_cam_hd_three_levels", optax_lr.adam_cam_hd,
+         dict(learning_rate=0.1, hypergrad_lr=1e-4, combination_lr=0.01,
+              levels=("parameter", "layer", "global"), weights=(0.3, 0.3, 0.4),
+              layer_labels=optax_lr.parent_module_label),
+         static_args=("layer_labels",), parabola_steps=300, parabola_tol=1e-6, rosenbrock_steps=2500, rosenbrock_tol=1e-4,
          make_for_rosenbrock=lambda: optax_lr.adam_cam_hd(
              0.01, 1e-6, combination_lr=0.01, levels=("parameter", "layer", "global"),
              weights=(0.3, 0.3, 0.4))),
     Case("cam_hd_softmax_all_levels",
-         lambda: optax_lr.cam_hd(optax.scale_by_adam(), 0.1, 1e-4, combination_lr=0.01,
-                                 levels=("parameter", "filter", "layer", "global"),
-                                 weight_parametrization="softmax", level_scaling="mean",
-                                 decay_rate=1e-3, final_learning_rate=0.05),
+         lambda learning_rate=0.1, hypergrad_lr=1e-4, combination_lr=0.01, decay_rate=1e-3,
+         final_learning_rate=0.05: optax_lr.cam_hd(
+             optax.scale_by_adam(), learning_rate, hypergrad_lr, combination_lr=combination_lr,
+             levels=("parameter", "filter", "layer", "global"), weight_parametrization="softmax",
+             level_scaling="mean", decay_rate=decay_rate,
+             final_learning_rate=final_learning_rate),
          parabola_steps=300, parabola_tol=1e-6, rosenbrock_steps=2500, rosenbrock_tol=1e-4,
          make_for_rosenbrock=lambda: optax_lr.cam_hd(
              optax.scale_by_adam(), 0.01, 1e-6, combination_lr=0.01,
              levels=("parameter", "filter", "layer", "global"),
              weight_parametrization="softmax", decay_rate=1e-3, final_learning_rate=0.005)),
     # --- AdaSecant family, CUS-Adam, schedules, switch_at (optax_lr/adasecant.py, ...) ---
-    Case("simple_adasecant", lambda: optax_lr.simple_adasecant(), parabola_steps=20,
+    Case("simple_adasecant", optax_lr.simple_adasecant, parabola_steps=20,
          rosenbrock_steps=2000),
-    Case("simple_adasecant_clip", lambda: optax_lr.simple_adasecant(3.0, mode="clip"),
+    Case("simple_adasecant_clip", optax_lr.simple_adasecant, dict(threshold=3.0, mode="clip"),
          parabola_steps=20, rosenbrock_steps=2000),
-    Case("adasecant", lambda: optax_lr.adasecant(), parabola_steps=20, rosenbrock_steps=2000),
-    Case("adasecant_next_grads", lambda: optax_lr.adasecant(normalize="global"),
-         extra_args=lambda grad_fn, params: {"next_grads": grad_fn(params)},
-         parabola_steps=20, rosenbrock_steps=2000),
-    Case("cus_adam", lambda: optax_lr.cus_adam(0.1), parabola_steps=1000,
+    Case("adasecant", optax_lr.adasecant, parabola_steps=20, rosenbrock_steps=2000),
+    Case("adasecant_next_grads", optax_lr.adasecant, dict(normalize="global"),
+         extra_args=_next_grads_arg, parabola_steps=20, rosenbrock_steps=2000),
+    Case("cus_adam", optax_lr.cus_adam, dict(learning_rate=0.1), parabola_steps=1000,
          make_for_rosenbrock=lambda: optax_lr.cus_adam(0.01)),
-    Case("switch_clr_sgd_to_simple_adasecant",
-         lambda: optax_lr.switch_at(
-             5, optax.sgd(optax_lr.cyclical_schedule(0.01, 0.5, 2)), optax_lr.simple_adasecant()),
+    Case("switch_clr_sgd_to_simple_adasecant", clr_sgd_then_simple_adasecant,
          parabola_steps=30, rosenbrock_steps=2000,
-         make_for_rosenbrock=lambda: optax_lr.switch_at(
-             50, optax.sgd(optax_lr.cyclical_schedule(1e-4, 2e-3, 10)),
-             optax_lr.simple_adasecant())),
+         make_for_rosenbrock=lambda: clr_sgd_then_simple_adasecant(50, 1e-4, 2e-3, 10)),
 ]
 
 _IDS = [case.name for case in CASES]
@@ -147,9 +181,22 @@ def test_sharding_kept(case):
   conformance.check_sharding_kept(case)
 
 
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64],
+                         ids=["f16", "bf16", "f32", "f64"])
 def test_dtypes_kept(case, dtype):
   conformance.check_dtypes_kept(case, dtype)
+
+
+def test_extra_args_ignored(case):
+  conformance.check_extra_args_ignored(case)
+
+
+def test_inject_hyperparams(case):
+  conformance.check_inject_hyperparams(case)
+
+
+def test_gradient_accumulation(case):
+  conformance.check_gradient_accumulation(case)
 
 
 def test_fresh_buffers_donate(case):
@@ -167,3 +214,36 @@ def test_converges(case, problem):
 
 def test_apply_if_finite(case):
   conformance.check_apply_if_finite(case)
+
+
+def _scaled_by_value():
+  """An inner direction ``value * g`` that needs the extra argument ``value``."""
+  def init_fn(params):
+    del params
+    return optax.EmptyState()
+
+  def update_fn(updates, state, params=None, *, value, **extra_args):
+    del params, extra_args
+    return jax.tree.map(lambda g: value * g, updates), state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+@pytest.mark.parametrize("wrap", [
+    lambda inner: optax_lr.hypergradient(inner, 0.1, 0.0),
+    lambda inner: optax_lr.cam_hd(inner, 0.1, 0.0),
+    lambda inner: optax_lr.scale_by_tlr(0.1, inner=inner),
+    lambda inner: optax_lr.scale_by_tlr_fixed_meta_rate(0.1, 0.01, update_every=2, inner=inner),
+    lambda inner: optax_lr.switch_at(1, inner, inner),
+], ids=["hypergradient", "cam_hd", "scale_by_tlr", "tlr_fixed_meta_rate", "switch_at"])
+def test_wrappers_forward_extra_args_to_the_inner_transform(wrap):
+  # The first update's rate is the initial one (no hypergradient yet, the TLR window only fills),
+  # so the update scales with the value the inner transform received: value=2 gives twice value=1.
+  params = {"w": jnp.ones(3)}
+  grads = {"w": jnp.array([1.0, -2.0, 0.5])}
+  opt = wrap(_scaled_by_value())
+  state = opt.init(params)
+  one, _ = opt.update(grads, state, params, value=1.0, unrelated=0)
+  two, _ = opt.update(grads, state, params, value=2.0, unrelated=0)
+  np.testing.assert_allclose(np.asarray(two["w"]), 2.0 * np.asarray(one["w"]), rtol=1e-6)
+  assert float(jnp.abs(one["w"]).sum()) > 0

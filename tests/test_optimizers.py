@@ -91,7 +91,8 @@ def test_metadata():
       "adasecant", "simple_adasecant", "prodigy", "dadapt_adamw", "dog", "mechanize_sgd",
       "cocob"}
   assert optimizers.get_spec("tlr_sgd").options() == {
-      "momentum": 0.8, "nesterov": False, "window_fraction": 1 / 3, "bound": 0.25}
+      "momentum": 0.8, "nesterov": False, "window_fraction": 1 / 3, "bound": 0.25,
+      "window_sum": "gradient"}
 
 
 def test_sgd_with_weight_decay_is_the_hand_computed_step():

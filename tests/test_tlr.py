@@ -1,5 +1,6 @@
-"""Trainable Learning Rate (seed 002): the rule against hand-computed numbers and identities."""
+"""Trainable Learning Rate: the rule against hand-computed numbers and identities."""
 
+import warnings
 from fractions import Fraction
 
 import jax
@@ -134,16 +135,120 @@ def test_window_that_never_closes_equals_sgd():
   jax.tree.map(np.testing.assert_array_equal, trajectory(ours), trajectory(reference))
 
 
-def test_window_sum_includes_momentum_and_weight_decay():
-  # u = (w_start - w_end) / alpha over a window when the rate is constant inside it.
+def test_window_sums_with_momentum_and_weight_decay():
+  # Constant rate inside the window (the first window never changes it): the displacement
+  # reading sums the directions, u = (w_start - w_end) / alpha; the gradient reading sums the
+  # gradients entering the trace, weight decay included: sum_k (2 w_k + 0.5 w_k).
   params = jnp.array([1.0, -2.0])
-  opt = optax_lr.tlr_sgd(0.1, update_every=3, momentum=0.8, weight_decay=0.5)
+  for window_sum in ("displacement", "gradient"):
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore")  # K = 3 < 10 / (1 - 0.8): the displacement warning
+      opt = optax_lr.tlr_sgd(0.1, update_every=3, momentum=0.8, weight_decay=0.5,
+                             window_sum=window_sum)
+    state = opt.init(params)
+    w, gradient_sum = params, jnp.zeros(2)
+    for _ in range(3):
+      updates, state = opt.update(2.0 * w, state, w)
+      gradient_sum = gradient_sum + 2.5 * w
+      w = optax.apply_updates(w, updates)
+    expected = (params - w) / 0.1 if window_sum == "displacement" else gradient_sum
+    np.testing.assert_allclose(state[-1].previous_direction_sum, expected, rtol=1e-5)
+
+
+def test_two_readings_differ_with_momentum_by_hand():
+  # Momentum 0.5, windows of K = 2, alpha_0 = 0.5, c = 1/4, gradients g_1..g_6:
+  grads = [(1, 0), (1, 0), (0, 2), (0, 2), (0, -1), (0, -1)]
+  # The trace d_t = g_t + 0.5 d_{t-1}: (1, 0), (1.5, 0), (0.75, 2), (0.375, 3), (0.1875, 0.5),
+  # (0.09375, -0.75).
+  d = np.array([[1, 0], [1.5, 0], [0.75, 2], [0.375, 3], [0.1875, 0.5], [0.09375, -0.75]])
+  # Gradient reading: U1 = (2, 0), U2 = (0, 4), U3 = (0, -2).
+  #   window 2: ip = 0 -> factor exactly 1 (consecutive windows' gradients are orthogonal);
+  #   window 3: ip = -8, |U3|^2 = 4, max(4 (4 + 8), -8 / c) = 48 -> factor 1 - 8/48 = 5/6.
+  gradient_rates = [0.5, 0.5, 0.5, 0.5, 0.5, 0.5 * 5 / 6]
+  # Displacement reading: D1 = d1 + d2 = (2.5, 0), D2 = (1.125, 5), D3 = (0.28125, -0.25).
+  #   window 2: ip = 2.8125 = 45/16, |D2|^2 = 26.265625, max(4 (26.265625 - 2.8125), 45/4)
+  #             = 93.8125 = 1501/16 -> factor 1 + 45/1501 (the momentum carried (1.5, 0) over);
+  #   window 3: ip = 0.31640625 - 1.25 = -0.93359375 = -956/1024, |D3|^2 = 0.1416015625,
+  #             max(4 (0.1416015625 + 0.93359375), ...) = 4.30078125 = 4404/1024
+  #             -> factor 1 - 956/4404 = 862/1101.
+  r2 = 0.5 * 1546 / 1501
+  displacement_rates = [0.5, 0.5, 0.5, r2, r2, r2 * 862 / 1101]
+  directions = [jnp.array(g, jnp.float32) for g in grads]
+  for window_sum, expected in (("gradient", gradient_rates),
+                               ("displacement", displacement_rates)):
+    opt = optax_lr.scale_by_tlr(0.5, update_every=2, window_sum=window_sum,
+                                inner=optax.trace(0.5))
+    updates, rates, _ = _run(opt, directions)
+    np.testing.assert_allclose([float(r["learning_rate"]) for r in rates], expected, rtol=1e-6)
+    # The update is -alpha_t d_t, with the rate updated at a window's last step.
+    for u, r, direction in zip(updates, expected, d, strict=True):
+      np.testing.assert_allclose(u, -r * direction, rtol=1e-6)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_update_every_one_gradient_reading_is_algorithm_2_with_momentum(nesterov):
+  # K = 1, gradient reading: alpha_{t+1} = alpha_t (1 + ip / max(4 (|g_t|^2 - ip), ip / c)),
+  # ip = <g_t, g_{t-1}>, g the gradient with weight decay; the step is -alpha_{t+1} d_t with the
+  # (Nesterov) momentum direction d_t. NumPy, float64.
+  rng = np.random.default_rng(3)
+  curvature = rng.uniform(0.5, 2.0, 4)
+  noise = rng.normal(size=(12, 4))
+  momentum, weight_decay, alpha, bound = 0.8, 1e-2, 0.05, 0.25
+  opt = optax_lr.tlr_sgd(alpha, momentum=momentum, nesterov=nesterov,
+                         weight_decay=weight_decay, bound=bound)
+  params = jnp.asarray(rng.normal(size=4), jnp.float32)
   state = opt.init(params)
-  w = params
-  for _ in range(3):
-    updates, state = opt.update(2.0 * w, state, w)
-    w = optax.apply_updates(w, updates)
-  np.testing.assert_allclose(state[-1].previous_direction_sum, (params - w) / 0.1, rtol=1e-5)
+  update = jax.jit(opt.update)
+  w, trace, previous = np.asarray(params, np.float64), np.zeros(4), None
+  for t in range(12):
+    updates, state = update(jnp.asarray(curvature, jnp.float32) * params
+                            + jnp.asarray(noise[t], jnp.float32), state, params)
+    params = optax.apply_updates(params, updates)
+    g = curvature * w + noise[t] + weight_decay * w
+    trace = g + momentum * trace
+    direction = g + momentum * trace if nesterov else trace
+    if previous is not None:
+      ip = g @ previous
+      denominator = max(4 * (g @ g - ip), ip / bound)
+      alpha *= 1 + ip / denominator if denominator > 0 else 1.0
+    w = w - alpha * direction
+    previous = g
+    np.testing.assert_allclose(float(state[-1].learning_rate), alpha,
+                               rtol=1e-5)
+    np.testing.assert_allclose(params, w, rtol=1e-5, atol=1e-6)
+
+
+def test_displacement_reading_warns_on_short_windows():
+  with pytest.warns(UserWarning, match=r"10 / \(1 - momentum\) = 50"):
+    optax_lr.tlr_sgd(0.1, update_every=49, momentum=0.8, window_sum="displacement")
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    optax_lr.tlr_sgd(0.1, update_every=50, momentum=0.8, window_sum="displacement")
+    optax_lr.tlr_sgd(0.1, update_every=1, momentum=0.0, window_sum="displacement")
+    optax_lr.tlr_sgd(0.1, update_every=1, momentum=0.8)  # the gradient reading never warns
+
+
+@pytest.mark.parametrize("factory", [
+    optax_lr.scale_by_tlr, optax_lr.tlr_sgd,
+    lambda learning_rate, **kw: optax_lr.scale_by_tlr_fixed_meta_rate(learning_rate, 1e-3, **kw)])
+@pytest.mark.parametrize("value", ["grad", "Gradient", None, 1])
+def test_bad_window_sum(factory, value):
+  # A wrong string is a ValueError; a value of the wrong kind may be a TypeError (the shared type
+  # checks); either names the argument and the valid choices.
+  error = ValueError if isinstance(value, str) else (TypeError, ValueError)
+  with pytest.raises(error, match="`window_sum`.*'gradient', 'displacement'"):
+    factory(0.1, window_sum=value)
+
+
+def test_fixed_meta_rate_gradient_reading_sees_the_gradients():
+  # Behind a trace, the fixed-eta rule reads <g_t, g_{t-1}> = <(1, 0), (0, 1)> = 0 (rate kept)
+  # under the gradient reading, <d_t, d_{t-1}> = <(0.5, 1), (1, 0)> = 0.5 under the displacement.
+  directions = [jnp.array([1.0, 0.0]), jnp.array([0.0, 1.0])]
+  for window_sum, expected in (("gradient", 0.1), ("displacement", 0.1 + 0.01 * 0.5)):
+    opt = optax_lr.scale_by_tlr_fixed_meta_rate(0.1, 0.01, window_sum=window_sum,
+                                                inner=optax.trace(0.5))
+    _, rates, _ = _run(opt, directions)
+    assert float(rates[-1]["learning_rate"]) == pytest.approx(expected, rel=1e-6)
 
 
 def test_fixed_meta_rate_rule():
@@ -193,7 +298,6 @@ def test_update_every_from_fraction():
     (optax_lr.scale_by_tlr, dict(learning_rate=-1.0), "learning_rate"),
     (optax_lr.scale_by_tlr, dict(learning_rate=0.1, bound=0.0), "bound"),
     (optax_lr.scale_by_tlr, dict(learning_rate=0.1, update_every=0), "update_every"),
-    (optax_lr.scale_by_tlr, dict(learning_rate=0.1, update_every=2.5), "update_every"),
     (optax_lr.tlr_sgd, dict(learning_rate=0.1, momentum=1.0), "momentum"),
     (optax_lr.tlr_sgd, dict(learning_rate=0.1, momentum=-0.1), "momentum"),
     (optax_lr.tlr_sgd, dict(learning_rate=0.1, weight_decay=-1e-4), "weight_decay"),
@@ -209,15 +313,22 @@ def test_bad_input(factory, kwargs, name):
     factory(**kwargs)
 
 
+def test_non_integer_window_is_rejected():
+  with pytest.raises((TypeError, ValueError), match="`update_every`"):
+    optax_lr.scale_by_tlr(0.1, update_every=2.5)
+
+
+@pytest.mark.filterwarnings("ignore:tlr_sgd.window_sum='displacement'.")
 @pytest.mark.parametrize("options", [dict(), dict(per_tensor=True), dict(weight_decay=1e-2)])
 def test_reused_trace_equals_the_generic_chain(options):
-  # tlr_sgd reads the previous direction out of its heavy-ball trace instead of keeping a copy;
-  # the trajectory is the one of the documented chain.
+  # Under the displacement reading tlr_sgd reads the previous direction out of its heavy-ball
+  # trace instead of keeping a copy; the trajectory is the one of the chain that keeps it.
   params = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), "b": jnp.array([0.5, -0.5])}
   loss = lambda p: jnp.sum(jnp.sin(3 * p["w"]) ** 2) + jnp.sum(p["b"] ** 4)
   weight_decay = options.pop("weight_decay", 0.0)
-  ours = optax_lr.tlr_sgd(0.05, momentum=0.9, weight_decay=weight_decay, **options)
-  stages = [optax.trace(0.9), optax_lr.scale_by_tlr(0.05, **options)]
+  ours = optax_lr.tlr_sgd(0.05, momentum=0.9, weight_decay=weight_decay,
+                         window_sum="displacement", **options)
+  stages = [optax.trace(0.9), optax_lr.scale_by_tlr(0.05, window_sum="displacement", **options)]
   if weight_decay:
     stages.insert(0, optax.add_decayed_weights(weight_decay))
   reference = optax.chain(*stages)

@@ -1,8 +1,8 @@
-"""``python -m train.bench {overhead,trainstep,compare,claims} [options]``."""
+"""``python -m train.bench {overhead,trainstep,compare,claims,tlr-grid} [options]``."""
 
 import sys
 
-COMMANDS = ("overhead", "trainstep", "compare", "claims")
+COMMANDS = ("overhead", "trainstep", "compare", "claims", "tlr-grid")
 
 
 def main(argv: list[str]) -> None:
@@ -22,6 +22,10 @@ def main(argv: list[str]) -> None:
     from train.bench import claims
 
     claims.main(rest)
+  elif command == "tlr-grid":
+    from train.bench import tlr_grid
+
+    tlr_grid.main(rest)
   elif command == "trainstep":
     from train.bench import trainstep
 

@@ -1,4 +1,4 @@
-"""Seed 001 (AutoDrop), Table 1: ResNet-18 on CIFAR-10 with AutoDrop over SGD.
+"""AutoDrop (Teng, Wang, Choromanska), Table 1: ResNet-18 on CIFAR-10 with AutoDrop over SGD.
 
 Paper settings: SGD momentum 0.9, weight decay 5e-4, initial rate 0.1, batch 128, drop factor
 rho = 0.2, threshold 0.01 deg (max 1 deg), drop delay 20 epochs, rate floor 1e-4, 200 epochs.

@@ -1,5 +1,5 @@
-"""Seed 001's baseline for :mod:`autodrop_resnet18_cifar10`: the same ResNet-18/CIFAR-10 run with
-SGD and the hand-set multistep schedule (x0.2 at epochs 60, 120 and 160 of 200)."""
+"""The AutoDrop paper's baseline for :mod:`autodrop_resnet18_cifar10`: the same ResNet-18/CIFAR-10
+run with SGD and the hand-set multistep schedule (x0.2 at epochs 60, 120 and 160 of 200)."""
 
 from train.configs import Config
 
