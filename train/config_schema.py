@@ -204,6 +204,67 @@ def model_names() -> tuple[str, ...] | None:
   return None if tree is None else _string_keys(_assigned(tree, "MODELS"), tree)
 
 
+def _resolve(node: ast.AST, module: str) -> tuple[str, ast.AST] | None:
+  """Follows a registry value (``MLP``, ``resnet.ResNet18``) to its definition: ``(module,
+  node)`` for a class definition or a ``functools.partial(...)`` call."""
+  tree = _module(module)
+  if tree is None:
+    return None
+  if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+    return _resolve(ast.Name(node.attr), f"models/{node.value.id}.py")
+  if not isinstance(node, ast.Name):
+    return None
+  for statement in tree.body:
+    if isinstance(statement, ast.ClassDef) and statement.name == node.id:
+      return module, statement
+    if isinstance(statement, ast.ImportFrom) and statement.module and any(
+        alias.name == node.id and alias.asname is None for alias in statement.names):
+      return _resolve(node, statement.module.replace(".", "/") + ".py")
+  value = _assigned(tree, node.id)
+  if isinstance(value, ast.Call):
+    return module, value
+  return None
+
+
+def _class_fields(found: tuple[str, ast.AST] | None) -> dict[str, Any] | None:
+  """Field -> default (UNKNOWN when none or not a literal) of a module class, through
+  ``functools.partial`` variants (whose keywords become the defaults)."""
+  if found is None:
+    return None
+  module, node = found
+  if isinstance(node, ast.ClassDef):
+    if any(not (isinstance(b, ast.Attribute) and b.attr == "Module") for b in node.bases):
+      return None  # a subclass of another model: its fields are not all here
+    return {s.target.id: UNKNOWN if s.value is None else _literal(s.value) for s in node.body
+            if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)
+            and "ClassVar" not in ast.unparse(s.annotation)}
+  if isinstance(node, ast.Call) and ast.unparse(node.func) in ("functools.partial", "partial") \
+      and node.args:
+    fields = _class_fields(_resolve(node.args[0], module))
+    if fields is None:
+      return None
+    return {**fields, **{k.arg: _literal(k.value) for k in node.keywords if k.arg in fields}}
+  return None
+
+
+@functools.cache
+def model_attributes() -> dict[str, dict[str, Any]] | None:
+  """Model name -> the attributes ``model_options`` may set and their defaults (None when the
+  registry cannot be read statically). ``num_classes`` is left out: the dataset sets it."""
+  tree = _module("models/registry.py")
+  registry = None if tree is None else _assigned(tree, "MODELS")
+  if not isinstance(registry, ast.Dict):
+    return None
+  attributes = {}
+  for key, value in zip(registry.keys, registry.values, strict=True):
+    fields = _class_fields(_resolve(value, "models/registry.py"))
+    name = _literal(key) if key is not None else None
+    if fields is None or not isinstance(name, str):
+      return None
+    attributes[name] = {k: v for k, v in fields.items() if k != "num_classes"}
+  return attributes
+
+
 @functools.cache
 def dataset_names() -> tuple[str, ...] | None:
   """``train.input_pipeline.DATASETS`` (None when it cannot be read statically)."""
@@ -247,14 +308,16 @@ def check_value(name: str, value: Any, default: Any) -> None:
     raise ValueError(f"`{name}` must be {words} (default {default!r}); got {value!r}")
 
 
-def check_names(optimizer: str, model: str, dataset: str,
-                optimizer_options: Mapping[str, Any]) -> None:
-  """The registry checks that need no JAX: names, option names and option types.
+def check_names(optimizer: str, model: str, dataset: str, optimizer_options: Mapping[str, Any],
+                model_options: Mapping[str, Any] | None = None) -> None:
+  """The registry checks that need no JAX: names, and the names and types of the optimizer's
+  options and of the model's attributes.
 
   Raises:
     ValueError: one line naming the bad key and listing the valid choices (the same messages as
       the registries' own checks).
   """
+  model_options = model_options or {}
   registry = optimizer_registry()
   if registry is not None:
     if optimizer not in registry:
@@ -271,13 +334,23 @@ def check_names(optimizer: str, model: str, dataset: str,
   models = model_names()
   if models is not None and model not in models:
     raise ValueError(f"unknown model {model!r}; valid names: {', '.join(models)}")
+  attributes = (model_attributes() or {}).get(model)
+  if attributes is not None:
+    unknown = sorted(set(model_options) - set(attributes))
+    if unknown:
+      raise ValueError(f"unknown attribute(s) {', '.join(unknown)} for model {model!r}; valid: "
+                       f"{', '.join(attributes)}")
+    for key, value in model_options.items():
+      check_value(f"model_options.{key}", value, attributes[key])
   datasets = dataset_names()
   if datasets is not None and dataset not in datasets:
     raise ValueError(f"unknown dataset {dataset!r}; valid choices: {', '.join(datasets)}")
 
 
 def _shown(value: Any) -> str:
-  return format(value, ".6g") if isinstance(value, float) else repr(value)
+  """``repr``, with long floats (``1 / 3``) to 6 significant digits."""
+  text = repr(value)
+  return format(value, ".6g") if isinstance(value, float) and len(text) > 10 else text
 
 
 def options_help(width: int = 100) -> str:
@@ -293,5 +366,21 @@ def options_help(width: int = 100) -> str:
     if not entry.complete:
       options += ", ..."
     lines.extend(textwrap.wrap(f"{entry.name}: {options}", width, initial_indent="  ",
+                               subsequent_indent="      "))
+  return "\n".join(lines)
+
+
+def models_help(width: int = 100) -> str:
+  """One block per model: the attributes ``model_options`` may set, with defaults and kinds."""
+  import textwrap
+
+  attributes = model_attributes()
+  if attributes is None:
+    return "  (see the model constructors in models/)"
+  lines = []
+  for name, fields in attributes.items():
+    shown = ", ".join(f"{k}={_shown(v)} ({kind(v)})" if v is not UNKNOWN else f"{k} (any)"
+                      for k, v in fields.items()) or "none"
+    lines.extend(textwrap.wrap(f"{name}: {shown}", width, initial_indent="  ",
                                subsequent_indent="      "))
   return "\n".join(lines)
