@@ -60,10 +60,10 @@ _CHILD = textwrap.dedent("""
       start = time.perf_counter()
       with contextlib.redirect_stderr(err):
         status = cli.main(args)
+      loaded = lambda *names: any(m.split(".")[0] in names for m in sys.modules)
       results.append({"status": status, "err": err.getvalue(),
-                      "seconds": time.perf_counter() - start,
-                      "jax": any(m == "jax" or m.startswith(("jax.", "flax", "tensorflow"))
-                                 for m in sys.modules)})
+                      "seconds": time.perf_counter() - start, "jax": loaded("jax"),
+                      "heavy": loaded("flax", "tensorflow_datasets", "grain", "orbax")})
     print(json.dumps(results))
 """)
 
@@ -102,6 +102,19 @@ def test_every_bad_argument_fails_in_one_line_before_jax_and_writes_nothing(tmp_
   assert file.read_text() == "not a folder"
   # The timing is the point of checking before the imports; bound it loosely (shared machine).
   assert max(r["seconds"] for r in results) < 2.0
+
+
+def test_an_option_out_of_range_fails_before_the_data_and_model_libraries_load(tmp_path):
+  workdir = tmp_path / "run"
+  results, temporary = _run_child(tmp_path, [
+      ["--set", "optimizer_options.momentum=1.5", "--workdir", str(workdir)],
+      ["--set", "optimizer=autodrop_sgd", "--set", "optimizer_options.drop_factor=2"]])
+  assert [r["err"] for r in results] == [
+      "error: `momentum` must be in [0.0, 1.0); got 1.5.\n",
+      "error: `drop_factor` must be in (0.0, 1.0); got 2.\n"]
+  assert [r["status"] for r in results] == [2, 2]
+  assert not any(r["heavy"] for r in results)  # the optimizer's own check, after jax only
+  assert not workdir.exists() and os.listdir(temporary) == []
 
 
 def test_a_check_that_needs_the_devices_leaves_no_temporary_folder(tmp_path, monkeypatch, capsys):

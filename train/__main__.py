@@ -143,6 +143,17 @@ def _check_args(args: argparse.Namespace) -> None:
     raise ValueError(f"--process_id must be in [0, {args.num_processes}); got {args.process_id}")
 
 
+def _check_optimizer(config: configs.Config) -> None:
+  """Builds the optimizer once, before the data and model libraries load, so that its own range
+  checks (``momentum`` in [0, 1), ...) fail in about a second. The step counts are placeholders
+  (the real ones need the dataset); the run builds its optimizer again with them."""
+  from train import optimizers
+
+  optimizers.create_optimizer(config.optimizer, config.learning_rate, steps_per_epoch=100,
+                              total_steps=100 * config.num_epochs,
+                              weight_decay=config.weight_decay, options=config.optimizer_options)
+
+
 def main(argv: list[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else argv
   # The --help epilog shows the chosen preset's values, so --config is read first.
@@ -163,6 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
   initialize_jax(args.cpu_devices, args.coordinator, args.num_processes, args.process_id)
+  try:
+    _check_optimizer(config)
+  except ValueError as error:
+    print(f"error: {error}", file=sys.stderr)
+    return 2
   from train import train
 
   created = None

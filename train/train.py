@@ -493,6 +493,12 @@ def train_and_evaluate(config: Config, workdir: str,
   next step boundary after SIGTERM, after which this returns (the rows so far) with a message;
   calling it again resumes. ``num_epochs`` above a finished run's extends it.
 
+  Each epoch logs one line with its losses, accuracy and rate(s) (:mod:`train.reporting`); the
+  rows go to ``metrics.jsonl`` and ``curves.png`` is redrawn at most every
+  ``plot_every_seconds`` and at the end. An epoch whose training loss is not finite is logged
+  with ``"diverged": true`` and, with ``stop_on_divergence`` (default), ends the run there
+  without checkpointing its state.
+
   Args:
     config: the run's :class:`~train.configs.Config`.
     workdir: output directory (created if missing).
