@@ -62,25 +62,13 @@ def _scalar(x: jax.Array) -> jax.Array:
   return jnp.reshape(x, ()).astype(jnp.float32)
 
 
-def _element_summary(pairs: Sequence[tuple[jax.Array, int]]) -> dict[str, jax.Array]:
-  """Mean, min, max, norm over elements, where each ``(rates, count)`` stands for ``count``
-  elements per rate (a per-tensor rate applies to every element of its tensor)."""
-  values = [(jnp.asarray(r, jnp.float32), c) for r, c in pairs]
-  total = sum(c * r.size for r, c in values)
-  return {
-      "mean": sum(c * jnp.sum(r) for r, c in values) / total,
-      "min": jnp.min(jnp.stack([jnp.min(r) for r, _ in values])),
-      "max": jnp.max(jnp.stack([jnp.max(r) for r, _ in values])),
-      "norm": jnp.sqrt(sum(c * jnp.sum(jnp.square(r)) for r, c in values)),
-  }
-
-
-def _leaf_sizes(params: PyTree | None, rates: PyTree) -> list[int] | None:
-  """The element count of each parameter leaf when ``rates`` holds one rate per leaf of
-  ``params`` (same structure), else None."""
+def _per_element(params: PyTree | None, rates: PyTree) -> list[jax.Array] | None:
+  """One rate per tensor broadcast to its tensor's elements, when ``rates`` has the structure of
+  ``params``; else None."""
   if params is None or jax.tree.structure(params) != jax.tree.structure(rates):
     return None
-  return [int(np.prod(np.shape(p))) for p in jax.tree.leaves(params)]
+  return [jnp.broadcast_to(jnp.asarray(r, jnp.float32), np.shape(p))
+          for r, p in zip(jax.tree.leaves(rates), jax.tree.leaves(params), strict=True)]
 
 
 def rate_values(opt_state: PyTree, params: PyTree | None = None, *, decay_rate: float = 0.0,
@@ -121,11 +109,11 @@ def rate_values(opt_state: PyTree, params: PyTree | None = None, *, decay_rate: 
           for leaf_name, x in leaves:
             values["/".join(filter(None, (name, level, leaf_name)))] = _scalar(x)
         else:
-          summary = _element_summary([(x, 1) for _, x in leaves])
+          summary = optax_lr.rate_summary([x for _, x in leaves])
           values.update({f"{name}/{level}/{k}": summary[k] for k in ("mean", "min", "max")})
       effective = optax_lr.cam_hd_effective_learning_rate(opt_state, decay_rate,
                                                         final_learning_rate)
-      summary = _element_summary([(x, 1) for x in jax.tree.leaves(effective)])
+      summary = optax_lr.rate_summary(effective)
       values.update({f"{name}/{k}": summary[k] for k in SUMMARY})
       continue
     leaves = _float_leaves(field)
@@ -135,22 +123,17 @@ def rate_values(opt_state: PyTree, params: PyTree | None = None, *, decay_rate: 
     if all(jnp.size(x) == 1 for _, x in leaves):  # one rate per tensor
       for leaf_name, x in leaves:
         values[f"{name}/{leaf_name}"] = _scalar(x)
-      sizes = _leaf_sizes(params, field)
-      if sizes is None:  # per-element statistics need each tensor's size
+      elements = _per_element(params, field)
+      if elements is None:  # per-element statistics need each tensor's size
         continue
-      summary = _element_summary([(x, n) for (_, x), n in zip(leaves, sizes, strict=True)])
+      summary = optax_lr.rate_summary(elements)
     else:  # per-element rates
-      summary = _element_summary([(x, 1) for _, x in leaves])
+      summary = optax_lr.rate_summary([x for _, x in leaves])
     values.update({f"{name}/{k}": summary[k] for k in SUMMARY})
   angles = optax.tree.get_all_with_path(opt_state, "angular_velocity")
   for i, (_, angle) in enumerate(angles):
     values["angular_velocity" if len(angles) == 1 else f"angular_velocity/{i}"] = _scalar(angle)
   return values
-
-
-def has_cam_hd(opt_state: PyTree) -> bool:
-  return any(isinstance(x, optax_lr.CamHDState) for x in jax.tree.leaves(
-      opt_state, is_leaf=lambda x: isinstance(x, optax_lr.CamHDState)))
 
 
 # --- reading rows --------------------------------------------------------------------------------
