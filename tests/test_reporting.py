@@ -105,6 +105,14 @@ def test_two_rate_fields_keep_their_paths():
   assert names == ["first_state/hyperparams/learning_rate", "second_state/learning_rate"]
 
 
+def test_reduce_on_plateau_reports_the_applied_rate():
+  tx = optimizers.create_optimizer("reduce_on_plateau", 0.1, 10, 100)
+  state = tx.init(PARAMS)
+  state = (state[0], state[1]._replace(scale=jnp.asarray(0.25, jnp.float32)))
+  values = _floats(reporting.rate_values(state, PARAMS))
+  assert values == {"learning_rate": pytest.approx(0.025), "reduce_on_plateau/scale": 0.25}
+
+
 def test_a_schedule_counter_is_not_a_rate():
   tx = optax.inject_hyperparams(optax.sgd)(learning_rate=optax.linear_schedule(1.0, 0.0, 10))
   assert set(_floats(reporting.rate_values(tx.init(PARAMS)))) == {"learning_rate"}

@@ -15,7 +15,9 @@ Metric keys (one value per epoch in ``metrics.jsonl``, read at the end of the ep
 - ``learning_rate/<level>[/<leaf path>]``: CAM-HD's level rates (``learning_rate/global``,
   ``learning_rate/layer/Dense_0/kernel``; a level with arrays as ``learning_rate/filter/mean``...);
 - ``combination_weights/<level>``: CAM-HD's weights ``gamma`` (dimensionless, summing to 1);
-- ``angular_velocity``: AutoDrop's angle in degrees.
+- ``angular_velocity``: AutoDrop's angle in degrees;
+- ``reduce_on_plateau/scale``: ``optax.contrib.reduce_on_plateau``'s factor, already applied to
+  the rates above (they are the rates the updates see).
 
 A state with several rate fields (``optax_lr.switch_at``) keeps each field's path in front
 (``first_state/hyperparams/learning_rate``) so no two fields share a key.
@@ -69,6 +71,10 @@ def _per_element(params: PyTree | None, rates: PyTree) -> list[jax.Array] | None
     return None
   return [jnp.broadcast_to(jnp.asarray(r, jnp.float32), np.shape(p))
           for r, p in zip(jax.tree.leaves(rates), jax.tree.leaves(params), strict=True)]
+
+
+def _is_plateau(x: Any) -> bool:
+  return isinstance(x, optax.contrib.ReduceLROnPlateauState)
 
 
 def rate_values(opt_state: PyTree, params: PyTree | None = None, *, decay_rate: float = 0.0,
@@ -130,6 +136,12 @@ def rate_values(opt_state: PyTree, params: PyTree | None = None, *, decay_rate: 
     else:  # per-element rates
       summary = optax_lr.rate_summary([x for _, x in leaves])
     values.update({f"{name}/{k}": summary[k] for k in SUMMARY})
+  plateaus = [x for x in jax.tree.leaves(opt_state, is_leaf=_is_plateau) if _is_plateau(x)]
+  if len(plateaus) == 1:
+    # reduce_on_plateau multiplies the updates by its scale: the applied rate is rate * scale.
+    scale = _scalar(plateaus[0].scale)
+    values = {k: v * scale if RATE in k else v for k, v in values.items()}
+    values["reduce_on_plateau/scale"] = scale
   angles = optax.tree.get_all_with_path(opt_state, "angular_velocity")
   for i, (_, angle) in enumerate(angles):
     values["angular_velocity" if len(angles) == 1 else f"angular_velocity/{i}"] = _scalar(angle)
