@@ -68,6 +68,7 @@ def figure(rows: Sequence[dict[str, Any]], title: str = "") -> tuple[Any, dict[s
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+  from matplotlib.ticker import MaxNLocator
 
   epochs = [r["epoch"] for r in rows]
   keys = _keys(rows)
@@ -126,6 +127,8 @@ def figure(rows: Sequence[dict[str, Any]], title: str = "") -> tuple[Any, dict[s
       ax["angle"].plot(epochs, _series(rows, key), label=key)
     ax["angle"].set(xlabel="epoch", ylabel="angular velocity (deg)")
 
+  for axis in ax.values():
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
   for row in rows:
     if row.get("diverged"):
       for axis in ax.values():
