@@ -104,6 +104,25 @@ def test_every_bad_argument_fails_in_one_line_before_jax_and_writes_nothing(tmp_
   assert max(r["seconds"] for r in results) < 2.0
 
 
+def test_a_workdir_holding_another_run_is_refused_before_jax(tmp_path):
+  other, broken = tmp_path / "other", tmp_path / "broken"
+  for folder, text in ((other, configs.get_config("default", ["learning_rate=0.5"]).to_json()),
+                       (broken, "{not json")):
+    folder.mkdir()
+    (folder / "config.json").write_text(text)
+  results, _ = _run_child(tmp_path, [["--workdir", str(other)], ["--workdir", str(broken)],
+                                     ["--workdir", str(other), "--set", "learning_rate=0.5",
+                                      "--set", "num_epochs=0"]])
+  assert [r["status"] for r in results] == [2, 2, 2]
+  assert results[0]["err"] == (f"error: {other} holds a run with a different config "
+                               "(learning_rate differ); resume with the same config or use a "
+                               "new --workdir\n")
+  assert results[1]["err"].startswith(f"error: {broken / 'config.json'} cannot be read (")
+  assert "`num_epochs` must be an integer >= 1" in results[2]["err"]
+  assert all(r["err"].count("\n") == 1 and not r["jax"] for r in results)
+  assert os.listdir(other) == ["config.json"] and os.listdir(broken) == ["config.json"]
+
+
 def test_an_option_out_of_range_fails_before_the_data_and_model_libraries_load(tmp_path):
   workdir = tmp_path / "run"
   results, temporary = _run_child(tmp_path, [

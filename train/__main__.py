@@ -169,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     config = configs.get_config(args.config, args.overrides)
     if args.workdir is not None:
       check_workdir(args.workdir)
+      configs.check_resumable(args.workdir, config)
   except ValueError as error:
     print(f"error: {error}", file=sys.stderr)
     return 2

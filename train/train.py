@@ -49,7 +49,7 @@ from jax.sharding import PartitionSpec as P
 import models
 from train import checkpointing, input_pipeline, io_utils, optimizers, plotting, reporting
 from train import workdir as workdir_lib
-from train.configs import COSMETIC_FIELDS, Config, validate
+from train.configs import Config, check_resumable, validate
 
 #: The mapped device axis: gradients are averaged over it and BatchNorm models sync over it.
 AXIS = "batch"
@@ -464,23 +464,8 @@ def _owned(workdir: str):
 
 # --- the loop ------------------------------------------------------------------------------------
 
-#: Fields a resumed run may change besides the cosmetic ones: ``num_epochs`` extends (or, below
-#: the epochs already trained, is refused).
-_EXTENSIBLE_FIELDS = ("num_epochs",)
-
-
-def _check_workdir_config(workdir: str, config: Config) -> None:
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    return
-  with open(path) as f:
-    saved = json.load(f)
-  current = json.loads(config.to_json())
-  different = sorted(k for k in current if k not in COSMETIC_FIELDS
-                     and k not in _EXTENSIBLE_FIELDS and saved.get(k) != current[k])
-  if different:
-    raise ValueError(f"{workdir} holds a run with a different config ({', '.join(different)} "
-                     "differ); resume with the same config or use a new --workdir")
+#: The saved config of a resumed run must match (cosmetic fields and ``num_epochs`` aside).
+_check_workdir_config = check_resumable
 
 
 def train_and_evaluate(config: Config, workdir: str,

@@ -12,6 +12,7 @@ import dataclasses
 import importlib
 import json
 import math
+import os
 import pkgutil
 from collections.abc import Sequence
 from typing import Any
@@ -90,6 +91,10 @@ class Config:
 COSMETIC_FIELDS = ("progress", "plot", "keep_checkpoints", "plot_every_seconds",
                    "stop_on_divergence", "checkpoint_every_steps", "data_workers",
                    "prefetch_batches")
+
+#: Fields a resumed run may change besides the cosmetic ones: ``num_epochs`` extends (or, below
+#: the epochs already trained, is refused).
+EXTENSIBLE_FIELDS = ("num_epochs",)
 
 _MAPPINGS = ("shard_map", "pmap")
 
@@ -249,6 +254,28 @@ def validate(config: Config) -> None:
       _number(config.learning_rate) and config.learning_rate > 0):
     raise ValueError(f"`learning_rate` must be a finite number > 0 for {config.optimizer!r}; "
                      f"got {config.learning_rate!r}")
+
+
+def check_resumable(workdir: str, config: Config) -> None:
+  """A one-line ValueError when ``workdir`` holds a run (``config.json``) with another config.
+
+  Fields in :data:`COSMETIC_FIELDS` and :data:`EXTENSIBLE_FIELDS` may differ. Reads one small
+  file, so the command line checks it before importing JAX.
+  """
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+  except (OSError, ValueError) as error:
+    raise ValueError(f"{path} cannot be read ({error}); use a new --workdir") from None
+  current = json.loads(config.to_json())
+  different = sorted(k for k in current if k not in COSMETIC_FIELDS
+                     and k not in EXTENSIBLE_FIELDS and saved.get(k) != current[k])
+  if different:
+    raise ValueError(f"{workdir} holds a run with a different config ({', '.join(different)} "
+                     "differ); resume with the same config or use a new --workdir")
 
 
 def get_config(name: str = "default", overrides: Sequence[str] = ()) -> Config:
