@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import tensorflow_datasets as tfds
 
 from train import __main__ as cli
 from train import configs, input_pipeline, optimizers, train
@@ -476,3 +477,27 @@ def test_overrides():
       "optimizer_options.momentum=0.5", "optimizer=sgd"]).optimizer_options == {"momentum": 0.5}
   assert configs.get_config("default", ["model_options.features=(32, 16)"]).model_options == {
       "features": (32, 16)}
+
+
+@pytest.mark.parametrize("preset", ["autodrop_resnet50_imagenet", "multistep_resnet50_imagenet"])
+def test_imagenet_presets_run_on_mock_data(tmp_path, preset):
+  # The preset as given, on TFDS's mock imagenet2012 (random-size images, decoded by the data
+  # source, random-resized-cropped to 224 in a grain worker), shrunk to two steps: 4-filter stem
+  # (the ResNet-50 layout at 1/256 of the FLOPs) and a rate the 4-image batches survive.
+  overrides = ["num_devices=2", "batch_size=4", "eval_batch_size=4", "num_epochs=1",
+               "data_workers=1", "progress=false", "plot=false", "checkpoint_every_steps=1",
+               "model_options.num_filters=4", "learning_rate=0.01"]
+  with tfds.testing.mock_data(num_examples=8):
+    config = configs.get_config(preset, overrides)
+    lines = []
+    rows = train.train_and_evaluate(config, str(tmp_path), log=lines.append)
+  assert config.model == "resnet50_imagenet" and config.optimizer_options["drop_factor"] == 0.1
+  assert lines[0].startswith("imagenet2012: 8 train / 8 test; model resnet50_imagenet")
+  assert [(r["epoch"], r["step"]) for r in rows] == [(1, 2)]
+  # Two steps from a random start on 1000 classes: the loss is near log(1000) = 6.9.
+  assert 5.0 < rows[0]["train_loss"] < 10.0
+  assert 0.0 <= rows[0]["test_accuracy"] <= 1.0
+  assert _steps(tmp_path) == [1, 2]
+  with open(tmp_path / "checkpoints" / "2" / "data" / "metadata") as f:
+    position = json.load(f)
+  assert position["step"] == 2 and "iterators_in_use_states" in json.dumps(position["iterator"])

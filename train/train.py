@@ -508,6 +508,12 @@ def train_and_evaluate(config: Config, workdir: str,
     return _train_locked(setup, dataset, workdir, log, stop)
 
 
+def run_keys(seed: int) -> tuple[jax.Array, int]:
+  """The initialisation key and the input pipeline's seed (a plain int for grain) of a run."""
+  init_key, data_key = jax.random.split(jax.random.PRNGKey(seed))
+  return init_key, int(jax.random.randint(data_key, (), 0, np.iinfo(np.int32).max))
+
+
 def _train_locked(setup: Setup, dataset: input_pipeline.Dataset, workdir: str,
                   log: Callable[[str], None], stop: _StopSignal) -> list[dict[str, Any]]:
   config = setup.config
@@ -516,10 +522,7 @@ def _train_locked(setup: Setup, dataset: input_pipeline.Dataset, workdir: str,
     for path in workdir_lib.remove_temporary_files(workdir):
       log(f"removed {path}, left by an interrupted write")
   runner = Runner(setup)
-  rng = jax.random.PRNGKey(config.seed)
-  init_key, data_key = jax.random.split(rng)
-  # The data seed is a plain int for grain, drawn from the run's seed.
-  data_seed = int(jax.random.randint(data_key, (), 0, np.iinfo(np.int32).max))
+  init_key, data_seed = run_keys(config.seed)
   state = runner.to_canonical(runner.to_runner(create_train_state(init_key, setup)))
   loss_sum = np.zeros((), np.float32)
 
