@@ -285,6 +285,16 @@ def load(name: str, data_dir: str | None = None) -> Dataset:
   return Dataset(info, train, test)
 
 
+def read_all(source: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+  """A whole split as uint8 images ``(N, H, W, C)`` and int32 labels, for the in-memory grid
+  benchmarks (``train.bench.compare``); training streams instead."""
+  if isinstance(source, ArraySource):
+    return source.images, source.labels.astype(np.int32)
+  records = [source[i] for i in range(len(source))]
+  return (np.stack([_as_hwc(r["image"]) for r in records]),
+          np.asarray([r["label"] for r in records], np.int32))
+
+
 # --- augmentation (NumPy, in the grain workers) --------------------------------------------------
 
 def crop_flip(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -401,6 +411,32 @@ def steps_per_epoch(info: DatasetInfo, global_batch: int) -> int:
   return info.num_train // global_batch
 
 
+def _order(num_records: int, per_epoch: int, seed: int) -> grain.MapDataset:
+  """Record indices of the endless stream: a global shuffle reseeded every epoch (grain folds the
+  epoch into the seed of a shuffle before ``repeat``), the first ``per_epoch`` kept."""
+  return grain.MapDataset.range(num_records).shuffle(seed=seed)[:per_epoch].repeat()
+
+
+class _Read(grain.transforms.Map):
+  """Record index -> record (in the worker that reads it)."""
+
+  def __init__(self, source: Sequence[dict[str, Any]]):
+    self.source = source
+
+  def map(self, index: int) -> dict[str, Any]:
+    return self.source[int(index)]
+
+
+def epoch_orders(num_records: int, global_batch: int, seed: int, num_epochs: int) -> np.ndarray:
+  """The record indices of :func:`train_batches`' global batches, ``(num_epochs, steps,
+  global_batch)`` int32: for consumers that gather batches themselves (the in-memory grids of
+  ``train.bench.compare``)."""
+  steps = num_records // global_batch
+  order = _order(num_records, steps * global_batch, seed)
+  flat = np.asarray([order[i] for i in range(num_epochs * steps * global_batch)], np.int32)
+  return flat.reshape(num_epochs, steps, global_batch)
+
+
 def train_batches(dataset: Dataset, global_batch: int, seed: int, *,
                   shard: tuple[int, int] | None = None, num_workers: int = 0,
                   prefetch: int = 2) -> grain.IterDataset:
@@ -425,7 +461,7 @@ def train_batches(dataset: Dataset, global_batch: int, seed: int, *,
   per_epoch = (n // global_batch) * global_batch
   if per_epoch < 1:
     raise ValueError(f"`batch_size` {global_batch} exceeds the {n} training examples")
-  records = (grain.MapDataset.source(dataset.train).shuffle(seed=seed)[:per_epoch].repeat()
+  records = (_order(n, per_epoch, seed).map(_Read(dataset.train))
              .random_map(_Train(dataset.info.augment), seed=seed))
   return _local_batches(records, global_batch, shard or process_shard(), num_workers, prefetch)
 
