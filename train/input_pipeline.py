@@ -384,6 +384,15 @@ def process_shard() -> tuple[int, int]:
   return shard.shard_index, shard.shard_count
 
 
+def _ignore_sigterm(worker_index: int, worker_count: int) -> None:
+  """Grain workers leave SIGTERM (a preemption notice sent to the whole process group) to the
+  main process, which saves a checkpoint at the next step and then closes them."""
+  del worker_index, worker_count
+  import signal
+
+  signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _local_batches(records: grain.MapDataset, global_batch: int, shard: tuple[int, int],
                    num_workers: int, prefetch: int) -> grain.IterDataset:
   index, count = shard
@@ -402,7 +411,8 @@ def _local_batches(records: grain.MapDataset, global_batch: int, shard: tuple[in
     if not flags.FLAGS.is_parsed():
       flags.FLAGS.mark_as_parsed()
     stream = stream.mp_prefetch(grain.MultiprocessingOptions(
-        num_workers=num_workers, per_worker_buffer_size=max(1, prefetch // num_workers)))
+        num_workers=num_workers, per_worker_buffer_size=max(1, prefetch // num_workers)),
+        worker_init_fn=_ignore_sigterm)
   return stream
 
 

@@ -318,11 +318,16 @@ class Runner:
     """``{"test_loss", "test_accuracy"}`` over the global test batches of ``batches``
     (local batches from ``input_pipeline.eval_batches``)."""
     totals = None
-    for local in batches:
-      sums = self._eval(state, self.put_batch(local))
-      if self.mode == "pmap":
-        sums = jax.tree.map(lambda x: x[0], sums)
-      totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    iterator = iter(batches)
+    try:
+      for local in iterator:
+        sums = self._eval(state, self.put_batch(local))
+        if self.mode == "pmap":
+          sums = jax.tree.map(lambda x: x[0], sums)
+        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    finally:
+      if hasattr(iterator, "close"):
+        iterator.close()  # grain worker processes end with the iterator
     loss, correct, count = (float(to_host(totals[k])) for k in ("loss", "correct", "count"))
     return {"test_loss": loss / count, "test_accuracy": correct / count}
 
@@ -406,7 +411,8 @@ class _Feed:
     return self.queue[0][1]
 
   def position(self) -> dict[str, Any]:
-    self._fill()
+    if not self.queue:  # after get() the queue holds the placed batches; reading more is avoided
+      self._fill()
     return self.queue[0][0]
 
   def close(self) -> None:

@@ -1,8 +1,8 @@
-"""``python -m train.bench {overhead,trainstep,compare,claims} [options]``."""
+"""``python -m train.bench {overhead,trainstep,compare,claims,input} [options]``."""
 
 import sys
 
-COMMANDS = ("overhead", "trainstep", "compare", "claims")
+COMMANDS = ("overhead", "trainstep", "compare", "claims", "input")
 
 
 def main(argv: list[str]) -> None:
@@ -26,6 +26,10 @@ def main(argv: list[str]) -> None:
     from train.bench import trainstep
 
     trainstep.main(rest)
+  elif command == "input":
+    from train.bench import input as input_bench
+
+    input_bench.main(rest)
 
 
 if __name__ == "__main__":
