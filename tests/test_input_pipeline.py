@@ -217,3 +217,47 @@ def test_normalize_per_channel():
   assert out.dtype == np.float32
   np.testing.assert_allclose(out[..., 0], 10.0)
   np.testing.assert_allclose(out[..., 1], 2.5)
+
+
+class OptaxLrTinyRecords(tfds.core.GeneratorBasedBuilder):
+  """A real (tiny) array_record dataset, prepared without TensorFlow (Tensor features)."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  code_path = None  # no checksums file to look up next to this module
+
+  def _info(self):
+    return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+        "image": tfds.features.Tensor(shape=(4, 4, 1), dtype=np.uint8),
+        "label": tfds.features.ClassLabel(num_classes=2)}))
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    return {"train": self._generate_examples(), "test": self._generate_examples()}
+
+  def _generate_examples(self):
+    for i in range(200):
+      yield i, {"image": np.full((4, 4, 1), i, np.uint8), "label": i % 2}
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_damaged_prepared_dataset_is_one_line_naming_the_file(tmp_path, damage):
+  OptaxLrTinyRecords(data_dir=str(tmp_path), file_format="array_record").download_and_prepare()
+  (path,) = tmp_path.glob("optax_lr_tiny_records/1.0.0/*-train.array_record-*")
+  intact = input_pipeline._open_tfds("optax_lr_tiny_records", "train", str(tmp_path))
+  assert intact.files == ((str(path), 200),)
+  data = bytearray(path.read_bytes())
+  if damage == "flip":
+    for i in range(100, 164):  # inside the first chunk's header
+      data[i] ^= 0xFF
+  else:
+    data = data[:3000]
+  path.write_bytes(bytes(data))
+  # A fresh process would open the damaged file; here a new data source does (readers are
+  # cached per source).
+  source = input_pipeline._open_tfds("optax_lr_tiny_records", "train", str(tmp_path))
+  with pytest.raises(input_pipeline.DatasetDamagedError) as error:
+    for i in range(len(source)):
+      source[i]  # noqa: B018 - the read is the test
+  message = str(error.value)
+  assert message.startswith(f"damaged dataset file {path} (record 0): ")
+  assert message.endswith("; prepare the dataset again") and "\n" not in message
