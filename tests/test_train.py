@@ -501,3 +501,42 @@ def test_imagenet_presets_run_on_mock_data(tmp_path, preset):
   with open(tmp_path / "checkpoints" / "2" / "data" / "metadata") as f:
     position = json.load(f)
   assert position["step"] == 2 and "iterators_in_use_states" in json.dumps(position["iterator"])
+
+
+_KILLED_BEFORE_MANIFEST = textwrap.dedent("""
+    import os, signal, sys
+    import jax
+    jax.config.update("jax_num_cpu_devices", 8)
+    from train import checkpointing, configs, train
+
+    original, calls = checkpointing.write_manifest, []
+
+    def write_manifest(folder):
+      calls.append(folder)
+      if len(calls) == 3:  # step 30 has committed; its manifest is never written
+        os.kill(os.getpid(), signal.SIGKILL)
+      original(folder)
+
+    checkpointing.write_manifest = write_manifest
+    train.train_and_evaluate(configs.get_config("default", sys.argv[2:]), sys.argv[1])
+""")
+
+
+def test_killed_between_commit_and_manifest_resumes_from_the_previous_one(tmp_path,
+                                                                          resume_reference):
+  # keep_checkpoints=1: the older checkpoint is deleted only once the newer has its manifest.
+  overrides = [*RESUME, "keep_checkpoints=1"]
+  workdir = tmp_path / "run"
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+  child = subprocess.run([sys.executable, "-c", _KILLED_BEFORE_MANIFEST, str(workdir),
+                          *overrides], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=240)
+  assert child.returncode == -9, child.stderr[-2000:]
+  assert _steps(workdir) == [20, 30]
+  lines = []
+  resumed = train.train_and_evaluate(configs.get_config("default", overrides), str(workdir),
+                                     log=lines.append)
+  assert any(line.startswith("checkpoint step 30 is damaged: incomplete (no manifest") and
+             line.endswith("using step 20") for line in lines), lines
+  assert [_without_timing(r) for r in resumed] == [_without_timing(r) for r in resume_reference]
+  assert _steps(workdir) == [66]

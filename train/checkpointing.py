@@ -101,7 +101,8 @@ class Checkpointer:
 
   Args:
     workdir: the run's folder.
-    keep: how many checkpoints orbax keeps (>= 1).
+    keep: how many checkpoints to keep (>= 1); older ones are deleted once a newer one has its
+      manifest.
     log: where the one-line reports of damaged checkpoints go.
   """
 
@@ -114,7 +115,10 @@ class Checkpointer:
 
   def _open(self) -> ocp.CheckpointManager:
     if self._manager is None:
-      options = ocp.CheckpointManagerOptions(max_to_keep=self.keep, create=True,
+      # Retention is done here, after the manifest: orbax's own max_to_keep deletes the older
+      # checkpoints as soon as the new one commits, so a run killed before the new manifest
+      # would be left with no verifiable checkpoint (keep_checkpoints=1).
+      options = ocp.CheckpointManagerOptions(max_to_keep=None, create=True,
                                              enable_async_checkpointing=False)
       self._manager = ocp.CheckpointManager(self.directory, options=options)
     return self._manager
@@ -167,6 +171,8 @@ class Checkpointer:
     if jax.process_index() == 0:
       write_manifest(os.path.join(self.directory, str(step)))
     _barrier("manifest written")
+    for old in sorted(manager.all_steps())[:-self.keep]:
+      manager.delete(old)
 
   def close(self) -> None:
     if self._manager is not None:
