@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from typing import NamedTuple
 
 import flax.linen as nn
@@ -14,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import tensorflow_datasets as tfds
 
 from train import __main__ as cli
 from train import configs, input_pipeline, optimizers, train
@@ -94,31 +96,32 @@ def _recording_optimizer():
   return optax.GradientTransformationExtraArgs(init, update)
 
 
+def _first_batches(digits, batch_size, n=2):
+  iterator = iter(input_pipeline.train_batches(digits, batch_size, seed=7))
+  return [next(iterator) for _ in range(n)]
+
+
 def test_extra_args_reach_the_optimizer(digits):
   config = _config("num_devices=2", "batch_size=32")
-  setup = train.build(config, digits.info, len(digits.train_labels))
+  setup = train.build(config, digits.info)
   spec = optimizers.OptimizerSpec("recording", lambda *a: None, "test",
                                   extra_args=("value", "grad_fn", "next_grads"))
   setup = dataclasses.replace(setup, spec=spec, tx=_recording_optimizer())
   runner = train.Runner(setup)
   state = train.create_train_state(jax.random.PRNGKey(0), setup)
   params0 = jax.tree.map(np.array, state.params)
-  images, labels = runner.put_data(digits.train_images), runner.put_data(digits.train_labels)
-  key = jax.random.PRNGKey(7)
-  indices = runner.epoch_indices(key, 1, len(labels))
-  state, metrics = runner.train(runner.to_runner(state), images, labels, indices, 0)
+  first, second = _first_batches(digits, 32)
+  state, metrics = runner.train(runner.to_runner(state), runner.put_batch(first),
+                                runner.put_batch(second))
   recorded = runner.to_canonical(state).opt_state
 
-  def loss(params, rows):
-    x = input_pipeline.preprocess(jnp.asarray(digits.train_images[rows]), digits.info)
+  def loss(params, batch):
+    x = input_pipeline.normalize(jnp.asarray(batch["image"]), digits.info)
     logits = setup.model.apply({"params": params}, x)
-    return optax.softmax_cross_entropy_with_integer_labels(
-        logits, digits.train_labels[rows]).mean()
+    return optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
 
-  order = np.asarray(input_pipeline.epoch_permutation(key, 1, len(labels), setup.steps_per_epoch,
-                                                      32))
   # value: the loss of this step's global batch (averaged over the devices).
-  assert float(recorded.value) == pytest.approx(float(loss(params0, order[0])), rel=1e-5)
+  assert float(recorded.value) == pytest.approx(float(loss(params0, first)), rel=1e-5)
   assert float(recorded.value) == pytest.approx(float(metrics["loss"]), rel=1e-6)
   # grad_fn: the gradient of the same batch plus the coupled decay that create_optimizer
   # chains in front (the objective the direction follows), so at the same params it differs
@@ -127,9 +130,9 @@ def test_extra_args_reach_the_optimizer(digits):
   assert wd == 5e-4
   squared_norm = sum(float(np.sum(p.astype(np.float64) ** 2)) for p in jax.tree.leaves(params0))
   assert float(recorded.grad_fn_gap) == pytest.approx(wd ** 2 * squared_norm, rel=1e-3)
-  # next_grads: that objective's gradient on the next batch of the epoch at the same
+  # next_grads: that objective's gradient on the next batch of the stream at the same
   # (pre-update) params.
-  expected = jax.tree.map(lambda g, p: g + wd * p, jax.grad(loss)(params0, order[1]), params0)
+  expected = jax.tree.map(lambda g, p: g + wd * p, jax.grad(loss)(params0, second), params0)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7),
                recorded.next_grads, expected)
 
@@ -146,15 +149,12 @@ class _TinyBatchNormNet(nn.Module):
 
 
 def _batch_norm_step(digits, devices, axis_name):
-  setup = train.build(_config(f"num_devices={devices}", "batch_size=32"), digits.info,
-                      len(digits.train_labels))
+  setup = train.build(_config(f"num_devices={devices}", "batch_size=32"), digits.info)
   setup = dataclasses.replace(setup, model=_TinyBatchNormNet(axis_name=axis_name))
   runner = train.Runner(setup)
   state = runner.to_runner(train.create_train_state(jax.random.PRNGKey(0), setup))
-  images, labels = runner.put_data(digits.train_images), runner.put_data(digits.train_labels)
-  indices = runner.epoch_indices(jax.random.PRNGKey(1), 1, len(labels))
-  for index in range(2):
-    state, _ = runner.train(state, images, labels, indices, index)
+  for batch in _first_batches(digits, 32):
+    state, _ = runner.train(state, runner.put_batch(batch))
   return runner.to_canonical(state)
 
 
@@ -170,39 +170,199 @@ def test_batch_norm_statistics_synchronised_across_devices(digits):
   assert np.max(np.abs(variance(unsynced) - variance(one))) > 1e-3
 
 
-_KILLED_CHILD = textwrap.dedent("""
+# A child run that signals itself once it has taken ``argv[2]`` optimizer steps (the signal is
+# ``argv[3]``): SIGKILL is a crash at an arbitrary step, SIGTERM a preemption notice.
+_SIGNALLED_CHILD = textwrap.dedent("""
     import os, signal, sys
     import jax
     jax.config.update("jax_num_cpu_devices", 8)
-    from train import configs, train
+    from train import __main__ as cli
+    from train import train
 
-    def log(line):
-      if line.startswith("epoch 2:"):  # printed after the epoch-2 checkpoint is written
-        os.kill(os.getpid(), signal.SIGKILL)
+    at, signum = int(sys.argv[2]), getattr(signal, sys.argv[3])
+    original, calls = train.Runner.train, []
 
-    config = configs.get_config("default", sys.argv[2:])
-    train.train_and_evaluate(config, sys.argv[1], log=log)
-    sys.exit(3)  # not reached: the run is killed during epoch 3
+    def counting(self, *args, **kwargs):
+      result = original(self, *args, **kwargs)
+      calls.append(1)
+      if len(calls) == at:
+        os.kill(os.getpid(), signum)
+      return result
+
+    train.Runner.train = counting
+    overrides = [arg for o in sys.argv[4:] for arg in ("--set", o)]
+    sys.exit(cli.main(["--workdir", sys.argv[1], *overrides]))
+""")
+
+# clr_sgd: a rate schedule, so a resumed run that lost its step count would show it.
+RESUME = ["num_epochs=3", "num_devices=2", "progress=false", "plot=false", "optimizer=clr_sgd",
+          "learning_rate=0.05", "checkpoint_every_steps=10"]
+
+
+def _signalled(workdir, at, signum, overrides=RESUME):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+  return subprocess.run([sys.executable, "-c", _SIGNALLED_CHILD, str(workdir), str(at), signum,
+                         *overrides], cwd=ROOT, env=env, capture_output=True, text=True,
+                        timeout=240)
+
+
+@pytest.fixture(scope="module")
+def resume_reference(tmp_path_factory):
+  config = configs.get_config("default", RESUME)
+  return _run(config, tmp_path_factory.mktemp("reference"))
+
+
+def _steps(workdir):
+  return sorted(int(name) for name in os.listdir(workdir / "checkpoints") if name.isdigit())
+
+
+def test_resume_after_sigkill_mid_epoch_matches_uninterrupted_run(tmp_path, resume_reference):
+  # 22 steps per epoch; checkpoints every 10 steps; killed after step 35 (epoch 2, batch 13):
+  # the run resumes from step 30 (epoch 2, batch 8), in the middle of an epoch.
+  workdir = tmp_path / "killed"
+  child = _signalled(workdir, 35, "SIGKILL")
+  assert child.returncode == -9, child.stderr[-2000:]
+  assert [r["epoch"] for r in train.read_metrics(str(workdir))] == [1]
+  assert _steps(workdir) == [20, 30]  # every 10 steps; the 2 newest kept
+  lines = []
+  resumed = train.train_and_evaluate(configs.get_config("default", RESUME), str(workdir),
+                                     log=lines.append)
+  assert f"resumed from {workdir} at step 30 (epoch 2, batch 8)" in lines
+  assert [_without_timing(r) for r in resumed] == [_without_timing(r) for r in resume_reference]
+  assert [r["epoch"] for r in train.read_metrics(str(workdir))] == [1, 2, 3]
+
+
+def test_sigterm_saves_at_the_next_step_and_exits_0(tmp_path, resume_reference):
+  workdir = tmp_path / "preempted"
+  # No periodic checkpoint before the signal: the one saved is the SIGTERM one.
+  overrides = [*RESUME[:-1], "checkpoint_every_steps=1000"]
+  child = _signalled(workdir, 27, "SIGTERM", overrides)
+  assert child.returncode == 0, child.stderr[-2000:]
+  assert ("received SIGTERM: checkpoint saved at step 27; run the same command again to "
+          "resume") in child.stdout
+  assert _steps(workdir) == [27]
+  resumed = _run(configs.get_config("default", overrides), workdir)
+  assert [_without_timing(r) for r in resumed] == [_without_timing(r) for r in resume_reference]
+
+
+def _flip_bytes(path, count=64):
+  data = bytearray(path.read_bytes())
+  for i in range(min(count, len(data))):
+    data[(len(data) // 2 + i) % len(data)] ^= 0xFF
+  path.write_bytes(bytes(data))
+
+
+def _largest_file(folder):
+  return max((p for p in folder.rglob("*") if p.is_file() and p.name != "manifest.json"),
+             key=lambda p: p.stat().st_size)
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "no_manifest"])
+def test_damaged_latest_checkpoint_is_skipped(tmp_path, resume_reference, damage):
+  workdir = tmp_path / "run"
+  config = configs.get_config("default", RESUME)
+  rows = _run(config, workdir)
+  assert _steps(workdir) == [60, 66]
+  latest = workdir / "checkpoints" / "66"
+  if damage == "flip":
+    _flip_bytes(_largest_file(latest))
+  elif damage == "truncate":
+    target = _largest_file(latest)
+    target.write_bytes(target.read_bytes()[:-100])
+  else:
+    (latest / "manifest.json").unlink()
+  lines = []
+  resumed = train.train_and_evaluate(config, str(workdir), log=lines.append)
+  reports = [line for line in lines if line.startswith("checkpoint step 66 is damaged")]
+  assert len(reports) == 1 and "using step 60" in reports[0], lines
+  assert ("incomplete" if damage == "no_manifest" else "differs" if damage == "flip"
+          else "bytes") in reports[0]
+  assert any(line.startswith(f"resumed from {workdir} at step 60 (epoch 3, batch 16)")
+             for line in lines)
+  assert [_without_timing(r) for r in resumed] == [_without_timing(r) for r in rows]
+  assert [_without_timing(r) for r in rows] == [_without_timing(r) for r in resume_reference]
+  assert os.listdir(workdir / "damaged_checkpoints")[0].startswith("66-")
+
+
+def test_no_intact_checkpoint_is_a_clear_error_and_changes_nothing(tmp_path, capsys):
+  workdir = tmp_path / "run"
+  overrides = ["--set", "num_epochs=1", "--set", "plot=false", "--set", "progress=false"]
+  assert cli.main(["--workdir", str(workdir), *overrides]) == 0
+  (step,) = _steps(workdir)
+  _flip_bytes(_largest_file(workdir / "checkpoints" / str(step)))
+  capsys.readouterr()
+  before = sorted(p.name for p in workdir.rglob("*"))
+  assert cli.main(["--workdir", str(workdir), *overrides]) != 0
+  err = capsys.readouterr().err.strip()
+  assert err.startswith(f"error: no intact checkpoint in {workdir}/checkpoints: step {step} ")
+  assert len(err.splitlines()) == 1
+  assert sorted(p.name for p in workdir.rglob("*")) == before
+
+
+_LOCK_HOLDER = textwrap.dedent("""
+    import sys, time
+    from train import workdir
+    with workdir.lock(sys.argv[1]):
+      print("locked", flush=True)
+      time.sleep(120)
 """)
 
 
-def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
-  overrides = ["num_epochs=4", "num_devices=2", "progress=false", "plot=false",
-               "optimizer=clr_sgd", "learning_rate=0.05"]
-  config = configs.get_config("default", overrides)
-  reference = _run(config, tmp_path / "reference")
+def test_a_second_run_on_a_locked_workdir_fails_at_once_and_changes_nothing(tmp_path, capsys):
+  workdir = tmp_path / "run"
+  assert cli.main(["--workdir", str(workdir), "--set", "num_epochs=1", "--set", "plot=false",
+                   "--set", "progress=false"]) == 0
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  holder = subprocess.Popen([sys.executable, "-c", _LOCK_HOLDER, str(workdir)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == "locked"
+    before = {p: p.stat().st_mtime_ns for p in workdir.rglob("*")}
+    capsys.readouterr()
+    started = time.perf_counter()
+    assert cli.main(["--workdir", str(workdir), "--set", "num_epochs=2", "--set",
+                     "progress=false"]) != 0
+    elapsed = time.perf_counter() - started
+    err = capsys.readouterr().err
+    assert f"workdir {workdir} is in use by process {holder.pid} on " in err, err
+    assert elapsed < 10
+    assert {p: p.stat().st_mtime_ns for p in workdir.rglob("*")} == before
+  finally:
+    holder.kill()
+    holder.wait()
+  # The kernel drops the lock with its holder: the next run goes ahead.
+  assert cli.main(["--workdir", str(workdir), "--set", "num_epochs=2", "--set", "plot=false",
+                   "--set", "progress=false"]) == 0
 
-  workdir = tmp_path / "killed"
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
-  child = subprocess.run([sys.executable, "-c", _KILLED_CHILD, str(workdir), *overrides],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
-  assert child.returncode == -9, child.stderr[-2000:]
-  assert [r["epoch"] for r in train.read_metrics(str(workdir))] == [1, 2]
-  assert sorted(os.listdir(workdir / "checkpoints")) == ["1", "2"]
 
-  resumed = _run(config, workdir)
-  assert [_without_timing(r) for r in resumed] == [_without_timing(r) for r in reference]
-  assert [r["epoch"] for r in train.read_metrics(str(workdir))] == [1, 2, 3, 4]
+def test_leftover_temporary_files_are_removed(tmp_path):
+  workdir = tmp_path / "run"
+  config = _config("num_epochs=1", "checkpoint=true")
+  _run(config, workdir)
+  (workdir / ".tmp-abc-metrics.jsonl").write_text("half")
+  (workdir / "checkpoints" / "44.orbax-checkpoint-tmp-1700000000").mkdir()
+  lines = []
+  train.train_and_evaluate(dataclasses.replace(config, num_epochs=2), str(workdir),
+                           log=lines.append)
+  assert not list(workdir.glob(".tmp-*"))
+  assert _steps(workdir) == [22, 44]
+  assert not [p for p in (workdir / "checkpoints").iterdir() if "tmp" in p.name]
+  assert sum(line.startswith("removed ") for line in lines) == 2
+
+
+def test_more_epochs_extend_a_finished_run(tmp_path):
+  extended = _config("num_epochs=2", "checkpoint=true")
+  _run(extended, tmp_path / "short")
+  lines = []
+  rows = train.train_and_evaluate(dataclasses.replace(extended, num_epochs=3),
+                                  str(tmp_path / "short"), log=lines.append)
+  assert f"resumed from {tmp_path / 'short'} after epoch 2" in lines
+  straight = _run(_config("num_epochs=3"), tmp_path / "straight")
+  assert [_without_timing(r) for r in rows] == [_without_timing(r) for r in straight]
+  with open(tmp_path / "short" / "config.json") as f:
+    assert json.load(f)["num_epochs"] == 3
+  with pytest.raises(ValueError, match="trained for 3 epochs; `num_epochs` 2 cannot shorten it"):
+    _run(extended, tmp_path / "short")
 
 
 def test_main_job_through_the_cli(tmp_path, capsys):
@@ -220,7 +380,7 @@ def test_main_job_through_the_cli(tmp_path, capsys):
     assert json.load(f) == json.loads(configs.get_config("default").to_json())
   with open(workdir / "curves.png", "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-  assert sorted(os.listdir(workdir / "checkpoints")) == ["14", "15"]
+  assert sorted(os.listdir(workdir / "checkpoints"), key=int) == ["308", "330"]  # 22 steps/epoch
   assert not [name for name in os.listdir(workdir) if name.startswith(".tmp-")]
   # Re-running the finished run resumes after the last epoch and changes nothing.
   assert cli.main(["--workdir", str(workdir)]) == 0
@@ -255,10 +415,10 @@ def test_optimizer_metrics_summarise_rate_arrays():
 def test_every_preset_builds(name):
   config = configs.get_config(name)
   shapes = {"digits": ((8, 8, 1), 10), "mnist": ((28, 28, 1), 10), "cifar10": ((32, 32, 3), 10),
-            "cifar100": ((32, 32, 3), 100)}
+            "cifar100": ((32, 32, 3), 100), "imagenet2012": ((224, 224, 3), 1000)}
   shape, classes = shapes[config.dataset]
-  info = input_pipeline.DatasetInfo(config.dataset, classes, shape, True, (0.0,) * shape[-1],
-                                    (1.0,) * shape[-1])
+  info = input_pipeline.DatasetInfo(config.dataset, classes, shape, "crop_flip",
+                                    (0.0,) * shape[-1], (1.0,) * shape[-1])
   setup = train.build(config, info, num_train=50_000)
   assert setup.steps_per_epoch == 50_000 // config.batch_size
   assert setup.total_steps == setup.steps_per_epoch * config.num_epochs
@@ -317,3 +477,66 @@ def test_overrides():
       "optimizer_options.momentum=0.5", "optimizer=sgd"]).optimizer_options == {"momentum": 0.5}
   assert configs.get_config("default", ["model_options.features=(32, 16)"]).model_options == {
       "features": (32, 16)}
+
+
+@pytest.mark.parametrize("preset", ["autodrop_resnet50_imagenet", "multistep_resnet50_imagenet"])
+def test_imagenet_presets_run_on_mock_data(tmp_path, preset):
+  # The preset as given, on TFDS's mock imagenet2012 (random-size images, decoded by the data
+  # source, random-resized-cropped to 224 in a grain worker), shrunk to two steps: 4-filter stem
+  # (the ResNet-50 layout at 1/256 of the FLOPs) and a rate the 4-image batches survive.
+  overrides = ["num_devices=2", "batch_size=4", "eval_batch_size=4", "num_epochs=1",
+               "data_workers=1", "progress=false", "plot=false", "checkpoint_every_steps=1",
+               "model_options.num_filters=4", "learning_rate=0.01"]
+  with tfds.testing.mock_data(num_examples=8):
+    config = configs.get_config(preset, overrides)
+    lines = []
+    rows = train.train_and_evaluate(config, str(tmp_path), log=lines.append)
+  assert config.model == "resnet50_imagenet" and config.optimizer_options["drop_factor"] == 0.1
+  assert lines[0].startswith("imagenet2012: 8 train / 8 test; model resnet50_imagenet")
+  assert [(r["epoch"], r["step"]) for r in rows] == [(1, 2)]
+  # Two steps from a random start on 1000 classes: the loss is near log(1000) = 6.9.
+  assert 5.0 < rows[0]["train_loss"] < 10.0
+  assert 0.0 <= rows[0]["test_accuracy"] <= 1.0
+  assert _steps(tmp_path) == [1, 2]
+  with open(tmp_path / "checkpoints" / "2" / "data" / "metadata") as f:
+    position = json.load(f)
+  assert position["step"] == 2 and "iterators_in_use_states" in json.dumps(position["iterator"])
+
+
+_KILLED_BEFORE_MANIFEST = textwrap.dedent("""
+    import os, signal, sys
+    import jax
+    jax.config.update("jax_num_cpu_devices", 8)
+    from train import checkpointing, configs, train
+
+    original, calls = checkpointing.write_manifest, []
+
+    def write_manifest(folder):
+      calls.append(folder)
+      if len(calls) == 3:  # step 30 has committed; its manifest is never written
+        os.kill(os.getpid(), signal.SIGKILL)
+      original(folder)
+
+    checkpointing.write_manifest = write_manifest
+    train.train_and_evaluate(configs.get_config("default", sys.argv[2:]), sys.argv[1])
+""")
+
+
+def test_killed_between_commit_and_manifest_resumes_from_the_previous_one(tmp_path,
+                                                                          resume_reference):
+  # keep_checkpoints=1: the older checkpoint is deleted only once the newer has its manifest.
+  overrides = [*RESUME, "keep_checkpoints=1"]
+  workdir = tmp_path / "run"
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+  child = subprocess.run([sys.executable, "-c", _KILLED_BEFORE_MANIFEST, str(workdir),
+                          *overrides], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=240)
+  assert child.returncode == -9, child.stderr[-2000:]
+  assert _steps(workdir) == [20, 30]
+  lines = []
+  resumed = train.train_and_evaluate(configs.get_config("default", overrides), str(workdir),
+                                     log=lines.append)
+  assert any(line.startswith("checkpoint step 30 is damaged: incomplete (no manifest") and
+             line.endswith("using step 20") for line in lines), lines
+  assert [_without_timing(r) for r in resumed] == [_without_timing(r) for r in resume_reference]
+  assert _steps(workdir) == [66]

@@ -1,8 +1,13 @@
 """Command line: ``python -m train [--config NAME] [--set KEY=VALUE ...] [--workdir DIR]``.
 
-Without arguments it runs the main job (preset ``default``: a small CNN on scikit-learn's digits
-with a trainable learning rate) in a fresh temporary workdir. With ``--workdir`` an interrupted run
-resumes from its latest checkpoint. ``--list`` prints presets, optimizers, models and datasets.
+Without arguments it runs the main job (preset ``default``: an MLP on scikit-learn's digits with a
+trainable learning rate) in a fresh temporary workdir. With ``--workdir`` an interrupted run
+resumes from its latest checkpoint. ``--list`` prints presets, optimizers (with their options),
+models and datasets; ``--help`` lists every ``--set`` key with its type and the preset's value.
+
+Every argument is checked before JAX is imported and before anything is written: a bad one fails
+at once with a one-line ``error: ...`` and exit status 2. A run whose training loss stops being
+finite ends with exit status 3 (``--set stop_on_divergence=false`` keeps it going).
 
 Multi-host: start one process per host with the same ``--coordinator HOST:PORT`` and
 ``--num_processes N`` and its own ``--process_id``; ``jax.distributed.initialize`` runs before
@@ -12,18 +17,56 @@ anything else touches JAX (on CPU hosts, with the gloo collectives).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 
+from train import config_schema, configs
 
-def _parser() -> argparse.ArgumentParser:
+#: Exit status of a run stopped because its training loss is not finite.
+EXIT_DIVERGED = 3
+
+
+def _set_keys_help(preset: str) -> str:
+  """The ``--help`` epilog: every ``--set`` key with its type and the preset's value."""
+  try:
+    config = configs.get_config(preset)
+  except ValueError:  # a broken preset: main reports it; the help shows the field defaults
+    config = configs.Config()
+  types, docs = configs.field_types(), configs.field_docs()
+  lines = ["--set keys (values are Python literals, true/false, none, or bare strings; the values "
+           f"shown are those of preset {preset!r}, see --config NAME --help):"]
+  for name in configs.Config.field_names():
+    value = getattr(config, name)
+    if name == "optimizer_options":
+      name, value = "optimizer_options.KEY", "(below)" if not value else value
+    elif name == "model_options":
+      name = "model_options.KEY"
+    kind = " | ".join(types[name.split(".")[0]])
+    lines.append(f"  {name:22s} {kind:12s} {value!r}")
+    lines.append(f"      {docs.get(name.split('.')[0], '')}")
+  lines.append("optimizer_options.KEY, per optimizer (KEY=default (type); unknown keys and wrong "
+               "types are refused):")
+  lines.append(config_schema.options_help())
+  lines.append("model_options.KEY, per model (attributes of its constructor; num_classes "
+               "comes from the dataset):")
+  lines.append(config_schema.models_help())
+  lines.append(f"Exit status: 0 done, 2 bad arguments (nothing written), {EXIT_DIVERGED} the "
+               "training loss became non-finite.")
+  return "\n".join(lines)
+
+
+def _parser(preset: str = "default") -> argparse.ArgumentParser:
+  if preset not in configs.presets():
+    preset = "default"
   parser = argparse.ArgumentParser(prog="python -m train", description=__doc__.split("\n")[0],
+                                   epilog=_set_keys_help(preset),
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--config", default="default", help="preset name (see --list)")
   parser.add_argument("--set", dest="overrides", action="append", default=[],
                       metavar="KEY=VALUE",
                       help="override a config field; DICT.KEY=VALUE sets one entry of "
-                           "model_options / optimizer_options (repeatable)")
+                           "model_options / optimizer_options (repeatable; keys below)")
   parser.add_argument("--workdir", default=None,
                       help="output directory; an existing run there is resumed (default: a new "
                            "temporary directory)")
@@ -53,36 +96,112 @@ def initialize_jax(cpu_devices: int | None = None, coordinator: str | None = Non
 
 
 def _listing() -> str:
-  import models
-  from train import configs, input_pipeline, optimizers
+  registry = config_schema.optimizer_registry()
+  models, datasets = config_schema.model_names(), config_schema.dataset_names()
+  if registry is None or models is None or datasets is None:  # not readable statically
+    import models as model_registry
+    from train import input_pipeline, optimizers
 
+    models, datasets = tuple(model_registry.MODELS), input_pipeline.DATASETS
+    registry = {name: config_schema.OptimizerEntry(
+        name, spec.description, spec.options(), spec.takes_learning_rate, spec.extra_args)
+                for name, spec in optimizers.OPTIMIZERS.items()}
   lines = ["presets:    " + ", ".join(configs.presets()),
-           "models:     " + ", ".join(models.MODELS),
-           "datasets:   " + ", ".join(input_pipeline.DATASETS),
+           "models:     " + ", ".join(models),
+           "datasets:   " + ", ".join(datasets),
            "optimizers:"]
-  for name, spec in optimizers.OPTIMIZERS.items():
-    extra = f" [needs {', '.join(spec.extra_args)}]" if spec.extra_args else ""
-    rate = "" if spec.takes_learning_rate else " [sets its own rate]"
-    lines.append(f"  {name:22s} {spec.description}{extra}{rate}")
+  for name, entry in registry.items():
+    extra = f" [needs {', '.join(entry.extra_args)}]" if entry.extra_args else ""
+    rate = "" if entry.takes_learning_rate else " [sets its own rate]"
+    lines.append(f"  {name:22s} {entry.description}{extra}{rate}")
+    options = ", ".join(f"{k}={v!r}" for k, v in entry.options.items())
+    if options:
+      lines.append(f"  {'':22s}   options: {options}")
   return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-  args = _parser().parse_args(argv)
-  initialize_jax(args.cpu_devices, args.coordinator, args.num_processes, args.process_id)
-  if args.list:
-    print(_listing())
-    return 0
-  from train import configs, train
+def check_workdir(path: str) -> None:
+  """A one-line ValueError unless ``path`` is, or can be created as, a writable folder."""
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise ValueError(f"--workdir {path} exists and is not a directory")
+  folder = os.path.abspath(path)
+  while not os.path.exists(folder):
+    folder = os.path.dirname(folder)
+  if not os.path.isdir(folder):
+    raise ValueError(f"--workdir {path} cannot be created: {folder} is not a directory")
+  if not os.access(folder, os.W_OK | os.X_OK):
+    raise ValueError(f"--workdir {path}: {folder} is not writable")
 
+
+def _check_args(args: argparse.Namespace) -> None:
+  if args.cpu_devices is not None and args.cpu_devices < 1:
+    raise ValueError(f"--cpu_devices must be >= 1; got {args.cpu_devices}")
+  multihost = (args.coordinator, args.num_processes, args.process_id)
+  if any(v is not None for v in multihost) and any(v is None for v in multihost):
+    raise ValueError("--coordinator, --num_processes and --process_id go together")
+  if args.num_processes is not None and not 0 <= args.process_id < args.num_processes:
+    raise ValueError(f"--process_id must be in [0, {args.num_processes}); got {args.process_id}")
+
+
+def _check_optimizer(config: configs.Config) -> None:
+  """Builds the optimizer once, before the data and model libraries load, so that its own range
+  checks (``momentum`` in [0, 1), ...) fail in about a second. The step counts are placeholders
+  (the real ones need the dataset); the run builds its optimizer again with them."""
+  from train import optimizers
+
+  optimizers.create_optimizer(config.optimizer, config.learning_rate, steps_per_epoch=100,
+                              total_steps=100 * config.num_epochs,
+                              weight_decay=config.weight_decay, options=config.optimizer_options)
+
+
+def main(argv: list[str] | None = None) -> int:
+  argv = sys.argv[1:] if argv is None else argv
+  # The --help epilog shows the chosen preset's values, so --config is read first.
+  pre = argparse.ArgumentParser(add_help=False)
+  pre.add_argument("--config", default="default")
+  known, _ = pre.parse_known_args(argv)
+  args = _parser(known.config).parse_args(argv)
   try:
+    _check_args(args)
+    if args.list:
+      print(_listing())
+      return 0
     config = configs.get_config(args.config, args.overrides)
-    workdir = args.workdir or tempfile.mkdtemp(prefix=f"optax_lr_{args.config}_")
-    print(f"workdir: {workdir}")
-    train.train_and_evaluate(config, workdir)
+    if args.workdir is not None:
+      check_workdir(args.workdir)
+      configs.check_resumable(args.workdir, config)
   except ValueError as error:
     print(f"error: {error}", file=sys.stderr)
     return 2
+
+  initialize_jax(args.cpu_devices, args.coordinator, args.num_processes, args.process_id)
+  try:
+    _check_optimizer(config)
+  except ValueError as error:
+    print(f"error: {error}", file=sys.stderr)
+    return 2
+  from train import train
+
+  created = None
+  try:
+    if args.workdir is None:
+      created = tempfile.mkdtemp(prefix=f"optax_lr_{args.config}_")
+    workdir = args.workdir or created
+    print(f"workdir: {workdir}")
+    rows = train.train_and_evaluate(config, workdir)
+  except ValueError as error:
+    # A check that needs the data or the devices failed before anything was written.
+    if created is not None and not os.listdir(created):
+      os.rmdir(created)
+    print(f"error: {error}", file=sys.stderr)
+    return 2
+  if rows and rows[-1].get("diverged"):
+    how = ("; stopped there (--set stop_on_divergence=false keeps going)"
+           if config.stop_on_divergence else " and did not recover by the last epoch")
+    first = next(r["epoch"] for r in rows if r.get("diverged"))
+    print(f"error: training diverged at epoch {first} (the training loss is not finite){how}",
+          file=sys.stderr)
+    return EXIT_DIVERGED
   return 0
 
 

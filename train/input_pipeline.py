@@ -1,11 +1,31 @@
-"""Image classification data held in memory as uint8 and turned into batches on device.
+"""The input pipeline: grain over random-access sources, sharded by process, batched per process.
 
-Datasets come from TFDS through ``tfds.data_source`` (the array_record format: random access, no
-TensorFlow needed to read) or, for the embedded default ``digits``, from scikit-learn's bundled 8x8
-digits, which need no download. Every split is read once into host ``uint8`` arrays; the training
-loop places them on the devices once and makes each batch there: a per-epoch permutation from a
-seeded key (:func:`epoch_permutation`), then for CIFAR-style data random crops after 4-pixel
-zero padding and horizontal flips, and per-channel normalisation (:func:`preprocess`), all in JAX.
+Every dataset is a random-access source of ``{"image": uint8 (H, W, C), "label": int}`` records:
+TFDS datasets through ``tfds.data_source`` (the array_record format: random access, no TensorFlow
+needed to read), the embedded default ``digits`` (scikit-learn's bundled 8x8 digits, no download)
+from memory. :func:`train_batches` builds the training stream with grain's ``MapDataset``, as
+MaxText and the newer Flax examples do:
+
+1. a global shuffle of the training split, reseeded every epoch (``shuffle`` then ``repeat``), the
+   last partial global batch of each epoch dropped;
+2. augmentation as a ``random_map`` whose generator is seeded by the run's seed and the record's
+   position in the stream, so a record gets the same crop wherever and whenever it is read
+   (resuming, another process count, another worker count);
+3. the stream cut into local batches of ``global_batch / process_count`` records, and process
+   ``p`` keeping local batch ``p`` of every global batch (``[p::process_count]``): the processes
+   read disjoint shards whose union is the epoch, and the global batch of a step is the same
+   whatever the number of processes;
+4. decode and augmentation in ``num_workers`` worker processes (``mp_prefetch``) and a bounded
+   prefetch buffer, so host memory is set by the prefetch depth, not the dataset size.
+
+Augmentations (NumPy, in the workers): CIFAR-style data (CIFAR, SVHN) gets a random crop after
+4-pixel zero padding and a horizontal flip; ImageNet gets a random-resized crop (Inception-style:
+8%-100% of the area, aspect ratio 3/4-4/3) resized to 224 and a flip for training, and the central
+crop (224/256 of the shorter side) resized to 224 for evaluation. Normalisation by the per-channel
+statistics happens on the device (:func:`normalize`), so uint8 crosses the host-device link.
+
+The per-process local batches become global ``jax.Array`` s with
+``jax.make_array_from_process_local_data`` in the training loop (``train.Runner``).
 
 Preparing TFDS data (once, on a machine with TensorFlow and network access)::
 
@@ -16,22 +36,38 @@ ImageNet (``imagenet2012``) is TFDS's manual-download dataset: place ``ILSVRC201
 and ``ILSVRC2012_img_val.tar`` (from image-net.org, after registering) in
 ``DIR/downloads/manual/``, then
 ``tfds build imagenet2012 --file_format=array_record --data_dir DIR``.
-It is too large to hold in memory as this pipeline does; :func:`load` checks that it is prepared
-and says so, and a streaming pipeline is future work.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from typing import Any
 
-import jax
+import grain
 import jax.numpy as jnp
 import numpy as np
 
 #: Pixels of zero padding before the random crop of CIFAR-style augmentation.
 CROP_PADDING = 4
+
+#: ImageNet's training and evaluation image side.
+IMAGENET_SIZE = 224
+
+#: ImageNet evaluation: the central crop keeps ``224 / 256`` of the shorter side.
+CENTER_CROP_FRACTION = IMAGENET_SIZE / 256
+
+#: ImageNet per-channel mean and standard deviation on the uint8 scale (the values the Flax
+#: ImageNet example and torchvision use).
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+#: Augmentation kinds: none, pad-crop-flip (CIFAR, SVHN), random-resized crop (ImageNet).
+AUGMENTATIONS = ("none", "crop_flip", "inception")
+
+#: Training images read to measure per-channel statistics of a TFDS dataset (evenly spaced).
+STATS_SAMPLE = 10_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,46 +77,48 @@ class DatasetInfo:
   Attributes:
     name: the dataset name.
     num_classes: number of labels.
-    image_shape: ``(H, W, C)``.
-    augment: whether training batches get random crops and flips (CIFAR, SVHN).
+    image_shape: ``(H, W, C)`` of the model input.
+    augment: one of :data:`AUGMENTATIONS`.
     mean: per-channel mean of the training images, on the uint8 scale.
     std: per-channel standard deviation of the training images, on the uint8 scale.
+    num_train: training examples.
+    num_test: test examples.
   """
 
   name: str
   num_classes: int
   image_shape: tuple[int, int, int]
-  augment: bool
+  augment: str
   mean: tuple[float, ...]
   std: tuple[float, ...]
+  num_train: int = 0
+  num_test: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-  """A dataset in host memory: uint8 images ``(N, H, W, C)`` and int32 labels ``(N,)``."""
+  """A dataset as two random-access sources of ``{"image", "label"}`` records."""
 
   info: DatasetInfo
-  train_images: np.ndarray
-  train_labels: np.ndarray
-  test_images: np.ndarray
-  test_labels: np.ndarray
+  train: Sequence[dict[str, Any]]
+  test: Sequence[dict[str, Any]]
 
 
 @dataclasses.dataclass(frozen=True)
 class _Source:
   num_classes: int
-  augment: bool
+  augment: str
   train_split: str = "train"
   test_split: str = "test"
   manual: bool = False
 
 
 _TFDS: dict[str, _Source] = {
-    "mnist": _Source(10, augment=False),
-    "cifar10": _Source(10, augment=True),
-    "cifar100": _Source(100, augment=True),
-    "svhn_cropped": _Source(10, augment=True),
-    "imagenet2012": _Source(1000, augment=True, test_split="validation", manual=True),
+    "mnist": _Source(10, augment="none"),
+    "cifar10": _Source(10, augment="crop_flip"),
+    "cifar100": _Source(100, augment="crop_flip"),
+    "svhn_cropped": _Source(10, augment="crop_flip"),
+    "imagenet2012": _Source(1000, augment="inception", test_split="validation", manual=True),
 }
 
 #: Every dataset :func:`load` knows; ``digits`` is the embedded default.
@@ -92,6 +130,10 @@ DIGITS_TEST_FRACTION = 0.2
 
 class DatasetNotPreparedError(ValueError):
   """A TFDS dataset is not prepared in the array_record format; the message says how to."""
+
+
+class DatasetDamagedError(ValueError):
+  """A file of a prepared dataset cannot be read; the message names the file."""
 
 
 def _preparation_help(name: str, data_dir: str | None) -> str:
@@ -109,10 +151,48 @@ def _preparation_help(name: str, data_dir: str | None) -> str:
   return "\n".join(lines)
 
 
-def _channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
-  pixels = images.reshape(-1, images.shape[-1]).astype(np.float64)
-  std = np.maximum(pixels.std(axis=0), 1e-3)
-  return tuple(float(m) for m in pixels.mean(axis=0)), tuple(float(s) for s in std)
+# --- sources -------------------------------------------------------------------------------------
+
+class ArraySource:
+  """An in-memory source over uint8 images ``(N, H, W, C)`` and int labels ``(N,)``."""
+
+  def __init__(self, images: np.ndarray, labels: np.ndarray):
+    self.images = images
+    self.labels = labels
+
+  def __len__(self) -> int:
+    return len(self.labels)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    return {"image": self.images[index], "label": self.labels[index]}
+
+
+class CheckedSource:
+  """A TFDS data source whose read errors name the array_record file that holds the record."""
+
+  def __init__(self, source: Any, files: Sequence[tuple[str, int]]):
+    self.source = source
+    self.files = tuple(files)  # (path, number of records), in record order
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def file_of(self, index: int) -> str:
+    for path, count in self.files:
+      if index < count:
+        return path
+      index -= count
+    return self.files[-1][0] if self.files else "?"
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    try:
+      record = self.source[index]
+      return {"image": record["image"], "label": record["label"]}
+    except Exception as error:  # noqa: BLE001 - array_record and the decoders raise many types
+      message = str(error).splitlines()[0] if str(error) else type(error).__name__
+      raise DatasetDamagedError(
+          f"damaged dataset file {self.file_of(index)} (record {index}): {message}; prepare "
+          "the dataset again") from None
 
 
 def _digits() -> tuple[np.ndarray, ...]:
@@ -126,108 +206,292 @@ def _digits() -> tuple[np.ndarray, ...]:
                                 stratify=labels))  # x_train, x_test, y_train, y_test
 
 
-def _read_split(source: Any) -> tuple[np.ndarray, np.ndarray]:
-  examples = [source[i] for i in range(len(source))]
-  images = np.stack([np.asarray(e["image"], np.uint8) for e in examples])
-  labels = np.asarray([e["label"] for e in examples], np.int32)
-  if images.ndim == 3:
-    images = images[..., None]
-  return images, labels
+def _channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+  pixels = images.reshape(-1, images.shape[-1]).astype(np.float64)
+  std = np.maximum(pixels.std(axis=0), 1e-3)
+  return tuple(float(m) for m in pixels.mean(axis=0)), tuple(float(s) for s in std)
 
 
-def _tfds(name: str, data_dir: str | None) -> tuple[np.ndarray, ...]:
+def _sample_stats(source: Sequence[dict[str, Any]]) -> tuple[tuple[float, ...], ...]:
+  """Per-channel statistics of up to :data:`STATS_SAMPLE` evenly spaced training images."""
+  indices = np.unique(np.linspace(0, len(source) - 1, min(len(source), STATS_SAMPLE)).astype(int))
+  images = np.stack([_as_hwc(source[int(i)]["image"]) for i in indices])
+  return _channel_stats(images)
+
+
+def _split_files(source: Any) -> list[tuple[str, int]]:
+  try:
+    from tensorflow_datasets.core.data_sources import base
+
+    return [(os.fspath(f.filename), int(f.take)) for f in
+            base.file_instructions(source.dataset_info, source.split)]
+  except Exception:  # noqa: BLE001 - mocked sources have no files
+    return []
+
+
+def _open_tfds(name: str, split: str, data_dir: str | None) -> CheckedSource:
   import tensorflow_datasets as tfds
 
-  source = _TFDS[name]
   try:
-    train = tfds.data_source(name, split=source.train_split, data_dir=data_dir, download=False)
-    test = tfds.data_source(name, split=source.test_split, data_dir=data_dir, download=False)
+    source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
   except Exception as error:  # noqa: BLE001 - TFDS raises several types for "not there"
     raise DatasetNotPreparedError(_preparation_help(name, data_dir)) from error
-  if source.manual:
-    raise ValueError(
-        f"{name!r} is prepared, but it does not fit in memory as this pipeline holds data "
-        f"({len(train)} training images); a streaming pipeline is not implemented yet.")
-  x_train, y_train = _read_split(train)
-  x_test, y_test = _read_split(test)
-  return x_train, x_test, y_train, y_test
+  return CheckedSource(source, _split_files(source))
+
+
+def _as_hwc(image: Any) -> np.ndarray:
+  image = np.asarray(image, np.uint8)
+  return image[..., None] if image.ndim == 2 else image
 
 
 def load(name: str, data_dir: str | None = None) -> Dataset:
-  """Reads a dataset into host memory as uint8.
+  """Opens a dataset's training and test sources (nothing is read whole).
 
   Args:
     name: one of :data:`DATASETS`.
     data_dir: TFDS data directory (default: TFDS's, ``~/tensorflow_datasets``); unused for digits.
 
   Returns:
-    The :class:`Dataset`, with per-channel statistics of its training images.
+    The :class:`Dataset`; its info holds per-channel statistics (of the whole training set for
+    digits, of :data:`STATS_SAMPLE` evenly spaced training images for TFDS data, the published
+    values for ImageNet).
 
   Raises:
     ValueError: unknown name (the message lists the valid ones).
     DatasetNotPreparedError: the TFDS dataset is not prepared; the message says how to prepare it.
+    DatasetDamagedError: a file of the prepared dataset cannot be read; the message names it.
   """
   if name not in DATASETS:
     raise ValueError(f"unknown dataset {name!r}; valid choices: {', '.join(DATASETS)}")
   if name == "digits":
     x_train, x_test, y_train, y_test = _digits()
-    num_classes, augment = 10, False
+    train, test = ArraySource(x_train, y_train), ArraySource(x_test, y_test)
+    mean, std = _channel_stats(x_train)
+    num_classes, augment, shape = 10, "none", tuple(x_train.shape[1:])
   else:
-    x_train, x_test, y_train, y_test = _tfds(name, data_dir)
-    num_classes, augment = _TFDS[name].num_classes, _TFDS[name].augment
-  mean, std = _channel_stats(x_train)
-  info = DatasetInfo(name=name, num_classes=num_classes, image_shape=tuple(x_train.shape[1:]),
-                     augment=augment, mean=mean, std=std)
-  return Dataset(info, x_train, y_train, x_test, y_test)
+    spec = _TFDS[name]
+    train = _open_tfds(name, spec.train_split, data_dir)
+    test = _open_tfds(name, spec.test_split, data_dir)
+    num_classes, augment = spec.num_classes, spec.augment
+    if augment == "inception":
+      mean, std = IMAGENET_MEAN, IMAGENET_STD
+      shape = (IMAGENET_SIZE, IMAGENET_SIZE, 3)
+    else:
+      mean, std = _sample_stats(train)
+      shape = _as_hwc(train[0]["image"]).shape
+  info = DatasetInfo(name=name, num_classes=num_classes, image_shape=tuple(shape),
+                     augment=augment, mean=tuple(mean), std=tuple(std), num_train=len(train),
+                     num_test=len(test))
+  return Dataset(info, train, test)
 
 
-def epoch_permutation(key: jax.Array, epoch: jax.Array | int, num_examples: int,
-                      steps_per_epoch: int, batch_size: int) -> jax.Array:
-  """The example indices of every batch of one epoch, ``(steps_per_epoch, batch_size)`` int32.
+def read_all(source: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+  """A whole split as uint8 images ``(N, H, W, C)`` and int32 labels, for the in-memory grid
+  benchmarks (``train.bench.compare``); training streams instead."""
+  if isinstance(source, ArraySource):
+    return source.images, source.labels.astype(np.int32)
+  records = [source[i] for i in range(len(source))]
+  return (np.stack([_as_hwc(r["image"]) for r in records]),
+          np.asarray([r["label"] for r in records], np.int32))
 
-  A fresh permutation per epoch from ``fold_in(key, epoch)``; the last partial batch is dropped.
-  """
-  order = jax.random.permutation(jax.random.fold_in(key, epoch), num_examples)
-  return order[:steps_per_epoch * batch_size].reshape(steps_per_epoch, batch_size).astype(
-      jnp.int32)
 
+# --- augmentation (NumPy, in the grain workers) --------------------------------------------------
 
-def augment(images: jax.Array, key: jax.Array, offset: jax.Array | int = 0,
-            global_batch: int | None = None) -> jax.Array:
-  """CIFAR augmentation on a uint8 batch: zero-pad 4, random crop back to size, random h-flip.
-
-  The random draws are made for a batch of ``global_batch`` examples and this call takes rows
-  ``offset : offset + len(images)``, so a device that augments its shard of a global batch applies
-  exactly what one device would apply to the whole batch: results do not depend on the device count.
-  """
-  n, h, w, c = images.shape
-  total = n if global_batch is None else global_batch
-  crop_key, flip_key = jax.random.split(key)
-  corners = jax.random.randint(crop_key, (total, 2), 0, 2 * CROP_PADDING + 1)
-  flips = jax.random.bernoulli(flip_key, 0.5, (total,))
-  corners = jax.lax.dynamic_slice_in_dim(corners, offset, n)
-  flips = jax.lax.dynamic_slice_in_dim(flips, offset, n)
+def crop_flip(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """CIFAR augmentation: zero-pad :data:`CROP_PADDING`, random crop back to size, random h-flip."""
+  h, w, _ = image.shape
   pad = CROP_PADDING
-  padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-
-  def crop(image, corner):
-    return jax.lax.dynamic_slice(image, (corner[0], corner[1], 0), (h, w, c))
-
-  cropped = jax.vmap(crop)(padded, corners)
-  return jnp.where(flips[:, None, None, None], cropped[:, :, ::-1, :], cropped)
+  padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)))
+  dy, dx = rng.integers(0, 2 * pad + 1, size=2)
+  out = padded[dy:dy + h, dx:dx + w]
+  return np.ascontiguousarray(out[:, ::-1] if rng.random() < 0.5 else out)
 
 
-def normalize(images: jax.Array, info: DatasetInfo) -> jax.Array:
+def _resize(image: np.ndarray, size: int) -> np.ndarray:
+  from PIL import Image
+
+  resized = Image.fromarray(image).resize((size, size), Image.BILINEAR)
+  return np.asarray(resized, np.uint8)
+
+
+def random_resized_crop(image: np.ndarray, rng: np.random.Generator,
+                        size: int = IMAGENET_SIZE, area: tuple[float, float] = (0.08, 1.0),
+                        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+                        attempts: int = 10) -> np.ndarray:
+  """Inception-style crop: a random box of ``area`` of the image and aspect ratio in ``ratio``
+  (log-uniform), resized to ``size`` x ``size``, then a random h-flip. After ``attempts`` boxes
+  that do not fit, the central crop (as for evaluation) is used."""
+  h, w, _ = image.shape
+  for _ in range(attempts):
+    target = h * w * rng.uniform(*area)
+    aspect = np.exp(rng.uniform(np.log(ratio[0]), np.log(ratio[1])))
+    cw = int(round(np.sqrt(target * aspect)))
+    ch = int(round(np.sqrt(target / aspect)))
+    if 0 < cw <= w and 0 < ch <= h:
+      y = int(rng.integers(0, h - ch + 1))
+      x = int(rng.integers(0, w - cw + 1))
+      out = _resize(np.ascontiguousarray(image[y:y + ch, x:x + cw]), size)
+      break
+  else:
+    out = center_crop(image, size)
+  return np.ascontiguousarray(out[:, ::-1] if rng.random() < 0.5 else out)
+
+
+def center_crop(image: np.ndarray, size: int = IMAGENET_SIZE) -> np.ndarray:
+  """The central square of :data:`CENTER_CROP_FRACTION` of the shorter side, resized to ``size``."""
+  h, w, _ = image.shape
+  side = max(1, int(round(CENTER_CROP_FRACTION * min(h, w))))
+  y, x = (h - side) // 2, (w - side) // 2
+  return _resize(np.ascontiguousarray(image[y:y + side, x:x + side]), size)
+
+
+class _Train(grain.transforms.RandomMap):
+  """Decoded record -> ``{"image": uint8 (H, W, C), "label": int32}`` with augmentation."""
+
+  def __init__(self, augment: str):
+    self.augment = augment
+
+  def random_map(self, record: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+    image = _as_hwc(record["image"])
+    if self.augment == "crop_flip":
+      image = crop_flip(image, rng)
+    elif self.augment == "inception":
+      image = random_resized_crop(image, rng)
+    return {"image": image, "label": np.int32(record["label"])}
+
+
+class _Eval(grain.transforms.Map):
+  """Padded position ``k`` -> record ``k mod N`` (center-cropped for ImageNet) and its mask."""
+
+  def __init__(self, source: Sequence[dict[str, Any]], augment: str):
+    self.source = source
+    self.augment = augment
+
+  def map(self, position: int) -> dict[str, Any]:
+    record = self.source[position % len(self.source)]
+    image = _as_hwc(record["image"])
+    if self.augment == "inception":
+      image = center_crop(image)
+    return {"image": image, "label": np.int32(record["label"]),
+            "mask": np.float32(position < len(self.source))}
+
+
+# --- the streams ---------------------------------------------------------------------------------
+
+def process_shard() -> tuple[int, int]:
+  """``(process index, process count)`` from grain's ``ShardByJaxProcess``."""
+  shard = grain.sharding.ShardByJaxProcess(drop_remainder=True)
+  return shard.shard_index, shard.shard_count
+
+
+def _ignore_sigterm(worker_index: int, worker_count: int) -> None:
+  """Grain workers leave SIGTERM (a preemption notice sent to the whole process group) to the
+  main process, which saves a checkpoint at the next step and then closes them."""
+  del worker_index, worker_count
+  import signal
+
+  signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _local_batches(records: grain.MapDataset, global_batch: int, shard: tuple[int, int],
+                   num_workers: int, prefetch: int) -> grain.IterDataset:
+  index, count = shard
+  if global_batch % count:
+    raise ValueError(f"`batch_size` {global_batch} is not divisible by the number of processes "
+                     f"{count}")
+  local = records.batch(global_batch // count, drop_remainder=True)[index::count]
+  # One local batch is one element: threads and workers each make whole batches.
+  stream = local.to_iter_dataset(grain.ReadOptions(num_threads=max(1, min(prefetch, 4)),
+                                                   prefetch_buffer_size=prefetch))
+  if num_workers > 0:
+    from absl import flags
+
+    # grain's workers read absl flags; a program that does not parse them (this one) marks
+    # them parsed so that the defaults apply.
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()
+    stream = stream.mp_prefetch(grain.MultiprocessingOptions(
+        num_workers=num_workers, per_worker_buffer_size=max(1, prefetch // num_workers)),
+        worker_init_fn=_ignore_sigterm)
+  return stream
+
+
+def steps_per_epoch(info: DatasetInfo, global_batch: int) -> int:
+  """Full global batches per epoch (the last partial batch is dropped)."""
+  return info.num_train // global_batch
+
+
+def _order(num_records: int, per_epoch: int, seed: int) -> grain.MapDataset:
+  """Record indices of the endless stream: a global shuffle reseeded every epoch (grain folds the
+  epoch into the seed of a shuffle before ``repeat``), the first ``per_epoch`` kept."""
+  return grain.MapDataset.range(num_records).shuffle(seed=seed)[:per_epoch].repeat()
+
+
+class _Read(grain.transforms.Map):
+  """Record index -> record (in the worker that reads it)."""
+
+  def __init__(self, source: Sequence[dict[str, Any]]):
+    self.source = source
+
+  def map(self, index: int) -> dict[str, Any]:
+    return self.source[int(index)]
+
+
+def epoch_orders(num_records: int, global_batch: int, seed: int, num_epochs: int) -> np.ndarray:
+  """The record indices of :func:`train_batches`' global batches, ``(num_epochs, steps,
+  global_batch)`` int32: for consumers that gather batches themselves (the in-memory grids of
+  ``train.bench.compare``)."""
+  steps = num_records // global_batch
+  order = _order(num_records, steps * global_batch, seed)
+  flat = np.asarray([order[i] for i in range(num_epochs * steps * global_batch)], np.int32)
+  return flat.reshape(num_epochs, steps, global_batch)
+
+
+def train_batches(dataset: Dataset, global_batch: int, seed: int, *,
+                  shard: tuple[int, int] | None = None, num_workers: int = 0,
+                  prefetch: int = 2) -> grain.IterDataset:
+  """The endless training stream of this process's local batches.
+
+  Args:
+    dataset: from :func:`load`.
+    global_batch: examples per optimizer step over all processes (>= 1, divisible by the
+      process count).
+    seed: seeds the per-epoch shuffle and the augmentation (any int in ``[0, 2**32)``).
+    shard: ``(process index, process count)``; default :func:`process_shard`.
+    num_workers: worker processes for decode and augmentation (0: in this process).
+    prefetch: local batches read ahead (>= 1); bounds the host memory of the stream.
+
+  Returns:
+    A grain ``IterDataset`` of ``{"image": uint8 (L, H, W, C), "label": int32 (L,)}`` with
+    ``L = global_batch / process count``; element ``t`` is this process's part of step ``t``'s
+    global batch (epoch ``t // steps_per_epoch``). Its iterator's ``get_state`` /
+    ``set_state`` is the data position a checkpoint stores.
+  """
+  n = dataset.info.num_train
+  per_epoch = (n // global_batch) * global_batch
+  if per_epoch < 1:
+    raise ValueError(f"`batch_size` {global_batch} exceeds the {n} training examples")
+  records = (_order(n, per_epoch, seed).map(_Read(dataset.train))
+             .random_map(_Train(dataset.info.augment), seed=seed))
+  return _local_batches(records, global_batch, shard or process_shard(), num_workers, prefetch)
+
+
+def eval_batches(dataset: Dataset, global_batch: int, *, shard: tuple[int, int] | None = None,
+                 num_workers: int = 0, prefetch: int = 2) -> grain.IterDataset:
+  """The test split in order, padded to whole global batches, as this process's local batches.
+
+  Returns:
+    A finite grain ``IterDataset`` of ``{"image", "label", "mask"}`` local batches; padded rows
+    repeat real records and have mask 0.
+  """
+  n = dataset.info.num_test
+  padded = -(-n // global_batch) * global_batch
+  records = grain.MapDataset.range(padded).map(_Eval(dataset.test, dataset.info.augment))
+  return _local_batches(records, global_batch, shard or process_shard(), num_workers, prefetch)
+
+
+def normalize(images: jnp.ndarray, info: DatasetInfo) -> jnp.ndarray:
   """uint8 -> float32, per channel ``(x - mean) / std`` with the training set's statistics."""
   mean = jnp.asarray(info.mean, jnp.float32)
   std = jnp.asarray(info.std, jnp.float32)
   return (images.astype(jnp.float32) - mean) / std
-
-
-def preprocess(images: jax.Array, info: DatasetInfo, key: jax.Array | None = None,
-               offset: jax.Array | int = 0, global_batch: int | None = None) -> jax.Array:
-  """A float32 model input from uint8 images: :func:`augment` when ``key`` is given and the
-  dataset augments, then :func:`normalize`."""
-  if key is not None and info.augment:
-    images = augment(images, key, offset, global_batch)
-  return normalize(images, info)

@@ -7,24 +7,31 @@ through the model's ``axis_name``), and applies the optax update. It is mapped o
 with ``jax.shard_map`` under ``jax.jit`` (default) or with ``jax.pmap``; both run the same function
 and give the same numbers. The train state (params, batch statistics, optimizer state) is donated.
 
-The data lives on the devices as uint8 (``input_pipeline``); each step gathers its examples by
-index, so a step is a pure function of (state, data, epoch permutation, step index). Everything
-that changes is in :class:`TrainState`, and the data position is the epoch: a checkpoint after
-every epoch resumes a run bit for bit.
+The data comes from the grain pipeline of ``input_pipeline``: each process reads its rows of
+every global batch, and :meth:`Runner.put_batch` assembles them into global arrays with
+``jax.make_array_from_process_local_data``; a step is a pure function of (state, batch).
+Everything that changes is in :class:`TrainState`; a checkpoint (``checkpointing``) holds it, the
+grain iterator's state (the data position) and the partial epoch loss, so a run resumed from any
+step ends bit for bit as an uninterrupted one. The workdir is locked for the run (``workdir``).
 
 Multi-host: call ``jax.distributed.initialize(...)`` before anything touches JAX (``python -m
 train --coordinator HOST:PORT --num_processes N --process_id I``); the mesh then spans every
-device of every process, each process holds the data and computes its shard of each batch, and
-process 0 writes the logs (every process takes part in checkpointing).
+device of every process, each process reads a disjoint shard of every epoch (its rows of each
+global batch), process 0 holds the workdir lock and writes the logs, and every process takes part
+in checkpointing.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
 import functools
 import json
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -35,14 +42,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import models
-import optax_lr
-from train import input_pipeline, io_utils, optimizers, plotting
-from train.configs import COSMETIC_FIELDS, Config, validate
+from train import checkpointing, input_pipeline, io_utils, optimizers, plotting, reporting
+from train import workdir as workdir_lib
+from train.configs import Config, check_resumable, validate
 
 #: The mapped device axis: gradients are averaged over it and BatchNorm models sync over it.
 AXIS = "batch"
@@ -108,13 +115,14 @@ def select_devices(config: Config) -> tuple[Any, ...]:
   return tuple(local[:config.num_devices])
 
 
-def build(config: Config, info: input_pipeline.DatasetInfo, num_train: int) -> Setup:
+def build(config: Config, info: input_pipeline.DatasetInfo, num_train: int | None = None) -> Setup:
   """Model, optimizer and step counts; every config error is raised here, before any output."""
   validate(config)
   devices = select_devices(config)
   if config.batch_size % len(devices):
     raise ValueError(f"`batch_size` {config.batch_size} is not divisible by the number of "
                      f"devices {len(devices)}; pick a multiple of {len(devices)}")
+  num_train = info.num_train if num_train is None else num_train
   steps_per_epoch = num_train // config.batch_size
   if steps_per_epoch < 1:
     raise ValueError(f"`batch_size` {config.batch_size} exceeds the {num_train} training "
@@ -156,34 +164,25 @@ def _loss_fn(params, batch_stats, images, labels, dropout_key, model):
   return loss, (new_variables.get("batch_stats", {}), logits)
 
 
-def train_step(state: TrainState, images: jax.Array, labels: jax.Array, epoch_indices: jax.Array,
-               index: jax.Array, *, setup: Setup) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One optimizer step on this device's shard of batch ``index`` (runs under a mapped axis).
+def train_step(state: TrainState, batch: dict[str, jax.Array], next_batch: dict | None, *,
+               setup: Setup) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One optimizer step on this device's shard of the global batch (runs under a mapped axis).
 
   Args:
     state: the replicated train state.
-    images: uint8 ``(N, H, W, C)``, the whole training set (replicated).
-    labels: int32 ``(N,)``.
-    epoch_indices: this device's columns of the epoch permutation, ``(steps, local_batch)``.
-    index: int32, the batch within the epoch.
+    batch: this device's ``{"image": uint8 (B, H, W, C), "label": int32 (B,)}``, augmented by
+      the input pipeline.
+    next_batch: the next step's batch, for optimizers that take ``next_grads``; else None.
     setup: static pieces of the run.
 
   Returns:
     The new state and ``{"loss", "accuracy"}`` averaged over the global batch.
   """
-  local_batch = epoch_indices.shape[1]
   device = jax.lax.axis_index(AXIS)
   step_key = jax.random.fold_in(state.rng, state.step)
-  augment_key, dropout_key, next_key = jax.random.split(step_key, 3)
-  dropout_key = jax.random.fold_in(dropout_key, device)
-
-  def batch(i, key):
-    rows = jax.lax.dynamic_index_in_dim(epoch_indices, i, keepdims=False)
-    x = input_pipeline.preprocess(images[rows], setup.info, key, offset=device * local_batch,
-                                  global_batch=local_batch * jax.lax.axis_size(AXIS))
-    return x, labels[rows]
-
-  x, y = batch(index, augment_key)
+  dropout_key = jax.random.fold_in(step_key, device)
+  x = input_pipeline.normalize(batch["image"], setup.info)
+  y = batch["label"]
   loss_fn = functools.partial(_loss_fn, model=setup.model)
   (loss, (batch_stats, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.params, state.batch_stats, x, y, dropout_key)
@@ -205,10 +204,11 @@ def train_step(state: TrainState, images: jax.Array, labels: jax.Array, epoch_in
   if "grad_fn" in setup.spec.extra_args:
     extra["grad_fn"] = lambda params: objective_grad(params, x, y)
   if "next_grads" in setup.spec.extra_args:
-    # The next batch of the epoch (wrapping to its first) at the same parameters: AdaSecant's
-    # variance reduction compares two independent gradients of one point.
+    # The next batch of the stream at the same parameters: AdaSecant's variance reduction
+    # compares two independent gradients of one point.
     extra["next_grads"] = objective_grad(
-        state.params, *batch((index + 1) % epoch_indices.shape[0], next_key))
+        state.params, input_pipeline.normalize(next_batch["image"], setup.info),
+        next_batch["label"])
   updates, opt_state = setup.tx.update(grads, state.opt_state, state.params, **extra)
   params = optax.apply_updates(state.params, updates)
   accuracy = jax.lax.pmean(jnp.mean((jnp.argmax(logits, -1) == y).astype(jnp.float32)), AXIS)
@@ -217,40 +217,33 @@ def train_step(state: TrainState, images: jax.Array, labels: jax.Array, epoch_in
   return new_state, {"loss": loss, "accuracy": accuracy}
 
 
-def eval_step(state: TrainState, images: jax.Array, labels: jax.Array, indices: jax.Array,
-              mask: jax.Array, *, setup: Setup) -> dict[str, jax.Array]:
-  """Loss and correct-count sums over the whole test set (runs under a mapped axis).
-
-  ``indices`` / ``mask`` are this device's columns of the padded test order,
-  ``(num_batches, local_batch)``; padded rows have mask 0.
-  """
+def eval_step(state: TrainState, batch: dict[str, jax.Array], *,
+              setup: Setup) -> dict[str, jax.Array]:
+  """Sums of the loss, the correct predictions and the mask over one global test batch (runs
+  under a mapped axis); ``batch`` is this device's ``{"image", "label", "mask"}`` (padded rows
+  have mask 0)."""
   params = state.params
   if setup.spec.eval_params is not None:
     params = setup.spec.eval_params(state.opt_state, params)
   variables = {"params": params}
   if state.batch_stats:
     variables["batch_stats"] = state.batch_stats
-
-  def body(i, totals):
-    rows, weights = indices[i], mask[i]
-    logits = setup.model.apply(variables, input_pipeline.preprocess(images[rows], setup.info),
-                               train=False)
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels[rows])
-    correct = (jnp.argmax(logits, -1) == labels[rows]).astype(jnp.float32)
-    return (totals[0] + jnp.sum(losses * weights), totals[1] + jnp.sum(correct * weights),
-            totals[2] + jnp.sum(weights))
-
-  zero = jnp.zeros((), jnp.float32)
-  loss, correct, count = jax.lax.fori_loop(0, indices.shape[0], body, (zero, zero, zero))
-  loss, correct, count = jax.lax.psum((loss, correct, count), AXIS)
-  return {"test_loss": loss / count, "test_accuracy": correct / count}
+  logits = setup.model.apply(variables, input_pipeline.normalize(batch["image"], setup.info),
+                             train=False)
+  weights = batch["mask"]
+  losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+  correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
+  sums = (jnp.sum(losses * weights), jnp.sum(correct * weights), jnp.sum(weights))
+  loss, correct, count = jax.lax.psum(sums, AXIS)
+  return {"loss": loss, "correct": correct, "count": count}
 
 
 # --- mapping over devices ------------------------------------------------------------------------
 
 class Runner:
-  """The compiled steps for one mapping, and conversions between its state layout and the
-  canonical one (arrays replicated over the mesh) used for checkpoints and logging."""
+  """The compiled steps for one mapping, the placement of per-process batches as global arrays,
+  and conversions between its state layout and the canonical one (arrays replicated over the
+  mesh) used for checkpoints and logging."""
 
   def __init__(self, setup: Setup):
     self.setup = setup
@@ -258,7 +251,7 @@ class Runner:
     self.devices = setup.devices
     self.mesh = Mesh(np.asarray(self.devices), (AXIS,))
     self.replicated = NamedSharding(self.mesh, P())
-    self.columns = NamedSharding(self.mesh, P(None, AXIS))
+    self.rows = NamedSharding(self.mesh, P(AXIS))
     train_fn = functools.partial(train_step, setup=setup)
     eval_fn = functools.partial(eval_step, setup=setup)
     if self.mode == "shard_map":
@@ -266,48 +259,36 @@ class Runner:
       # values that the step averages itself with lax.pmean. (With the check on, autodiff would
       # already sum them over devices, and one step function could not serve both mappings.)
       self._train = jax.jit(
-          jax.shard_map(train_fn, mesh=self.mesh, in_specs=(P(), P(), P(), P(None, AXIS), P()),
+          jax.shard_map(train_fn, mesh=self.mesh, in_specs=(P(), P(AXIS), P(AXIS)),
                         out_specs=(P(), P()), check_vma=False),
           donate_argnums=(0,))
-      self._eval = jax.jit(jax.shard_map(
-          eval_fn, mesh=self.mesh, in_specs=(P(), P(), P(), P(None, AXIS), P(None, AXIS)),
-          out_specs=P(), check_vma=False))
+      self._eval = jax.jit(jax.shard_map(eval_fn, mesh=self.mesh, in_specs=(P(), P(AXIS)),
+                                         out_specs=P(), check_vma=False))
     else:
-      # Data and state carry a leading device axis (copies made once, not per call).
-      self._train = jax.pmap(train_fn, axis_name=AXIS, in_axes=(0, 0, 0, 0, None),
-                             devices=self.devices, donate_argnums=(0,))
+      # State and batches carry a leading device axis.
+      self._train = jax.pmap(train_fn, axis_name=AXIS, devices=self.devices,
+                             donate_argnums=(0,))
       self._eval = jax.pmap(eval_fn, axis_name=AXIS, devices=self.devices)
-    self._permutation = jax.jit(
-        input_pipeline.epoch_permutation, static_argnums=(2, 3, 4), out_shardings=self.columns)
 
-  # Data placement.
-  def put_data(self, array: np.ndarray) -> jax.Array:
-    """A host array replicated on every device of the mesh (works across processes)."""
-    if self.mode == "pmap":
-      return self._stack(array)
-    return jax.make_array_from_callback(array.shape, self.replicated, lambda index: array[index])
+  def put_batch(self, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+    """This process's rows of a global batch -> global arrays split over the mesh's devices.
 
-  def _split_columns(self, array: jax.Array) -> jax.Array:
-    """``(rows, global_batch)`` -> ``(devices, rows, local_batch)`` for pmap."""
-    rows, width = array.shape
-    n = len(self.devices)
-    return jnp.transpose(jnp.reshape(array, (rows, n, width // n)), (1, 0, 2))
+    Processes hold consecutive blocks of the global batch (the input pipeline's layout), which
+    is how ``make_array_from_process_local_data`` assembles rows sharded over ``"batch"``.
+    For pmap the global batch is reshaped to ``(devices, rows per device, ...)``.
+    """
+    n, processes = len(self.devices), jax.process_count()
 
-  def epoch_indices(self, key: jax.Array, epoch: int, num_examples: int) -> jax.Array:
-    indices = self._permutation(key, epoch, num_examples, self.setup.steps_per_epoch,
-                                self.setup.config.batch_size)
-    return self._split_columns(indices) if self.mode == "pmap" else indices
+    def put(x):
+      x = np.asarray(x)
+      rows = x.shape[0] * processes
+      if self.mode == "pmap":
+        local_devices = n // processes
+        x = x.reshape(local_devices, x.shape[0] // local_devices, *x.shape[1:])
+        return jax.make_array_from_process_local_data(self.rows, x, (n, rows // n, *x.shape[2:]))
+      return jax.make_array_from_process_local_data(self.rows, x, (rows, *x.shape[1:]))
 
-  def eval_indices(self, num_examples: int) -> tuple[jax.Array, jax.Array]:
-    width = self.setup.eval_batch_size
-    rows = -(-num_examples // width)
-    order = np.arange(rows * width)
-    indices = (order % num_examples).astype(np.int32).reshape(rows, width)
-    mask = (order < num_examples).astype(np.float32).reshape(rows, width)
-    if self.mode == "pmap":
-      return self._split_columns(jnp.asarray(indices)), self._split_columns(jnp.asarray(mask))
-    put = lambda a: jax.make_array_from_callback(a.shape, self.columns, lambda i: a[i])
-    return put(indices), put(mask)
+    return {k: put(v) for k, v in local.items()}
 
   # State layout.
   def _stack(self, tree: PyTree) -> PyTree:
@@ -327,17 +308,28 @@ class Runner:
       return jax.tree.map(lambda x: x[0], state)
     return state
 
-  def train(self, state, images, labels, epoch_indices, index):
-    state, metrics = self._train(state, images, labels, epoch_indices, jnp.int32(index))
+  def train(self, state, batch, next_batch=None):
+    state, metrics = self._train(state, batch, next_batch)
     if self.mode == "pmap":
       metrics = jax.tree.map(lambda x: x[0], metrics)
     return state, metrics
 
-  def evaluate(self, state, images, labels, indices, mask) -> dict[str, jax.Array]:
-    metrics = self._eval(state, images, labels, indices, mask)
-    if self.mode == "pmap":
-      metrics = jax.tree.map(lambda x: x[0], metrics)
-    return metrics
+  def evaluate(self, state, batches) -> dict[str, float]:
+    """``{"test_loss", "test_accuracy"}`` over the global test batches of ``batches``
+    (local batches from ``input_pipeline.eval_batches``)."""
+    totals = None
+    iterator = iter(batches)
+    try:
+      for local in iterator:
+        sums = self._eval(state, self.put_batch(local))
+        if self.mode == "pmap":
+          sums = jax.tree.map(lambda x: x[0], sums)
+        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    finally:
+      if hasattr(iterator, "close"):
+        iterator.close()  # grain worker processes end with the iterator
+    loss, correct, count = (float(to_host(totals[k])) for k in ("loss", "correct", "count"))
+    return {"test_loss": loss / count, "test_accuracy": correct / count}
 
 
 def to_host(x: jax.Array) -> np.ndarray:
@@ -349,32 +341,23 @@ def to_host(x: jax.Array) -> np.ndarray:
 
 # --- logging -------------------------------------------------------------------------------------
 
-def rate_values(opt_state: PyTree) -> dict[str, jax.Array]:
-  """Every rate of the state as float32 scalars (traceable).
+#: The rate readings of :mod:`train.reporting` (keys such as ``learning_rate``,
+#: ``learning_rate/mean``, ``combination_weights/global``), traceable.
+rate_values = reporting.rate_values
 
-  The rate itself for scalar fields, ``<field>/<mean|min|max|norm>`` for rate arrays, and
-  AutoDrop's ``angular_velocity`` (``angular_velocity/<i>`` when there are several).
-  """
-  values = {}
-  for name, rate in optax_lr.learning_rates(opt_state).items():
-    if jnp.size(rate) == 1:
-      values[name] = jnp.reshape(rate, ()).astype(jnp.float32)
-    else:
-      for stat, value in optax_lr.rate_summary(rate).items():
-        values[f"{name}/{stat}"] = value
-  found = optax.tree.get_all_with_path(opt_state, "angular_velocity")
-  for i, (_, value) in enumerate(found):
-    key = "angular_velocity" if len(found) == 1 else f"angular_velocity/{i}"
-    values[key] = jnp.reshape(value, ()).astype(jnp.float32)
-  return values
+_jitted_rate_values = jax.jit(rate_values, static_argnames=("decay_rate", "final_learning_rate"))
 
 
-_jitted_rate_values = jax.jit(rate_values)
-
-
-def optimizer_metrics(opt_state: PyTree) -> dict[str, float]:
-  """Rates (keys containing ``learning_rate``) and AutoDrop's ``angular_velocity``, as floats."""
-  return {k: float(to_host(v)) for k, v in _jitted_rate_values(opt_state).items()}
+def optimizer_metrics(opt_state: PyTree, params: PyTree | None = None,
+                      config: Config | None = None) -> dict[str, float]:
+  """The rate readings of ``opt_state`` (see :mod:`train.reporting`) and AutoDrop's
+  ``angular_velocity``, as floats. ``config`` gives CAM-HD's ``decay_rate`` and final rate (its
+  initial rate), which its effective per-element rate depends on."""
+  blend = {}
+  if config is not None:
+    blend = {"decay_rate": float(config.optimizer_options.get("decay_rate", 0.0) or 0.0),
+             "final_learning_rate": config.learning_rate}
+  return {k: float(to_host(v)) for k, v in _jitted_rate_values(opt_state, params, **blend).items()}
 
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
@@ -397,81 +380,115 @@ def _write_metrics(workdir: str, rows: list[dict[str, Any]]) -> None:
       + "\n" for row in rows))
 
 
-def _current_rate(rates: dict[str, float]) -> float | None:
-  for key, value in rates.items():
-    if "learning_rate" in key and not key.endswith(("/min", "/max", "/norm")):
-      return value
-  return None
+summary_table = reporting.summary_table
 
 
-def summary_table(rows: list[dict[str, Any]], max_rows: int = 12) -> str:
-  """A plain-text table of the per-epoch metrics (the last ``max_rows`` epochs) and totals."""
-  header = f"{'epoch':>5} {'train_loss':>10} {'test_loss':>10} {'test_acc':>8} {'rate':>10} " \
-           f"{'time_s':>7} {'img/s':>8}"
-  lines = [header, "-" * len(header)]
-  def cell(value, width, spec):
-    return f"{'-' if value is None else format(value, spec):>{width}}"
+# --- checkpoints and the data feed ---------------------------------------------------------------
 
-  for row in rows[-max_rows:]:
-    lines.append(" ".join([
-        cell(row["epoch"], 5, "d"), cell(row["train_loss"], 10, ".4f"),
-        cell(row["test_loss"], 10, ".4f"), cell(row["test_accuracy"], 8, ".4f"),
-        cell(_current_rate(row), 10, ".3g"), cell(row["epoch_time"], 7, ".2f"),
-        cell(row["images_per_second"], 8, ".0f")]))
-  if rows:
-    best = max(rows, key=lambda r: r["test_accuracy"])
-    total = sum(r["epoch_time"] for r in rows)
-    lines.append(f"final test accuracy {rows[-1]['test_accuracy']:.4f}; best "
-                 f"{best['test_accuracy']:.4f} at epoch {best['epoch']}; {total:.1f} s in epochs")
-  return "\n".join(lines)
+class _Feed:
+  """Global batches from the grain iterator, ``depth`` of them placed on the devices ahead.
+
+  :meth:`position` is the iterator state from which the next :meth:`get` batch is read: the data
+  position a checkpoint stores (batches already placed but not yet used are read again after a
+  restore).
+  """
+
+  def __init__(self, iterator, put: Callable[[dict], dict], depth: int):
+    self.iterator, self.put, self.depth = iterator, put, depth
+    self.queue: collections.deque = collections.deque()
+
+  def _fill(self) -> None:
+    while len(self.queue) < self.depth:
+      position = self.iterator.get_state()
+      self.queue.append((position, self.put(next(self.iterator))))
+
+  def get(self) -> dict[str, jax.Array]:
+    self._fill()
+    return self.queue.popleft()[1]
+
+  def peek(self) -> dict[str, jax.Array]:
+    self._fill()
+    return self.queue[0][1]
+
+  def position(self) -> dict[str, Any]:
+    if not self.queue:  # after get() the queue holds the placed batches; reading more is avoided
+      self._fill()
+    return self.queue[0][0]
+
+  def close(self) -> None:
+    if hasattr(self.iterator, "close"):
+      self.iterator.close()
 
 
-# --- checkpoints ---------------------------------------------------------------------------------
+class _StopSignal:
+  """Turns SIGTERM (a TPU preemption notice) into a request to stop at the next step boundary."""
 
-def _checkpoint_manager(workdir: str, config: Config) -> ocp.CheckpointManager:
-  options = ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, create=True,
-                                         enable_async_checkpointing=False)
-  return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),
-                               options=options)
+  def __init__(self):
+    self.received: int | None = None
+    self._previous = None
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    self.received = signum
+
+  def requested(self) -> bool:
+    """Whether any process received the signal (every process calls this at every step)."""
+    if jax.process_count() == 1:
+      return self.received is not None
+    flags = multihost_utils.process_allgather(np.int32(self.received is not None))
+    return bool(np.any(flags))
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
 
 
-def save_checkpoint(manager: ocp.CheckpointManager, state: TrainState, epoch: int) -> None:
-  """Saves ``{"state", "data"}`` after ``epoch`` epochs; the data position is (epoch, batch 0)."""
-  data = {"epoch": np.asarray(epoch, np.int32), "batch": np.zeros((), np.int32)}
-  manager.save(epoch, args=ocp.args.StandardSave({"state": state, "data": data}))
-  manager.wait_until_finished()
-
-
-def restore_checkpoint(manager: ocp.CheckpointManager,
-                       state: TrainState) -> tuple[TrainState, int]:
-  """The latest checkpoint restored into ``state``'s structure and shardings, and its epoch."""
-  epoch = manager.latest_step()
-  target = {"state": jax.tree.map(ocp.utils.to_shape_dtype_struct, state),
-            "data": {"epoch": np.zeros((), np.int32), "batch": np.zeros((), np.int32)}}
-  restored = manager.restore(epoch, args=ocp.args.StandardRestore(target))
-  return restored["state"], int(restored["data"]["epoch"])
+@contextlib.contextmanager
+def _owned(workdir: str):
+  """Process 0 holds the workdir's lock for the block; every process fails if it cannot."""
+  with contextlib.ExitStack() as stack:
+    error = None
+    if jax.process_index() == 0:
+      try:
+        stack.enter_context(workdir_lib.lock(workdir))
+      except workdir_lib.WorkdirBusyError as busy:
+        error = busy
+    if jax.process_count() > 1:
+      locked = multihost_utils.broadcast_one_to_all(np.int32(error is None))
+      if not int(locked):
+        raise error or workdir_lib.WorkdirBusyError(
+            f"workdir {workdir} is in use by another run (process 0 could not lock it)")
+    elif error is not None:
+      raise error
+    yield
 
 
 # --- the loop ------------------------------------------------------------------------------------
 
-def _check_workdir_config(workdir: str, config: Config) -> None:
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    return
-  with open(path) as f:
-    saved = json.load(f)
-  current = json.loads(config.to_json())
-  different = sorted(k for k in current if k not in COSMETIC_FIELDS
-                     and saved.get(k) != current[k])
-  if different:
-    raise ValueError(f"{workdir} holds a run with a different config ({', '.join(different)} "
-                     "differ); resume with the same config or use a new --workdir")
+#: The saved config of a resumed run must match (cosmetic fields and ``num_epochs`` aside).
+_check_workdir_config = check_resumable
 
 
 def train_and_evaluate(config: Config, workdir: str,
                        log: Callable[[str], None] = print) -> list[dict[str, Any]]:
   """Trains and evaluates, writing ``config.json``, ``metrics.jsonl``, ``curves.png`` and
-  checkpoints to ``workdir``, and resumes from the latest checkpoint there.
+  checkpoints to ``workdir``, and resumes from the newest intact checkpoint there.
+
+  The run holds ``workdir``'s lock throughout. A checkpoint is saved every
+  ``checkpoint_every_steps`` steps (default: at every epoch end), at the last step, and at the
+  next step boundary after SIGTERM, after which this returns (the rows so far) with a message;
+  calling it again resumes. ``num_epochs`` above a finished run's extends it.
+
+  Each epoch logs one line with its losses, accuracy and rate(s) (:mod:`train.reporting`); the
+  rows go to ``metrics.jsonl`` and ``curves.png`` is redrawn at most every
+  ``plot_every_seconds`` and at the end. An epoch whose training loss is not finite is logged
+  with ``"diverged": true`` and, with ``stop_on_divergence`` (default), ends the run there
+  without checkpointing its state.
 
   Args:
     config: the run's :class:`~train.configs.Config`.
@@ -483,85 +500,143 @@ def train_and_evaluate(config: Config, workdir: str,
 
   Raises:
     ValueError: a bad config (unknown names list the valid ones), a batch size not divisible by
-      the device count, a workdir holding a different run, or a dataset that is not prepared.
+      the device count, a workdir holding a different run or in use by another process, no
+      intact checkpoint, or a dataset that is not prepared or damaged.
   """
   # Everything that can fail on bad input fails before the workdir is touched.
   validate(config)
   dataset = input_pipeline.load(config.dataset, config.data_dir)
-  setup = build(config, dataset.info, len(dataset.train_labels))
+  setup = build(config, dataset.info, dataset.info.num_train)
   _check_workdir_config(workdir, config)
   lead = jax.process_index() == 0
   log = log if lead else (lambda _: None)
+  with _owned(workdir), _StopSignal() as stop:
+    return _train_locked(setup, dataset, workdir, log, stop)
 
+
+def run_keys(seed: int) -> tuple[jax.Array, int]:
+  """The initialisation key and the input pipeline's seed (a plain int for grain) of a run."""
+  init_key, data_key = jax.random.split(jax.random.PRNGKey(seed))
+  return init_key, int(jax.random.randint(data_key, (), 0, np.iinfo(np.int32).max))
+
+
+def _train_locked(setup: Setup, dataset: input_pipeline.Dataset, workdir: str,
+                  log: Callable[[str], None], stop: _StopSignal) -> list[dict[str, Any]]:
+  config = setup.config
+  lead = jax.process_index() == 0
+  if lead:
+    for path in workdir_lib.remove_temporary_files(workdir):
+      log(f"removed {path}, left by an interrupted write")
   runner = Runner(setup)
-  rng = jax.random.PRNGKey(config.seed)
-  init_key, data_key = jax.random.split(rng)
+  init_key, data_seed = run_keys(config.seed)
   state = runner.to_canonical(runner.to_runner(create_train_state(init_key, setup)))
+  loss_sum = np.zeros((), np.float32)
 
-  os.makedirs(workdir, exist_ok=True)
+  checkpointer = checkpointing.Checkpointer(workdir, config.keep_checkpoints, log) \
+      if config.checkpoint else None
+  iterator = iter(input_pipeline.train_batches(
+      dataset, config.batch_size, data_seed, num_workers=config.data_workers,
+      prefetch=config.prefetch_batches))
+  start_step = 0
+  if checkpointer is not None:
+    restored = checkpointer.restore(state, {"epoch_loss_sum": loss_sum})
+    if restored is not None:
+      state, extra, data = restored
+      loss_sum = np.asarray(extra["epoch_loss_sum"], np.float32)
+      iterator.set_state(data["iterator"])
+      start_step = int(data["step"])
+      if start_step > setup.total_steps:
+        raise ValueError(f"{workdir} holds a run trained for {start_step // setup.steps_per_epoch}"
+                         f" epochs; `num_epochs` {config.num_epochs} cannot shorten it (pass "
+                         f"at least {start_step // setup.steps_per_epoch})")
+      epoch, batch = divmod(start_step, setup.steps_per_epoch)
+      log(f"resumed from {workdir} at step {start_step} (epoch {epoch + 1}, batch {batch})"
+          if batch else f"resumed from {workdir} after epoch {epoch}")
   if lead:
     io_utils.write_atomic(os.path.join(workdir, "config.json"), config.to_json())
-  manager = _checkpoint_manager(workdir, config) if config.checkpoint else None
-  start_epoch = 0
-  if manager is not None and manager.latest_step() is not None:
-    state, start_epoch = restore_checkpoint(manager, state)
-    log(f"resumed from {workdir} after epoch {start_epoch}")
-  rows = [r for r in read_metrics(workdir) if r["epoch"] <= start_epoch]
+  rows = [r for r in read_metrics(workdir) if r["epoch"] <= start_step // setup.steps_per_epoch]
 
-  train_images = runner.put_data(dataset.train_images)
-  train_labels = runner.put_data(dataset.train_labels)
-  test_images = runner.put_data(dataset.test_images)
-  test_labels = runner.put_data(dataset.test_labels)
-  eval_indices, eval_mask = runner.eval_indices(len(dataset.test_labels))
-  num_train = len(dataset.train_labels)
-  log(f"{config.dataset}: {num_train} train / {len(dataset.test_labels)} test; model "
+  log(f"{config.dataset}: {dataset.info.num_train} train / {dataset.info.num_test} test; model "
       f"{config.model} ({models.count_params(state.params):,} params); optimizer "
       f"{config.optimizer}; {len(setup.devices)} device(s), {config.mapping}; "
       f"{setup.steps_per_epoch} steps/epoch")
 
+  every = config.checkpoint_every_steps or setup.steps_per_epoch
+  curves = plotting.CurveWriter(os.path.join(workdir, "curves.png"), _title(config),
+                                config.plot_every_seconds) if lead and config.plot else None
+  needs_next = "next_grads" in setup.spec.extra_args
+  feed = _Feed(iterator, runner.put_batch, depth=2)
   state = runner.to_runner(state)
-  for epoch in range(start_epoch + 1, config.num_epochs + 1):
-    start = time.perf_counter()
-    indices = runner.epoch_indices(data_key, epoch, num_train)
-    loss_sum = jnp.zeros((), jnp.float32)
-    bar = _progress(config, lead, epoch, setup.steps_per_epoch)
-    for index in range(setup.steps_per_epoch):
-      state, metrics = runner.train(state, train_images, train_labels, indices, index)
-      loss_sum = loss_sum + metrics["loss"]
+  epoch_loss = jnp.asarray(loss_sum)
+  start, epoch_start_step, bar = time.perf_counter(), start_step, None
+  try:
+    for step in range(start_step, setup.total_steps):
+      epoch, index = divmod(step, setup.steps_per_epoch)
+      epoch += 1
+      if bar is None:
+        bar = _progress(config, lead, epoch, setup.steps_per_epoch, initial=index)
+      batch = feed.get()
+      state, metrics = runner.train(state, batch, feed.peek() if needs_next else None)
+      epoch_loss = epoch_loss + metrics["loss"]
       if bar is not None:
         bar.update(1)
         if index % 10 == 0 or index == setup.steps_per_epoch - 1:
-          rate = _current_rate(optimizer_metrics(runner.to_canonical(state).opt_state))
-          postfix = {"loss": f"{float(to_host(metrics['loss'])):.4f}"}
-          if rate is not None:
-            postfix["lr"] = f"{rate:.3g}"
-          bar.set_postfix(postfix)
-    train_loss = float(to_host(loss_sum)) / setup.steps_per_epoch
-    train_time = time.perf_counter() - start
-    canonical = runner.to_canonical(state)
-    test = runner.evaluate(state, test_images, test_labels, eval_indices, eval_mask)
-    row = {"epoch": epoch, "step": int(to_host(canonical.step)), "train_loss": train_loss,
-           "test_loss": float(to_host(test["test_loss"])),
-           "test_accuracy": float(to_host(test["test_accuracy"]))}
-    row.update(optimizer_metrics(canonical.opt_state))
-    row["epoch_time"] = time.perf_counter() - start
-    row["images_per_second"] = setup.steps_per_epoch * config.batch_size / train_time
-    if bar is not None:
-      bar.close()
-    rows.append(row)
-    if lead:
-      # Metrics before the checkpoint: a run killed between the two re-does this epoch and
-      # the resumed run drops the line (rows after the checkpoint's epoch are discarded).
-      _write_metrics(workdir, rows)
-      if config.plot:
-        io_utils.write_atomic(os.path.join(workdir, "curves.png"),
-                      plotting.render_curves(rows, title=_title(config)))
-    if manager is not None:
-      save_checkpoint(manager, canonical, epoch)
-    log(f"epoch {epoch}: train_loss {train_loss:.4f} test_loss {row['test_loss']:.4f} "
-        f"test_accuracy {row['test_accuracy']:.4f} ({row['epoch_time']:.1f} s)")
-  if manager is not None:
-    manager.close()
+          canonical = runner.to_canonical(state)
+          rates = optimizer_metrics(canonical.opt_state, canonical.params, config)
+          bar.set_postfix_str(f"loss {float(to_host(metrics['loss'])):.4f}, "
+                              f"{reporting.rate_text(rates)}")
+      done = step + 1
+      if done % setup.steps_per_epoch == 0:
+        train_loss = float(to_host(epoch_loss)) / setup.steps_per_epoch
+        train_time = time.perf_counter() - start
+        canonical = runner.to_canonical(state)
+        test = runner.evaluate(state, input_pipeline.eval_batches(
+            dataset, setup.eval_batch_size, num_workers=config.data_workers,
+            prefetch=config.prefetch_batches))
+        row = {"epoch": epoch, "step": int(to_host(canonical.step)), "train_loss": train_loss,
+               "test_loss": test["test_loss"], "test_accuracy": test["test_accuracy"]}
+        row.update(optimizer_metrics(canonical.opt_state, canonical.params, config))
+        row["diverged"] = not math.isfinite(train_loss)
+        row["epoch_time"] = time.perf_counter() - start
+        row["images_per_second"] = (done - epoch_start_step) * config.batch_size / train_time
+        if bar is not None:
+          bar.close()
+          bar = None
+        rows.append(row)
+        if lead:
+          # Metrics before the checkpoint: a run killed between the two re-does this epoch and
+          # the resumed run drops the line (rows after the checkpoint's epoch are discarded).
+          _write_metrics(workdir, rows)
+          if curves is not None:
+            curves.update(rows)
+        log(reporting.epoch_line(row, config.num_epochs))
+        if row["diverged"]:
+          log(reporting.diverged_message(row, stopping=config.stop_on_divergence))
+          if config.stop_on_divergence:  # before the checkpoint: the diverged state is not saved
+            break
+        epoch_loss = jnp.zeros((), jnp.float32)
+        start, epoch_start_step = time.perf_counter(), done
+      stopping = stop.requested()
+      if checkpointer is not None and (done % every == 0 or done == setup.total_steps
+                                       or stopping):
+        checkpointer.save(done, runner.to_canonical(state),
+                          {"epoch_loss_sum": np.asarray(to_host(epoch_loss), np.float32)},
+                          {"step": done, "iterator": feed.position()})
+      if stopping:
+        if bar is not None:
+          bar.close()
+        where = f"checkpoint saved at step {done}" if checkpointer is not None else \
+            f"stopped at step {done} (checkpoint=false: nothing saved)"
+        log(f"received SIGTERM: {where}; run the same command again to resume")
+        if curves is not None:
+          curves.finish(rows)
+        return rows
+  finally:
+    feed.close()
+    if checkpointer is not None:
+      checkpointer.close()
+  if curves is not None:
+    curves.finish(rows)
   log(summary_table(rows))
   return rows
 
@@ -570,9 +645,10 @@ def _title(config: Config) -> str:
   return f"{config.model} / {config.dataset} / {config.optimizer}"
 
 
-def _progress(config: Config, lead: bool, epoch: int, total: int):
+def _progress(config: Config, lead: bool, epoch: int, total: int, initial: int = 0):
   if not (config.progress and lead):
     return None
   from tqdm.auto import tqdm
 
-  return tqdm(total=total, desc=f"epoch {epoch}/{config.num_epochs}", leave=False)
+  return tqdm(total=total, initial=initial, desc=f"epoch {epoch}/{config.num_epochs}",
+              leave=False)

@@ -1,8 +1,8 @@
-"""``python -m train.bench {overhead,trainstep,compare,claims,tlr-grid} [options]``."""
+"""``python -m train.bench {overhead,trainstep,compare,claims,tlr-grid,input} [options]``."""
 
 import sys
 
-COMMANDS = ("overhead", "trainstep", "compare", "claims", "tlr-grid")
+COMMANDS = ("overhead", "trainstep", "compare", "claims", "tlr-grid", "input")
 
 
 def main(argv: list[str]) -> None:
@@ -30,6 +30,10 @@ def main(argv: list[str]) -> None:
     from train.bench import trainstep
 
     trainstep.main(rest)
+  elif command == "input":
+    from train.bench import input as input_bench
+
+    input_bench.main(rest)
 
 
 if __name__ == "__main__":

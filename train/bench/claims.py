@@ -68,7 +68,7 @@ def train_arm(runner: GridRunner, arm: Arm, epochs: int, seeds: Sequence[int],
   config = compare.make_config(arm.optimizer, num_epochs=epochs, model=arm.model,
                                model_options=arm.model_options, batch_size=arm.batch_size,
                                optimizer_options=arm.options)
-  steps = len(runner.dataset.train_labels) // arm.batch_size
+  steps = runner.dataset.info.num_train // arm.batch_size
   result = runner.run(config, list(arm.learning_rates) if arm.learning_rates else None, seeds,
                       compare.switch_boundary(arm.optimizer, arm.options, steps))
   entries = compare.summarize_grid(

@@ -286,15 +286,16 @@ class GridRunner:
 
   def __init__(self, dataset: str = "digits", data_dir: str | None = None):
     self.dataset = input_pipeline.load(dataset, data_dir)
-    data = self.dataset
-    self.train_images = jnp.asarray(data.train_images)
-    self.train_labels = jnp.asarray(data.train_labels)
-    self.test_images = jnp.asarray(data.test_images)
-    self.test_labels = jnp.asarray(data.test_labels)
+    # The grid trains whole runs inside one compiled program, so the splits live on the device
+    # and batches are gathered there (no augmentation: the grids run on the digits).
+    train_images, train_labels = input_pipeline.read_all(self.dataset.train)
+    test_images, test_labels = input_pipeline.read_all(self.dataset.test)
+    self.train_images, self.train_labels = jnp.asarray(train_images), jnp.asarray(train_labels)
+    self.test_images, self.test_labels = jnp.asarray(test_images), jnp.asarray(test_labels)
 
   def _eval_indices(self, width: int) -> tuple[jax.Array, jax.Array]:
-    """The evaluation order of ``training.Runner.eval_indices`` for one device."""
-    count = len(self.dataset.test_labels)
+    """The test set in order, padded to whole batches of ``width`` (padded rows masked)."""
+    count = self.dataset.info.num_test
     rows = -(-count // width)
     order = np.arange(rows * width)
     return (jnp.asarray((order % count).astype(np.int32).reshape(rows, width)),
@@ -303,31 +304,48 @@ class GridRunner:
   def _program(self, config: Config, setup: training.Setup,
                boundary_step: int | None) -> Callable[[Any, jax.Array], dict[str, jax.Array]]:
     """``(learning_rate, seed) -> per-epoch metrics`` of one run, as a traceable function."""
-    num_train = len(self.dataset.train_labels)
     steps = setup.steps_per_epoch
+    needs_next = "next_grads" in setup.spec.extra_args
     eval_indices, eval_mask = self._eval_indices(setup.eval_batch_size)
     images, labels = self.train_images, self.train_labels
 
-    def one_run(learning_rate, seed):
+    def one_run(learning_rate, run):
+      seed, orders = run  # orders: the training loop's batches, (epochs + 1, steps, batch)
+      following_batches = orders.reshape(-1, orders.shape[-1])
       tx = optimizers.create_optimizer(config.optimizer, learning_rate, steps, setup.total_steps,
                                        config.weight_decay, config.optimizer_options)
       run_setup = dataclasses.replace(setup, tx=tx)
-      # The keys of train_and_evaluate: PRNGKey(seed) -> (init, data).
-      init_key, data_key = jax.random.split(jax.random.PRNGKey(seed))
+      # The initialisation key of train_and_evaluate (``training.run_keys``).
+      init_key, _ = jax.random.split(jax.random.PRNGKey(seed))
       state = training.create_train_state(init_key, run_setup)
       train_step = _one_device(functools.partial(training.train_step, setup=run_setup))
       eval_step = _one_device(functools.partial(training.eval_step, setup=run_setup))
 
       def epoch(state, number):
-        indices = input_pipeline.epoch_permutation(data_key, number, num_train, steps,
-                                                   config.batch_size)
+        indices = orders[number - 1]
+
+        def gather(rows):
+          return {"image": images[rows], "label": labels[rows]}
 
         def step(state, index):
-          state, metrics = train_step(state, images, labels, indices, index)
+          # AdaSecant's next batch: the next one of the stream, as in the training loop.
+          following = gather(following_batches[(number - 1) * steps + index + 1]) \
+              if needs_next else None
+          state, metrics = train_step(state, gather(indices[index]), following)
           return state, metrics["loss"]
 
+        def evaluate(totals, i):
+          rows = eval_indices[i]
+          sums = eval_step(state, {"image": self.test_images[rows],
+                                   "label": self.test_labels[rows], "mask": eval_mask[i]})
+          return jax.tree.map(jnp.add, totals, sums), None
+
         state, losses = jax.lax.scan(step, state, jnp.arange(steps, dtype=jnp.int32))
-        test = eval_step(state, self.test_images, self.test_labels, eval_indices, eval_mask)
+        zero = jnp.zeros((), jnp.float32)
+        sums, _ = jax.lax.scan(evaluate, {"loss": zero, "correct": zero, "count": zero},
+                               jnp.arange(eval_indices.shape[0]))
+        test = {"test_loss": sums["loss"] / sums["count"],
+                "test_accuracy": sums["correct"] / sums["count"]}
         row = {"train_loss": jnp.mean(losses), **test,
                **rate_metrics(state.opt_state, boundary_step)}
         return state, row
@@ -357,10 +375,13 @@ class GridRunner:
     """
     data = self.dataset
     placeholder = learning_rates[0] if learning_rates else None
-    setup = training.build(dataclasses.replace(config, learning_rate=placeholder), data.info,
-                           len(data.train_labels))
+    setup = training.build(dataclasses.replace(config, learning_rate=placeholder), data.info)
     one_run = self._program(config, setup, boundary_step)
-    seed_array = jnp.asarray(list(seeds), jnp.int32)
+    # Each seed with the data order the training loop would read (from its grain stream).
+    orders = np.stack([input_pipeline.epoch_orders(
+        data.info.num_train, config.batch_size, training.run_keys(int(s))[1],
+        config.num_epochs + 1) for s in seeds])
+    seed_array = (jnp.asarray(list(seeds), jnp.int32), jnp.asarray(orders))
     rates = list(learning_rates) if learning_rates else [None]
 
     def compile_and_run(fn, *args):
@@ -450,7 +471,7 @@ def run_compare(methods: Sequence[str] | None = None, *, epochs: int = QUICK_EPO
     spec = optimizers.get_spec(name)
     config = make_config(name, num_epochs=epochs, dataset=dataset, model=model,
                          batch_size=batch_size, data_dir=data_dir)
-    steps = len(runner.dataset.train_labels) // batch_size
+    steps = runner.dataset.info.num_train // batch_size
     rates = list(learning_rates) if spec.takes_learning_rate else None
     result = runner.run(config, rates, seeds, switch_boundary(name, {}, steps))
     kind = method_kind(name)

@@ -11,9 +11,13 @@ import ast
 import dataclasses
 import importlib
 import json
+import math
+import os
 import pkgutil
 from collections.abc import Sequence
 from typing import Any
+
+from train import config_schema
 
 
 @dataclasses.dataclass
@@ -35,10 +39,16 @@ class Config:
     seed: seeds the initialisation, the data order, augmentation and dropout.
     mapping: ``"shard_map"`` (``jax.shard_map`` under ``jax.jit``) or ``"pmap"``.
     num_devices: use the first N local devices (None: every device of every process).
-    checkpoint: save an orbax checkpoint after every epoch (and resume from the latest).
+    checkpoint: save orbax checkpoints (every ``checkpoint_every_steps``, at the end and on
+      SIGTERM) and resume from the newest intact one.
+    checkpoint_every_steps: optimizer steps between checkpoints (None: once per epoch).
+    data_workers: grain worker processes for decode and augmentation (0: in the main process).
+    prefetch_batches: local batches the input pipeline reads ahead (bounds its host memory).
     keep_checkpoints: how many checkpoints to keep.
     progress: show a tqdm progress bar per epoch.
-    plot: write ``curves.png`` after every epoch.
+    plot: write ``curves.png`` (at most every ``plot_every_seconds`` and at the end).
+    plot_every_seconds: the least time between two ``curves.png`` writes during a run.
+    stop_on_divergence: stop at the first epoch whose training loss is not finite (exit status 3).
   """
 
   dataset: str = "digits"
@@ -56,9 +66,14 @@ class Config:
   mapping: str = "shard_map"
   num_devices: int | None = None
   checkpoint: bool = True
+  checkpoint_every_steps: int | None = None
+  data_workers: int = 0
+  prefetch_batches: int = 2
   keep_checkpoints: int = 2
   progress: bool = True
   plot: bool = True
+  plot_every_seconds: float = 10.0
+  stop_on_divergence: bool = True
 
   def to_json(self) -> str:
     return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -73,7 +88,13 @@ class Config:
 
 
 #: Fields that change how a run is shown, not what it computes (a resumed run may change them).
-COSMETIC_FIELDS = ("progress", "plot", "keep_checkpoints")
+COSMETIC_FIELDS = ("progress", "plot", "keep_checkpoints", "plot_every_seconds",
+                   "stop_on_divergence", "checkpoint_every_steps", "data_workers",
+                   "prefetch_batches")
+
+#: Fields a resumed run may change besides the cosmetic ones: ``num_epochs`` extends (or, below
+#: the epochs already trained, is refused).
+EXTENSIBLE_FIELDS = ("num_epochs",)
 
 _MAPPINGS = ("shard_map", "pmap")
 
@@ -97,23 +118,58 @@ def _parse_value(text: str) -> Any:
     return text
 
 
-def _coerce(name: str, value: Any, default: Any) -> Any:
-  """The override value in the field's type (int fields refuse 1.5, float fields take 1)."""
-  if isinstance(default, bool):
-    if not isinstance(value, bool):
-      raise ValueError(f"`{name}` must be true or false; got {value!r}")
+def field_types() -> dict[str, tuple[str, ...]]:
+  """Each field's declared type as the names it allows (``"float | None"`` -> ``("float",
+  "None")``), read from the annotations (``from __future__ import annotations`` keeps them
+  strings)."""
+  return {f.name: tuple(part.strip().split("[")[0] for part in str(f.type).split("|"))
+          for f in dataclasses.fields(Config)}
+
+
+def field_docs() -> dict[str, str]:
+  """Each field's one-line description from the ``Attributes:`` section of :class:`Config`."""
+  docs: dict[str, str] = {}
+  name = None
+  for line in (Config.__doc__ or "").split("Attributes:", 1)[-1].splitlines():
+    stripped = line.strip()
+    head, sep, rest = stripped.partition(": ")
+    if sep and head in Config.field_names():
+      name, docs[head] = head, rest
+    elif name and stripped:
+      docs[name] += " " + stripped
+  return docs
+
+
+def _coerce(name: str, value: Any, allowed: tuple[str, ...]) -> Any:
+  """The override value in the field's declared type (int fields refuse 1.5, float fields take
+  1 and store 1.0); a one-line ValueError naming the field otherwise."""
+  if value is None and "None" in allowed:
+    return None
+  if "bool" in allowed:
+    if isinstance(value, bool):
+      return value
+    expected = "true or false"
+  elif "int" in allowed:
+    if isinstance(value, int) and not isinstance(value, bool):
+      return value
+    expected = "an integer"
+  elif "float" in allowed:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+      return float(value)
+    expected = "a number"
+  elif "dict" in allowed:
+    if isinstance(value, dict):
+      return value
+    expected = f"a dict (or use {name}.KEY=VALUE)"
+  elif "str" in allowed:
+    if isinstance(value, str):
+      return value
+    expected = "a string"
+  else:
     return value
-  if isinstance(default, int) and not isinstance(default, bool):
-    if isinstance(value, bool) or not isinstance(value, int):
-      raise ValueError(f"`{name}` must be an integer; got {value!r}")
-    return value
-  if isinstance(default, float):
-    if isinstance(value, bool) or not isinstance(value, int | float):
-      raise ValueError(f"`{name}` must be a number; got {value!r}")
-    return float(value)
-  if isinstance(default, dict) and not isinstance(value, dict):
-    raise ValueError(f"`{name}` must be a dict (or use {name}.KEY=VALUE); got {value!r}")
-  return value
+  if "None" in allowed:
+    expected += " or none"
+  raise ValueError(f"`{name}` must be {expected}; got {value!r}")
 
 
 def apply_overrides(config: Config, overrides: Sequence[str]) -> Config:
@@ -127,7 +183,7 @@ def apply_overrides(config: Config, overrides: Sequence[str]) -> Config:
   """
   config = dataclasses.replace(config, model_options=dict(config.model_options),
                                optimizer_options=dict(config.optimizer_options))
-  defaults = Config()
+  types = field_types()
   preset_optimizer = config.optimizer
   given_options: dict[str, Any] | None = None
   for override in overrides:
@@ -148,9 +204,7 @@ def apply_overrides(config: Config, overrides: Sequence[str]) -> Config:
       if field == "optimizer_options":
         given_options = {**(given_options or {}), sub_key: value}
       continue
-    default = getattr(defaults, field)
-    if value is not None or default is not None:
-      value = _coerce(field, value, default if default is not None else current)
+    value = _coerce(field, value, types[field])
     setattr(config, field, value)
     if field == "optimizer_options":
       given_options = dict(value or {})
@@ -159,8 +213,18 @@ def apply_overrides(config: Config, overrides: Sequence[str]) -> Config:
   return config
 
 
+def _number(value: Any) -> bool:
+  return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def validate(config: Config) -> None:
-  """Checks the fields that need no data or models (the rest is checked where it is used)."""
+  """Checks everything that needs no data, devices or JAX: field types and ranges, and (read
+  statically, see :mod:`train.config_schema`) the optimizer, model and dataset names and the
+  optimizer options' names and types. Each failure is a one-line ValueError naming the key.
+  """
+  types = field_types()
+  for name in Config.field_names():
+    _coerce(name, getattr(config, name), types[name])  # a preset written with a wrong type
   if config.mapping not in _MAPPINGS:
     raise ValueError(f"`mapping` must be one of {', '.join(_MAPPINGS)}; got {config.mapping!r}")
   for name in ("batch_size", "eval_batch_size", "num_epochs", "keep_checkpoints"):
@@ -170,6 +234,48 @@ def validate(config: Config) -> None:
   if config.num_devices is not None and (not isinstance(config.num_devices, int)
                                          or config.num_devices < 1):
     raise ValueError(f"`num_devices` must be None or an integer >= 1; got {config.num_devices!r}")
+  if config.checkpoint_every_steps is not None and (
+      isinstance(config.checkpoint_every_steps, bool)
+      or not isinstance(config.checkpoint_every_steps, int) or config.checkpoint_every_steps < 1):
+    raise ValueError("`checkpoint_every_steps` must be None (once per epoch) or an integer >= 1; "
+                     f"got {config.checkpoint_every_steps!r}")
+  for name, least in (("data_workers", 0), ("prefetch_batches", 1)):
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+      raise ValueError(f"`{name}` must be an integer >= {least}; got {value!r}")
+  for name in ("weight_decay", "plot_every_seconds"):
+    value = getattr(config, name)
+    if not _number(value) or value < 0:
+      raise ValueError(f"`{name}` must be a finite number >= 0; got {value!r}")
+  config_schema.check_names(config.optimizer, config.model, config.dataset,
+                            config.optimizer_options, config.model_options)
+  entry = (config_schema.optimizer_registry() or {}).get(config.optimizer)
+  if entry is not None and entry.takes_learning_rate and not (
+      _number(config.learning_rate) and config.learning_rate > 0):
+    raise ValueError(f"`learning_rate` must be a finite number > 0 for {config.optimizer!r}; "
+                     f"got {config.learning_rate!r}")
+
+
+def check_resumable(workdir: str, config: Config) -> None:
+  """A one-line ValueError when ``workdir`` holds a run (``config.json``) with another config.
+
+  Fields in :data:`COSMETIC_FIELDS` and :data:`EXTENSIBLE_FIELDS` may differ. Reads one small
+  file, so the command line checks it before importing JAX.
+  """
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+  except (OSError, ValueError) as error:
+    raise ValueError(f"{path} cannot be read ({error}); use a new --workdir") from None
+  current = json.loads(config.to_json())
+  different = sorted(k for k in current if k not in COSMETIC_FIELDS
+                     and k not in EXTENSIBLE_FIELDS and saved.get(k) != current[k])
+  if different:
+    raise ValueError(f"{workdir} holds a run with a different config ({', '.join(different)} "
+                     "differ); resume with the same config or use a new --workdir")
 
 
 def get_config(name: str = "default", overrides: Sequence[str] = ()) -> Config:

@@ -1,0 +1,241 @@
+"""The command line (train/__main__.py) and the config checks it makes before JAX is imported
+(train/configs, train/config_schema.py)."""
+
+import inspect
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import models
+import optax_lr
+from train import __main__ as cli
+from train import config_schema, configs, input_pipeline, optimizers, plotting, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# (arguments, a fragment of the one-line message); every case fails before JAX is imported.
+BAD_ARGUMENTS = [
+    (["--set", "optimizer_options.momentum=abc"],
+     "`optimizer_options.momentum` must be a number (default 0.8); got 'abc'"),
+    (["--set", "optimizer_options.nesterov=1"], "`optimizer_options.nesterov` must be true or"),
+    (["--set", "optimizer_options.momentun=0.9"],
+     "unknown option(s) momentun for optimizer 'tlr_sgd'; valid options: momentum, nesterov"),
+    (["--set", "optimizer=adasecant", "--set", "optimizer_options.max_rate=big"],
+     "`optimizer_options.max_rate` must be a number (default 25.0)"),
+    (["--config", "adam_cam_hd_lenet5_cifar10", "--set", "optimizer_options.levels=global"],
+     "`optimizer_options.levels` must be a sequence"),
+    (["--set", "model_options.features=wide"],
+     "`model_options.features` must be a sequence such as (1, 2) (default (1000,)); got 'wide'"),
+    (["--set", "model_options.width=3"],
+     "unknown attribute(s) width for model 'mlp'; valid: features, act"),
+    (["--set", "model_options.num_classes=3"], "unknown attribute(s) num_classes for model"),
+    (["--set", "learning_rate=abc"], "`learning_rate` must be a number or none; got 'abc'"),
+    (["--set", "learning_rate=-1"], "`learning_rate` must be a finite number > 0 for 'tlr_sgd'"),
+    (["--set", "weight_decay=-1"], "`weight_decay` must be a finite number >= 0"),
+    (["--set", "batch_size=1.5"], "`batch_size` must be an integer; got 1.5"),
+    (["--set", "num_epochs=0"], "`num_epochs` must be an integer >= 1; got 0"),
+    (["--set", "plot=maybe"], "`plot` must be true or false; got 'maybe'"),
+    (["--set", "mapping=vmap"], "`mapping` must be one of shard_map, pmap"),
+    (["--set", "optimiser=sgd"], "unknown config key 'optimiser'; valid keys: dataset, "),
+    (["--set", "optimizer=sgdd"], "unknown optimizer 'sgdd'; valid choices: tlr_sgd, "),
+    (["--set", "model=resnet7"], "unknown model 'resnet7'; valid names: mlp, "),
+    (["--set", "dataset=imagenet"], "unknown dataset 'imagenet'; valid choices: digits, "),
+    (["--config", "nope"], "unknown config 'nope'; valid choices: adam_cam_hd_lenet5_cifar10, "),
+    (["--set", "learning_rate"], "an override must read key=value"),
+    (["--cpu_devices", "0"], "--cpu_devices must be >= 1"),
+    (["--workdir", "{file}"], "--workdir {file} exists and is not a directory"),
+    (["--workdir", "{file}/run"], "--workdir {file}/run cannot be created: {file} is not a dir"),
+]
+
+_CHILD = textwrap.dedent("""
+    import contextlib, io, json, os, sys, time
+    from train import __main__ as cli
+    results = []
+    for args in json.loads(sys.argv[1]):
+      err = io.StringIO()
+      start = time.perf_counter()
+      with contextlib.redirect_stderr(err):
+        status = cli.main(args)
+      loaded = lambda *names: any(m.split(".")[0] in names for m in sys.modules)
+      results.append({"status": status, "err": err.getvalue(),
+                      "seconds": time.perf_counter() - start, "jax": loaded("jax"),
+                      "heavy": loaded("flax", "tensorflow_datasets", "grain", "orbax")})
+    print(json.dumps(results))
+""")
+
+
+def _run_child(tmp_path, argument_lists):
+  """Runs ``cli.main`` on each argument list in a fresh interpreter whose temporary folder is
+  ``tmp_path / "tmp"``; returns (results, that folder)."""
+  temporary = tmp_path / "tmp"
+  temporary.mkdir()
+  env = dict(os.environ, TMPDIR=str(temporary), PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+  child = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(argument_lists)], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=120)
+  assert child.returncode == 0, child.stderr[-3000:]
+  return json.loads(child.stdout.strip().splitlines()[-1]), temporary
+
+
+def test_every_bad_argument_fails_in_one_line_before_jax_and_writes_nothing(tmp_path):
+  file = tmp_path / "a_file"
+  file.write_text("not a folder")
+  cases = [([a.format(file=file) for a in args], message.format(file=file))
+           for args, message in BAD_ARGUMENTS]
+  workdir = tmp_path / "run"
+  argument_lists = [args if "--workdir" in args else [*args, "--workdir", str(workdir)]
+                    for args, _ in cases]
+  # The same arguments without --workdir: the run would have made a temporary folder.
+  argument_lists += [args for args, _ in cases if "--workdir" not in args]
+  results, temporary = _run_child(tmp_path, argument_lists)
+  messages = [m for _, m in cases] + [m for args, m in cases if "--workdir" not in args]
+  for args, message, result in zip(argument_lists, messages, results, strict=True):
+    assert result["status"] == 2, (args, result)
+    assert result["err"].startswith("error: ") and result["err"].count("\n") == 1, result
+    assert message in result["err"], (message, result["err"])
+    assert not result["jax"], f"{args} imported JAX before failing"
+  assert not workdir.exists()
+  assert os.listdir(temporary) == []  # no empty optax_lr_* folder
+  assert file.read_text() == "not a folder"
+  # The timing is the point of checking before the imports; bound it loosely (shared machine).
+  assert max(r["seconds"] for r in results) < 2.0
+
+
+def test_a_workdir_holding_another_run_is_refused_before_jax(tmp_path):
+  other, broken = tmp_path / "other", tmp_path / "broken"
+  for folder, text in ((other, configs.get_config("default", ["learning_rate=0.5"]).to_json()),
+                       (broken, "{not json")):
+    folder.mkdir()
+    (folder / "config.json").write_text(text)
+  results, _ = _run_child(tmp_path, [["--workdir", str(other)], ["--workdir", str(broken)],
+                                     ["--workdir", str(other), "--set", "learning_rate=0.5",
+                                      "--set", "num_epochs=0"]])
+  assert [r["status"] for r in results] == [2, 2, 2]
+  assert results[0]["err"] == (f"error: {other} holds a run with a different config "
+                               "(learning_rate differ); resume with the same config or use a "
+                               "new --workdir\n")
+  assert results[1]["err"].startswith(f"error: {broken / 'config.json'} cannot be read (")
+  assert "`num_epochs` must be an integer >= 1" in results[2]["err"]
+  assert all(r["err"].count("\n") == 1 and not r["jax"] for r in results)
+  assert os.listdir(other) == ["config.json"] and os.listdir(broken) == ["config.json"]
+
+
+def test_an_option_out_of_range_fails_before_the_data_and_model_libraries_load(tmp_path):
+  workdir = tmp_path / "run"
+  results, temporary = _run_child(tmp_path, [
+      ["--set", "optimizer_options.momentum=1.5", "--workdir", str(workdir)],
+      ["--set", "optimizer=autodrop_sgd", "--set", "optimizer_options.drop_factor=2"]])
+  assert [r["err"] for r in results] == [
+      "error: `momentum` must be in [0.0, 1.0); got 1.5.\n",
+      "error: `drop_factor` must be in (0.0, 1.0); got 2.\n"]
+  assert [r["status"] for r in results] == [2, 2]
+  assert not any(r["heavy"] for r in results)  # the optimizer's own check, after jax only
+  assert not workdir.exists() and os.listdir(temporary) == []
+
+
+def test_a_check_that_needs_the_devices_leaves_no_temporary_folder(tmp_path, monkeypatch, capsys):
+  monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+  assert cli.main(["--set", "num_devices=3", "--set", "progress=false"]) == 2
+  assert "`batch_size` 64 is not divisible by the number of devices 3" in capsys.readouterr().err
+  assert os.listdir(tmp_path) == []
+
+
+def test_help_lists_every_set_key_with_its_type_and_default():
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  out = subprocess.run([sys.executable, "-m", "train", "--help"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=60, check=True).stdout
+  lines = [line for line in out.splitlines() if line.startswith("  ") and line[2] != " "]
+  config = configs.get_config("default")
+  for name in configs.Config.field_names():
+    shown = f"{name}.KEY" if name.endswith("_options") else name
+    (line,) = [line for line in lines if line.split()[:1] == [shown]]
+    kind = " | ".join(configs.field_types()[name])
+    assert kind in line, line
+    if not name.endswith("_options"):
+      assert line.rstrip().endswith(repr(getattr(config, name))), line
+  joined = " ".join(out.split())
+  for name, spec in optimizers.OPTIMIZERS.items():
+    assert f"{name}:" in joined
+    for option, default in spec.options().items():
+      assert f"{option}={config_schema._shown(default)} ({config_schema.kind(default)})" \
+          in joined, (name, option)
+  assert "stop_on_divergence" in joined and "Exit status" in joined
+
+
+def test_help_shows_the_chosen_presets_values(capsys):
+  with pytest.raises(SystemExit):
+    cli.main(["--config", "adam_cam_hd_lenet5_cifar10", "--help"])
+  out = capsys.readouterr().out
+  (line,) = [line for line in out.splitlines() if line.split()[:1] == ["dataset"]]
+  assert line.rstrip().endswith("'cifar10'")
+
+
+def test_static_registry_reading_equals_the_live_registries():
+  registry = config_schema.optimizer_registry()
+  assert list(registry) == list(optimizers.OPTIMIZERS)
+  for name, spec in optimizers.OPTIMIZERS.items():
+    entry = registry[name]
+    assert (entry.description, entry.takes_learning_rate, entry.extra_args) == (
+        spec.description, spec.takes_learning_rate, spec.extra_args), name
+    live = spec.options()
+    forwards = any(p.kind is inspect.Parameter.VAR_KEYWORD
+                   for p in inspect.signature(spec.builder).parameters.values())
+    if forwards:  # options forwarded to an optax_lr factory: its keyword defaults
+      factory = getattr(optax_lr, name)  # the registry's `adasecant` forwards to its namesake
+      live = {p.name: p.default for p in inspect.signature(factory).parameters.values()}
+    assert entry.complete and entry.options == live, name
+  assert config_schema.model_names() == tuple(models.MODELS)
+  attributes = config_schema.model_attributes()
+  for name, constructor in models.MODELS.items():
+    live = set(models.registry._attributes(constructor)) - {"num_classes"}
+    assert set(attributes[name]) == live, name
+  assert config_schema.dataset_names() == tuple(input_pipeline.DATASETS)
+
+
+def test_overrides_take_the_declared_types():
+  config = configs.get_config("default", ["learning_rate=1", "num_devices=none", "seed=3",
+                                          "data_dir=/data", "plot_every_seconds=2"])
+  assert config.learning_rate == 1.0 and isinstance(config.learning_rate, float)
+  assert (config.num_devices, config.seed, config.data_dir) == (None, 3, "/data")
+  assert config.plot_every_seconds == 2.0
+  with pytest.raises(ValueError, match="`seed` must be an integer; got 'x'"):
+    configs.get_config("default", ["seed=x"])
+
+
+def test_a_diverging_run_stops_with_status_3_and_says_so(tmp_path, capsys):
+  workdir = tmp_path / "run"
+  args = ["--workdir", str(workdir), "--set", "learning_rate=1e6", "--set", "num_epochs=4",
+          "--set", "progress=false", "--set", "checkpoint=false"]
+  assert cli.main(args) == cli.EXIT_DIVERGED
+  captured = capsys.readouterr()
+  rows = train.read_metrics(str(workdir))
+  assert rows[-1]["diverged"] is True and rows[-1]["train_loss"] is None
+  assert all(r["diverged"] is False for r in rows[:-1]) and len(rows) < 4
+  assert f"diverged: the training loss of epoch {rows[-1]['epoch']} is not finite" \
+      in captured.out
+  assert captured.err.startswith("error: training diverged at epoch") and \
+      captured.err.count("\n") == 1
+  assert "final test accuracy" in captured.out  # the summary still comes
+  # The option keeps going: every epoch runs and the exit status still reports the divergence.
+  workdir = tmp_path / "on"
+  args[1] = str(workdir)
+  assert cli.main([*args, "--set", "stop_on_divergence=false"]) == cli.EXIT_DIVERGED
+  assert [r["epoch"] for r in train.read_metrics(str(workdir))] == [1, 2, 3, 4]
+
+
+def test_curves_are_drawn_once_at_the_end_of_a_short_run(tmp_path, monkeypatch):
+  drawn = []
+  render = plotting.render_curves
+  monkeypatch.setattr(plotting, "render_curves", lambda rows, title="": drawn.append(
+      len(rows)) or render(rows, title))
+  base = ["--set", "num_epochs=3", "--set", "progress=false", "--set", "checkpoint=false"]
+  assert cli.main(["--workdir", str(tmp_path / "a"), *base]) == 0
+  assert drawn == [3]  # default plot_every_seconds: a short run draws only at its end
+  drawn.clear()
+  assert cli.main(["--workdir", str(tmp_path / "b"), *base,
+                   "--set", "plot_every_seconds=0"]) == 0
+  assert drawn == [1, 2, 3]  # 0 s: after every epoch, and nothing more at the end
+  assert (tmp_path / "b" / "curves.png").exists()

@@ -1,0 +1,207 @@
+"""What a run reports: rate readings (train/reporting.py), the epoch line and summary table, and
+curves.png (train/plotting.py)."""
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import optax_lr
+from train import optimizers, plotting, reporting
+
+PARAMS = {"Dense_0": {"kernel": jnp.ones((3, 2)), "bias": jnp.zeros(2)}}
+
+
+def _floats(values):
+  return {k: float(v) for k, v in values.items()}
+
+
+def test_a_single_rate_is_learning_rate_whatever_the_chain():
+  for name in ("tlr_sgd", "sgd", "sgd_multistep", "cus_adam", "autodrop_sgd"):
+    state = optimizers.create_optimizer(name, 0.05, 10, 100, weight_decay=1e-4).init(PARAMS)
+    values = _floats(reporting.rate_values(state, PARAMS))
+    assert values["learning_rate"] == pytest.approx(0.05), name
+    assert not any(k.startswith(("0/", "1/", "hyperparams")) for k in values), values
+
+
+def test_per_tensor_rates_count_once_per_element():
+  class State(NamedTuple):
+    learning_rate: dict
+
+  state = State({"Dense_0": {"bias": jnp.asarray(0.5), "kernel": jnp.asarray(2.0)}})
+  values = _floats(reporting.rate_values(state, PARAMS))
+  assert values["learning_rate/Dense_0/kernel"] == 2.0
+  assert values["learning_rate/Dense_0/bias"] == 0.5
+  # 6 kernel elements at 2.0 and 2 bias elements at 0.5: mean (12 + 1) / 8.
+  assert values["learning_rate/mean"] == pytest.approx(13 / 8)
+  assert (values["learning_rate/min"], values["learning_rate/max"]) == (0.5, 2.0)
+  assert values["learning_rate/norm"] == pytest.approx(math.sqrt(6 * 4.0 + 2 * 0.25))
+  # Without the params the sizes are unknown: only the per-tensor rates.
+  assert set(_floats(reporting.rate_values(state))) == {"learning_rate/Dense_0/bias",
+                                                        "learning_rate/Dense_0/kernel"}
+
+
+def test_per_element_rates_give_statistics_over_elements():
+  class State(NamedTuple):
+    learning_rate: dict
+    angular_velocity: jax.Array
+
+  state = State({"a": jnp.asarray([1.0, 3.0]), "b": jnp.asarray([[2.0, 6.0]])}, jnp.asarray(7.0))
+  values = _floats(reporting.rate_values(state))
+  assert values == {"learning_rate/mean": 3.0, "learning_rate/min": 1.0,
+                    "learning_rate/max": 6.0, "learning_rate/norm": pytest.approx(50 ** 0.5),
+                    "angular_velocity": 7.0}
+
+
+def _cam_hd_state(decay_rate=0.0):
+  tx = optimizers.create_optimizer(
+      "adam_cam_hd", 1e-3, 10, 100,
+      options={"weights": (0.2, 0.8), "decay_rate": decay_rate, "levels": ("layer", "global")})
+  state = tx.init(PARAMS)
+  cam = state if isinstance(state, optax_lr.CamHDState) else [
+      s for s in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, optax_lr.CamHDState))
+      if isinstance(s, optax_lr.CamHDState)][0]
+  rates = dict(cam.learning_rate)
+  rates["layer"] = {"Dense_0": {"bias": jnp.asarray(4e-3, jnp.float32),
+                                "kernel": jnp.asarray(2e-3, jnp.float32)}}
+  rates["global"] = jnp.asarray(1e-3, jnp.float32)
+  return cam._replace(learning_rate=rates, count=jnp.asarray(10, jnp.int32))
+
+
+def test_cam_hd_reports_the_effective_rate_not_a_combination_weight():
+  values = _floats(reporting.rate_values(_cam_hd_state()))
+  # kappa = 0.2 * layer + 0.8 * global per element: kernel 1.2e-3 (6 elements), bias 1.6e-3 (2).
+  kernel, bias = 0.2 * 2e-3 + 0.8 * 1e-3, 0.2 * 4e-3 + 0.8 * 1e-3
+  assert values["learning_rate/mean"] == pytest.approx((6 * kernel + 2 * bias) / 8)
+  assert values["learning_rate/min"] == pytest.approx(kernel)
+  assert values["learning_rate/max"] == pytest.approx(bias)
+  assert values["combination_weights/layer"] == pytest.approx(0.2)
+  assert values["combination_weights/global"] == pytest.approx(0.8)
+  assert values["learning_rate/global"] == pytest.approx(1e-3)
+  assert values["learning_rate/layer/Dense_0/kernel"] == pytest.approx(2e-3)
+  assert reporting.representative_rate(values) == pytest.approx((6 * kernel + 2 * bias) / 8)
+  assert "0.2" not in reporting.rate_text(values) and "0.8" not in reporting.rate_text(values)
+
+
+def test_cam_hd_effective_rate_blends_towards_the_final_rate():
+  decay = 0.05
+  values = _floats(reporting.rate_values(_cam_hd_state(decay), decay_rate=decay,
+                                         final_learning_rate=1e-3))
+  tau = math.exp(-decay * 10)
+  kernel = tau * (0.2 * 2e-3 + 0.8 * 1e-3) + (1 - tau) * 1e-3
+  assert values["learning_rate/min"] == pytest.approx(kernel, rel=1e-5)
+
+
+def test_two_rate_fields_keep_their_paths():
+  tx = optimizers.create_optimizer("clr_simple_adasecant", 0.1, 10, 100)
+  values = _floats(reporting.rate_values(tx.init(PARAMS), PARAMS))
+  assert values["first_state/hyperparams/learning_rate"] == pytest.approx(1e-3)  # CLR's minimum
+  assert values["second_state/learning_rate/mean"] == 1.0  # Simple AdaSecant's initial rates
+  names = [name for name, _ in reporting.current_rates(values)]
+  assert names == ["first_state/hyperparams/learning_rate", "second_state/learning_rate"]
+
+
+def test_reduce_on_plateau_reports_the_applied_rate():
+  tx = optimizers.create_optimizer("reduce_on_plateau", 0.1, 10, 100)
+  state = tx.init(PARAMS)
+  state = (state[0], state[1]._replace(scale=jnp.asarray(0.25, jnp.float32)))
+  values = _floats(reporting.rate_values(state, PARAMS))
+  assert values == {"learning_rate": pytest.approx(0.025), "reduce_on_plateau/scale": 0.25}
+
+
+def test_a_schedule_counter_is_not_a_rate():
+  tx = optax.inject_hyperparams(optax.sgd)(learning_rate=optax.linear_schedule(1.0, 0.0, 10))
+  assert set(_floats(reporting.rate_values(tx.init(PARAMS)))) == {"learning_rate"}
+
+
+def _row(epoch, **extra):
+  return {"epoch": epoch, "train_loss": 0.5, "test_loss": 0.25, "test_accuracy": 0.9,
+          "epoch_time": 1.0, "images_per_second": 100.0, **extra}
+
+
+def test_epoch_line_carries_the_rate():
+  assert reporting.epoch_line(_row(3, learning_rate=0.0526), 15) == (
+      "epoch 3/15: train_loss 0.5000 test_loss 0.2500 test_accuracy 0.9000 lr 0.0526 (1.0 s)")
+  many = _row(1, **{"learning_rate/mean": 1.02e-3, "learning_rate/min": 9.8e-4,
+                    "learning_rate/max": 1.1e-3, "learning_rate/norm": 5.0,
+                    "combination_weights/global": 0.8})
+  assert reporting.epoch_line(many, 2).endswith(
+      "lr mean 0.00102 [min 0.00098, max 0.0011] (1.0 s)")
+  assert "lr -" in reporting.epoch_line(_row(1), 2)  # a method without a rate field
+
+
+def test_summary_table_says_when_it_is_cut():
+  rows = [_row(e, learning_rate=0.1) for e in range(1, 31)]
+  table = reporting.summary_table(rows)
+  lines = table.splitlines()
+  assert lines[0] == "last 12 of 30 epochs (every epoch is in metrics.jsonl):"
+  assert [line.split()[0] for line in lines[3:15]] == [str(e) for e in range(19, 31)]
+  assert lines[-1] == "final test accuracy 0.9000; best 0.9000 at epoch 1; 30.0 s in epochs"
+  short = reporting.summary_table(rows[:12]).splitlines()
+  assert short[0].startswith("epoch") and len(short) == 2 + 12 + 1
+
+
+def test_summary_table_marks_divergence_and_keeps_huge_losses_readable():
+  rows = [_row(1, learning_rate=100.0, train_loss=2.3e30),
+          _row(2, learning_rate=147.0, train_loss=float("nan"), test_loss=None, diverged=True)]
+  lines = reporting.summary_table(rows).splitlines()
+  assert lines[2].split()[:2] == ["1", "2.300e+30"]
+  assert lines[3].split()[:3] == ["2", "nan", "nan"] and lines[3].endswith("diverged")
+  assert lines[-1] == "the run diverged at epoch 2"
+  message = reporting.diverged_message(rows[1], stopping=True)
+  assert "epoch 2 is not finite" in message and "stop_on_divergence=false" in message
+  assert "\n" not in message
+
+
+def test_rate_curves_keep_one_kind_of_quantity():
+  keys = ["learning_rate/mean", "learning_rate/min", "learning_rate/max", "learning_rate/norm",
+          "learning_rate/global", "learning_rate/layer/Dense_0/kernel",
+          "learning_rate/filter/mean", "learning_rate/filter/min", "combination_weights/global",
+          "angular_velocity", "train_loss"]
+  singles, bases, components = plotting.rate_curves(keys)
+  assert singles == [] and bases == ["learning_rate"]
+  assert components == ["learning_rate/global", "learning_rate/layer/Dense_0/kernel",
+                        "learning_rate/filter/mean"]
+
+
+def test_figure_puts_weights_and_norms_on_their_own_axes_and_marks_divergence():
+  import matplotlib.pyplot as plt
+
+  rows = [_row(e, **{"learning_rate/mean": 1e-3 * e, "learning_rate/min": 5e-4,
+                     "learning_rate/max": 2e-3 * e, "learning_rate/norm": 0.5,
+                     "combination_weights/global": 0.8, "combination_weights/layer": 0.2})
+          for e in (1, 2, 3)]
+  rows[-1]["diverged"] = True
+  fig, axes = plotting.figure(rows)
+  try:
+    assert list(axes) == ["loss", "accuracy", "rate", "weights", "norm"]
+    labels = lambda name: [line.get_label() for line in axes[name].get_lines()
+                           if not line.get_label().startswith("_")]
+    assert labels("rate") == ["learning_rate mean (band: min-max)"]
+    assert labels("weights") == ["global", "layer"]
+    assert labels("norm") == ["learning_rate/norm"]
+    for axis in axes.values():  # the diverged epoch: a vertical line at x = 3 on every panel
+      assert any(list(line.get_xdata()) == [3, 3] for line in axis.get_lines())
+  finally:
+    plt.close(fig)
+
+
+def test_curve_writer_writes_at_most_every_few_seconds_and_at_the_end(tmp_path):
+  now = [0.0]
+  writer = plotting.CurveWriter(tmp_path / "curves.png", "t", 10.0, clock=lambda: now[0])
+  rows = []
+  wrote = []
+  for epoch in range(1, 9):  # an epoch every 3 s
+    now[0] += 3.0
+    rows.append(_row(epoch, learning_rate=0.1))
+    wrote.append(writer.update(rows))
+  assert wrote == [False, False, False, True, False, False, False, True]  # at 12 s and 24 s
+  assert writer.finish(rows) is False  # the last write already shows every epoch
+  rows.append(_row(9, learning_rate=0.1))
+  assert writer.finish(rows) is True and writer.writes == 3
+  assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  assert not np.any([p.name.startswith(".tmp-") for p in tmp_path.iterdir()])
