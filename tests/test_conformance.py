@@ -17,6 +17,14 @@ def _grad_fn_arg(grad_fn, params):
   return {"grad_fn": grad_fn}
 
 
+def _value_arg(grad_fn, params):
+  """``{"value": loss(params)}`` for L4: the suite's two problems are told apart by their
+  parameter names (``w``/``b`` for the parabola, ``x``/``y`` for Rosenbrock)."""
+  del grad_fn
+  loss = conformance.rosenbrock if "x" in params else conformance.parabola
+  return {"value": loss(params)}
+
+
 CASES = [
     # --- TLR and hypergradient descent (optax_lr/tlr.py, optax_lr/hypergradient.py) ---
     # Rosenbrock's curvature spans three orders of magnitude: with the paper's bound c = 1/4 the
@@ -121,6 +129,20 @@ CASES = [
          make_for_rosenbrock=lambda: optax_lr.switch_at(
              50, optax.sgd(optax_lr.cyclical_schedule(1e-4, 2e-3, 10)),
              optax_lr.simple_adasecant())),
+    # --- Baselines of the papers' comparisons: L4, AdaBound (optax_lr/l4.py, adabound.py) ---
+    # L4 removes a fixed share alpha (1 - gamma) = 1.5% of the loss per step once L_min tracks it
+    # (0.985^1500 = 1.4e-10 of the parabola's 8), and needs the loss as `value`.
+    Case("l4_adam", lambda: optax_lr.l4_adam(), extra_args=_value_arg, parabola_steps=1500),
+    Case("l4_momentum", lambda: optax_lr.l4_momentum(weight_decay=0.0), extra_args=_value_arg,
+         parabola_steps=1500),
+    Case("adabound", lambda: optax_lr.adabound(0.1, final_learning_rate=0.1),
+         parabola_steps=1000, make_for_rosenbrock=lambda: optax_lr.adabound(
+             0.01, final_learning_rate=1e-3)),
+    Case("amsbound_schedule",
+         lambda: optax_lr.adabound(optax.exponential_decay(0.1, 100, 0.9), amsbound=True,
+                                   weight_decay=1e-6),
+         parabola_steps=1000, make_for_rosenbrock=lambda: optax_lr.adabound(
+             0.01, final_learning_rate=1e-3, amsbound=True)),
 ]
 
 _IDS = [case.name for case in CASES]
