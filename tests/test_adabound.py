@@ -91,7 +91,8 @@ def test_weight_decay_is_coupled():
 
 
 @pytest.mark.parametrize("kwargs, name", [
-    ({"learning_rate": 0.0}, "learning_rate"), ({"final_learning_rate": -0.1}, "final_learning_rate"),
+    ({"learning_rate": 0.0}, "learning_rate"),
+    ({"final_learning_rate": -0.1}, "final_learning_rate"),
     ({"gamma": 1.0}, "gamma"), ({"b1": 1.0}, "b1"), ({"eps": -1.0}, "eps")])
 def test_bad_arguments(kwargs, name):
   with pytest.raises(ValueError, match=name):

@@ -16,7 +16,7 @@ def _step(opt, state, grads, value, params=None):
 
 def test_l4_momentum_three_hand_derived_steps():
   # L4Mom: v = g_hat, the bias-corrected moving average (decay 0.9) of the gradients, so
-  # eta = alpha (L - gamma L_min) / ||g_hat||^2, alpha = 0.15, gamma = 0.9, gamma0 = 0.75, tau = 1e3.
+  # eta = alpha (L - gamma L_min) / ||g_hat||^2; alpha 0.15, gamma 0.9, gamma0 0.75, tau 1e3.
   opt = optax_lr.l4_momentum()
   state = opt.init({"w": jnp.zeros(2)})
 

@@ -214,7 +214,8 @@ def test_sps_is_the_capped_polyak_step():
                                      options={"max_learning_rate": bound})
     updates, _ = tx.update(grads, tx.init(params), params, value=value)
     rate = min(value / (0.2 * squared_norm), bound)
-    jax.tree.map(lambda u, g: np.testing.assert_allclose(u, -rate * g, rtol=1e-5), updates, grads)
+    jax.tree.map(lambda u, g, r=rate: np.testing.assert_allclose(u, -r * g, rtol=1e-5), updates,
+                 grads)
   # 0.6015 / (0.2 * 1.813) = 1.66: the first bound does not bind, the second does.
   assert 0.01 < value / (0.2 * squared_norm) < 10.0
 
@@ -233,13 +234,14 @@ def test_sls_is_the_armijo_backtracking_step():
     squared_norm = sum(float(jnp.sum(g ** 2)) for g in jax.tree.leaves(grads))
     eta = min(expected_rate * 2.0 ** (1 / STEPS_PER_EPOCH), 10.0)
     trials = 1
-    while float(_loss(jax.tree.map(lambda p, g: p - eta * g, params, grads), batch)) > (
+    while float(_loss(jax.tree.map(lambda p, g, e=eta: p - e * g, params, grads), batch)) > (
         value - 0.1 * eta * squared_norm):
       eta *= 0.9
       trials += 1
     updates, state = tx.update(grads, state, params, value=value,
                                value_fn=lambda p: _loss(p, batch))
-    jax.tree.map(lambda u, g: np.testing.assert_allclose(u, -eta * g, rtol=1e-4), updates, grads)
+    jax.tree.map(lambda u, g, e=eta: np.testing.assert_allclose(u, -e * g, rtol=1e-4), updates,
+                 grads)
     (rate,) = optax_lr.learning_rates(state).values()
     assert float(rate) == pytest.approx(eta, rel=1e-4)
     expected_rate = eta

@@ -3,9 +3,10 @@
 Every entry builds an ``optax`` transformation from the same four things the training loop knows,
 ``builder(learning_rate, steps_per_epoch, total_steps, **options)``, and declares in its
 :class:`OptimizerSpec` which extra ``update`` arguments it needs (``next_grads``, ``grad_fn``,
-``value``, ``value_fn``), whether it takes an initial learning rate at all, and, for schedule-free methods, how
-to get the parameters to evaluate. The loop passes an extra argument only to an optimizer that
-declares it, so every method receives what it asks for and nothing else.
+``value``, ``value_fn``), whether it takes an initial learning rate at all, and, for
+schedule-free methods, how to get the parameters to evaluate. The loop passes an extra argument
+only to an optimizer that declares it, so every method receives what it asks for and nothing
+else.
 
 Entries cover every ``optax_lr`` method (resolved as ``optax_lr.<name>`` when the builder runs), the
 baselines the papers compare with (SGD with the papers' multistep schedules, Adam, CLR) and the
