@@ -351,6 +351,7 @@ def claim_tlr(runner: GridRunner, quick: bool, log: Callable[[str], None]) -> tu
           ax.plot(x, [e["curves"][key][-1] or np.nan for e in mine], marker="o", color=f"C{i}",
                   label=label)
       ax.set(xscale="log", xlabel="batch size")
+      ax.minorticks_off()  # only the batch sizes as ticks (no 6x10^1 minor labels)
       ax.set_xticks(list(comparison_batches), [str(b) for b in comparison_batches])
     axes[1, 3].set(ylabel="final test accuracy (%)", title="Figure 3: vs SLS, SPS, Adam, mstep")
     axes[1, 3].legend(fontsize=6)
