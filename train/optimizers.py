@@ -341,8 +341,8 @@ def _schedule_free_eval(opt_state, params):
 
 def _reduce_on_plateau(learning_rate, steps_per_epoch, total_steps, momentum=0.9, factor=0.1,
                        patience_epochs=5.0, cooldown_epochs=0.0):
-  """SGD chained with ``reduce_on_plateau``, fed the training loss (``value``) of every step and
-  judging a plateau on the mean loss over an epoch."""
+  """SGD chained with ``reduce_on_plateau``, fed the training objective (``value``: the batch loss
+  plus the decay term) of every step and judging a plateau on its mean over an epoch."""
   del total_steps
   return optax.chain(
       _sgd(learning_rate, steps_per_epoch, None, momentum=momentum),
