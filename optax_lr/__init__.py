@@ -6,9 +6,12 @@ Each module names its paper and the sections it implements:
   - ``autodrop``: AutoDrop (seed 001), drops the rate when the angular velocity saturates.
   - ``cam_hd``: combined multi-level hypergradient rates (seed 003).
   - ``adasecant``, ``cus_adam``, ``schedules``, ``switch``: the thesis of seed 004.
+  - ``l4``: L4 stepsize adaptation (Rolínek and Martius, NeurIPS 2018), a baseline of CAM-HD.
+  - ``adabound``: AdaBound / AMSBound (Luo et al., ICLR 2019), a baseline of CAM-HD.
   - ``telemetry``: reading every rate out of any optimizer state.
 """
 
+from optax_lr.adabound import ScaleByAdaBoundState, adabound, adabound_bounds, scale_by_adabound
 from optax_lr.adasecant import AdaSecantState, SimpleAdaSecantState, adasecant, simple_adasecant
 from optax_lr.autodrop import ScaleByAutoDropState, angle_degrees, autodrop_sgd, scale_by_autodrop
 from optax_lr.cam_hd import (
@@ -22,6 +25,7 @@ from optax_lr.cam_hd import (
 )
 from optax_lr.cus_adam import cus_adam, scale_by_cus_adam
 from optax_lr.hypergradient import HypergradientState, adam_hd, hypergradient, sgd_hd
+from optax_lr.l4 import ScaleByL4State, l4_adam, l4_momentum, scale_by_l4
 from optax_lr.schedules import (
     cyclical_schedule,
     exponential_decay_rate,
@@ -62,6 +66,9 @@ __all__ = [
     "scale_by_cus_adam", "cyclical_schedule", "exponential_decay_rate",
     "exponential_decay_schedule", "n_cycle_schedule", "random_schedule", "SwitchState",
     "switch_at",
+    # Baselines the papers compare with: L4 (Rolinek and Martius 2018), AdaBound (Luo et al. 2019)
+    "ScaleByL4State", "l4_adam", "l4_momentum", "scale_by_l4",
+    "ScaleByAdaBoundState", "adabound", "adabound_bounds", "scale_by_adabound",
     # Telemetry
     "learning_rates", "rate_summary",
 ]

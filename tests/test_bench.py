@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 
 import jax.numpy as jnp
 import numpy as np
@@ -190,3 +191,70 @@ def test_tlr_grid_verdict_counts_every_seed():
   from train.bench import __main__ as dispatcher
 
   assert "tlr-grid" in dispatcher.COMMANDS
+
+
+# --- the claims command: papers by name -----------------------------------------------------------
+
+def test_claims_select_papers_by_name_with_real_citations(tmp_path):
+  assert claims.PAPERS == ("autodrop", "tlr", "cam-hd", "thesis")
+  assert set(claims.CLAIMS) == set(claims.PAPERS) == set(claims.CITATIONS) == set(claims.TITLES)
+  assert "Teng, Jing Wang, Anna Choromanska" in claims.CITATIONS["autodrop"]
+  assert "Adaptive Hierarchical Hyper-gradient Descent" in claims.CITATIONS["cam-hd"]
+  assert "Robin Sasse" in claims.CITATIONS["thesis"]
+  assert claims.output_paths("cam-hd", True, None) == (
+      "docs/results/claims_quick_cam_hd.json", "docs/results/claims_quick_cam_hd.md",
+      "docs/figures/bench_claims_quick")
+  assert claims.output_paths("tlr", False, str(tmp_path)) == (
+      f"{tmp_path}/claims_tlr.json", f"{tmp_path}/claims_tlr.md", f"{tmp_path}/bench_claims")
+  for bad in (["--seed-paper", "002"], ["--paper", "002"]):
+    with pytest.raises(SystemExit):
+      claims.main(bad)
+  # Nothing the command writes names a paper by number.
+  section = {"claim": "a claim", "citation": claims.CITATIONS["tlr"], "epochs": 1, "seeds": [0],
+             "wall_s": 1.0, "figure": "f.png", "entries": [], "verdict": {"ok": True}}
+  text = claims.markdown({"claims": {"tlr": section}})
+  assert text.startswith("### Trainable Learning Rate (ICLR 2021 submission): a claim")
+  assert "Anonymous authors. Trainable Learning Rate." in text
+  assert not re.search(r"seed (paper )?0*\d", text, re.IGNORECASE)
+
+
+def _peer_entry(method, batch, values):
+  return {"method": method, "batch_size": batch,
+          "final_accuracy": compare.mean_and_standard_error(values)}
+
+
+def test_figure3_verdict_on_hand_made_entries():
+  # Two batch sizes. At 64 TLR (0.97, 0.97) trails Adam (0.98, 0.98) by 0.01 with no spread:
+  # beyond 2 se, so not within noise; SLS at 64 spreads (0.5, 0.9), SPS at 512 spreads too.
+  values = {("sgd_mstep", 64): [0.9, 0.9], ("adam", 64): [0.98, 0.98], ("sls", 64): [0.5, 0.9],
+            ("sps", 64): [0.96, 0.96], ("sgd_tlr", 64): [0.97, 0.97],
+            ("sgd_tlr_pl", 64): [0.95, 0.95],
+            ("sgd_mstep", 512): [0.9, 0.9], ("adam", 512): [0.95, 0.95], ("sls", 512): [0.9, 0.9],
+            ("sps", 512): [0.7, 0.9], ("sgd_tlr", 512): [0.97, 0.97],
+            ("sgd_tlr_pl", 512): [0.96, 0.96]}
+  entries = [_peer_entry(m, b, v) for (m, b), v in values.items()]
+  methods = ["sgd_mstep", "adam", "sls", "sps", "sgd_tlr", "sgd_tlr_pl"]
+  verdict = claims._figure3_verdict(entries, methods, (64, 512))
+  assert verdict["figure3_final_accuracy"]["sls"] == {"64": pytest.approx(0.7),
+                                                      "512": pytest.approx(0.9)}
+  assert not verdict["tlr_within_2se_of_the_best_at_every_batch"]
+  assert verdict["batches_where_a_tlr_variant_is_best"] == [512]
+  assert verdict["sls_seed_spread_at_smallest_batch_exceeds_tlr"]
+  assert verdict["sps_seed_spread_at_largest_batch_exceeds_tlr"]
+  assert verdict["sps_minus_adam_final_accuracy"] == {"64": pytest.approx(-0.02),
+                                                      "512": pytest.approx(-0.15)}
+  # With TLR's 64 runs spread as much as the gap, it is within noise of the best.
+  values[("sgd_tlr", 64)] = [0.95, 0.99]
+  entries = [_peer_entry(m, b, v) for (m, b), v in values.items()]
+  assert claims._figure3_verdict(entries, methods, (64, 512))[
+      "tlr_within_2se_of_the_best_at_every_batch"]
+
+
+def test_cam_hd_orderings_count_ties_as_no_win():
+  # 352/360 in every seed: the means differ by float rounding only (1.2e-8 measured) - a tie.
+  final = {"Adam-CAM-HD": 0.97777778, "Adam-HD": 0.9772, "Adam": 0.9794, claims.SGDN_CAM_HD: 0.1,
+           "SGDN": 0.975, "Adam-L4": 0.9711, "AdaBound": 0.97777777}
+  assert claims.cam_hd_orderings(final) == {
+      "adam_cam_hd_beats_adam_hd_and_adam": False, "sgdn_cam_hd_beats_sgdn": False,
+      "adam_cam_hd_beats_adam_l4": True, "adam_cam_hd_beats_adabound": False}
+  assert claims.beats(0.5, 0.5 - 2e-6) and not claims.beats(None, 0.1)

@@ -53,6 +53,19 @@ def clr_sgd_then_simple_adasecant(boundary_step=5, min_lr=0.01, max_lr=0.5, step
       optax_lr.simple_adasecant(threshold))
 
 
+def adabound_schedule(init_value=0.1, decay_rate=0.9, weight_decay=1e-6):
+  return optax_lr.adabound(optax.exponential_decay(init_value, 100, decay_rate), amsbound=True,
+                           weight_decay=weight_decay)
+
+
+def _value_arg(grad_fn, params):
+  """``{"value": loss(params)}`` for L4: the suite's two problems are told apart by their
+  parameter names (``w``/``b`` for the parabola, ``x``/``y`` for Rosenbrock)."""
+  del grad_fn
+  loss = conformance.rosenbrock if "x" in params else conformance.parabola
+  return {"value": loss(params)}
+
+
 CASES = [
     # --- TLR and hypergradient descent (optax_lr/tlr.py, optax_lr/hypergradient.py) ---
     # Rosenbrock's curvature spans three orders of magnitude: with the paper's bound c = 1/4 the
@@ -155,6 +168,18 @@ CASES = [
     Case("switch_clr_sgd_to_simple_adasecant", clr_sgd_then_simple_adasecant,
          parabola_steps=30, rosenbrock_steps=2000,
          make_for_rosenbrock=lambda: clr_sgd_then_simple_adasecant(50, 1e-4, 2e-3, 10)),
+    # --- Baselines of the papers' comparisons: L4, AdaBound (optax_lr/l4.py, adabound.py) ---
+    # L4 removes a fixed share alpha (1 - gamma) = 1.5% of the loss per step once L_min tracks it
+    # (0.985^1500 = 1.4e-10 of the parabola's 8), and needs the loss as `value`.
+    Case("l4_adam", optax_lr.l4_adam, extra_args=_value_arg, parabola_steps=1500),
+    Case("l4_momentum", optax_lr.l4_momentum, dict(weight_decay=0.0), extra_args=_value_arg,
+         parabola_steps=1500),
+    Case("adabound", optax_lr.adabound, dict(learning_rate=0.1, final_learning_rate=0.1),
+         parabola_steps=1000, make_for_rosenbrock=lambda: optax_lr.adabound(
+             0.01, final_learning_rate=1e-3)),
+    Case("amsbound_schedule", adabound_schedule, parabola_steps=1000,
+         make_for_rosenbrock=lambda: optax_lr.adabound(
+             0.01, final_learning_rate=1e-3, amsbound=True)),
 ]
 
 _IDS = [case.name for case in CASES]

@@ -78,20 +78,25 @@ class _Recorded(NamedTuple):
   value: jax.Array
   grad_fn_gap: jax.Array
   next_grads: dict
+  value_fn_at_params: jax.Array
+  value_fn_at_zero: jax.Array
 
 
 def _recording_optimizer():
   """SGD(0.1) that stores the extra arguments it receives, to check what the step passes."""
 
   def init(params):
-    return _Recorded(jnp.zeros(()), jnp.zeros(()), jax.tree.map(jnp.zeros_like, params))
+    return _Recorded(jnp.zeros(()), jnp.zeros(()), jax.tree.map(jnp.zeros_like, params),
+                     jnp.zeros(()), jnp.zeros(()))
 
-  def update(grads, state, params, *, value, grad_fn, next_grads):
+  def update(grads, state, params, *, value, grad_fn, next_grads, value_fn):
     del state
     look_ahead = grad_fn(params)
     gap = sum(jnp.sum((a - b) ** 2) for a, b in
               zip(jax.tree.leaves(look_ahead), jax.tree.leaves(grads), strict=True))
-    return jax.tree.map(lambda g: -0.1 * g, grads), _Recorded(value, gap, next_grads)
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    return jax.tree.map(lambda g: -0.1 * g, grads), _Recorded(
+        value, gap, next_grads, value_fn(params), value_fn(zeros))
 
   return optax.GradientTransformationExtraArgs(init, update)
 
@@ -105,7 +110,7 @@ def test_extra_args_reach_the_optimizer(digits):
   config = _config("num_devices=2", "batch_size=32")
   setup = train.build(config, digits.info)
   spec = optimizers.OptimizerSpec("recording", lambda *a: None, "test",
-                                  extra_args=("value", "grad_fn", "next_grads"))
+                                  extra_args=("value", "grad_fn", "next_grads", "value_fn"))
   setup = dataclasses.replace(setup, spec=spec, tx=_recording_optimizer())
   runner = train.Runner(setup)
   state = train.create_train_state(jax.random.PRNGKey(0), setup)
@@ -120,15 +125,23 @@ def test_extra_args_reach_the_optimizer(digits):
     logits = setup.model.apply({"params": params}, x)
     return optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
 
-  # value: the loss of this step's global batch (averaged over the devices).
-  assert float(recorded.value) == pytest.approx(float(loss(params0, first)), rel=1e-5)
-  assert float(recorded.value) == pytest.approx(float(metrics["loss"]), rel=1e-6)
-  # grad_fn: the gradient of the same batch plus the coupled decay that create_optimizer
-  # chains in front (the objective the direction follows), so at the same params it differs
-  # from the raw gradient by exactly wd * params.
+  # value: the objective whose gradient the optimizer gets: the loss of this step's global batch
+  # (averaged over the devices) plus the coupled decay wd/2 ||w||^2 that create_optimizer's
+  # add_decayed_weights differentiates.
   wd = config.weight_decay
   assert wd == 5e-4
   squared_norm = sum(float(np.sum(p.astype(np.float64) ** 2)) for p in jax.tree.leaves(params0))
+  objective = float(loss(params0, first)) + 0.5 * wd * squared_norm
+  assert float(recorded.value) == pytest.approx(objective, rel=1e-5)
+  assert float(recorded.value) == pytest.approx(float(metrics["loss"]) + 0.5 * wd * squared_norm,
+                                                rel=1e-6)
+  # value_fn: the same objective as a function of the parameters (same batch): at params it is
+  # value, at zero parameters the network outputs zero logits, a loss of log(10) and no decay.
+  assert float(recorded.value_fn_at_params) == pytest.approx(float(recorded.value), rel=1e-6)
+  assert float(recorded.value_fn_at_zero) == pytest.approx(np.log(10.0), rel=1e-6)
+  # grad_fn: the gradient of the same batch plus the coupled decay that create_optimizer
+  # chains in front (the objective the direction follows), so at the same params it differs
+  # from the raw gradient by exactly wd * params.
   assert float(recorded.grad_fn_gap) == pytest.approx(wd ** 2 * squared_norm, rel=1e-3)
   # next_grads: that objective's gradient on the next batch of the stream at the same
   # (pre-update) params.

@@ -3,12 +3,15 @@
 Every entry builds an ``optax`` transformation from the same four things the training loop knows,
 ``builder(learning_rate, steps_per_epoch, total_steps, **options)``, and declares in its
 :class:`OptimizerSpec` which extra ``update`` arguments it needs (``next_grads``, ``grad_fn``,
-``value``), whether it takes an initial learning rate at all, and, for schedule-free methods, how
-to get the parameters to evaluate. The loop passes an extra argument only to an optimizer that
-declares it, so every method receives what it asks for and nothing else.
+``value``, ``value_fn``), whether it takes an initial learning rate at all, and, for
+schedule-free methods, how to get the parameters to evaluate. The loop passes an extra argument
+only to an optimizer that declares it, so every method receives what it asks for and nothing
+else.
 
 Entries cover every ``optax_lr`` method (resolved as ``optax_lr.<name>`` when the builder runs), the
 baselines the papers compare with (SGD with the papers' multistep schedules, Adam, CLR) and the
+baselines of the papers' comparison tables (SLS and SPS for Trainable Learning Rate; L4 over Adam
+and momentum and AdaBound for Adaptive Hierarchical Hyper-gradient Descent), the
 peers a user would pick instead (RAdam, one-cycle, ``optax.contrib``'s prodigy, D-Adaptation,
 DoG, Mechanic, COCOB, schedule-free, reduce-on-plateau). Baselines with a fixed or scheduled rate
 are wrapped in ``optax.inject_hyperparams`` so that the applied rate is a ``learning_rate`` state
@@ -38,7 +41,7 @@ PyTree = Any
 Builder = Callable[..., optax.GradientTransformation]
 
 #: The extra ``update`` arguments the training step knows how to supply.
-EXTRA_ARGS = ("next_grads", "grad_fn", "value")
+EXTRA_ARGS = ("next_grads", "grad_fn", "value", "value_fn")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +52,11 @@ class OptimizerSpec:
     name: the registry key.
     builder: ``builder(learning_rate, steps_per_epoch, total_steps, **options)`` -> transformation.
     description: one line for ``--help`` and error messages.
-    extra_args: the extra ``update`` keywords the method needs, a subset of :data:`EXTRA_ARGS`.
+    extra_args: the extra ``update`` keywords the method needs, a subset of :data:`EXTRA_ARGS`:
+      ``value`` is the objective at ``params`` whose gradient the optimizer receives (the batch
+      loss plus ``weight_decay/2 ||w||^2``), ``value_fn`` that objective as a function of the
+      parameters (same batch), ``grad_fn`` its gradient function, ``next_grads`` the gradient of
+      the next batch at ``params``.
     takes_learning_rate: False for methods that set their own rate (``learning_rate`` is ignored).
     eval_params: ``eval_params(opt_state, params)`` -> the parameters to evaluate, for methods
       whose iterate is not the point to evaluate (schedule-free); None means ``params``.
@@ -343,14 +350,89 @@ def _schedule_free_eval(opt_state, params):
 
 def _reduce_on_plateau(learning_rate, steps_per_epoch, total_steps, momentum=0.9, factor=0.1,
                        patience_epochs=5.0, cooldown_epochs=0.0):
-  """SGD chained with ``reduce_on_plateau``, fed the training loss (``value``) of every step and
-  judging a plateau on the mean loss over an epoch."""
+  """SGD chained with ``reduce_on_plateau``, fed the training objective (``value``: the batch loss
+  plus the decay term) of every step and judging a plateau on its mean over an epoch."""
   del total_steps
   return optax.chain(
       _sgd(learning_rate, steps_per_epoch, None, momentum=momentum),
       optax.contrib.reduce_on_plateau(
           factor=factor, patience=max(1, round(patience_epochs)),
           cooldown=round(cooldown_epochs), accumulation_size=steps_per_epoch))
+
+
+def _with_grad_argument(tx: optax.GradientTransformationExtraArgs
+                        ) -> optax.GradientTransformationExtraArgs:
+  """``tx`` with its ``grad`` keyword filled from the incoming updates: the gradient the chain
+  receives (coupled weight decay included) is the gradient of ``value`` at ``params``."""
+
+  def update_fn(updates, state, params=None, **extra_args):
+    return tx.update(updates, state, params, grad=updates, **extra_args)
+
+  return optax.GradientTransformationExtraArgs(tx.init, update_fn)
+
+
+def _sls_sgd(learning_rate, steps_per_epoch, total_steps, armijo_constant=0.1,
+             decrease_factor=0.9, reset_factor=2.0, max_learning_rate=10.0,
+             max_backtracking_steps=100):
+  """SGD with the stochastic Armijo line search (SLS), Vaswani, Mishkin, Laradji, Schmidt, Gidel,
+  Lacoste-Julien, *Painless Stochastic Gradient: Interpolation, Line-Search, and Convergence
+  Rates*, NeurIPS 2019 (Algorithms 1 and 2): optax's backtracking line search on the SGD
+  direction, the paper's constants c = 0.1, beta = 0.9 and its reset rule: each step starts from
+  the previous rate times ``reset_factor ** (batch / n) = 2 ** (1 / steps_per_epoch)``, first
+  trial 1 (the paper's initial step size), capped at ``max_learning_rate`` (the authors'
+  ``eta_max``). Sets its own rate (``learning_rate`` is ignored)."""
+  del learning_rate, total_steps
+  _checks.in_range("armijo_constant", armijo_constant, 0.0, 1.0, low_open=True, high_open=True)
+  _checks.in_range("decrease_factor", decrease_factor, 0.0, 1.0, low_open=True, high_open=True)
+  _checks.in_range("reset_factor", reset_factor, 1.0, math.inf)
+  _checks.positive("max_learning_rate", max_learning_rate)
+  _checks.integer_at_least("max_backtracking_steps", max_backtracking_steps, 1)
+  return _with_grad_argument(optax.chain(
+      optax.sgd(1.0),
+      optax.scale_by_backtracking_linesearch(
+          max_backtracking_steps=max_backtracking_steps, slope_rtol=armijo_constant,
+          decrease_factor=decrease_factor,
+          increase_factor=reset_factor ** (1.0 / steps_per_epoch),
+          max_learning_rate=max_learning_rate)))
+
+
+def _sps(learning_rate, steps_per_epoch, total_steps, c=0.2, max_learning_rate=1.0, f_min=0.0):
+  """SGD with the stochastic Polyak step SPS_max, Loizou, Vaswani, Laradji, Lacoste-Julien,
+  *Stochastic Polyak Step-size for SGD: An Adaptive Learning Rate for Fast Convergence*,
+  AISTATS 2021 (Eq. 7): ``rate = min((f_i - f_min) / (c ||g_i||^2), max_learning_rate)``, with
+  the paper's deep-learning c = 0.2 and f_min = 0. ``optax.polyak_sgd`` computes
+  ``min(gap / ||s g||^2, M) * s g``, so ``scaling = c`` and ``M = max_learning_rate / c`` give
+  exactly that rate. The bound is a constant (optax has no smoothing of it; the paper smooths
+  it over steps as SLS does). Sets its own rate (``learning_rate`` is ignored)."""
+  del learning_rate, steps_per_epoch, total_steps
+  _checks.positive("c", c)
+  _checks.positive("max_learning_rate", max_learning_rate)
+  return optax.polyak_sgd(max_learning_rate=max_learning_rate / c, scaling=c, f_min=f_min)
+
+
+def _l4_adam(learning_rate, steps_per_epoch, total_steps, fraction=0.15, b1=0.9, b2=0.999,
+             eps=1e-4, min_loss_factor=0.9, initial_min_loss_factor=0.75,
+             min_loss_forget_time=1000.0):
+  del learning_rate, steps_per_epoch, total_steps
+  return _optax_lr("l4_adam")(fraction, b1=b1, b2=b2, eps=eps, min_loss_factor=min_loss_factor,
+                              initial_min_loss_factor=initial_min_loss_factor,
+                              min_loss_forget_time=min_loss_forget_time)
+
+
+def _l4_momentum(learning_rate, steps_per_epoch, total_steps, fraction=0.15, momentum=0.9,
+                 min_loss_factor=0.9, initial_min_loss_factor=0.75,
+                 min_loss_forget_time=1000.0):
+  del learning_rate, steps_per_epoch, total_steps
+  return _optax_lr("l4_momentum")(fraction, momentum=momentum, min_loss_factor=min_loss_factor,
+                                  initial_min_loss_factor=initial_min_loss_factor,
+                                  min_loss_forget_time=min_loss_forget_time)
+
+
+def _adabound(learning_rate, steps_per_epoch, total_steps, final_learning_rate=0.1, b1=0.9,
+              b2=0.999, gamma=1e-3, eps=1e-8, amsbound=False):
+  del steps_per_epoch, total_steps
+  return _optax_lr("adabound")(learning_rate, final_learning_rate, b1=b1, b2=b2, gamma=gamma,
+                               eps=eps, amsbound=amsbound)
 
 
 def _peer(*args: Any, **kwargs: Any) -> OptimizerSpec:
@@ -404,6 +486,18 @@ _SPECS = [
     _peer("reduce_on_plateau", _reduce_on_plateau,
                   "SGD with optax.contrib.reduce_on_plateau on the training loss",
                   extra_args=("value",)),
+    # the papers' own baselines: Trainable Learning Rate's Figure 3 (SLS, SPS, sgd_multistep),
+    # Adaptive Hierarchical Hyper-gradient Descent's Table 2 (L4, AdaBound)
+    _peer("sls_sgd", _sls_sgd, "SGD with the stochastic Armijo line search (Vaswani et al. 2019)",
+          extra_args=("value", "value_fn"), takes_learning_rate=False),
+    _peer("sps", _sps, "SGD with the stochastic Polyak step SPS_max (Loizou et al. 2021)",
+          extra_args=("value",), takes_learning_rate=False),
+    _peer("l4_adam", _l4_adam, "L4 step size over Adam (Rolinek and Martius 2018)",
+          extra_args=("value",), takes_learning_rate=False),
+    _peer("l4_momentum", _l4_momentum, "L4 step size over momentum SGD (Rolinek and Martius "
+          "2018)", extra_args=("value",), takes_learning_rate=False),
+    _peer("adabound", _adabound, "AdaBound: Adam clipped into bounds closing on SGD's (Luo et "
+          "al. 2019)"),
 ]
 
 #: Every registered optimizer by name.

@@ -198,9 +198,22 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], next_batch: dict 
       g = jax.tree.map(lambda gi, p: gi + setup.config.weight_decay * p, g, params)
     return g
 
+  def objective_value(params, data_loss):
+    """The objective whose gradient the optimizer receives: the device-averaged batch loss plus
+    the coupled weight decay ``wd/2 ||w||^2`` (its gradient is what ``create_optimizer`` adds)."""
+    if not setup.config.weight_decay:
+      return data_loss
+    return data_loss + 0.5 * setup.config.weight_decay * sum(
+        jnp.sum(jnp.square(p.astype(jnp.float32))) for p in jax.tree.leaves(params))
+
   extra = {}
   if "value" in setup.spec.extra_args:
-    extra["value"] = loss
+    extra["value"] = objective_value(state.params, loss)
+  if "value_fn" in setup.spec.extra_args:
+    # The same objective at other parameters, on this step's batch, dropout key and BatchNorm
+    # statistics (the line search compares it with `value`).
+    extra["value_fn"] = lambda params: objective_value(params, jax.lax.pmean(
+        loss_fn(params, state.batch_stats, x, y, dropout_key)[0], AXIS))
   if "grad_fn" in setup.spec.extra_args:
     extra["grad_fn"] = lambda params: objective_grad(params, x, y)
   if "next_grads" in setup.spec.extra_args:

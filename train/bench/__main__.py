@@ -1,4 +1,16 @@
-"""``python -m train.bench {overhead,trainstep,compare,claims,tlr-grid,input} [options]``."""
+"""``python -m train.bench {overhead,trainstep,compare,claims,tlr-grid,input} [options]``.
+
+- ``compare [--quick]``: every registry entry (the library's methods, the papers' baselines SLS,
+  SPS, L4, AdaBound and multistep SGD, and the peers) side by side on one task;
+- ``claims [--quick] [--paper autodrop|tlr|cam-hd|thesis]``: each paper's headline claim, with
+  the baselines the paper compares against;
+- ``overhead``, ``trainstep``: the cost of an update and of a training step;
+- ``tlr-grid``: the Trainable Learning Rate digits grid (initial rate x batch x seed, both
+  window readings);
+- ``input``: the input pipeline's images/s and peak host memory.
+
+``python -m train.bench COMMAND --help`` lists each command's options.
+"""
 
 import sys
 
@@ -7,8 +19,9 @@ COMMANDS = ("overhead", "trainstep", "compare", "claims", "tlr-grid", "input")
 
 def main(argv: list[str]) -> None:
   if not argv or argv[0] not in COMMANDS:
-    raise SystemExit(f"usage: python -m train.bench {{{','.join(COMMANDS)}}} [options]; "
-                     f"got {argv[:1] or 'nothing'}")
+    raise SystemExit(f"usage: python -m train.bench {{{','.join(COMMANDS)}}} [options] (claims "
+                     "takes --paper autodrop|tlr|cam-hd|thesis); got "
+                     f"{argv[:1] or 'nothing'}")
   command, rest = argv[0], argv[1:]
   if command == "overhead":
     from train.bench import overhead

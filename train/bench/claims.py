@@ -1,18 +1,24 @@
-"""Each seed paper's headline claim, checked at small scale: ``python -m train.bench claims``.
+"""Each paper's headline claim, checked at small scale: ``python -m train.bench claims``.
 
 Every experiment trains on the embedded digits (no download) with the grid runner of
 :mod:`train.bench.compare` (one compiled program per optimizer setting, initial rates and seeds
 vmapped) and the optimizers of the registry (``train.optimizers``). Each claim writes a figure
 ``docs/figures/bench_claims[_quick]_<paper>.png`` and a JSON section with the numbers and a
-``verdict`` computed from them (nothing is asserted by hand):
+``verdict`` computed from them (nothing is asserted by hand). ``--paper NAME`` selects one:
 
-- 001 (AutoDrop): AutoDrop vs the multistep baseline (epochs to the best test accuracy, Figure 7).
-  The Theorem 1 table and Figures 1 and 3 on the noisy quadratic are ``train/nqm.py``'s.
-- 002 (TLR): TLR vs SGD vs SGD-HD over initial rates {1e-3, 1e-2, 1e-1} x batch {64, 128, 256}
-  (Figure 1: curves converge to a common behaviour), and per-tensor rate curves (Figure 7).
-- 003 (CAM-HD): Adam-CAM-HD vs Adam-HD vs Adam and SGDN-CAM-HD vs SGDN on LeNet-5 (Table 2's
-  ordering; mean and standard error over 5 seeds), and the combination-ratio sweep of Figure 1.
-- 004 (thesis): N-cycle vs constant rate for SGD and Adam (Table 4.1/4.2's pattern), Simple
+- ``autodrop`` (Teng, Wang, Choromanska, *AutoDrop: Training Deep Learning Models with Automatic
+  Learning Rate Drop*): AutoDrop vs the multistep baseline (epochs to the best test accuracy,
+  Figure 7). The Theorem 1 table and Figures 1 and 3 on the noisy quadratic are ``train/nqm.py``'s.
+- ``tlr`` (*Trainable Learning Rate*, ICLR 2021 submission): TLR vs SGD vs SGD-HD over initial
+  rates {1e-3, 1e-2, 1e-1} x batch {64, 128, 256} (Figure 1: curves converge to a common
+  behaviour), per-tensor rate curves (Figure 7), and Figure 3's comparison over batch sizes with
+  the multistep schedule, Adam, SLS and SPS.
+- ``cam-hd`` (*Adaptive Hierarchical Hyper-gradient Descent*, ICLR 2021 submission): Adam-CAM-HD
+  vs Adam-HD, Adam, Adam-L4 and AdaBound, and SGDN-CAM-HD vs SGDN on LeNet-5 (Table 2's ordering;
+  mean and standard error over 5 seeds), and the combination-ratio sweep of Figure 1.
+- ``thesis`` (Sasse, *Investigating the Influence of Learning Rates on the Learning Speed of
+  Neural Networks*, B.Sc. thesis, University of Stuttgart, 2021): N-cycle vs constant rate for
+  SGD and Adam (Table 4.1/4.2's pattern), Simple
   AdaSecant thresholds 3, 10 and infinity (Table 4.3), AdaSecant's rate over training (the thesis's
   collapse below 1e-4), and the CLR -> Simple AdaSecant hybrid (Figure 4.21).
 
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -37,7 +44,28 @@ from train import io_utils
 from train.bench import compare
 from train.bench.compare import GridResult, GridRunner
 
-PAPERS = ("001", "002", "003", "004")
+#: The papers by name, with the citation each claim's output carries.
+CITATIONS = {
+    "autodrop": "Yunfei Teng, Jing Wang, Anna Choromanska. AutoDrop: Training Deep Learning "
+                "Models with Automatic Learning Rate Drop",
+    "tlr": "Anonymous authors. Trainable Learning Rate. Under review as a conference paper at "
+           "ICLR 2021 (OpenReview)",
+    "cam-hd": "Anonymous authors. Adaptive Hierarchical Hyper-gradient Descent. Under review as a "
+              "conference paper at ICLR 2021 (OpenReview)",
+    "thesis": "Robin Sasse. Investigating the Influence of Learning Rates on the Learning Speed "
+              "of Neural Networks. B.Sc. thesis, University of Stuttgart, 2021",
+}
+#: Short titles for figure headings.
+TITLES = {"autodrop": "AutoDrop (Teng, Wang, Choromanska)",
+          "tlr": "Trainable Learning Rate (ICLR 2021 submission)",
+          "cam-hd": "Adaptive Hierarchical Hyper-gradient Descent (ICLR 2021 submission)",
+          "thesis": "Sasse, B.Sc. thesis (Stuttgart 2021)"}
+PAPERS = tuple(CITATIONS)
+
+
+def file_stem(paper: str) -> str:
+  """The paper's name as it appears in file names (``cam-hd`` -> ``cam_hd``)."""
+  return paper.replace("-", "_")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,9 +136,9 @@ def _plot_curves(ax: Any, entries: Sequence[dict[str, Any]], key: str, label: Ca
     ax.plot(np.arange(1, len(values) + 1), values, label=label(entry), **style)
 
 
-# --- 001: AutoDrop ------------------------------------------------------------------------------
+# --- AutoDrop ------------------------------------------------------------------------------
 
-def claim_001(runner: GridRunner, quick: bool, log: Callable[[str], None]) -> tuple[dict, Any]:
+def claim_autodrop(runner: GridRunner, quick: bool, log: Callable[[str], None]) -> tuple[dict, Any]:
   """AutoDrop vs the multistep baseline: epochs to the best test accuracy (Figure 7).
 
   Both are SGD with momentum 0.9, weight decay 5e-4 and drop factor 0.2 (the paper's CIFAR
@@ -152,8 +180,8 @@ def claim_001(runner: GridRunner, quick: bool, log: Callable[[str], None]) -> tu
   verdict["autodrop_faster"] = faster["difference"] > 0
   verdict["autodrop_faster_beyond_noise"] = faster["difference"] > 0 and faster["beyond_2se"]
   verdict["autodrop_not_worse"] = accuracy["difference"] >= -2 * accuracy["se"]
-  document = {"paper": "001", "claim": "AutoDrop reaches its best test accuracy in fewer epochs "
-              "than the multistep baseline (Figure 7), at no loss of accuracy (Table 2)",
+  document = {"paper": "autodrop", "claim": "AutoDrop reaches its best test accuracy in fewer "
+              "epochs than the multistep baseline (Figure 7), at no loss of accuracy (Table 2)",
               "epochs": epochs, "seeds": list(seeds), "entries": entries, "verdict": verdict}
 
   def figure(plt):
@@ -170,7 +198,8 @@ def claim_001(runner: GridRunner, quick: bool, log: Callable[[str], None]) -> tu
     axes[1].set(yscale="log", xlabel="epoch", ylabel="learning rate")
     axes[2].set(xlabel="epoch", ylabel="angular velocity (deg)")
     axes[0].legend(fontsize=6)
-    fig.suptitle("001: AutoDrop vs multistep on digits (MLP); solid 0.1, dashed 0.05")
+    fig.suptitle(f"{TITLES['autodrop']}: AutoDrop vs multistep on digits (MLP); solid 0.1, "
+                 "dashed 0.05")
     return fig
 
   return document, figure
@@ -197,9 +226,9 @@ def pooled(entries: Sequence[dict[str, Any]], key: str) -> dict[str, Any]:
   return compare.mean_and_standard_error([v for e in entries for v in e[key]["values"]])
 
 
-# --- 002: TLR -----------------------------------------------------------------------------------
+# --- Trainable Learning Rate ----------------------------------------------------------------------
 
-def claim_002(runner: GridRunner, quick: bool, log: Callable[[str], None]) -> tuple[dict, Any]:
+def claim_tlr(runner: GridRunner, quick: bool, log: Callable[[str], None]) -> tuple[dict, Any]:
   """TLR's robustness to the initial rate and the batch size (Figure 1), per-tensor rates (Fig. 7).
 
   The paper's SGD setting for every method: momentum 0.8, weight decay 5e-4; TLR with p = 1/3 and
@@ -208,6 +237,15 @@ def claim_002(runner: GridRunner, quick: bool, log: Callable[[str], None]) -> tu
   measured as the spread (max - min over the 9 settings) of the final training loss (log10) and of
   the final test accuracy (means over seeds): smaller is more robust. Figure 7: ``tlr_sgd_pl`` from
   0.01 (MNIST + MLP in the paper), every tensor's rate per epoch, and the global TLR rate.
+
+  Figure 3 (the state-of-the-art comparison over batch sizes {64, 128, 256, 512}): sgd_mstep (SGD
+  from 0.1, the rate x0.1 at 50% and 75% of the run), Adam (1e-3), SLS (SGD with the stochastic
+  Armijo line search, Vaswani et al., NeurIPS 2019) and SPS (the stochastic Polyak step SPS_max,
+  Loizou et al., AISTATS 2021) with their papers' settings, sgd_tlr and sgd_tlr_pl (from 0.01,
+  this claim's Figure 7 setting). The paper reads: TLR converges fast to good minima at every
+  batch size; SLS and SPS are sensitive to the extreme batch sizes (large spread over seeds, SLS
+  at 64, SPS at 512); SPS behaves like Adam. Measured: the final test accuracy per batch (mean and
+  standard error over seeds) and those three readings as numbers.
   """
   epochs = 15 if quick else 30
   seeds = (0, 1) if quick else (0, 1, 2)
@@ -226,8 +264,23 @@ def claim_002(runner: GridRunner, quick: bool, log: Callable[[str], None]) -> tu
     per_layer += train_arm(runner, Arm(label, name, (0.01,), {"momentum": 0.8}), epochs, seeds,
                            log)[1]
 
+  comparison_batches = (64, 128, 256, 512)
+  peers = [("sgd_mstep", "sgd_multistep", (0.1,),
+            {"momentum": 0.8, "milestones": (0.5, 0.75), "drop_factor": 0.1}),
+           ("adam", "adam", (1e-3,), {}),
+           ("sls", "sls_sgd", None, {}),
+           ("sps", "sps", None, {}),
+           ("sgd_tlr", "tlr_sgd", (0.01,), {"momentum": 0.8}),
+           ("sgd_tlr_pl", "tlr_sgd_pl", (0.01,), {"momentum": 0.8})]
+  batch_comparison = []
+  for label, name, peer_rates, options in peers:
+    for batch in comparison_batches:
+      batch_comparison += train_arm(runner, Arm(label, name, peer_rates, options,
+                                                batch_size=batch), epochs, seeds, log)[1]
+
   verdict: dict[str, Any] = {"final_log10_train_loss_spread": {}, "final_accuracy_spread": {},
                              "worst_final_accuracy": {}}
+  verdict.update(_figure3_verdict(batch_comparison, [p[0] for p in peers], comparison_batches))
   for label, _, _ in methods:
     mine = [e for e in entries if e["method"] == label]
     losses = [math.log10(e["curves"]["train_loss"][-1]) if e["curves"]["train_loss"][-1]
@@ -253,10 +306,13 @@ def claim_002(runner: GridRunner, quick: bool, log: Callable[[str], None]) -> tu
   verdict["output_layer_rates_rise_more"] = bool(head and hidden and min(head) > max(hidden))
   verdict["per_tensor_vs_global_final_accuracy"] = [e["final_accuracy"]["mean"]
                                                     for e in per_layer]
-  document = {"paper": "002", "claim": "TLR's curves converge to a common behaviour across "
+  document = {"paper": "tlr", "claim": "TLR's curves converge to a common behaviour across "
               "initial rates and batch sizes (Figure 1); per-tensor rates differ by layer, those "
-              "near the output rising faster (Figure 7)", "epochs": epochs, "seeds": list(seeds),
-              "entries": entries, "per_tensor": per_layer, "verdict": verdict}
+              "near the output rising faster (Figure 7); against sgd_mstep, Adam, SLS and SPS "
+              "it converges fast at every batch size, SLS and SPS being sensitive to the extreme "
+              "batch sizes (Figure 3)", "epochs": epochs, "seeds": list(seeds),
+              "entries": entries, "per_tensor": per_layer, "batch_comparison": batch_comparison,
+              "verdict": verdict}
 
   def figure(plt):
     fig, axes = plt.subplots(3, 4, figsize=(16, 9.5))
@@ -281,24 +337,96 @@ def claim_002(runner: GridRunner, quick: bool, log: Callable[[str], None]) -> tu
     ax.plot(np.arange(1, len(values) + 1), values, "k--", label="global (tlr_sgd)")
     ax.set(title="per-tensor rates (tlr_sgd_pl, 0.01)", yscale="log", xlabel="epoch")
     ax.legend(fontsize=6)
-    axes[1, 3].axis("off")
-    axes[2, 3].axis("off")
-    fig.suptitle("002: colour = initial rate (1e-3, 1e-2, 1e-1), line = batch (64 -, 128 --, "
-                 "256 :); digits, MLP")
+    for row, key in ((1, "final_accuracy"), (2, "train_loss")):
+      ax = axes[row, 3]
+      for i, (label, *_rest) in enumerate(peers):
+        mine = sorted((e for e in batch_comparison if e["method"] == label),
+                      key=lambda e: e["batch_size"])
+        x = [e["batch_size"] for e in mine]
+        if key == "final_accuracy":
+          ax.errorbar(x, [100 * (e[key]["mean"] or 0) for e in mine],
+                      yerr=[100 * (e[key]["se"] or 0) for e in mine], marker="o", color=f"C{i}",
+                      label=label, capsize=2)
+        else:
+          ax.plot(x, [e["curves"][key][-1] or np.nan for e in mine], marker="o", color=f"C{i}",
+                  label=label)
+      ax.set(xscale="log", xlabel="batch size")
+      ax.minorticks_off()  # only the batch sizes as ticks (no 6x10^1 minor labels)
+      ax.set_xticks(list(comparison_batches), [str(b) for b in comparison_batches])
+    axes[1, 3].set(ylabel="final test accuracy (%)", title="Figure 3: vs SLS, SPS, Adam, mstep")
+    axes[1, 3].legend(fontsize=6)
+    axes[2, 3].set(yscale="log", ylabel="final train loss")
+    fig.suptitle(f"{TITLES['tlr']}: colour = initial rate (1e-3, 1e-2, 1e-1), line = batch (64 -, "
+                 "128 --, 256 :); digits, MLP")
     fig.tight_layout()
     return fig
 
   return document, figure
 
 
-# --- 003: CAM-HD --------------------------------------------------------------------------------
+def _figure3_verdict(entries: Sequence[dict[str, Any]], methods: Sequence[str],
+                     batches: Sequence[int]) -> dict[str, Any]:
+  """The readings of the TLR paper's Figure 3, from the final test accuracies.
+
+  ``entries`` are :func:`train_arm` entries labelled ``sgd_mstep``, ``adam``, ``sls``, ``sps``,
+  ``sgd_tlr``, ``sgd_tlr_pl`` (one per batch size). Returns the per-batch accuracies and seed
+  standard errors, whether ``sgd_tlr`` is within twice the standard error of the difference of the
+  best method at every batch size, the batch sizes where it is best, whether SLS's spread over
+  seeds at batch 64 and SPS's at 512 exceed TLR's there, and SPS minus Adam per batch.
+  """
+  by = {(e["method"], e["batch_size"]): e for e in entries}
+  final = {m: {b: by[(m, b)]["final_accuracy"] for b in batches} for m in methods}
+  verdict: dict[str, Any] = {
+      "figure3_final_accuracy": {m: {str(b): final[m][b]["mean"] for b in batches}
+                                 for m in methods},
+      "figure3_final_accuracy_se": {m: {str(b): final[m][b]["se"] for b in batches}
+                                    for m in methods}}
+  within, best_at = [], []
+  for b in batches:
+    best = max(methods, key=lambda m: final[m][b]["mean"] or 0.0)
+    gap = difference(final["sgd_tlr"][b], final[best][b])
+    within.append(best == "sgd_tlr" or not (gap["difference"] < -2 * gap["se"]))
+    if best in ("sgd_tlr", "sgd_tlr_pl"):
+      best_at.append(b)
+  verdict["tlr_within_2se_of_the_best_at_every_batch"] = all(within)
+  verdict["batches_where_a_tlr_variant_is_best"] = best_at
+  se = lambda m, b: final[m][b]["se"] or 0.0
+  low, high = min(batches), max(batches)
+  verdict["sls_seed_spread_at_smallest_batch_exceeds_tlr"] = se("sls", low) > se("sgd_tlr", low)
+  verdict["sps_seed_spread_at_largest_batch_exceeds_tlr"] = se("sps", high) > se("sgd_tlr", high)
+  verdict["sps_minus_adam_final_accuracy"] = {
+      str(b): difference(final["sps"][b], final["adam"][b])["difference"] for b in batches}
+  return verdict
+
+
+# --- Adaptive Hierarchical Hyper-gradient Descent (CAM-HD) ---------------------------------------
+
+#: Accuracies closer than this are a tie: a mean over seeds of k/360 accuracies differs from an
+#: equal one only by float rounding (1e-8), and one test image in 5 seeds is 5.6e-4.
+TIE = 1e-6
+
+
+def beats(a: float | None, b: float | None) -> bool:
+  """``a > b`` beyond float rounding (:data:`TIE`); False when either is missing."""
+  return a is not None and b is not None and a - b > TIE
+
+
+def cam_hd_orderings(final: dict[str, float | None]) -> dict[str, bool]:
+  """Table 2's orderings from the final mean accuracies by arm label (ties are not wins)."""
+  cam = final["Adam-CAM-HD"]
+  return {"adam_cam_hd_beats_adam_hd_and_adam": beats(cam, final["Adam-HD"])
+          and beats(cam, final["Adam"]),
+          "sgdn_cam_hd_beats_sgdn": beats(final[SGDN_CAM_HD], final["SGDN"]),
+          "adam_cam_hd_beats_adam_l4": beats(cam, final["Adam-L4"]),
+          "adam_cam_hd_beats_adabound": beats(cam, final["AdaBound"])}
+
 
 #: The SGDN-CAM-HD arm's label: SGDN on LeNet-5 is not a setting of the CAM-HD paper.
 SGDN_CAM_HD = "SGDN-CAM-HD (beta 1e-6, not in the paper)"
 
 
-def claim_003_arms(quick: bool) -> tuple[int, tuple[int, ...], list[Arm]]:
-  """``(epochs, seeds, arms)`` of :func:`claim_003`'s Table 2 comparison."""
+def claim_cam_hd_arms(quick: bool) -> tuple[int, tuple[int, ...], list[Arm]]:
+  """``(epochs, seeds, arms)`` of :func:`claim_cam_hd`'s Table 2 comparison."""
   epochs = 10 if quick else 20
   seeds = tuple(range(5))
   if quick:  # LeNet-5 costs about 45 ms a step on a shared 2-core CPU: the FFNN instead
@@ -320,11 +448,14 @@ def claim_003_arms(quick: bool) -> tuple[int, tuple[int, ...], list[Arm]]:
           # Not a paper setting: Table 1's SGD/SGDN value for LeNet-5 (1e-3) makes plain SGDN-HD
           # diverge here; 1e-6 is its SGD/SGDN value for the ResNets.
           Arm(SGDN_CAM_HD, "sgdn_cam_hd", (1e-2,), {"hypergrad_lr": 1e-6, **cam}, **model),
-          Arm("SGDN", "sgd", (1e-2,), {"momentum": 0.9, "nesterov": True}, **model)]
+          Arm("SGDN", "sgd", (1e-2,), {"momentum": 0.9, "nesterov": True}, **model),
+          Arm("Adam-L4", "l4_adam", None, {"fraction": 0.15}, **model),
+          Arm("AdaBound", "adabound", (1e-3,), {"final_learning_rate": 0.1, "gamma": 1e-3},
+              **model)]
   return epochs, seeds, arms
 
 
-def claim_003(runner: GridRunner, quick: bool, log: Callable[[str], None]) -> tuple[dict, Any]:
+def claim_cam_hd(runner: GridRunner, quick: bool, log: Callable[[str], None]) -> tuple[dict, Any]:
   """Table 2's ordering on LeNet-5 and the combination-ratio sweep of Figure 1.
 
   Full mode, Table 1's LeNet-5 settings: Adam rate 1e-3, Adam hypergradient rate 1e-8, CAM-HD rate
@@ -332,14 +463,17 @@ def claim_003(runner: GridRunner, quick: bool, log: Callable[[str], None]) -> tu
   groups) with initial weights (0.2, 0.8) and r = 0.002 (Section 3.4). SGDN at 0.01 with Nesterov
   momentum 0.9; SGDN-CAM-HD is not run on LeNet-5 in the paper and is labelled so: it uses the
   hypergradient rate 1e-6 (Table 1's SGD/SGDN value for the ResNets), because Table 1's LeNet-5
-  value 1e-3 makes plain SGDN-HD diverge on this task. Quick mode: the paper's FFNN
-  [100, 100, 100] with its MNIST-MLP settings (Adam hypergradient rate 1e-7, delta = 0.01,
-  layer + global, weights (0.5, 0.5)). Batch 64 rather than 256: digits has 1,437 training images
-  and 256 leaves 5 steps per epoch. 5 seeds, mean and standard error of the final test accuracy.
-  Figure 1: Adam-CAM-HD with two levels (layer + global) on the paper's FFNN [100, 100, 100],
-  fixed weights (delta = 0), the global weight swept, test accuracy at epoch 10.
+  value 1e-3 makes plain SGDN-HD diverge on this task. The paper's other baselines with their
+  authors' recommended settings (Section 3.4): Adam-L4 with the L4 rate 0.15 (Rolinek and
+  Martius, NeurIPS 2018) and AdaBound with rate 1e-3, final rate 0.1 and gamma 1e-3 (Luo et al.,
+  ICLR 2019). Quick mode: the paper's FFNN [100, 100, 100] with its MNIST-MLP settings (Adam
+  hypergradient rate 1e-7, delta = 0.01, layer + global, weights (0.5, 0.5)). Batch 64 rather
+  than 256: digits has 1,437 training images and 256 leaves 5 steps per epoch. 5 seeds, mean and
+  standard error of the final test accuracy. Figure 1: Adam-CAM-HD with two levels (layer +
+  global) on the paper's FFNN [100, 100, 100], fixed weights (delta = 0), the global weight
+  swept, test accuracy at epoch 10.
   """
-  epochs, seeds, arms = claim_003_arms(quick)
+  epochs, seeds, arms = claim_cam_hd_arms(quick)
   entries = []
   for arm in arms:
     entries += train_arm(runner, arm, epochs, seeds, log)[1]
@@ -358,19 +492,20 @@ def claim_003(runner: GridRunner, quick: bool, log: Callable[[str], None]) -> tu
   order = sorted(final, key=lambda k: -(final[k]["mean"] or 0.0))
   verdict = {"final_accuracy": {k: {"mean": v["mean"], "se": v["se"]} for k, v in final.items()},
              "ranking": order,
-             "adam_cam_hd_beats_adam_hd_and_adam": final["Adam-CAM-HD"]["mean"] > max(
-                 final["Adam-HD"]["mean"], final["Adam"]["mean"]),
-             "sgdn_cam_hd_beats_sgdn": final[SGDN_CAM_HD]["mean"] > final["SGDN"]["mean"],
+             **cam_hd_orderings({k: v["mean"] for k, v in final.items()}),
              "sgdn_cam_hd_diverged_seeds": next(e["diverged_seeds"] for e in entries
                                                 if e["method"] == SGDN_CAM_HD)}
+  for other in ("Adam-HD", "Adam", "Adam-L4", "AdaBound"):
+    verdict[f"adam_cam_hd_minus_{other}"] = difference(final["Adam-CAM-HD"], final[other])
   means = [e["final_accuracy"]["mean"] for e in sweep]
   best = int(np.argmax(means))
   verdict["sweep_best_global_weight"] = sweep[best]["global_weight"]
   verdict["sweep_interior_optimum"] = 0 < best < len(sweep) - 1
   verdict["sweep_range"] = max(means) - min(means)
   verdict["sweep_mean_se"] = float(np.mean([e["final_accuracy"]["se"] or 0.0 for e in sweep]))
-  document = {"paper": "003", "claim": "Adam-CAM-HD beats Adam-HD and Adam, SGDN-CAM-HD beats "
-              "SGDN (Table 2); the best fixed combination ratio is interior (Figure 1)",
+  document = {"paper": "cam-hd", "claim": "Adam-CAM-HD beats Adam-HD, Adam, Adam-L4 and "
+              "AdaBound, SGDN-CAM-HD beats SGDN (Table 2); the best fixed combination ratio is "
+              "interior (Figure 1)",
               "model": "mlp [100, 100, 100]" if quick else "lenet5", "epochs": epochs,
               "seeds": list(seeds), "entries": entries, "sweep": sweep,
               "verdict": verdict}
@@ -384,7 +519,8 @@ def claim_003(runner: GridRunner, quick: bool, log: Callable[[str], None]) -> tu
     labels = [e["method"] for e in entries]
     values = [100 * (e["final_accuracy"]["mean"] or 0) for e in entries]
     errors = [100 * (e["final_accuracy"]["se"] or 0) for e in entries]
-    axes[1].bar(range(len(labels)), values, yerr=errors, color=[f"C{i}" for i in range(5)])
+    axes[1].bar(range(len(labels)), values, yerr=errors,
+                color=[f"C{i}" for i in range(len(labels))])
     axes[1].set_xticks(range(len(labels)), labels, rotation=20, fontsize=7)
     axes[1].set(ylim=(min(values) - 2, max(values) + 1), ylabel="final test accuracy (%)",
                 title=f"epoch {epochs}, ± standard error")
@@ -393,16 +529,16 @@ def claim_003(runner: GridRunner, quick: bool, log: Callable[[str], None]) -> tu
                      yerr=[100 * (e["final_accuracy"]["se"] or 0) for e in sweep], marker="o")
     axes[2].set(xlabel="global weight (1 - layer weight)", ylabel="test accuracy at epoch 10 (%)",
                 title="Figure 1 sweep: Adam-CAM-HD, FFNN [100,100,100]")
-    fig.suptitle("003: CAM-HD")
+    fig.suptitle(f"{TITLES['cam-hd']}: CAM-HD")
     fig.tight_layout()
     return fig
 
   return document, figure
 
 
-# --- 004: cyclical rates and the secant methods -------------------------------------------------
+# --- Sasse's thesis: cyclical rates and the secant methods ----------------------------------------
 
-def claim_004(runner: GridRunner, quick: bool, log: Callable[[str], None]) -> tuple[dict, Any]:
+def claim_thesis(runner: GridRunner, quick: bool, log: Callable[[str], None]) -> tuple[dict, Any]:
   """The thesis's findings at small scale, batch 128 (the thesis's), 3 seeds.
 
   - Tables 4.1/4.2: an N-cycle (the thesis's best, 25 epochs of 100, so a quarter of the run here)
@@ -484,7 +620,7 @@ def claim_004(runner: GridRunner, quick: bool, log: Callable[[str], None]) -> tu
                           "hybrid_final": hybrid["final_accuracy"]["mean"],
                           "n_cycle_final": sgd_cycle["final_accuracy"]["mean"]},
   }
-  document = {"paper": "004", "claim": "N-cycles beat constant rates for SGD and Adam; Simple "
+  document = {"paper": "thesis", "claim": "N-cycles beat constant rates for SGD and Adam; Simple "
               "AdaSecant trains with thresholds 3 and 10 and fails without one; AdaSecant's rates "
               "must not collapse; the CLR -> Simple AdaSecant hybrid", "epochs": epochs,
               "seeds": list(seeds), "batch_size": batch, "entries": entries, "verdict": verdict}
@@ -527,33 +663,38 @@ def claim_004(runner: GridRunner, quick: bool, log: Callable[[str], None]) -> tu
     twin.set(yscale="log", ylabel="rate")
     ax.legend(fontsize=6, loc="lower left")
     twin.legend(fontsize=6, loc="lower right")
-    fig.suptitle(f"004: digits, MLP, batch {batch}")
+    fig.suptitle(f"{TITLES['thesis']}: digits, MLP, batch {batch}")
     fig.tight_layout()
     return fig
 
   return document, figure
 
 
-CLAIMS = {"001": claim_001, "002": claim_002, "003": claim_003, "004": claim_004}
+CLAIMS = {"autodrop": claim_autodrop, "tlr": claim_tlr, "cam-hd": claim_cam_hd,
+          "thesis": claim_thesis}
 
 
 def run_claims(papers: Sequence[str], quick: bool, figure_prefix: str,
                log: Callable[[str], None] = print) -> dict[str, Any]:
-  """Runs the claims of ``papers``; writes one figure each; returns the JSON document."""
+  """Runs the claims of ``papers``; writes one figure each; returns the JSON document.
+
+  Figures go to ``{figure_prefix}_{file_stem(paper)}.png``.
+  """
   plt = compare._pyplot()
   runner = GridRunner("digits")
   document: dict[str, Any] = {"benchmark": "claims", "quick": quick,
                               "platform": compare._platform(), "claims": {}}
   for paper in papers:
     start = time.perf_counter()
-    log(f"seed {paper}:")
+    log(f"{TITLES[paper]}:")
     section, figure = CLAIMS[paper](runner, quick, log)
+    section["citation"] = CITATIONS[paper]
     section["wall_s"] = time.perf_counter() - start
-    path = f"{figure_prefix}_{paper}.png"
+    path = f"{figure_prefix}_{file_stem(paper)}.png"
     compare.save_figure(figure(plt), path)
     section["figure"] = path
     document["claims"][paper] = section
-    log(f"seed {paper}: {section['wall_s']:.0f} s; verdict "
+    log(f"{TITLES[paper]}: {section['wall_s']:.0f} s; verdict "
         f"{ {k: v for k, v in section['verdict'].items() if isinstance(v, bool)} }")
   return document
 
@@ -562,13 +703,16 @@ def markdown(document: dict[str, Any]) -> str:
   """A short table per claim: the verdict's numbers."""
   lines = []
   for paper, section in document["claims"].items():
-    lines += [f"### Seed {paper}: {section['claim']}", "",
+    lines += [f"### {TITLES[paper]}: {section['claim']}", "",
+              f"{section['citation']}.", "",
               f"{section['epochs']} epochs, seeds {section['seeds']}, "
               f"{section['wall_s']:.0f} s. Figure: `{section['figure']}`.", "",
               "| setting | best acc. | final acc. | epochs to best | diverged seeds |",
               "| --- | --- | --- | --- | --- |"]
-    for e in section["entries"] + section.get("per_tensor", []) + section.get("sweep", []):
-      extra = f", bs {e['batch_size']}" if paper == "002" else ""
+    rows = (section["entries"] + section.get("per_tensor", []) + section.get("sweep", [])
+            + section.get("batch_comparison", []))
+    for e in rows:
+      extra = f", bs {e['batch_size']}" if paper == "tlr" else ""
       lines.append(f"| {e['method']} @ {compare._fmt_lr(e['learning_rate'])}{extra} | "
                    f"{compare._fmt(e['best_accuracy'])} | {compare._fmt(e['final_accuracy'])} | "
                    f"{compare._fmt(e['epochs_to_best'], 1.0)} | {e['diverged_seeds']} |")
@@ -578,6 +722,18 @@ def markdown(document: dict[str, Any]) -> str:
         lines.append(f"- `{key}`: {_short(value)}")
     lines.append("")
   return "\n".join(lines)
+
+
+def output_paths(paper: str, quick: bool, out_dir: str | None) -> tuple[str, str, str]:
+  """``(json, markdown, figure prefix)`` of one paper's claim: by default
+  ``docs/results/claims[_quick]_<paper>.json`` / ``.md`` and the figure
+  ``docs/figures/bench_claims[_quick]_<paper>.png`` (``<paper>`` as :func:`file_stem` writes it);
+  everything in ``out_dir`` when given."""
+  stem = "claims" + ("_quick" if quick else "")
+  results = compare.RESULTS_DIR if out_dir is None else out_dir
+  figures = compare.FIGURES_DIR if out_dir is None else out_dir
+  base = os.path.join(results, f"{stem}_{file_stem(paper)}")
+  return base + ".json", base + ".md", os.path.join(figures, f"bench_{stem}")
 
 
 def _short(value: Any) -> str:
@@ -597,24 +753,24 @@ def main(argv: list[str]) -> None:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--quick", action="store_true", help="shorter runs, fewer seeds/sweep "
                       "points (see each claim)")
-  parser.add_argument("--seed-paper", choices=PAPERS, action="append",
-                      help="the paper(s) to check (repeatable; default: all four)")
-  parser.add_argument("--out", help="JSON output (default docs/results/claims[_quick].json); "
-                      "markdown and figures go beside it when given")
+  parser.add_argument("--paper", choices=PAPERS, action="append",
+                      help="the paper(s) whose claim to check (repeatable; default: all): "
+                      + "; ".join(f"{name} = {CITATIONS[name]}" for name in PAPERS))
+  parser.add_argument("--out", help="output directory (default: JSON and markdown in "
+                      "docs/results/claims[_quick]_<paper>.{json,md}, figures in "
+                      "docs/figures/bench_claims[_quick]_<paper>.png)")
   args = parser.parse_args(argv)
-  papers = args.seed_paper or list(PAPERS)
-  json_path, md_path, figure_prefix = compare.default_paths("claims", args.quick, args.out)
-  if args.seed_paper and args.out is None:  # one paper: do not overwrite the all-papers files
-    suffix = "_" + "_".join(papers)
-    json_path, md_path = (json_path.replace(".json", suffix + ".json"),
-                          md_path.replace(".md", suffix + ".md"))
-  document = run_claims(papers, args.quick, figure_prefix)
-  document = _jsonable_document(document)
-  compare.write_json(json_path, document)
-  table = markdown(document)
-  io_utils.write_atomic(md_path, table)
-  print(table)
-  print(f"wrote {json_path}, {md_path}")
+  papers = list(dict.fromkeys(args.paper or PAPERS))
+  if args.out is not None:
+    os.makedirs(args.out, exist_ok=True)
+  for paper in papers:
+    json_path, md_path, figure_prefix = output_paths(paper, args.quick, args.out)
+    document = _jsonable_document(run_claims([paper], args.quick, figure_prefix))
+    compare.write_json(json_path, document)
+    table = markdown(document)
+    io_utils.write_atomic(md_path, table)
+    print(table)
+    print(f"wrote {json_path}, {md_path}, {document['claims'][paper]['figure']}")
 
 
 def _jsonable_document(value: Any) -> Any:

@@ -1,7 +1,9 @@
 """Every method side by side on one small task: ``python -m train.bench compare``.
 
 Every optimizer of the registry (``train.optimizers``: the ``optax_lr`` methods, the papers'
-baselines and the peers a user would pick instead) trains the same model on the same data, over
+baselines -- multistep SGD, Adam, SLS and SPS for Trainable Learning Rate, L4 over Adam and
+momentum and AdaBound for Adaptive Hierarchical Hyper-gradient Descent -- and the peers a user
+would pick instead) trains the same model on the same data, over
 the initial rates {1e-3, 1e-2, 1e-1} for the methods that take one (the registry's
 ``takes_learning_rate``) and over 3 seeds. Per method and setting the benchmark reports the best
 and the final test accuracy, the number of epochs a run needs to reach 95% of its own best
@@ -17,7 +19,8 @@ from the registry *inside* the traced function, so the rate is a traced value) a
 with the epochs and the steps in ``lax.scan``. A method whose constructor cannot take a traced rate
 (it inspects the value in Python) falls back to one program per rate, vmapped over the seeds. The
 numbers are those of ``train.train.train_and_evaluate`` on one device with the same config (a test
-checks it).
+checks it), and the loss-based baselines get what they declare from that step: the loss ``value``
+(SPS, L4) and the loss function ``value_fn`` (SLS's line search).
 """
 
 from __future__ import annotations

@@ -1,0 +1,168 @@
+"""AdaBound and AMSBound: Adam whose per-element rates are clipped into bounds that close on SGD's.
+
+Implements L. Luo, Y. Xiong, Y. Liu and X. Sun, *Adaptive Gradient Methods with Dynamic Bound of
+Learning Rate*, ICLR 2019 (Algorithm 2 AdaBound, Algorithm 3 AMSBound, the bound functions of
+Section 4 and Section 5), with the semantics of the authors' PyTorch release. At step ``t``
+(from 1) with gradient ``g``::
+
+  m      = b1 m + (1 - b1) g
+  v      = b2 v + (1 - b2) g^2                   (AMSBound: v_max = max(v_max, v), used below)
+  rate   = clip(lr_t sqrt(1 - b2^t) / (1 - b1^t) / (sqrt(v) + eps), eta_l(t), eta_u(t))
+  update = -rate * m
+
+  eta_l(t) = final_lr_t (1 - 1 / (gamma t + 1)),   eta_u(t) = final_lr_t (1 + 1 / (gamma t))
+  final_lr_t = final_lr * lr_t / lr_0
+
+The bounds start at ``[0, inf)`` (Adam) and both converge to ``final_lr`` (SGD with that rate).
+The paper writes them with ``1 - b2`` where the release has ``gamma``: the same for the defaults
+(``b2 = 0.999``, ``gamma = 1e-3``). As in the release (and unlike the paper's Algorithm 2, whose
+extra ``1/sqrt(t)`` serves the regret bound), the rate has no ``1/sqrt(t)`` factor, and the bias
+corrections are folded into the step size as in Adam's implementation. ``final_lr`` follows a
+schedule of ``lr`` (``final_lr * lr_t / lr_0``), the release's rule for rate schedulers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from optax_lr import _base, _checks, _tree
+
+
+class ScaleByAdaBoundState(NamedTuple):
+  """State of :func:`scale_by_adabound`.
+
+  Attributes:
+    count: int32, updates taken.
+    mu: first-moment moving average ``m``.
+    nu: second-moment moving average ``v``.
+    max_nu: AMSBound's running maximum of ``v`` (``optax.EmptyState()`` for AdaBound).
+    learning_rate: the clipped per-element rate of the latest update (parameter-shaped, in each
+      leaf's dtype; zeros before the first update).
+  """
+
+  count: jax.Array
+  mu: Any
+  nu: Any
+  max_nu: Any
+  learning_rate: Any
+
+
+def adabound_bounds(final_learning_rate: Any, gamma: Any,
+                    count: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """``(eta_l(t), eta_u(t))`` for step ``count = t >= 1`` (float32 scalars).
+
+  Example: ``final_learning_rate=0.1, gamma=1e-3, t=1`` -> ``(0.1 (1 - 1/1.001), 0.1 * 1001)``.
+  """
+  t = jnp.asarray(count, _tree.RATE_DTYPE)
+  final = jnp.asarray(final_learning_rate, _tree.RATE_DTYPE)
+  return final * (1.0 - 1.0 / (gamma * t + 1.0)), final * (1.0 + 1.0 / (gamma * t))
+
+
+def scale_by_adabound(learning_rate: optax.ScalarOrSchedule = 1e-3,
+                      final_learning_rate: float = 0.1, b1: float = 0.9, b2: float = 0.999,
+                      gamma: float = 1e-3, eps: float = 1e-8,
+                      amsbound: bool = False) -> optax.GradientTransformation:
+  """AdaBound's update ``-clip(adam_rate, eta_l(t), eta_u(t)) * m`` (the rate included).
+
+  Args:
+    learning_rate: Adam's rate ``> 0`` or an optax schedule (default 1e-3, the release's).
+    final_learning_rate: the SGD rate ``> 0`` both bounds converge to (default 0.1). With a
+      schedule it is scaled by ``schedule(t) / schedule(0)``.
+    b1: first-moment decay in ``[0, 1)`` (default 0.9).
+    b2: second-moment decay in ``[0, 1)`` (default 0.999).
+    gamma: convergence speed of the bounds, in ``(0, 1)`` (default 1e-3; the paper's
+      ``1 - b2``).
+    eps: ``>= 0``, added to ``sqrt(v)`` (default 1e-8).
+    amsbound: AMSBound (Algorithm 3): normalise by the running maximum of ``v``.
+
+  Returns:
+    An ``optax.GradientTransformation`` whose state is :class:`ScaleByAdaBoundState`.
+
+  References:
+    Luo, Xiong, Liu and Sun, *Adaptive Gradient Methods with Dynamic Bound of Learning Rate*,
+    ICLR 2019: Algorithm 2 (AdaBound), Algorithm 3 (AMSBound), the bound functions
+    ``eta_l(t) = 0.1 - 0.1 / ((1 - b2) t + 1)``, ``eta_u(t) = 0.1 + 0.1 / ((1 - b2) t)`` of
+    Section 4 and the settings of Section 5.
+
+  Example:
+    >>> opt = optax_lr.scale_by_adabound(1e-3, final_learning_rate=0.1)
+    >>> params = {"w": jnp.ones(3)}
+    >>> updates, state = opt.update({"w": jnp.ones(3)}, opt.init(params), params)
+  """
+  if not callable(learning_rate):
+    _checks.positive("learning_rate", learning_rate)
+  _checks.positive("final_learning_rate", final_learning_rate)
+  _base.check_adam_arguments(b1, b2, eps)
+  _checks.in_range("gamma", gamma, 0.0, 1.0, low_open=True, high_open=True)
+  if not isinstance(amsbound, bool):
+    raise TypeError(f"`amsbound` must be a bool; got {amsbound!r}.")
+
+  def init_fn(params):
+    return ScaleByAdaBoundState(
+        count=jnp.zeros((), jnp.int32), mu=_tree.zeros_like(params), nu=_tree.zeros_like(params),
+        max_nu=_tree.zeros_like(params) if amsbound else optax.EmptyState(),
+        learning_rate=_tree.zeros_like(params))
+
+  def update_fn(updates, state, params=None):
+    del params
+    mu = optax.tree.update_moment(updates, state.mu, b1, 1)
+    nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
+    count = optax.safe_int32_increment(state.count)
+    if amsbound:
+      max_nu = jax.tree.map(jnp.maximum, state.max_nu, nu)
+      denominator_nu = max_nu
+    else:
+      max_nu = state.max_nu
+      denominator_nu = nu
+    if callable(learning_rate):
+      # The release's rule for schedulers: final_lr follows lr's changes (lr_t / lr_0).
+      rate_now = jnp.asarray(learning_rate(state.count), _tree.RATE_DTYPE)
+      final = final_learning_rate * rate_now / jnp.asarray(learning_rate(0), _tree.RATE_DTYPE)
+    else:
+      rate_now, final = jnp.asarray(learning_rate, _tree.RATE_DTYPE), final_learning_rate
+    t = count.astype(_tree.RATE_DTYPE)
+    step_size = rate_now * jnp.sqrt(1.0 - b2 ** t) / (1.0 - b1 ** t)
+    lower, upper = adabound_bounds(final, gamma, count)
+    rates = jax.tree.map(
+        lambda v: jnp.clip(step_size / (jnp.sqrt(v) + eps), lower, upper), denominator_nu)
+    new_updates = jax.tree.map(lambda r, m, g: (-r * m).astype(g.dtype), rates, mu, updates)
+    return new_updates, ScaleByAdaBoundState(
+        count=count, mu=optax.tree.cast_like(mu, state.mu),
+        nu=optax.tree.cast_like(nu, state.nu),
+        max_nu=max_nu if not amsbound else optax.tree.cast_like(max_nu, state.max_nu),
+        learning_rate=optax.tree.cast_like(rates, state.learning_rate))
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def adabound(learning_rate: optax.ScalarOrSchedule = 1e-3, final_learning_rate: float = 0.1,
+             b1: float = 0.9, b2: float = 0.999, gamma: float = 1e-3, eps: float = 1e-8,
+             amsbound: bool = False, weight_decay: float = 0.0) -> optax.GradientTransformation:
+  """AdaBound (``amsbound=False``) or AMSBound, with the authors' defaults.
+
+  Args:
+    learning_rate: Adam's rate ``> 0`` or a schedule (default 1e-3).
+    final_learning_rate: the SGD rate ``> 0`` the bounds converge to (default 0.1).
+    b1: in ``[0, 1)`` (default 0.9).
+    b2: in ``[0, 1)`` (default 0.999).
+    gamma: bound convergence speed in ``(0, 1)`` (default 1e-3).
+    eps: ``>= 0`` (default 1e-8).
+    amsbound: the AMSBound variant.
+    weight_decay: coupled L2 decay ``>= 0``, added to the gradient (as the release does).
+
+  Returns:
+    An ``optax.GradientTransformation``.
+
+  References:
+    Luo, Xiong, Liu and Sun, ICLR 2019, Algorithms 2 and 3, Section 5.
+
+  Example:
+    >>> opt = optax_lr.adabound(1e-3, final_learning_rate=0.1)
+  """
+  return _base.with_coupled_weight_decay(
+      scale_by_adabound(learning_rate, final_learning_rate, b1, b2, gamma, eps, amsbound),
+      weight_decay)
