@@ -5,12 +5,12 @@ to ``growth_rate`` channels, the output concatenated to the input), separated by
 (BN-ReLU-conv1x1 with compression 0.5, 2x2 average pooling), then BN-ReLU, global average pooling
 and the classifier. Convolutions have no bias.
 
-``densenet_bc121`` is the modified DenseNet-121 of seed 002 (App. D, Figure 16): blocks of
-(6, 12, 24, 16) layers, growth rate 12, and the 7x7 stride-2 stem replaced by a 3x3 stride-1
-convolution for 32x32 inputs. The seed does not state the stem's width or whether the max-pool
-stays; we take the common CIFAR form of this network (``densenet_cifar`` of kuangliu/pytorch-cifar):
-stem to ``2 * growth_rate`` = 24 channels, no max-pool. 1,000,618 parameters for 10 classes
-(derived layer by layer in ``tests/test_models.py``).
+``densenet_bc121`` is the modified DenseNet-121 of the Trainable Learning Rate paper (App. D, Figure
+16): blocks of (6, 12, 24, 16) layers, growth rate 12, and the 7x7 stride-2 stem replaced by a 3x3
+stride-1 convolution for 32x32 inputs. The paper does not state the stem's width or whether the
+max-pool stays; we take the common CIFAR form of this network (``densenet_cifar`` of
+kuangliu/pytorch-cifar): stem to ``2 * growth_rate`` = 24 channels, no max-pool. 1,000,618
+parameters for 10 classes (derived layer by layer in ``tests/test_models.py``).
 """
 
 from __future__ import annotations

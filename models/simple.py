@@ -1,7 +1,8 @@
 """Small models for MNIST-sized inputs: an MLP, a two-layer CNN and LeNet-5.
 
-The MLP with one hidden layer of 1000 units is the MNIST model of seed 002 (Section 5, after Vaswani
-et al., 2019). LeNet-5 is the network of seed 003 (Section 3.4) in its common modern form (see
+The MLP with one hidden layer of 1000 units is the MNIST model of the Trainable Learning Rate
+paper (Section 5, after Vaswani et al., 2019). LeNet-5 is the network of the Adaptive Hierarchical
+Hyper-gradient Descent paper (Section 3.4) in its common modern form (see
 :class:`LeNet5`). :class:`SmallCNN` is the fast default for the bundled 8x8 digits.
 """
 
@@ -23,7 +24,8 @@ class MLP(nn.Module):
 
   Attributes:
     num_classes: number of output logits (>= 1).
-    features: widths of the hidden layers, in order; ``(1000,)`` is seed 002's MNIST model.
+    features: widths of the hidden layers, in order; ``(1000,)`` is the Trainable Learning Rate
+      paper's MNIST model.
     act: activation between layers.
   """
 
@@ -82,9 +84,10 @@ class SmallCNN(nn.Module):
 
 
 class LeNet5(nn.Module):
-  """LeNet-5 (LeCun et al., 1998) in the form used by seed 003 (Section 3.4) and most
-  re-implementations: conv 5x5 (6) -> max-pool 2 -> conv 5x5 (16) -> max-pool 2 -> dense 120 ->
-  dense 84 -> classifier, ReLU activations, valid convolutions on a 32x32 field.
+  """LeNet-5 (LeCun et al., 1998) in the form used by the Adaptive Hierarchical Hyper-gradient
+  Descent paper (Section 3.4) and most re-implementations: conv 5x5 (6) -> max-pool 2 -> conv 5x5
+  (16) -> max-pool 2 -> dense 120 -> dense 84 -> classifier, ReLU activations, valid convolutions on
+  a 32x32 field.
 
   Inputs smaller than 32x32 are zero-padded to 32x32, as LeCun et al. centred the 28x28 MNIST digits
   in a 32x32 field, so the first dense layer always sees 5x5x16 = 400 features. With C input

@@ -6,8 +6,9 @@ pre-activation basic blocks (BN-ReLU-conv3x3-BN-ReLU-[dropout]-conv3x3) with ``1
 the width or stride changes, then BN-ReLU, global average pooling and the classifier. Convolutions
 have no bias. Dropout between the two convolutions of a block (Section 2.4) is off by default.
 
-Used by seed 002 (WRN-16-4, 16-8, 22-4, 22-8 on CIFAR-10/100, Section 5 and App. D). Parameter
-counts for 10 classes: WRN-16-4 2,748,890; WRN-28-10 36,479,194 (the standard implementation).
+Used by the Trainable Learning Rate paper (WRN-16-4, 16-8, 22-4, 22-8 on CIFAR-10/100, Section 5 and
+App. D). Parameter counts for 10 classes: WRN-16-4 2,748,890; WRN-28-10 36,479,194 (the standard
+implementation).
 """
 
 from __future__ import annotations

@@ -1,11 +1,15 @@
 """optax_lr: automatic learning-rate methods as optax GradientTransformations.
 
 Each module names its paper and the sections it implements:
-  - ``tlr``: Trainable Learning Rate (seed 002), a Newton step on the rate.
+  - ``tlr``: Trainable Learning Rate (anonymous, ICLR 2021 submission), a Newton step on the rate.
   - ``hypergradient``: hypergradient descent (Baydin et al. 2018), the shared baseline.
-  - ``autodrop``: AutoDrop (seed 001), drops the rate when the angular velocity saturates.
-  - ``cam_hd``: combined multi-level hypergradient rates (seed 003).
-  - ``adasecant``, ``cus_adam``, ``schedules``, ``switch``: the thesis of seed 004.
+  - ``autodrop``: AutoDrop (Teng, Wang, Choromanska), drops the rate when the angular velocity
+    saturates.
+  - ``cam_hd``: combined multi-level hypergradient rates (Adaptive Hierarchical
+    Hyper-gradient Descent, anonymous, ICLR 2021 submission).
+  - ``adasecant``, ``cus_adam``, ``schedules``, ``switch``: Sasse's thesis, *Investigating the
+    Influence of Learning Rates on the Learning Speed of Neural Networks* (University of Stuttgart,
+    2021).
   - ``l4``: L4 stepsize adaptation (Rolínek and Martius, NeurIPS 2018), a baseline of CAM-HD.
   - ``adabound``: AdaBound / AMSBound (Luo et al., ICLR 2019), a baseline of CAM-HD.
   - ``telemetry``: reading every rate out of any optimizer state.
@@ -50,18 +54,18 @@ from optax_lr.tlr import (
 __version__ = "0.1.0"
 
 __all__ = [
-    # Trainable Learning Rate (seed 002)
+    # Trainable Learning Rate
     "ScaleByNaiveTLRState", "ScaleByTLRState", "naive_tlr", "newton_factor",
     "scale_by_naive_tlr", "scale_by_tlr", "scale_by_tlr_fixed_meta_rate", "tlr_sgd",
     "update_every_from_fraction",
     # Hypergradient descent (Baydin et al. 2018)
     "HypergradientState", "adam_hd", "hypergradient", "sgd_hd",
-    # AutoDrop (seed 001)
+    # AutoDrop (Teng, Wang, Choromanska)
     "ScaleByAutoDropState", "angle_degrees", "autodrop_sgd", "scale_by_autodrop",
-    # CAM-HD (seed 003)
+    # CAM-HD (Adaptive Hierarchical Hyper-gradient Descent)
     "CamHDState", "adam_cam_hd", "cam_hd", "cam_hd_effective_learning_rate",
     "cam_hd_rate_summary", "parent_module_label", "sgd_cam_hd",
-    # Seed 004: AdaSecant family, CUS-Adam, schedules, switching
+    # Sasse's thesis: AdaSecant family, CUS-Adam, schedules, switching
     "AdaSecantState", "SimpleAdaSecantState", "adasecant", "simple_adasecant", "cus_adam",
     "scale_by_cus_adam", "cyclical_schedule", "exponential_decay_rate",
     "exponential_decay_schedule", "n_cycle_schedule", "random_schedule", "SwitchState",

@@ -1,10 +1,11 @@
 """CUS-Adam (Cyclical Update Step Adam): Adam without the first-moment bias correction.
 
-Implements seed 004 (thesis), Section 3.2: with ``m_hat = m`` instead of ``m / (1 - b1^t)`` the
-first steps are damped by ``1 - b1^t`` (a warm-up that rises to 1 with time constant
-``1 / (1 - b1)`` steps), which with Adam's own step-size annealing gives a rise-and-fall of the
-update size: a built-in "cycle". The second-moment correction ``v_hat = v / (1 - b2^t)`` is kept.
-``ALGORITHMS.md`` section 5.
+Implements Sasse's thesis (*Investigating the Influence of Learning Rates on the Learning Speed of
+Neural Networks*, University of Stuttgart, 2021), Section 3.2: with ``m_hat = m`` instead of ``m /
+(1 - b1^t)`` the first steps are damped by ``1 - b1^t`` (a warm-up that rises to 1 with time
+constant ``1 / (1 - b1)`` steps), which with Adam's own step-size annealing gives a rise-and-fall of
+the update size: a built-in "cycle". The second-moment correction ``v_hat = v / (1 - b2^t)`` is kept
+(the documentation's thesis page states the reading).
 
 Built from optax's Adam pieces (``optax.tree.update_moment``, ``update_moment_per_elem_norm``,
 ``bias_correction`` and ``optax.ScaleByAdamState``), so it checkpoints and interoperates exactly
@@ -35,7 +36,7 @@ def scale_by_cus_adam(b1: float = 0.9, b2: float = 0.999,
     parameters' dtypes, as Adam).
 
   References:
-    Seed 004 (thesis), Section 3.2 ("CUS-Adam"); Kingma and Ba 2015, Algorithm 1.
+    Sasse's thesis, Section 3.2 ("CUS-Adam"); Kingma and Ba 2015, Algorithm 1.
 
   Example:
     >>> opt = optax.chain(optax_lr.scale_by_cus_adam(), optax.scale_by_learning_rate(1e-3))
@@ -78,7 +79,7 @@ def cus_adam(learning_rate: optax.ScalarOrSchedule, b1: float = 0.9, b2: float =
     ``(1 - b1^t)`` times ``optax.adam``'s. Extra ``update`` keyword arguments are ignored.
 
   References:
-    Seed 004 (thesis), Section 3.2 and Section 4.4 (evaluation).
+    Sasse's thesis, Section 3.2 and Section 4.4 (evaluation).
 
   Example:
     >>> opt = optax_lr.cus_adam(1e-3)

@@ -34,8 +34,8 @@ class ScaleByL4State(NamedTuple):
   """State of :func:`scale_by_l4`.
 
   Attributes:
-    learning_rate: float32 scalar, ``eta_t`` of the latest update (0 before the first).
-    min_loss: float32 scalar, the running ``L_min`` (after the latest forgetting step).
+    learning_rate: scalar (float32, float64 for float64 params), ``eta_t`` of the latest update (0 before the first).
+    min_loss: scalar in the rate's dtype, the running ``L_min`` (after the latest forgetting step).
     count: int32, updates taken.
     gradient_average: the (not yet bias-corrected) moving average of the gradients.
     inner_state: the state of the wrapped direction transform (``optax.EmptyState()`` for
@@ -97,9 +97,10 @@ def scale_by_l4(inner: optax.GradientTransformation | None = None, fraction: flo
   inner = None if inner is None else optax.with_extra_args_support(inner)
 
   def init_fn(params):
+    dtype = _tree.rate_dtype(params)
     return ScaleByL4State(
-        learning_rate=jnp.zeros((), _tree.RATE_DTYPE),
-        min_loss=jnp.zeros((), _tree.RATE_DTYPE),
+        learning_rate=jnp.zeros((), dtype),
+        min_loss=jnp.zeros((), dtype),
         count=jnp.zeros((), jnp.int32),
         gradient_average=_tree.zeros_like(params),
         inner_state=optax.EmptyState() if inner is None else inner.init(params))
@@ -113,7 +114,7 @@ def scale_by_l4(inner: optax.GradientTransformation | None = None, fraction: flo
       directions, inner_state = gradient_estimate, state.inner_state
     else:
       directions, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
-    loss = jnp.asarray(value, _tree.RATE_DTYPE)
+    loss = jnp.asarray(value).astype(state.min_loss.dtype)
     finite_loss = jnp.isfinite(loss)
     min_loss = jnp.where(state.count == 0, initial_min_loss_factor * loss,
                          jnp.minimum(state.min_loss, loss))
@@ -121,10 +122,10 @@ def scale_by_l4(inner: optax.GradientTransformation | None = None, fraction: flo
     min_loss = jnp.where(finite_loss, min_loss, state.min_loss)
     rate = fraction * (loss - min_loss_factor * min_loss) / (
         _tree.vdot(gradient_estimate, directions) + eps)
-    rate = jnp.where(jnp.isfinite(rate), rate, 0.0)
+    rate = jnp.where(jnp.isfinite(rate), rate, 0.0).astype(state.learning_rate.dtype)
     new_state = ScaleByL4State(
         learning_rate=rate,
-        min_loss=(1.0 + 1.0 / min_loss_forget_time) * min_loss,
+        min_loss=((1.0 + 1.0 / min_loss_forget_time) * min_loss).astype(state.min_loss.dtype),
         count=count,
         gradient_average=optax.tree.cast_like(gradient_average, state.gradient_average),
         inner_state=inner_state)

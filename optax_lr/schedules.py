@@ -1,6 +1,6 @@
-"""Cyclical, random and decay-to-a-floor learning-rate schedules (seed 004, the thesis).
+"""Cyclical, random and decay-to-a-floor learning-rate schedules (Sasse's thesis).
 
-Implements what optax lacks of the thesis's schedules (``ALGORITHMS.md`` section 5):
+Implements what optax lacks of the thesis's schedules:
 
 - :func:`cyclical_schedule`: Smith's cyclical learning rates (CLR) with the values of PyTorch's
   ``torch.optim.lr_scheduler.CyclicLR`` for its three modes (``triangular``, ``triangular2``,
@@ -59,7 +59,7 @@ def cyclical_schedule(min_lr: float, max_lr: float, step_size_up: float,
 
   References:
     Smith, "Cyclical Learning Rates for Training Neural Networks", WACV 2017, Section 3.1;
-    seed 004 (thesis), Section 2.4 and 4.1; PyTorch ``CyclicLR`` (``get_lr``).
+    Sasse's thesis, Section 2.4 and 4.1; PyTorch ``CyclicLR`` (``get_lr``).
 
   Example:
     >>> clr_adam = optax.adam(optax_lr.cyclical_schedule(1e-3, 0.3, step_size_up=2000))
@@ -116,7 +116,7 @@ def n_cycle_schedule(min_lr: float, max_lr: float, cycle_epochs: float, steps_pe
     An ``optax.Schedule``.
 
   References:
-    Seed 004 (thesis), Section 4.1 (naming of the N-cycles) and Table 4.2.
+    Sasse's thesis, Section 4.1 (naming of the N-cycles) and Table 4.2.
 
   Example:
     >>> clr_sgd = optax.sgd(optax_lr.n_cycle_schedule(1e-3, 1.0, 25, steps_per_epoch=391),
@@ -143,7 +143,7 @@ def random_schedule(min_lr: float, max_lr: float, seed: int = 0) -> optax.Schedu
     An ``optax.Schedule``.
 
   References:
-    Seed 004 (thesis), Section 4.3.3 (random rates in ``[0.001, 1]`` as a control of CLR).
+    Sasse's thesis, Section 4.3.3 (random rates in ``[0.001, 1]`` as a control of CLR).
 
   Example:
     >>> opt = optax.sgd(optax_lr.random_schedule(1e-3, 1.0, seed=0))
@@ -173,7 +173,7 @@ def exponential_decay_rate(max_lr: float, min_lr: float, steps: float) -> float:
     The decay rate, a Python float in ``(0, 1]``.
 
   References:
-    Seed 004 (thesis), Section 4.3.2, Eq. 4.1.
+    Sasse's thesis, Section 4.3.2, Eq. 4.1.
   """
   _checks.positive("max_lr", max_lr)
   _checks.positive("min_lr", min_lr)
@@ -197,7 +197,7 @@ def exponential_decay_schedule(max_lr: float, min_lr: float, steps: float) -> op
     An ``optax.Schedule``.
 
   References:
-    Seed 004 (thesis), Eq. 4.1.
+    Sasse's thesis, Eq. 4.1.
 
   Example:
     >>> opt = optax.sgd(optax_lr.exponential_decay_schedule(1.0, 1e-3, 100 * 391))

@@ -1,6 +1,6 @@
 """``switch_at``: one transformation before a step boundary, another from it on.
 
-The hybrid of seed 004 (thesis), Section 4.5.2: SGD with cyclical rates for the first 13 epochs
+The hybrid of Sasse's thesis, Section 4.5.2: SGD with cyclical rates for the first 13 epochs
 of a 25-cycle, to escape sharp minima, then Simple AdaSecant as the local optimizer.
 """
 
@@ -51,7 +51,7 @@ def switch_at(boundary_step: int, first: optax.GradientTransformation,
     transformation's state keeps the dtypes ``init`` gave it (integer leaves included).
 
   References:
-    Seed 004 (thesis), Section 4.5.2 and Figure 4.21 (13 epochs of CLR-SGD, then Simple
+    Sasse's thesis, Section 4.5.2 and Figure 4.21 (13 epochs of CLR-SGD, then Simple
     AdaSecant).
 
   Example:

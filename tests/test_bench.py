@@ -206,7 +206,7 @@ def test_claims_select_papers_by_name_with_real_citations(tmp_path):
       "docs/figures/bench_claims_quick")
   assert claims.output_paths("tlr", False, str(tmp_path)) == (
       f"{tmp_path}/claims_tlr.json", f"{tmp_path}/claims_tlr.md", f"{tmp_path}/bench_claims")
-  for bad in (["--seed-paper", "002"], ["--paper", "002"]):
+  for bad in (["--paper", "002"], ["--paper", "seed"]):
     with pytest.raises(SystemExit):
       claims.main(bad)
   # Nothing the command writes names a paper by number.

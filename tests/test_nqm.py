@@ -1,4 +1,5 @@
-"""The noisy quadratic model testbed (train/nqm.py): seed 001, Definition 2, Theorem 1, Figure 3."""
+"""The noisy quadratic model testbed (train/nqm.py): the AutoDrop paper's Definition 2, Theorem 1
+and Figure 3."""
 
 from __future__ import annotations
 

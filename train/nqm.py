@@ -1,9 +1,10 @@
-"""The noisy quadratic model of seed 001 (Definition 2), Theorem 1, and Figures 1 and 3.
+"""The noisy quadratic model of the AutoDrop paper (Teng, Wang, Choromanska; Definition 2),
+Theorem 1, and Figures 1 and 3.
 
 ``L(x) = 1/2 (x - c)^T A (x - c)`` with ``c ~ N(0, Sigma)`` drawn afresh at every step,
 ``A = diag(0.1, 0.2, ..., 20)``, ``Sigma = A`` and ``x`` in ``R^200`` (the model of Zhang et al.
-2019 that seed 001 uses). Gradient descent ``x <- x - lr A (x - c_t)`` on it reaches a stationary
-distribution; Theorem 1 predicts the mean cosine between consecutive steps there::
+2019 that the AutoDrop paper uses). Gradient descent ``x <- x - lr A (x - c_t)`` on it reaches a
+stationary distribution; Theorem 1 predicts the mean cosine between consecutive steps there::
 
   C* ~= -(lr / 2) sum_i a_i^3 s_i / (2 - lr a_i) / sum_i a_i^2 s_i / (2 - lr a_i)   (Eq. 6, 23)
 

@@ -1,4 +1,4 @@
-"""Seed 004 (thesis) §4.5.2: the hybrid on ResNet-18/CIFAR-10 — CLR-SGD for the first 13 epochs
+"""Sasse's thesis §4.5.2: the hybrid on ResNet-18/CIFAR-10 — CLR-SGD for the first 13 epochs
 of a 25-cycle (0.001 -> 1), then Simple AdaSecant (threshold 10). Batch 128, 25 epochs."""
 
 from train.configs import Config

@@ -1,4 +1,4 @@
-"""Seed 004 (thesis), Table 4.1's best SGD run: ResNet-18 on CIFAR-10 with the 25-cycle CLR.
+"""Sasse's thesis, Table 4.1's best SGD run: ResNet-18 on CIFAR-10 with the 25-cycle CLR.
 
 Settings: SGD momentum 0.9, the rate cycling linearly 0.001 -> 1 -> 0.001 every 25 epochs, batch
 128, 100 epochs (four cycles).
