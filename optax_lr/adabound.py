@@ -40,8 +40,9 @@ class ScaleByAdaBoundState(NamedTuple):
     mu: first-moment moving average ``m``.
     nu: second-moment moving average ``v``.
     max_nu: AMSBound's running maximum of ``v`` (``optax.EmptyState()`` for AdaBound).
-    learning_rate: the clipped per-element rate of the latest update (parameter-shaped, in each
-      leaf's dtype; zeros before the first update).
+    learning_rate: the clipped per-element rate of the latest update (parameter-shaped; float32,
+      float64 for float64 leaves, so that a float16 or bfloat16 rate keeps its digits; zeros
+      before the first update).
   """
 
   count: jax.Array
@@ -51,27 +52,30 @@ class ScaleByAdaBoundState(NamedTuple):
   learning_rate: Any
 
 
-def adabound_bounds(final_learning_rate: Any, gamma: Any,
-                    count: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """``(eta_l(t), eta_u(t))`` for step ``count = t >= 1`` (float32 scalars).
+def adabound_bounds(final_learning_rate: Any, gamma: Any, count: jax.Array,
+                    dtype: Any = _tree.RATE_DTYPE) -> tuple[jax.Array, jax.Array]:
+  """``(eta_l(t), eta_u(t))`` for step ``count = t >= 1``, scalars in ``dtype`` (float32).
 
   Example: ``final_learning_rate=0.1, gamma=1e-3, t=1`` -> ``(0.1 (1 - 1/1.001), 0.1 * 1001)``.
   """
-  t = jnp.asarray(count, _tree.RATE_DTYPE)
-  final = jnp.asarray(final_learning_rate, _tree.RATE_DTYPE)
+  t = jnp.asarray(count).astype(dtype)
+  final = jnp.asarray(final_learning_rate).astype(dtype)
   return final * (1.0 - 1.0 / (gamma * t + 1.0)), final * (1.0 + 1.0 / (gamma * t))
 
 
 def scale_by_adabound(learning_rate: optax.ScalarOrSchedule = 1e-3,
                       final_learning_rate: float = 0.1, b1: float = 0.9, b2: float = 0.999,
                       gamma: float = 1e-3, eps: float = 1e-8,
-                      amsbound: bool = False) -> optax.GradientTransformation:
+                      amsbound: bool = False) -> optax.GradientTransformationExtraArgs:
   """AdaBound's update ``-clip(adam_rate, eta_l(t), eta_u(t)) * m`` (the rate included).
 
   Args:
     learning_rate: Adam's rate ``> 0`` or an optax schedule (default 1e-3, the release's).
     final_learning_rate: the SGD rate ``> 0`` both bounds converge to (default 0.1). With a
-      schedule it is scaled by ``schedule(t) / schedule(0)``.
+      schedule it is scaled by ``schedule(t) / schedule(0)``. Under ``optax.inject_hyperparams``
+      a schedule passed as ``learning_rate`` is evaluated by the wrapper and arrives here as a
+      number, so ``final_learning_rate`` no longer follows it: inject the schedule's numbers
+      instead (a factory that builds the schedule from them and passes it on).
     b1: first-moment decay in ``[0, 1)`` (default 0.9).
     b2: second-moment decay in ``[0, 1)`` (default 0.999).
     gamma: convergence speed of the bounds, in ``(0, 1)`` (default 1e-3; the paper's
@@ -80,7 +84,10 @@ def scale_by_adabound(learning_rate: optax.ScalarOrSchedule = 1e-3,
     amsbound: AMSBound (Algorithm 3): normalise by the running maximum of ``v``.
 
   Returns:
-    An ``optax.GradientTransformation`` whose state is :class:`ScaleByAdaBoundState`.
+    An ``optax.GradientTransformationExtraArgs`` whose state is :class:`ScaleByAdaBoundState`.
+    The moments keep each parameter's dtype; the rates are float32 (float64 for float64
+    parameters) and the update is cast back to the parameter's dtype. Extra ``update`` keyword
+    arguments (``value`` of ``optax.contrib.reduce_on_plateau`` in a chain) are ignored.
 
   References:
     Luo, Xiong, Liu and Sun, *Adaptive Gradient Methods with Dynamic Bound of Learning Rate*,
@@ -93,8 +100,7 @@ def scale_by_adabound(learning_rate: optax.ScalarOrSchedule = 1e-3,
     >>> params = {"w": jnp.ones(3)}
     >>> updates, state = opt.update({"w": jnp.ones(3)}, opt.init(params), params)
   """
-  if not callable(learning_rate):
-    _checks.positive("learning_rate", learning_rate)
+  _checks.schedule_or_positive("learning_rate", learning_rate)
   _checks.positive("final_learning_rate", final_learning_rate)
   _base.check_adam_arguments(b1, b2, eps)
   _checks.in_range("gamma", gamma, 0.0, 1.0, low_open=True, high_open=True)
@@ -105,10 +111,13 @@ def scale_by_adabound(learning_rate: optax.ScalarOrSchedule = 1e-3,
     return ScaleByAdaBoundState(
         count=jnp.zeros((), jnp.int32), mu=_tree.zeros_like(params), nu=_tree.zeros_like(params),
         max_nu=_tree.zeros_like(params) if amsbound else optax.EmptyState(),
-        learning_rate=_tree.zeros_like(params))
+        # Rates in float32 (float64 for float64 leaves): a float16 rate would round the clipped
+        # Adam rate to 3 digits and flush the lower bound's first steps (1e-5 to 1e-4) to 0.
+        learning_rate=jax.tree.map(
+            lambda x: _tree.full_rate(0.0, _tree.rate_dtype(x), jnp.shape(x)), params))
 
-  def update_fn(updates, state, params=None):
-    del params
+  def update_fn(updates, state, params=None, **extra_args):
+    del params, extra_args  # AdaBound reads only the gradient; other keywords are ignored
     mu = optax.tree.update_moment(updates, state.mu, b1, 1)
     nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
     count = optax.safe_int32_increment(state.count)
@@ -118,30 +127,34 @@ def scale_by_adabound(learning_rate: optax.ScalarOrSchedule = 1e-3,
     else:
       max_nu = state.max_nu
       denominator_nu = nu
+    dtype = _tree.rate_dtype(state.learning_rate)
     if callable(learning_rate):
       # The release's rule for schedulers: final_lr follows lr's changes (lr_t / lr_0).
-      rate_now = jnp.asarray(learning_rate(state.count), _tree.RATE_DTYPE)
-      final = final_learning_rate * rate_now / jnp.asarray(learning_rate(0), _tree.RATE_DTYPE)
+      rate_now = jnp.asarray(learning_rate(state.count)).astype(dtype)
+      final = final_learning_rate * rate_now / jnp.asarray(learning_rate(0)).astype(dtype)
     else:
-      rate_now, final = jnp.asarray(learning_rate, _tree.RATE_DTYPE), final_learning_rate
-    t = count.astype(_tree.RATE_DTYPE)
+      rate_now, final = jnp.asarray(learning_rate).astype(dtype), final_learning_rate
+    t = count.astype(dtype)
     step_size = rate_now * jnp.sqrt(1.0 - b2 ** t) / (1.0 - b1 ** t)
-    lower, upper = adabound_bounds(final, gamma, count)
+    lower, upper = adabound_bounds(final, gamma, count, dtype)
     rates = jax.tree.map(
-        lambda v: jnp.clip(step_size / (jnp.sqrt(v) + eps), lower, upper), denominator_nu)
+        lambda v, r: jnp.clip(step_size / (jnp.sqrt(v.astype(r.dtype)) + eps), lower,
+                              upper).astype(r.dtype),
+        denominator_nu, state.learning_rate)
     new_updates = jax.tree.map(lambda r, m, g: (-r * m).astype(g.dtype), rates, mu, updates)
     return new_updates, ScaleByAdaBoundState(
         count=count, mu=optax.tree.cast_like(mu, state.mu),
         nu=optax.tree.cast_like(nu, state.nu),
         max_nu=max_nu if not amsbound else optax.tree.cast_like(max_nu, state.max_nu),
-        learning_rate=optax.tree.cast_like(rates, state.learning_rate))
+        learning_rate=rates)
 
-  return optax.GradientTransformation(init_fn, update_fn)
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def adabound(learning_rate: optax.ScalarOrSchedule = 1e-3, final_learning_rate: float = 0.1,
              b1: float = 0.9, b2: float = 0.999, gamma: float = 1e-3, eps: float = 1e-8,
-             amsbound: bool = False, weight_decay: float = 0.0) -> optax.GradientTransformation:
+             amsbound: bool = False,
+             weight_decay: float = 0.0) -> optax.GradientTransformationExtraArgs:
   """AdaBound (``amsbound=False``) or AMSBound, with the authors' defaults.
 
   Args:
@@ -155,7 +168,7 @@ def adabound(learning_rate: optax.ScalarOrSchedule = 1e-3, final_learning_rate: 
     weight_decay: coupled L2 decay ``>= 0``, added to the gradient (as the release does).
 
   Returns:
-    An ``optax.GradientTransformation``.
+    An ``optax.GradientTransformationExtraArgs`` (extra ``update`` keywords are ignored).
 
   References:
     Luo, Xiong, Liu and Sun, ICLR 2019, Algorithms 2 and 3, Section 5.

@@ -34,7 +34,8 @@ class ScaleByL4State(NamedTuple):
   """State of :func:`scale_by_l4`.
 
   Attributes:
-    learning_rate: scalar (float32, float64 for float64 params), ``eta_t`` of the latest update (0 before the first).
+    learning_rate: scalar (float32, float64 for float64 params), ``eta_t`` of the latest
+      update (0 before the first).
     min_loss: scalar in the rate's dtype, the running ``L_min`` (after the latest forgetting step).
     count: int32, updates taken.
     gradient_average: the (not yet bias-corrected) moving average of the gradients.
@@ -56,12 +57,14 @@ def scale_by_l4(inner: optax.GradientTransformation | None = None, fraction: flo
   """The L4 step size over a direction transform; the applied update is ``-eta_t v_t``.
 
   ``update`` needs the keyword argument ``value``: the loss at ``params`` (the loss whose
-  gradient ``updates`` is; a scalar).
+  gradient ``updates`` is; a scalar), the keyword ``optax.contrib.reduce_on_plateau`` reads, so
+  one ``value=loss`` serves both in a chain. Without it ``update`` raises a ``TypeError``; other
+  keywords are ignored (or forwarded to ``inner``, with ``value``).
 
   Args:
     inner: a unit-rate direction transform (``optax.scale_by_adam(eps=1e-4)`` for L4Adam);
-      None (default) uses the gradient estimate as the direction (L4Mom). Extra ``update``
-      arguments are forwarded to it.
+      None (default) uses the gradient estimate as the direction (L4Mom). ``value`` and the
+      extra ``update`` arguments are forwarded to it (a plain transform ignores them).
     fraction: ``alpha > 0``, the fraction of the step to the linearised minimum (default 0.15,
       the paper's recommendation; 0.1-0.3 useful, lower for small batches).
     min_loss_factor: ``gamma`` in ``(0, 1]``, the share of the lowest seen loss taken as
@@ -113,7 +116,10 @@ def scale_by_l4(inner: optax.GradientTransformation | None = None, fraction: flo
     if inner is None:
       directions, inner_state = gradient_estimate, state.inner_state
     else:
-      directions, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
+      # `value` goes on too: optax's chains give every member all keywords, and an inner chain
+      # may hold a member that reads the loss (optax.contrib.reduce_on_plateau).
+      directions, inner_state = inner.update(updates, state.inner_state, params, value=value,
+                                             **extra_args)
     loss = jnp.asarray(value).astype(state.min_loss.dtype)
     finite_loss = jnp.isfinite(loss)
     min_loss = jnp.where(state.count == 0, initial_min_loss_factor * loss,

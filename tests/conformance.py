@@ -237,11 +237,14 @@ def check_extra_args_ignored(case: Case):
   opt = case.make()  # called directly: a method must take keywords it does not use
   state = opt.init(params)
   plain, _ = opt.update(grads, state, params, **extra)
-  direct, _ = opt.update(grads, state, params, value=jnp.asarray(1.0), unused_keyword=3, **extra)
+  # A method that reads `value` itself (L4: the loss) gets its case's own, the same loss
+  # reduce_on_plateau then reads in the chain; `unused_keyword` stays unknown to every method.
+  direct, _ = opt.update(grads, state, params,
+                         **{"value": jnp.asarray(1.0), "unused_keyword": 3, **extra})
   assert_trees_equal(plain, direct)
   chained = optax.chain(case.make(), optax.contrib.reduce_on_plateau(patience=2))
   state = chained.init(params)
-  step = jax.jit(lambda g, s, p, v: chained.update(g, s, p, value=v, **extra))
+  step = jax.jit(lambda g, s, p, v: chained.update(g, s, p, **{"value": v, **extra}))
   updates, state = step(grads, state, params, parabola(params))
   np.testing.assert_allclose(np.asarray(updates["w"]), np.asarray(plain["w"]), rtol=1e-6)
   updates, state = step(grads, state, params, parabola(params))

@@ -79,6 +79,35 @@ def test_final_rate_follows_the_schedule():
   assert float(state.learning_rate["w"][0]) == pytest.approx(0.1, rel=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+def test_low_precision_params_get_float32_rates(dtype):
+  # The moments stay in the parameters' dtype; the rate is float32 from them: at t = 1,
+  # lr sqrt(1 - b2) / (1 - b1) / (sqrt(v) + eps) with v = (1 - b2) g^2 read from the buffer. A
+  # rate rounded to float16/bfloat16 would be off by up to 5e-4/4e-3 relative.
+  g = {"w": jnp.array([0.05, -0.3, 1.7], dtype)}
+  opt = optax_lr.scale_by_adabound(1e-3, final_learning_rate=0.1)
+  updates, state = opt.update(g, opt.init(g))
+  assert state.mu["w"].dtype == dtype and state.nu["w"].dtype == dtype
+  assert state.learning_rate["w"].dtype == jnp.float32 and updates["w"].dtype == dtype
+  v = np.asarray(state.nu["w"], np.float32)
+  expected = 1e-3 * np.sqrt(np.float32(1e-3)) / np.float32(0.1) / (np.sqrt(v) + np.float32(1e-8))
+  # rtol 2e-5: float32 rounding of 1 - b2^t (the expected value takes 1 - b2 exactly).
+  np.testing.assert_allclose(state.learning_rate["w"], expected, rtol=2e-5)
+  m = np.asarray(state.mu["w"], np.float32)
+  np.testing.assert_array_equal(np.asarray(updates["w"]),
+                                np.asarray(jnp.asarray(-expected * m).astype(dtype)))
+
+
+def test_extra_update_keywords_are_ignored():
+  # reduce_on_plateau's `value` (and any other keyword) changes nothing, directly or chained.
+  g = {"w": jnp.array([0.5, -0.4])}
+  for opt in (optax_lr.adabound(), optax_lr.adabound(amsbound=True, weight_decay=0.1)):
+    state = opt.init(g)
+    plain, _ = opt.update(g, state, g)
+    extra, _ = opt.update(g, state, g, value=jnp.float32(3.0), next_grads=g)
+    np.testing.assert_array_equal(plain["w"], extra["w"])
+
+
 def test_weight_decay_is_coupled():
   # adabound(weight_decay=wd) = chain(add_decayed_weights(wd), scale_by_adabound).
   params = {"w": jnp.array([1.0, -2.0])}

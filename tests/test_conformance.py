@@ -54,8 +54,13 @@ def clr_sgd_then_simple_adasecant(boundary_step=5, min_lr=0.01, max_lr=0.5, step
 
 
 def adabound_schedule(init_value=0.1, decay_rate=0.9, weight_decay=1e-6):
-  return optax_lr.adabound(optax.exponential_decay(init_value, 100, decay_rate), amsbound=True,
-                           weight_decay=weight_decay)
+  # optax.exponential_decay(init_value, 100, decay_rate), written out: optax's constructor tests
+  # `decay_rate == 0` in Python, which an injected (traced) decay rate cannot answer. The
+  # schedule reaches AdaBound as a schedule, so final_lr follows it in both runs.
+  def schedule(count):
+    return init_value * jnp.power(decay_rate, count / 100)
+
+  return optax_lr.adabound(schedule, amsbound=True, weight_decay=weight_decay)
 
 
 def _value_arg(grad_fn, params):
@@ -139,7 +144,8 @@ CASES = [
          dict(learning_rate=0.1, hypergrad_lr=1e-4, combination_lr=0.01,
               levels=("parameter", "layer", "global"), weights=(0.3, 0.3, 0.4),
               layer_labels=optax_lr.parent_module_label),
-         static_args=("layer_labels",), parabola_steps=300, parabola_tol=1e-6, rosenbrock_steps=2500, rosenbrock_tol=1e-4,
+         static_args=("layer_labels",), parabola_steps=300, parabola_tol=1e-6,
+         rosenbrock_steps=2500, rosenbrock_tol=1e-4,
          make_for_rosenbrock=lambda: optax_lr.adam_cam_hd(
              0.01, 1e-6, combination_lr=0.01, levels=("parameter", "layer", "global"),
              weights=(0.3, 0.3, 0.4))),

@@ -114,6 +114,27 @@ def test_needs_value_and_forwards_extra_args():
   opt.update(grads, opt.init(grads), grads, value=1.0, next_grads=grads)
 
 
+def test_value_and_extra_args_reach_the_inner_transform():
+  # An inner transform that keeps the `value` it receives in its state: L4 passes the loss on
+  # (and the unknown keyword with it), as optax.chain gives every member all keywords.
+  def init_fn(params):
+    del params
+    return jnp.zeros(())
+
+  def update_fn(updates, state, params=None, *, value, seen=0.0, **extra_args):
+    del state, params, extra_args
+    return updates, jnp.asarray(value + seen, jnp.float32)
+
+  opt = optax_lr.scale_by_l4(optax.GradientTransformationExtraArgs(init_fn, update_fn))
+  grads = {"w": jnp.array([1.0, -2.0])}
+  state = opt.init(grads)
+  # Direction g, estimate g: eta = 0.15 (2.5 - 0.9 * 0.75 * 2.5) / ||g||^2 = 0.15 * 0.8125 / 5.
+  updates, state = opt.update(grads, state, grads, value=jnp.float32(2.5), seen=0.5, unused=1)
+  assert float(state.inner_state) == 3.0
+  np.testing.assert_allclose(updates["w"], -0.15 * 0.8125 / 5.0 * np.array([1.0, -2.0]),
+                             rtol=1e-6)
+
+
 @pytest.mark.parametrize("kwargs, name", [
     ({"fraction": 0.0}, "fraction"), ({"min_loss_factor": 1.5}, "min_loss_factor"),
     ({"initial_min_loss_factor": 0.0}, "initial_min_loss_factor"),
