@@ -404,11 +404,13 @@ def test_main_job_through_the_cli(tmp_path, capsys):
 def test_autodrop_logs_its_angular_velocity(tmp_path):
   config = _config("optimizer=autodrop_sgd", "num_epochs=3", "plot=true", "batch_size=128")
   rows = _run(config, tmp_path)
-  # The first angle needs two window displacements (boundaries 1 and 2); AutoDrop processes a
-  # boundary in the update after it (it needs the boundary's parameters), so the angle is in
-  # the state from the first step of epoch 3 on and NaN before.
-  assert np.isnan(rows[0]["angular_velocity"]) and np.isnan(rows[1]["angular_velocity"])
+  # The first angle needs two window displacements (boundaries 1 and 2). AutoDrop processes a
+  # boundary in the update whose step ends the window, so the angle is in the state logged at
+  # the end of epoch 2, and NaN after epoch 1.
+  assert np.isnan(rows[0]["angular_velocity"])
+  assert 0.0 < rows[1]["angular_velocity"] < 180.0
   assert 0.0 < rows[2]["angular_velocity"] < 180.0
+  assert rows[1]["angular_velocity"] != rows[2]["angular_velocity"]  # a new angle each epoch
   assert any("learning_rate" in key for key in rows[-1])
   assert os.path.exists(tmp_path / "curves.png")
 
