@@ -110,8 +110,9 @@ def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
       rate = jnp.maximum(rate, min_learning_rate).astype(old_rate.dtype)
     return _tree.scale_by_rate(rate, directions, False), HypergradientState(
         learning_rate=rate,
-        previous_direction=(directions if previous_direction_fn is None
-                            else state.previous_direction),
+        # Written after the reduction that reads the old buffer: XLA then updates it in place.
+        previous_direction=(_tree.written_after(directions, rate)
+                            if previous_direction_fn is None else state.previous_direction),
         inner_state=inner_state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
