@@ -138,6 +138,33 @@ def _adam_hd(learning_rate, steps_per_epoch, total_steps, hypergrad_lr=1e-8, b1=
   return optax_lr.adam_hd(learning_rate, hypergrad_lr, b1=b1, b2=b2)
 
 
+# "auto" entries: the scale-free multiplicative rate rule (``rate_rule="multiplicative"``,
+# lr *= 1 + beta cos(g_t, d_{t-1})) with one untuned beta for every initial rate and model.
+AUTO_HYPERGRAD_LR = 1e-2
+
+
+def _sgdn_hd_auto(learning_rate, steps_per_epoch, total_steps, hypergrad_lr=AUTO_HYPERGRAD_LR,
+                  momentum=0.9):
+  del steps_per_epoch, total_steps
+  return optax_lr.sgd_hd(learning_rate, hypergrad_lr, momentum=momentum, nesterov=True,
+                         rate_rule="multiplicative")
+
+
+def _adam_hd_auto(learning_rate, steps_per_epoch, total_steps, hypergrad_lr=AUTO_HYPERGRAD_LR,
+                  b1=0.9, b2=0.999):
+  del steps_per_epoch, total_steps
+  return optax_lr.adam_hd(learning_rate, hypergrad_lr, b1=b1, b2=b2, rate_rule="multiplicative")
+
+
+def _adam_cam_hd_auto(learning_rate, steps_per_epoch, total_steps,
+                      hypergrad_lr=AUTO_HYPERGRAD_LR, combination_lr=0.0, b1=0.9, b2=0.999,
+                      levels=("layer", "global"), weights=(0.5, 0.5)):
+  del steps_per_epoch, total_steps
+  return _optax_lr("adam_cam_hd")(
+      learning_rate, hypergrad_lr=hypergrad_lr, combination_lr=combination_lr, b1=b1, b2=b2,
+      levels=tuple(levels), weights=weights, rate_rule="multiplicative")
+
+
 def _autodrop_sgd(learning_rate, steps_per_epoch, total_steps, momentum=0.9, nesterov=False,
                   drop_factor=0.2, min_learning_rate=1e-4, threshold=0.01, max_threshold=1.0,
                   drop_delay=20, average=True):
@@ -369,6 +396,12 @@ _SPECS = [
     OptimizerSpec("sgd_hd", _sgd_hd, "SGD with hypergradient descent (Baydin et al.)"),
     OptimizerSpec("sgdn_hd", _sgdn_hd, "Nesterov SGD with hypergradient descent"),
     OptimizerSpec("adam_hd", _adam_hd, "Adam with hypergradient descent"),
+    OptimizerSpec("sgdn_hd_auto", _sgdn_hd_auto,
+                  "Nesterov SGD-HD with the scale-free multiplicative rate rule"),
+    OptimizerSpec("adam_hd_auto", _adam_hd_auto,
+                  "Adam-HD with the scale-free multiplicative rate rule"),
+    OptimizerSpec("adam_cam_hd_auto", _adam_cam_hd_auto,
+                  "Adam-CAM-HD (layer + global) with the scale-free multiplicative rate rule"),
     OptimizerSpec("autodrop_sgd", _autodrop_sgd, "AutoDrop over SGD with momentum"),
     OptimizerSpec("autodrop_adam", _autodrop_adam, "AutoDrop over Adam"),
     OptimizerSpec("sgd_cam_hd", _sgd_cam_hd, "SGD with CAM-HD multi-level rates (Table 1 SGD values)"),
