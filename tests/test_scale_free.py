@@ -194,3 +194,17 @@ def test_cam_hd_levels_two_steps_by_hand():
   kappa = (w_param * expect_param + w_filter * expect_filter[None, :]
            + w_layer * expect_layer_kernel + w_global * expect_global)
   np.testing.assert_allclose(updates["dense"]["kernel"], -kappa * k2, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["sgdn_hd_auto", "adam_hd_auto", "adam_cam_hd_auto"])
+def test_auto_entries_on_digits_do_not_depend_on_the_initial_rate(name):
+  # The MLP on digits (10 epochs, batch 64, 2 seeds) from initial rates two orders of magnitude
+  # apart ends within a few points. Measured at beta = 1e-2: sgdn_hd_auto 95.8 / 97.4 / 97.8%,
+  # adam_hd_auto 97.8 / 97.9 / 96.0%, adam_cam_hd_auto 97.8 / 97.2 / 95.7% for 1e-3 / 1e-2 / 1e-1.
+  from train.bench import compare
+  runner = compare.GridRunner("digits")
+  result = runner.run(compare.make_config(name, num_epochs=10), [1e-3, 1e-2, 1e-1], [0, 1])
+  final = np.asarray(result.metrics["test_accuracy"])[..., -1].mean(axis=1) * 100
+  assert final.min() >= 94.0, final
+  assert final.max() - final.min() <= 4.0, final
+  assert np.all(np.isfinite(np.asarray(result.metrics["rate"])))
