@@ -285,7 +285,8 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
            weight_parametrization: str = "clip",
            filter_labels: LayerLabels = "module",
            min_learning_rate: float | None = None,
-           rate_rule: str = "additive") -> optax.GradientTransformationExtraArgs:
+           rate_rule: str = "additive",
+           previous_direction_fn: Any = None) -> optax.GradientTransformationExtraArgs:
   """Wrap a direction transform with CAM-HD: hypergradient rates at several combined levels.
 
   Each level keeps its own rates, all updated by hypergradient descent from the same elementwise
@@ -337,6 +338,10 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
     min_learning_rate: optional floor ``>= 0`` on the effective per-element rate ``kappa``
       (applied to the update; the level rates themselves are not clipped, as in the paper);
       ``None`` (default) leaves it unbounded.
+    previous_direction_fn: optional ``(d_t, g_t, inner_state) -> d_{t-1}`` (as in
+      :func:`optax_lr.hypergradient`; Adam's: ``optax_lr._base.adam_previous_direction``): the
+      state then keeps no copy of the previous direction. Only without the ``parameter`` level,
+      whose per-element rates need ``d_{t-1}`` exactly (the recovery serves sums).
     rate_rule: ``"additive"`` (default, Algorithm 1) or ``"multiplicative"``: each level's rate
       of group ``j`` becomes ``a^l_j (1 + beta gamma_l tau cos_j)``, ``cos_j`` the cosine of
       ``g_t`` and ``d_{t-1}`` restricted to the group (the whole tree for ``global``, the layer
@@ -372,6 +377,9 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
     final_learning_rate = learning_rate
   _checks.non_negative("final_learning_rate", final_learning_rate)
   levels = _check_levels(levels)
+  if previous_direction_fn is not None and "parameter" in levels:
+    raise ValueError("`previous_direction_fn` serves sums only: the parameter level keeps the "
+                     "previous direction (leave previous_direction_fn None with it).")
   initial_weights = _check_weights(weights, levels)
   _checks.one_of("level_scaling", level_scaling, ("same_scale", "mean"))
   _checks.one_of("weight_parametrization", weight_parametrization, ("clip", "softmax"))
@@ -409,14 +417,22 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
     return CamHDState(
         count=jnp.zeros((), jnp.int32),
         learning_rate=rates,
-        previous_direction=_tree.zeros_like(params),
+        previous_direction=(_tree.zeros_like(params) if previous_direction_fn is None
+                            else optax.EmptyState()),
         inner_state=inner.init(params),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
     layout = _layout(updates, layer_labels, filter_labels if "filter" in levels else None)
     grads, treedef = jax.tree.flatten(updates)
-    previous = treedef.flatten_up_to(state.previous_direction)
+    if previous_direction_fn is None:
+      previous_tree = state.previous_direction
+    else:
+      # The recovered d_{t-1} needs this step's inner update first; the element-wise pass below
+      # reuses its result.
+      directions, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
+      previous_tree = previous_direction_fn(directions, updates, inner_state)
+    previous = treedef.flatten_up_to(previous_tree)
     old = state.learning_rate
     gammas = old[COMBINATION_WEIGHTS]
     total_size = layout.total_size
@@ -442,7 +458,7 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
       leaf_sums = [pair[0] for pair in pairs]
       weighted_sums = [pair[1] for pair in pairs]
     else:
-      leaf_sums = treedef.flatten_up_to(_tree.leaf_vdots(updates, state.previous_direction))
+      leaf_sums = treedef.flatten_up_to(_tree.leaf_vdots(updates, previous_tree))
     global_sum = sum(leaf_sums, jnp.zeros((), _tree.RATE_DTYPE))
     if multiplicative:
       # The cosine's squared norms per group, ||g||^2 and ||d_prev||^2, as per-leaf (and
@@ -543,7 +559,8 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
     kappa = _combined_rates(new, gammas, treedef, tau, final_learning_rate)
     if min_learning_rate is not None:
       kappa = [jnp.maximum(rate, min_learning_rate).astype(rate.dtype) for rate in kappa]
-    directions, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
+    if previous_direction_fn is None:
+      directions, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
     new_updates = _tree.scale_by_rate(treedef.unflatten(kappa), directions, True)
     new[COMBINATION_WEIGHTS] = new_gammas
     # The global sum reads every element of the old direction (a finite stand-in: the levels'
@@ -554,9 +571,10 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
         learning_rate=new,
         # Written after everything that reads the old buffer (the new rates of every level and
         # the new weights, all kept finite): XLA then updates the donated buffer in place.
-        previous_direction=_tree.written_after(
+        previous_direction=(_tree.written_after(
             directions, ({k: v for k, v in new.items() if k != "parameter"}, global_sum_token),
-            new.get("parameter")),
+            new.get("parameter")) if previous_direction_fn is None
+                            else state.previous_direction),
         inner_state=inner_state,
     )
 
@@ -621,7 +639,8 @@ def adam_cam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8,
                 layer_labels: LayerLabels = None, *,
                 filter_labels: LayerLabels = "module",
                 min_learning_rate: float | None = None,
-               rate_rule: str = "additive") -> optax.GradientTransformation:
+               rate_rule: str = "additive", mu_dtype: Any = None,
+                store_previous_direction: bool = False) -> optax.GradientTransformation:
   """Adam-CAM-HD: Adam directions ``m_hat / (sqrt(v_hat) + eps)`` with CAM-HD rates.
 
   Args:
@@ -637,10 +656,19 @@ def adam_cam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8,
     filter_labels, min_learning_rate: as :func:`cam_hd`.
     rate_rule: ``"additive"`` (default, the paper's rule) or ``"multiplicative"`` (scale-free,
       per group; ``beta`` in ``[0, 1)``), as :func:`cam_hd`.
+    mu_dtype: optax's option: the first moment's dtype (``jnp.bfloat16`` halves its memory);
+      ``None`` (default) keeps the parameters' dtype.
+    store_previous_direction: keep ``d_{t-1}`` as a state buffer. By default, without the
+      ``parameter`` level, it is recovered from Adam's new moments
+      (:func:`optax_lr._base.adam_previous_direction`, whose docstring derives the bound on the
+      difference of each group's hypergradient sum from the stored-buffer one), so the state is
+      Adam's plus the rates; the ``parameter`` level (and ``b1`` or ``b2`` of 0 or injected)
+      always keeps the buffer.
 
   Returns:
     An ``optax.GradientTransformation``; ``levels=("global",)`` with ``combination_lr = 0`` and
-    ``decay_rate = 0`` equals :func:`optax_lr.adam_hd` bit for bit.
+    ``decay_rate = 0`` equals :func:`optax_lr.adam_hd` bit for bit (with the same
+    ``store_previous_direction``).
 
   References:
     "Adaptive Hierarchical Hyper-gradient Descent" (anonymous authors, under review at ICLR
@@ -650,10 +678,16 @@ def adam_cam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8,
     >>> opt = optax_lr.adam_cam_hd(1e-3, hypergrad_lr=1e-8, levels=("parameter", "layer",
     ...                            "global"), weights=(0.3, 0.3, 0.4), combination_lr=0.01)
   """
-  transform = cam_hd(_base.adam_direction(b1, b2, eps), learning_rate, hypergrad_lr,
+  _checks.flag("store_previous_direction", store_previous_direction)
+  levels = _check_levels(levels)
+  derived = (not store_previous_direction and "parameter" not in levels
+             and _base.reuses_adam_moments(b1, b2))
+  transform = cam_hd(_base.adam_direction(b1, b2, eps, mu_dtype), learning_rate, hypergrad_lr,
                      combination_lr, levels, weights, decay_rate, final_learning_rate,
                      layer_labels, filter_labels=filter_labels,
-                     min_learning_rate=min_learning_rate, rate_rule=rate_rule)
+                     min_learning_rate=min_learning_rate, rate_rule=rate_rule,
+                     previous_direction_fn=(_base.adam_previous_direction(b1, b2, eps)
+                                            if derived else None))
   return _base.with_coupled_weight_decay(transform, weight_decay)
 
 
@@ -692,7 +726,11 @@ def cam_hd_effective_learning_rate(opt_state: Any, decay_rate: float = 0.0,
       raise ValueError("`final_learning_rate` must be given when `decay_rate` > 0.")
     _checks.non_negative("final_learning_rate", final_learning_rate)
     tau = jnp.exp(-decay_rate * state.count.astype(_tree.RATE_DTYPE))
-  treedef = jax.tree.structure(state.previous_direction)
+  # The parameters' shapes: the kept direction, or Adam's first moment when it is recovered.
+  shaped = (_base._adam_state(state.inner_state).mu
+            if isinstance(state.previous_direction, optax.EmptyState)
+            else state.previous_direction)
+  treedef = jax.tree.structure(shaped)
   rates = {k: v for k, v in state.learning_rate.items() if k != COMBINATION_WEIGHTS}
   combined = _combined_rates(rates, state.learning_rate[COMBINATION_WEIGHTS], treedef, tau,
                              final_learning_rate)
@@ -702,7 +740,7 @@ def cam_hd_effective_learning_rate(opt_state: Any, decay_rate: float = 0.0,
   # Broadcast a scalar or per-filter leaf to its elements, so every element counts once.
   return treedef.unflatten([
       jnp.broadcast_to(rate, jnp.shape(d)) for rate, d in
-      zip(combined, treedef.flatten_up_to(state.previous_direction), strict=True)])
+      zip(combined, treedef.flatten_up_to(shaped), strict=True)])
 
 
 def cam_hd_rate_summary(opt_state: Any, decay_rate: float = 0.0,

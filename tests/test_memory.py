@@ -6,15 +6,13 @@ rewrites it), and copies a non-donated input (the gradient) that becomes a state
 copy is a parameter-sized read and write on every step. The check compiles each method of the
 conformance registry the way a training step does (``jax.jit(..., donate_argnums=(0, 1))`` over
 params and state, ``optax.apply_updates`` included) on a small multi-leaf tree and counts, in the
-compiled HLO text, the ``copy`` instructions whose shape is a parameter leaf's, outside
-``while`` bodies (the window and boundary loops of ``optax_lr._tree.run_once_if``, which run
+compiled HLO text, the ``copy`` instructions whose size is a parameter leaf's, outside
+``while`` bodies (:func:`train.bench.overhead.parameter_sized_copies`, which the overhead
+benchmark reports) (the window and boundary loops of ``optax_lr._tree.run_once_if``, which run
 only at a window's end).
 """
 
 from __future__ import annotations
-
-import math
-import re
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +21,7 @@ import pytest
 
 import optax_lr
 from tests.test_conformance import CASES
+from train.bench.overhead import parameter_sized_copies
 
 # Leaf sizes all distinct from every per-filter or per-leaf rate vector (a bias of 8 has the shape
 # of its kernel's filter rates), so a matched shape is a parameter-sized buffer.
@@ -34,9 +33,11 @@ _MIN_SIZE = 64  # kernels only: a bias has the size of its kernel's filter-rate 
 # counts are exact, so that a regression and an improvement both show. Two kernels per tree:
 # a count of 2 is one parameter-sized copy per kernel.
 KNOWN_COPIES = {
-    # The parameter level: XLA fuses a_old + beta*e into each consumer (the applied update, in
-    # apply_updates, is one) and so reads the old per-element rate buffer after the step that
-    # writes it in place began; copy insertion keeps one copy of that buffer per kernel.
+    # The parameter level on this small tree: XLA fuses a_old + beta*e into each consumer (the
+    # applied update, in apply_updates, is one), so the old per-element rate buffer is read by
+    # fusions not ordered after its in-place write, and copy insertion keeps one copy of it per
+    # kernel. (The benchmark's ResNet-18-shaped tree compiles without: XLA's fusion choices
+    # depend on the sizes.)
     "adam_cam_hd_three_levels": 2,
     "cam_hd_softmax_all_levels": 2,
     # Ten moving statistics per element, each read by several fusions and rewritten in place.
@@ -53,38 +54,6 @@ def _tree():
   keys = iter(jax.random.split(jax.random.key(0), 4))
   return jax.tree.map(lambda shape: jax.random.normal(next(keys), shape), _SHAPES,
                       is_leaf=lambda x: isinstance(x, tuple))
-
-
-def _computations(hlo: str) -> dict[str, list[str]]:
-  """The HLO module text split into its computations (name -> instruction lines)."""
-  out: dict[str, list[str]] = {}
-  name = None
-  for line in hlo.splitlines():
-    match = re.match(r"^(?:ENTRY )?%?([\w.\-]+) ", line)
-    if match and line.rstrip().endswith("{"):
-      name = match.group(1)
-      out[name] = []
-    elif name is not None:
-      out[name].append(line)
-  return out
-
-
-def parameter_sized_copies(hlo: str, sizes: set[int]) -> list[str]:
-  """``copy`` instructions of a parameter leaf's size outside while-loop bodies and conditions."""
-  computations = _computations(hlo)
-  in_loops = {m.group(1) for lines in computations.values() for line in lines
-              for m in re.finditer(r"(?:body|condition)=%?([\w.\-]+)", line)}
-  copies = []
-  for name, lines in computations.items():
-    if name in in_loops:
-      continue
-    for line in lines:
-      match = re.search(r"= \w+\[([\d,]*)\]\S* copy\(", line)
-      if match:
-        size = math.prod(int(x) for x in match.group(1).split(",") if x)
-        if size in sizes:
-          copies.append(line.strip())
-  return copies
 
 
 def compiled_update(opt, params, extra_args=lambda grad_fn, params: {}):
