@@ -121,6 +121,13 @@ CASES = [
          make_for_rosenbrock=lambda: optax_lr.autodrop_sgd(
              1e-3, steps_per_epoch=20, nesterov=True, average=False, smoothing=3, drop_delay=2,
              drop_factor=0.5, min_learning_rate=5e-4)),
+    Case("autodrop_sgd_relative", optax_lr.autodrop_sgd,
+         dict(learning_rate=0.1, steps_per_epoch=5, momentum=0.5, drop_delay=3,
+              min_learning_rate=0.02, threshold_rule="relative", relative_threshold=0.3),
+         static_args=("smoothing",),
+         make_for_rosenbrock=lambda: optax_lr.autodrop_sgd(
+             1e-3, steps_per_epoch=50, drop_factor=0.5, drop_delay=5, min_learning_rate=5e-4,
+             threshold_rule="relative")),
     Case("autodrop_adam", autodrop_adam,
          make_for_rosenbrock=lambda: autodrop_adam(0.02, 20, 0.5, 5, 1e-3)),
     Case("autodrop_over_tlr", autodrop_over_tlr,

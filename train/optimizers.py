@@ -167,24 +167,34 @@ def _adam_cam_hd_auto(learning_rate, steps_per_epoch, total_steps,
 
 def _autodrop_sgd(learning_rate, steps_per_epoch, total_steps, momentum=0.9, nesterov=False,
                   drop_factor=0.2, min_learning_rate=1e-4, threshold=0.01, max_threshold=1.0,
-                  drop_delay=20, average=True):
+                  drop_delay=20, average=True, threshold_rule="fixed", relative_threshold=0.2):
   del total_steps
   return _optax_lr("autodrop_sgd")(
       learning_rate, steps_per_epoch, momentum=momentum, nesterov=nesterov,
       drop_factor=drop_factor, min_learning_rate=min_learning_rate, threshold=threshold,
-      max_threshold=max_threshold, drop_delay=drop_delay, average=average)
+      max_threshold=max_threshold, drop_delay=drop_delay, average=average,
+      threshold_rule=threshold_rule, relative_threshold=relative_threshold)
+
+
+def _autodrop_sgd_auto(learning_rate, steps_per_epoch, total_steps, momentum=0.9,
+                       relative_threshold=0.2, drop_delay=20):
+  # The threshold relative to the angle's own fluctuation (threshold_rule="relative").
+  return _autodrop_sgd(learning_rate, steps_per_epoch, total_steps, momentum=momentum,
+                       drop_delay=drop_delay, threshold_rule="relative",
+                       relative_threshold=relative_threshold)
 
 
 def _autodrop_adam(learning_rate, steps_per_epoch, total_steps, b1=0.9, b2=0.999,
                    drop_factor=0.2, min_learning_rate=1e-5, threshold=0.01, max_threshold=1.0,
-                   drop_delay=20, average=True):
+                   drop_delay=20, average=True, threshold_rule="fixed", relative_threshold=0.2):
   del total_steps
   return optax.chain(
       optax.scale_by_adam(b1=b1, b2=b2),
       _optax_lr("scale_by_autodrop")(
           learning_rate, steps_per_epoch, drop_factor=drop_factor,
           min_learning_rate=min_learning_rate, threshold=threshold, max_threshold=max_threshold,
-          drop_delay=drop_delay, average=average))
+          drop_delay=drop_delay, average=average, threshold_rule=threshold_rule,
+          relative_threshold=relative_threshold))
 
 
 # CAM-HD: the paper's Table 1 values per base ("Adaptive Hierarchical Hyper-gradient Descent").
@@ -404,6 +414,8 @@ _SPECS = [
                   "Adam-CAM-HD (layer + global) with the scale-free multiplicative rate rule"),
     OptimizerSpec("autodrop_sgd", _autodrop_sgd, "AutoDrop over SGD with momentum"),
     OptimizerSpec("autodrop_adam", _autodrop_adam, "AutoDrop over Adam"),
+    OptimizerSpec("autodrop_sgd_auto", _autodrop_sgd_auto,
+                  "AutoDrop over SGD with momentum, threshold relative to the angle's fluctuation"),
     OptimizerSpec("sgd_cam_hd", _sgd_cam_hd, "SGD with CAM-HD multi-level rates (Table 1 SGD values)"),
     OptimizerSpec("sgdn_cam_hd", _sgdn_cam_hd, "Nesterov SGD with CAM-HD rates (Table 1 SGDN values)"),
     OptimizerSpec("adam_cam_hd", _adam_cam_hd, "Adam with CAM-HD rates (Table 1 Adam MLP values)"),
