@@ -101,6 +101,16 @@ def _tlr_sgd(learning_rate, steps_per_epoch, total_steps, momentum=0.8, nesterov
       momentum=momentum, nesterov=nesterov, bound=bound, window_sum=window_sum)
 
 
+def _tlr_sgd_auto(learning_rate, steps_per_epoch, total_steps, momentum=0.8, nesterov=False,
+                  window_fraction=1 / 3, bound=0.25, backtrack_factor=0.5, loss_tolerance=1.0):
+  # TLR with the loss backtrack (safeguard="backtrack", reads the training loss as value=).
+  del total_steps
+  return optax_lr.tlr_sgd(
+      learning_rate, optax_lr.update_every_from_fraction(steps_per_epoch, window_fraction),
+      momentum=momentum, nesterov=nesterov, bound=bound, safeguard="backtrack",
+      backtrack_factor=backtrack_factor, loss_tolerance=loss_tolerance)
+
+
 def _tlr_sgd_pl(learning_rate, steps_per_epoch, total_steps, momentum=0.8, nesterov=False,
                 window_fraction=1 / 3, bound=0.25, window_sum="gradient"):
   del total_steps
@@ -398,6 +408,8 @@ def _peer(*args: Any, **kwargs: Any) -> OptimizerSpec:
 _SPECS = [
     # optax_lr
     OptimizerSpec("tlr_sgd", _tlr_sgd, "SGD with a trainable rate (TLR, sgd_tlr)"),
+    OptimizerSpec("tlr_sgd_auto", _tlr_sgd_auto,
+                  "TLR with a backtrack when the training loss rises", extra_args=("value",)),
     OptimizerSpec("tlr_sgd_pl", _tlr_sgd_pl, "TLR with one rate per tensor (sgd_tlr_pl)"),
     OptimizerSpec("tlr_fixed_meta_rate", _tlr_fixed_meta_rate,
                   "TLR with a fixed meta rate (TLR App. D.4)"),
