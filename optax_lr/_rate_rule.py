@@ -30,8 +30,18 @@ components that still agree balance those that overshoot. On noisy gradients the
 ``cos`` towards 0, so the fixed point lies below the deterministic one.
 
 Cost. ``||g_t||^2`` and ``||d_{t-1}||^2`` are reduced in the same pass that reduces
-``<g_t, d_{t-1}>`` (one variadic reduction over the two buffers), and three scalars per group are
-carried instead of one; no extra parameter-sized buffer or pass.
+``<g_t, d_{t-1}>``: in :func:`optax_lr.hypergradient` one variadic reduction over the two
+buffers (:func:`dot_and_norms`); in CAM-HD per-leaf (and per-filter) sums computed beside the
+products' sums from the same inputs, which XLA fuses into one pass (no copy in the compiled
+update, as the memory test checks). Three scalars per group instead of one; no extra
+parameter-sized buffer. The parameter level needs no norms (its cosine is a sign).
+
+Choosing ``beta``. It sets the speed, not the fixed point: the rate needs at least
+``ln(k) / beta`` steps to correct a factor ``k``. On a deterministic, ill-conditioned problem
+``E cos = 0`` only where the stiffest direction starts to oscillate, i.e. at the stability edge,
+so ``beta`` must keep the overshoot past it small (Rosenbrock from 1e-3 with SGD: 1e-2 diverges,
+1e-3 converges). Measured on the digits MLP (30 epochs, 2 seeds, initial rates 1e-3 / 1e-2 /
+1e-1): Nesterov SGD-HD ends at 96.7 / 97.6 / 97.8% with 1e-2 and diverges from 1e-1 with 0.1.
 
 Non-finite input. The new rate goes through :func:`optax_lr._tree.where_finite` like every rate
 of the library: a step whose cosine is not finite leaves the rate unchanged; ``cos`` is clipped to
