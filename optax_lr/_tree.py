@@ -86,6 +86,39 @@ def where_finite(new: PyTree, old: PyTree, *, jointly: bool = False,
   return jax.tree.map(keep, new, old)
 
 
+def written_after(tree: PyTree, tokens: PyTree, elementwise: PyTree | None = None) -> PyTree:
+  """``tree`` itself, each leaf computed by an operation that reads ``tokens``.
+
+  For a state buffer that reductions read and the same step rewrites: a donated buffer ``b``
+  read by the computations behind ``tokens`` (the new rates) and overwritten by this step's value
+  makes XLA copy ``b`` on every step (copy insertion cannot prove the overwrite runs after every
+  read), and, when the new value is an input that is not donated (the gradient), copy that input
+  into the output as well. Writing the value through ``where(no token is NaN, value, 0)`` makes
+  the write depend on every read, so XLA updates the buffer in place inside the element-wise
+  fusion (no extra bytes: the select reads ``value`` and scalars only). The value is exact
+  whenever no token is NaN: rates kept by :func:`where_finite` never are; a NaN token (a NaN
+  initial rate, which poisons every update anyway) writes zeros.
+
+  Args:
+    tree: the new values of the buffer.
+    tokens: a tree of (small) arrays computed from every read of the old buffer, typically the
+      new rates.
+    elementwise: optional tree with the structure of ``tree`` of arrays broadcastable to its
+      leaves (per-element rates), also read before the write, element by element.
+
+  Returns:
+    ``tree``, leafwise in its dtypes.
+  """
+  later = functools.reduce(jnp.logical_and,
+                           [~jnp.any(jnp.isnan(t)) for t in jax.tree.leaves(tokens)],
+                           jnp.ones((), jnp.bool_))
+  if elementwise is None:
+    return jax.tree.map(lambda x: jnp.where(later, x, jnp.zeros((), jnp.asarray(x).dtype)), tree)
+  return jax.tree.map(
+      lambda x, e: jnp.where(later & ~jnp.isnan(e), x, jnp.zeros((), jnp.asarray(x).dtype)),
+      tree, elementwise)
+
+
 def finite_or_zero(tree: PyTree) -> PyTree:
   """Each non-finite element replaced by 0: a missing value in a sum or a moving average input."""
   return jax.tree.map(lambda x: jnp.where(jnp.isfinite(x), x, jnp.zeros((), jnp.asarray(x).dtype)),

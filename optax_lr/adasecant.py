@@ -154,6 +154,9 @@ def simple_adasecant(threshold: float = 10.0,
       # keeps its rate and previous gradient (an overflowing secant, inf, is above any threshold).
       observed = jnp.isfinite(g32) & ~jnp.isnan(secant)
       rate, g_kept = _tree.where_finite((rate, g32), (rate_prev, g_prev), finite=observed)
+      # Written after the new rate (which read the old g_prev): XLA then updates the donated
+      # buffer in place instead of copying it every step.
+      g_kept = _tree.written_after(g_kept, (), rate)
       return (-rate * g32).astype(g.dtype), rate, g_kept
 
     out = jax.tree.map(leaf, updates, state.learning_rate, state.previous_grad)

@@ -69,6 +69,10 @@ class ScaleByAutoDropState(NamedTuple):
     average: the k-weighted running average of the boundary parameters during the delay,
       ``sum_k k x_k / sum_k k`` (in the parameters' dtype; after a drop it keeps the average that
       was landed on); ``optax.EmptyState()`` when averaging is off.
+    mean_change: float32 scalar, with ``threshold_rule="relative"``, the mean of the (smoothed)
+      angle changes ``|omega_e - omega_{e-1}|`` measured since the start or the last drop
+      (degrees); 0 under the fixed rule.
+    num_changes: int32, how many changes that mean holds.
   """
 
   window_step: jax.Array
@@ -83,6 +87,13 @@ class ScaleByAutoDropState(NamedTuple):
   anchor: Any
   previous_displacement: Any
   average: Any
+  mean_change: jax.Array
+  num_changes: jax.Array
+
+
+THRESHOLD_RULES = ("fixed", "relative")
+"""AutoDrop's threshold rules: the paper's fixed threshold in degrees, or one relative to the
+angle's own boundary-to-boundary fluctuation."""
 
 
 def angle_degrees(displacement: Any, previous_displacement: Any,
@@ -133,7 +144,9 @@ def scale_by_autodrop(learning_rate: float, steps_per_epoch: int, drop_factor: f
                       min_learning_rate: float = 1e-4, threshold: float = 0.01,
                       max_threshold: float = 1.0, drop_delay: int = 20, average: bool = True,
                       smoothing: int = 1,
-                      eps: float = 1e-8) -> optax.GradientTransformationExtraArgs:
+                      eps: float = 1e-8, *, threshold_rule: str = "fixed",
+                      relative_threshold: float = 0.2,
+                      ) -> optax.GradientTransformationExtraArgs:
   """AutoDrop stage: scale directions by a rate that drops when the angular velocity saturates.
 
   The final stage of a chain: its input is a direction ``d`` (the gradient, a momentum trace, an
@@ -187,6 +200,20 @@ def scale_by_autodrop(learning_rate: float, steps_per_epoch: int, drop_factor: f
       noisy quadratic model). It sets the length of the angle history, a shape: a Python int
       (under ``optax.inject_hyperparams``, name it in ``static_args``).
     eps: ``>= 0``, guard in the cosine's denominator (paper: a small positive number, 1e-8).
+    threshold_rule: ``"fixed"`` (default, Algorithm 1): trigger when the change of the angle is
+      below ``threshold`` degrees (grown by ``1 / drop_factor`` at each drop up to
+      ``max_threshold``). ``"relative"``: trigger also when the change is at most
+      ``c = relative_threshold`` times the mean change measured since the start or the last
+      drop (once two earlier changes exist), i.e. below ``max(threshold, c * mean change)``: a
+      threshold in units of the angle's own fluctuation, which needs no per-task value. A fixed
+      0.01 degrees is almost never reached where the angle moves by degrees between windows
+      (short windows, small batches); the relative part reads saturation as "the change has
+      fallen to a small fraction of the changes seen so far" (the early, still-turning windows
+      included), and the fixed part keeps it never later than Algorithm 1. Where the angle is
+      stationary from the start, each boundary triggers with a fixed probability (about
+      ``2 c / pi`` for Gaussian changes, 13% at ``c = 0.2``), so drops come at a pace set by
+      ``drop_delay`` and that probability.
+    relative_threshold: ``c`` in ``(0, 1]`` of the relative rule (default 0.2).
 
   Returns:
     An ``optax.GradientTransformation`` whose state is :class:`ScaleByAutoDropState`; its
@@ -207,6 +234,9 @@ def scale_by_autodrop(learning_rate: float, steps_per_epoch: int, drop_factor: f
   _check_autodrop_args(learning_rate, steps_per_epoch, drop_factor, min_learning_rate, threshold,
                        max_threshold, drop_delay, smoothing, eps)
   _checks.flag("average", average)
+  _checks.one_of("threshold_rule", threshold_rule, THRESHOLD_RULES)
+  _checks.in_range("relative_threshold", relative_threshold, 0.0, 1.0, low_open=True)
+  relative = threshold_rule == "relative"
   # The angle history's length is a shape: smoothing must be a Python int (or concrete array);
   # under optax.inject_hyperparams pass it in static_args.
   history_size = _checks.static_integer_at_least("smoothing", smoothing, 1) + 1
@@ -231,6 +261,8 @@ def scale_by_autodrop(learning_rate: float, steps_per_epoch: int, drop_factor: f
         anchor=jax.tree.map(lambda p: jnp.array(p, copy=True), params),
         previous_displacement=_tree.zeros_like(params),
         average=_tree.zeros_like(params) if average else optax.EmptyState(),
+        mean_change=jnp.zeros((), dtype),
+        num_changes=jnp.zeros((), jnp.int32),
     )
 
   def process_boundary(state, end_point, params):
@@ -249,8 +281,24 @@ def scale_by_autodrop(learning_rate: float, steps_per_epoch: int, drop_factor: f
     num_displacements = jnp.minimum(state.num_displacements + 1, history_size + 1)
     # mean(last m angles) - mean(the m before the newest) = (newest - oldest) / m, exactly.
     change = jnp.abs(history[-1] - history[0]) / smoothing
-    triggered = ((num_displacements - 1 >= history_size) & (change < state.threshold)
-                 & ~state.drop_pending)
+    has_change = num_displacements - 1 >= history_size
+    if relative:
+      # A threshold in units of the changes seen so far (this one excluded), or the paper's
+      # fixed one, whichever is larger: never later than Algorithm 1, and a constant angle
+      # (changes at rounding level, which a relative test reads as fluctuation) still
+      # triggers. A non-finite change (non-finite parameters) neither triggers nor enters the
+      # mean.
+      counted = has_change & jnp.isfinite(change)
+      small = ((change < state.threshold)
+               | ((state.num_changes >= 2) & (change <= relative_threshold * state.mean_change)))
+      triggered = counted & small & ~state.drop_pending
+      num_changes = state.num_changes + counted.astype(jnp.int32)
+      mean_change = jnp.where(
+          counted, state.mean_change + (change - state.mean_change)
+          / jnp.maximum(num_changes, 1).astype(dtype), state.mean_change).astype(dtype)
+    else:
+      triggered = has_change & (change < state.threshold) & ~state.drop_pending
+      num_changes, mean_change = state.num_changes, state.mean_change
     pending = state.drop_pending | triggered
     delay_count = jnp.where(pending, state.delay_count + 1, 0)
     drop = pending & (delay_count >= drop_delay)
@@ -276,6 +324,10 @@ def scale_by_autodrop(learning_rate: float, steps_per_epoch: int, drop_factor: f
       new_average = state.average
     rate = jnp.maximum(min_learning_rate, drop_factor * state.learning_rate)
     new_threshold = jnp.minimum(max_threshold, state.threshold / drop_factor)
+    if relative:
+      # The mean restarts with the angle history after a drop.
+      mean_change = jnp.where(drop, jnp.zeros_like(mean_change), mean_change)
+      num_changes = jnp.where(drop, 0, num_changes)
     # The jump onto the average is not a step of the optimizer: after a drop the angle history
     # restarts from the new anchor.
     return state._replace(
@@ -287,7 +339,8 @@ def scale_by_autodrop(learning_rate: float, steps_per_epoch: int, drop_factor: f
         delay_count=jnp.where(drop, 0, delay_count),
         num_displacements=jnp.where(drop, 0, num_displacements),
         angle_history=jnp.where(drop, jnp.zeros_like(history), history),
-        anchor=anchor, previous_displacement=displacement, average=new_average)
+        anchor=anchor, previous_displacement=displacement, average=new_average,
+        mean_change=mean_change, num_changes=num_changes)
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
@@ -333,8 +386,8 @@ def autodrop_sgd(learning_rate: float, steps_per_epoch: int, momentum: float = 0
                  nesterov: bool = False, weight_decay: float = 0.0, *, drop_factor: float = 0.2,
                  min_learning_rate: float = 1e-4, threshold: float = 0.01,
                  max_threshold: float = 1.0, drop_delay: int = 20, average: bool = True,
-                 smoothing: int = 1,
-                 eps: float = 1e-8) -> optax.GradientTransformationExtraArgs:
+                 smoothing: int = 1, eps: float = 1e-8, threshold_rule: str = "fixed",
+                 relative_threshold: float = 0.2) -> optax.GradientTransformationExtraArgs:
   """SGD (with momentum and coupled weight decay) whose rate is dropped by AutoDrop.
 
   ``chain(add_decayed_weights(weight_decay), trace(momentum, nesterov), scale_by_autodrop(...))``,
@@ -348,7 +401,7 @@ def autodrop_sgd(learning_rate: float, steps_per_epoch: int, momentum: float = 0
     nesterov: Nesterov momentum.
     weight_decay: coupled L2 weight decay ``>= 0``.
     drop_factor, min_learning_rate, threshold, max_threshold, drop_delay, average, smoothing,
-      eps: as :func:`scale_by_autodrop` (keyword-only, with its defaults). Named arguments
+      eps, threshold_rule, relative_threshold: as :func:`scale_by_autodrop` (keyword-only, with its defaults). Named arguments
       rather than ``**options``, so that ``optax.inject_hyperparams(autodrop_sgd)`` sees and
       injects each number; ``smoothing`` sets the angle history's length, a shape, so it goes
       in ``static_args`` there.
@@ -368,5 +421,6 @@ def autodrop_sgd(learning_rate: float, steps_per_epoch: int, momentum: float = 0
   stage = scale_by_autodrop(
       learning_rate, steps_per_epoch, drop_factor=drop_factor,
       min_learning_rate=min_learning_rate, threshold=threshold, max_threshold=max_threshold,
-      drop_delay=drop_delay, average=average, smoothing=smoothing, eps=eps)
+      drop_delay=drop_delay, average=average, smoothing=smoothing, eps=eps,
+      threshold_rule=threshold_rule, relative_threshold=relative_threshold)
   return _base.sgd_chain(stage, momentum, nesterov, weight_decay)

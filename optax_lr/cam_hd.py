@@ -48,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from optax_lr import _base, _checks, _tree, telemetry
+from optax_lr import _base, _checks, _rate_rule, _tree, telemetry
 
 LEVELS = ("parameter", "filter", "layer", "global")
 """The levels CAM-HD knows, finest to coarsest."""
@@ -284,7 +284,9 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
            level_scaling: str = "same_scale",
            weight_parametrization: str = "clip",
            filter_labels: LayerLabels = "module",
-           min_learning_rate: float | None = None) -> optax.GradientTransformationExtraArgs:
+           min_learning_rate: float | None = None,
+           rate_rule: str = "additive",
+           previous_direction_fn: Any = None) -> optax.GradientTransformationExtraArgs:
   """Wrap a direction transform with CAM-HD: hypergradient rates at several combined levels.
 
   Each level keeps its own rates, all updated by hypergradient descent from the same elementwise
@@ -336,6 +338,20 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
     min_learning_rate: optional floor ``>= 0`` on the effective per-element rate ``kappa``
       (applied to the update; the level rates themselves are not clipped, as in the paper);
       ``None`` (default) leaves it unbounded.
+    previous_direction_fn: optional ``(d_t, g_t, inner_state) -> d_{t-1}`` (as in
+      :func:`optax_lr.hypergradient`; Adam's: ``optax_lr._base.adam_previous_direction``): the
+      state then keeps no copy of the previous direction. Only without the ``parameter`` level,
+      whose per-element rates need ``d_{t-1}`` exactly (the recovery serves sums).
+    rate_rule: ``"additive"`` (default, Algorithm 1) or ``"multiplicative"``: each level's rate
+      of group ``j`` becomes ``a^l_j (1 + beta gamma_l tau cos_j)``, ``cos_j`` the cosine of
+      ``g_t`` and ``d_{t-1}`` restricted to the group (the whole tree for ``global``, the layer
+      group, the filter group, and for ``parameter`` the sign of ``g_p d_{t-1,p}``), Baydin et
+      al.'s normalised multiplicative rule applied per group (:mod:`optax_lr._rate_rule`):
+      independent of the gradients' and the rate's scale, so ``level_scaling`` has no effect;
+      ``beta`` in ``[0, 1)`` (1e-2 is a good untuned value). The level weight ``gamma_l`` (and
+      ``tau``) scales the step as in the additive rule, so that ``levels=("global",)`` is
+      :func:`optax_lr.hypergradient` with the same rule; the combination weights keep their
+      additive step.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose state is :class:`CamHDState`.
@@ -361,9 +377,13 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
     final_learning_rate = learning_rate
   _checks.non_negative("final_learning_rate", final_learning_rate)
   levels = _check_levels(levels)
+  if previous_direction_fn is not None and "parameter" in levels:
+    raise ValueError("`previous_direction_fn` serves sums only: the parameter level keeps the "
+                     "previous direction (leave previous_direction_fn None with it).")
   initial_weights = _check_weights(weights, levels)
   _checks.one_of("level_scaling", level_scaling, ("same_scale", "mean"))
   _checks.one_of("weight_parametrization", weight_parametrization, ("clip", "softmax"))
+  multiplicative = _rate_rule.check(rate_rule, hypergrad_lr)
   if min_learning_rate is not None:
     _checks.non_negative("min_learning_rate", min_learning_rate)
   for labels in (layer_labels, filter_labels):
@@ -397,14 +417,22 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
     return CamHDState(
         count=jnp.zeros((), jnp.int32),
         learning_rate=rates,
-        previous_direction=_tree.zeros_like(params),
+        previous_direction=(_tree.zeros_like(params) if previous_direction_fn is None
+                            else optax.EmptyState()),
         inner_state=inner.init(params),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
     layout = _layout(updates, layer_labels, filter_labels if "filter" in levels else None)
     grads, treedef = jax.tree.flatten(updates)
-    previous = treedef.flatten_up_to(state.previous_direction)
+    if previous_direction_fn is None:
+      previous_tree = state.previous_direction
+    else:
+      # The recovered d_{t-1} needs this step's inner update first; the element-wise pass below
+      # reuses its result.
+      directions, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
+      previous_tree = previous_direction_fn(directions, updates, inner_state)
+    previous = treedef.flatten_up_to(previous_tree)
     old = state.learning_rate
     gammas = old[COMBINATION_WEIGHTS]
     total_size = layout.total_size
@@ -430,8 +458,22 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
       leaf_sums = [pair[0] for pair in pairs]
       weighted_sums = [pair[1] for pair in pairs]
     else:
-      leaf_sums = treedef.flatten_up_to(_tree.leaf_vdots(updates, state.previous_direction))
+      leaf_sums = treedef.flatten_up_to(_tree.leaf_vdots(updates, previous_tree))
     global_sum = sum(leaf_sums, jnp.zeros((), _tree.RATE_DTYPE))
+    if multiplicative:
+      # The cosine's squared norms per group, ||g||^2 and ||d_prev||^2, as per-leaf (and
+      # per-filter) sums that XLA fuses into the reduction of the products above.
+      squares = [(_tree._as_float32(g) ** 2, _tree._as_float32(d) ** 2)
+                 for g, d in zip(grads, previous, strict=True)]
+      if "filter" in levels:
+        filter_squares = [(_filter_sum(a), _filter_sum(b)) for a, b in squares]
+        leaf_squares = [(jnp.sum(a), jnp.sum(b)) for a, b in filter_squares]
+      else:
+        leaf_squares = [(jnp.sum(a), jnp.sum(b)) for a, b in squares]
+
+      def group_squares(per_leaf, group):
+        return tuple(sum((per_leaf[i][k] for i in group[1:]), per_leaf[group[0]][k])
+                     for k in range(2))
 
     new: dict[str, Any] = {}
     descent: dict[str, jax.Array] = {}  # sum_p e_p a^l_old(p), i.e. -dL/dgamma_l / tau
@@ -440,7 +482,11 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
       if level == "global":
         factor = level_factor(total_size, total_size)
         hypergradient = global_sum if factor == 1 else factor * global_sum
-        new[level] = old[level] + step * hypergradient
+        if multiplicative:
+          new[level] = _rate_rule.multiplicative(
+              old[level], step, global_sum, *group_squares(leaf_squares, range(len(grads))))
+        else:
+          new[level] = old[level] + step * hypergradient
         if learn_weights:
           descent[level] = old[level] * global_sum
       elif level == "layer":
@@ -451,7 +497,11 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
           group_sum = sum((leaf_sums[i] for i in group[1:]), leaf_sums[group[0]])
           size = sum(layout.sizes[i] for i in group)
           rate = old_leaves[group[0]]
-          updated = rate + step * (level_factor(size, total_size) * group_sum)
+          if multiplicative:
+            updated = _rate_rule.multiplicative(rate, step, group_sum,
+                                                *group_squares(leaf_squares, group))
+          else:
+            updated = rate + step * (level_factor(size, total_size) * group_sum)
           # One value per group, but a fresh buffer per leaf: a state holding one array twice
           # cannot be donated (the eager path would otherwise return the same array object).
           for n, i in enumerate(group):
@@ -467,7 +517,11 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
           # Filter j of the group: the j-th last-axis slice of every leaf in it (kernel and bias).
           group_sums = sum((filter_sums[i] for i in group[1:]), filter_sums[group[0]])
           size = sum(layout.filter_sizes[i] for i in group)
-          updated = old_leaves[group[0]] + (step * level_factor(size, total_size)) * group_sums
+          if multiplicative:
+            updated = _rate_rule.multiplicative(old_leaves[group[0]], step, group_sums,
+                                                *group_squares(filter_squares, group))
+          else:
+            updated = old_leaves[group[0]] + (step * level_factor(size, total_size)) * group_sums
           for n, i in enumerate(group):
             new_leaves[i] = updated if n == 0 else jnp.copy(updated)
         new[level] = treedef.unflatten(new_leaves)
@@ -477,9 +531,15 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
                                jnp.zeros((), _tree.RATE_DTYPE))
       else:  # parameter
         old_leaves = treedef.flatten_up_to(old[level])
-        new[level] = treedef.unflatten([
-            rate + (step * level_factor(1, total_size)) * e
-            for rate, e in zip(old_leaves, products, strict=True)])
+        if multiplicative:
+          # One element's cosine is the sign of g_p d_prev_p (0 where either is 0).
+          new[level] = treedef.unflatten([
+              _rate_rule.multiplicative(rate, step, e, *sq)
+              for rate, e, sq in zip(old_leaves, products, squares, strict=True)])
+        else:
+          new[level] = treedef.unflatten([
+              rate + (step * level_factor(1, total_size)) * e
+              for rate, e in zip(old_leaves, products, strict=True)])
         if learn_weights:
           if weighted_sums is None:
             weighted_sums = [jnp.sum(rate * e) for rate, e in zip(old_leaves, products,
@@ -499,13 +559,22 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
     kappa = _combined_rates(new, gammas, treedef, tau, final_learning_rate)
     if min_learning_rate is not None:
       kappa = [jnp.maximum(rate, min_learning_rate).astype(rate.dtype) for rate in kappa]
-    directions, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
+    if previous_direction_fn is None:
+      directions, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
     new_updates = _tree.scale_by_rate(treedef.unflatten(kappa), directions, True)
     new[COMBINATION_WEIGHTS] = new_gammas
+    # The global sum reads every element of the old direction (a finite stand-in: the levels'
+    # rates already hold it, but a level may be absent).
+    global_sum_token = _tree.finite_or_zero(global_sum)
     return new_updates, CamHDState(
         count=optax.safe_increment(state.count),
         learning_rate=new,
-        previous_direction=directions,
+        # Written after everything that reads the old buffer (the new rates of every level and
+        # the new weights, all kept finite): XLA then updates the donated buffer in place.
+        previous_direction=(_tree.written_after(
+            directions, ({k: v for k, v in new.items() if k != "parameter"}, global_sum_token),
+            new.get("parameter")) if previous_direction_fn is None
+                            else state.previous_direction),
         inner_state=inner_state,
     )
 
@@ -519,7 +588,8 @@ def sgd_cam_hd(learning_rate: float, hypergrad_lr: float = 1e-6, combination_lr:
                final_learning_rate: float | None = None,
                layer_labels: LayerLabels = None, *,
                filter_labels: LayerLabels = "module",
-               min_learning_rate: float | None = None) -> optax.GradientTransformation:
+               min_learning_rate: float | None = None,
+               rate_rule: str = "additive") -> optax.GradientTransformation:
   """SGD-CAM-HD (``momentum = 0``), SGDN-CAM-HD (``nesterov=True``): SGD with CAM-HD rates.
 
   Hypergradient rates of the paper's Table 1 for the SGD/SGDN base: ``1e-6`` on ResNet-18/34
@@ -537,6 +607,8 @@ def sgd_cam_hd(learning_rate: float, hypergrad_lr: float = 1e-6, combination_lr:
     levels, weights, decay_rate, final_learning_rate, layer_labels: as :func:`cam_hd`.
     filter_labels, min_learning_rate: as :func:`cam_hd` (by default a bias joins its kernel's
       filter groups; no floor).
+    rate_rule: ``"additive"`` (default, the paper's rule) or ``"multiplicative"`` (scale-free,
+      per group; ``beta`` in ``[0, 1)``), as :func:`cam_hd`.
 
   Returns:
     An ``optax.GradientTransformation``; ``levels=("global",)`` with ``combination_lr = 0`` and
@@ -554,7 +626,7 @@ def sgd_cam_hd(learning_rate: float, hypergrad_lr: float = 1e-6, combination_lr:
   transform = cam_hd(_base.momentum_direction(momentum, nesterov), learning_rate, hypergrad_lr,
                      combination_lr, levels, weights, decay_rate, final_learning_rate,
                      layer_labels, filter_labels=filter_labels,
-                     min_learning_rate=min_learning_rate)
+                     min_learning_rate=min_learning_rate, rate_rule=rate_rule)
   return _base.with_coupled_weight_decay(transform, weight_decay)
 
 
@@ -566,7 +638,9 @@ def adam_cam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8,
                 final_learning_rate: float | None = None,
                 layer_labels: LayerLabels = None, *,
                 filter_labels: LayerLabels = "module",
-                min_learning_rate: float | None = None) -> optax.GradientTransformation:
+                min_learning_rate: float | None = None,
+               rate_rule: str = "additive", mu_dtype: Any = None,
+                store_previous_direction: bool = False) -> optax.GradientTransformation:
   """Adam-CAM-HD: Adam directions ``m_hat / (sqrt(v_hat) + eps)`` with CAM-HD rates.
 
   Args:
@@ -580,10 +654,21 @@ def adam_cam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8,
     weight_decay: coupled L2 decay ``>= 0``.
     levels, weights, decay_rate, final_learning_rate, layer_labels: as :func:`cam_hd`.
     filter_labels, min_learning_rate: as :func:`cam_hd`.
+    rate_rule: ``"additive"`` (default, the paper's rule) or ``"multiplicative"`` (scale-free,
+      per group; ``beta`` in ``[0, 1)``), as :func:`cam_hd`.
+    mu_dtype: optax's option: the first moment's dtype (``jnp.bfloat16`` halves its memory);
+      ``None`` (default) keeps the parameters' dtype.
+    store_previous_direction: keep ``d_{t-1}`` as a state buffer. By default, without the
+      ``parameter`` level, it is recovered from Adam's new moments
+      (:func:`optax_lr._base.adam_previous_direction`, whose docstring derives the bound on the
+      difference of each group's hypergradient sum from the stored-buffer one), so the state is
+      Adam's plus the rates; the ``parameter`` level (and ``b1`` or ``b2`` of 0 or injected)
+      always keeps the buffer.
 
   Returns:
     An ``optax.GradientTransformation``; ``levels=("global",)`` with ``combination_lr = 0`` and
-    ``decay_rate = 0`` equals :func:`optax_lr.adam_hd` bit for bit.
+    ``decay_rate = 0`` equals :func:`optax_lr.adam_hd` bit for bit (with the same
+    ``store_previous_direction``).
 
   References:
     "Adaptive Hierarchical Hyper-gradient Descent" (anonymous authors, under review at ICLR
@@ -593,10 +678,16 @@ def adam_cam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8,
     >>> opt = optax_lr.adam_cam_hd(1e-3, hypergrad_lr=1e-8, levels=("parameter", "layer",
     ...                            "global"), weights=(0.3, 0.3, 0.4), combination_lr=0.01)
   """
-  transform = cam_hd(_base.adam_direction(b1, b2, eps), learning_rate, hypergrad_lr,
+  _checks.flag("store_previous_direction", store_previous_direction)
+  levels = _check_levels(levels)
+  derived = (not store_previous_direction and "parameter" not in levels
+             and _base.reuses_adam_moments(b1, b2))
+  transform = cam_hd(_base.adam_direction(b1, b2, eps, mu_dtype), learning_rate, hypergrad_lr,
                      combination_lr, levels, weights, decay_rate, final_learning_rate,
                      layer_labels, filter_labels=filter_labels,
-                     min_learning_rate=min_learning_rate)
+                     min_learning_rate=min_learning_rate, rate_rule=rate_rule,
+                     previous_direction_fn=(_base.adam_previous_direction(b1, b2, eps)
+                                            if derived else None))
   return _base.with_coupled_weight_decay(transform, weight_decay)
 
 
@@ -635,7 +726,11 @@ def cam_hd_effective_learning_rate(opt_state: Any, decay_rate: float = 0.0,
       raise ValueError("`final_learning_rate` must be given when `decay_rate` > 0.")
     _checks.non_negative("final_learning_rate", final_learning_rate)
     tau = jnp.exp(-decay_rate * state.count.astype(_tree.RATE_DTYPE))
-  treedef = jax.tree.structure(state.previous_direction)
+  # The parameters' shapes: the kept direction, or Adam's first moment when it is recovered.
+  shaped = (_base._adam_state(state.inner_state).mu
+            if isinstance(state.previous_direction, optax.EmptyState)
+            else state.previous_direction)
+  treedef = jax.tree.structure(shaped)
   rates = {k: v for k, v in state.learning_rate.items() if k != COMBINATION_WEIGHTS}
   combined = _combined_rates(rates, state.learning_rate[COMBINATION_WEIGHTS], treedef, tau,
                              final_learning_rate)
@@ -645,7 +740,7 @@ def cam_hd_effective_learning_rate(opt_state: Any, decay_rate: float = 0.0,
   # Broadcast a scalar or per-filter leaf to its elements, so every element counts once.
   return treedef.unflatten([
       jnp.broadcast_to(rate, jnp.shape(d)) for rate, d in
-      zip(combined, treedef.flatten_up_to(state.previous_direction), strict=True)])
+      zip(combined, treedef.flatten_up_to(shaped), strict=True)])
 
 
 def cam_hd_rate_summary(opt_state: Any, decay_rate: float = 0.0,

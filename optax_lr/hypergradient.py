@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_lr import _base, _checks, _tree
+from optax_lr import _base, _checks, _rate_rule, _tree
 
 
 class HypergradientState(NamedTuple):
@@ -51,7 +51,8 @@ class HypergradientState(NamedTuple):
 
 def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
                   hypergrad_lr: float, min_learning_rate: float | None = None,
-                  previous_direction_fn: Callable[[Any, Any], Any] | None = None,
+                  previous_direction_fn: Callable[..., Any] | None = None,
+                  *, rate_rule: str = "additive",
                   ) -> optax.GradientTransformationExtraArgs:
   """Wrap a direction transform with a hypergradient-descent learning rate (Baydin et al. 2018).
 
@@ -64,10 +65,21 @@ def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
       transform followed by ``optax.scale_by_learning_rate``, bit for bit, on every input).
     min_learning_rate: optional floor ``>= 0`` on the rate (not in the reference, which never
       clips); ``None`` (default) leaves it unbounded.
-    previous_direction_fn: optional ``(d_t, g_t) -> d_{t-1}``, for inner transforms whose previous
-      direction follows from the current one (a heavy-ball trace:
-      ``optax_lr._base.heavy_ball_previous_direction(momentum)``); the wrapper then keeps no copy
-      of it, saving a parameter-sized buffer, its write, and (on XLA) a copy per step.
+    previous_direction_fn: optional ``(d_t, g_t, inner_state) -> d_{t-1}`` (``inner_state``
+      after this step's update), for inner transforms whose previous direction follows from the
+      current one and their new state (a heavy-ball trace:
+      ``optax_lr._base.heavy_ball_previous_direction(momentum)``; Adam's moments:
+      ``optax_lr._base.adam_previous_direction(b1, b2, eps)``); the wrapper then keeps no copy
+      of it, saving a parameter-sized buffer, its read and write per step.
+    rate_rule: ``"additive"`` (default, the paper's rule ``lr += beta <g_t, d_{t-1}>``) or
+      ``"multiplicative"``: ``lr *= 1 + beta cos(g_t, d_{t-1})``, Baydin et al.'s normalised
+      multiplicative rule, which does not depend on the scale of the gradients or of the rate
+      (``beta`` in ``[0, 1)``; 1e-2 is the registry's untuned value). The rate moves by at most
+      ``x(1 +- beta)`` per step, so a rate 100x off needs at least ``ln(100) / beta`` steps (460
+      at 1e-2; several times more in practice, where ``|E cos| < 1``). Stationary where
+      consecutive directions decorrelate (``E cos = 0``); the two norms come from the
+      reduction pass of the inner product (one variadic reduction). See
+      :mod:`optax_lr._rate_rule` for the derivation.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose state is :class:`HypergradientState`. The
@@ -81,9 +93,12 @@ def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
 
   Example:
     >>> opt = optax_lr.hypergradient(optax.scale_by_adam(), learning_rate=1e-3, hypergrad_lr=1e-8)
+    >>> scale_free = optax_lr.hypergradient(optax.scale_by_adam(), learning_rate=1e-3,
+    ...                                     hypergrad_lr=1e-2, rate_rule="multiplicative")
   """
   _checks.learned_initial_rate(learning_rate, "hypergradient descent")
   _checks.non_negative("hypergrad_lr", hypergrad_lr)
+  multiplicative = _rate_rule.check(rate_rule, hypergrad_lr)
   if min_learning_rate is not None:
     _checks.non_negative("min_learning_rate", min_learning_rate)
   inner = optax.with_extra_args_support(inner)
@@ -101,16 +116,22 @@ def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
     if previous_direction_fn is None:
       previous = state.previous_direction
     else:
-      previous = previous_direction_fn(directions, updates)
+      previous = previous_direction_fn(directions, updates, inner_state)
     old_rate = state.learning_rate
     # A non-finite hypergradient step (inf or NaN elements, or an overflowing product) leaves the
     # rate unchanged; the floor applies to a rate that moved.
-    rate = _tree.where_finite(old_rate + hypergrad_lr * _tree.vdot(updates, previous), old_rate)
+    if multiplicative:
+      rate = _rate_rule.multiplicative(old_rate, hypergrad_lr,
+                                       *_rate_rule.tree_dot_and_norms(updates, previous))
+    else:
+      rate = _tree.where_finite(old_rate + hypergrad_lr * _tree.vdot(updates, previous), old_rate)
     if min_learning_rate is not None:
       rate = jnp.maximum(rate, min_learning_rate).astype(old_rate.dtype)
+    keeps_previous = previous_direction_fn is None
     return _tree.scale_by_rate(rate, directions, False), HypergradientState(
         learning_rate=rate,
-        previous_direction=(directions if previous_direction_fn is None
+        # Written after the reduction that reads the old buffer: XLA then updates it in place.
+        previous_direction=(_tree.written_after(directions, rate) if keeps_previous
                             else state.previous_direction),
         inner_state=inner_state)
 
@@ -118,8 +139,8 @@ def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
 
 
 def sgd_hd(learning_rate: float, hypergrad_lr: float = 1e-3, momentum: float = 0.0,
-           nesterov: bool = False, weight_decay: float = 0.0,
-           ) -> optax.GradientTransformationExtraArgs:
+           nesterov: bool = False, weight_decay: float = 0.0, *,
+           rate_rule: str = "additive") -> optax.GradientTransformationExtraArgs:
   """SGD-HD (``momentum = 0``) and SGDN-HD (``nesterov=True``): SGD with a hypergradient rate.
 
   Args:
@@ -128,6 +149,8 @@ def sgd_hd(learning_rate: float, hypergrad_lr: float = 1e-3, momentum: float = 0
     momentum: in ``[0, 1)``; the direction is the momentum trace.
     nesterov: Nesterov momentum (SGDN-HD).
     weight_decay: coupled L2 decay ``>= 0``.
+    rate_rule: ``"additive"`` (default, the paper's rule) or ``"multiplicative"`` (scale-free,
+      ``lr *= 1 + beta cos(g_t, d_{t-1})``, ``beta`` in ``[0, 1)``), as :func:`hypergradient`.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; ``hypergrad_lr = 0`` equals ``optax.sgd`` bit
@@ -146,13 +169,24 @@ def sgd_hd(learning_rate: float, hypergrad_lr: float = 1e-3, momentum: float = 0
   previous_direction_fn = _base.heavy_ball_previous_direction(momentum) if reuse_trace else None
   return _base.with_coupled_weight_decay(
       hypergradient(inner, learning_rate, hypergrad_lr,
-                    previous_direction_fn=previous_direction_fn), weight_decay)
+                    previous_direction_fn=previous_direction_fn, rate_rule=rate_rule),
+      weight_decay)
 
 
 def adam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8, b1: float = 0.9,
-            b2: float = 0.999, eps: float = 1e-8,
-            weight_decay: float = 0.0) -> optax.GradientTransformationExtraArgs:
+            b2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0,
+            mu_dtype: Any = None, store_previous_direction: bool = False, *,
+            rate_rule: str = "additive") -> optax.GradientTransformationExtraArgs:
   """Adam-HD: Adam with a hypergradient rate on the direction ``m_hat / (sqrt(v_hat) + eps)``.
+
+  The hypergradient ``<g_t, d_{t-1}>`` reads Adam's previous direction. By default it is
+  recovered from the new moments (:func:`optax_lr._base.adam_previous_direction`, which
+  derives the rounding bound), so the state is exactly Adam's plus one scalar rate and the
+  update reads no extra buffer; the sum ``<g_t, d_{t-1}>`` then equals the stored-buffer one
+  within that bound (a few ``u |g| |d|`` per element, ``u`` the unit roundoff of the moments'
+  dtype, except where ``v_{t-1} << (1 - b2) g_t^2``). ``store_previous_direction=True`` keeps
+  the buffer, as the reference code does (its arithmetic exactly, one more parameter-sized
+  buffer read and written per step).
 
   Args:
     learning_rate: initial rate ``> 0``.
@@ -161,6 +195,12 @@ def adam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8, b1: float =
     b2: second-moment decay in ``[0, 1)``.
     eps: ``>= 0``.
     weight_decay: coupled L2 decay ``>= 0`` (added to the gradient, as the reference does).
+    rate_rule: ``"additive"`` (default, the paper's rule) or ``"multiplicative"`` (scale-free,
+      ``lr *= 1 + beta cos(g_t, d_{t-1})``, ``beta`` in ``[0, 1)``), as :func:`hypergradient`.
+    mu_dtype: optax's option: the first moment's dtype (``jnp.bfloat16`` halves its memory);
+      ``None`` (default) keeps the parameters' dtype.
+    store_previous_direction: keep ``d_{t-1}`` as a state buffer instead of recovering it (the
+      path also taken when ``b1`` or ``b2`` is 0 or injected, where it cannot be recovered).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; ``hypergrad_lr = 0`` equals ``optax.adam`` bit
@@ -173,6 +213,12 @@ def adam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8, b1: float =
   Example:
     >>> opt = optax_lr.adam_hd(1e-3, hypergrad_lr=1e-8)
   """
+  _checks.flag("store_previous_direction", store_previous_direction)
+  inner = _base.adam_direction(b1, b2, eps, mu_dtype)
+  derived = not store_previous_direction and _base.reuses_adam_moments(b1, b2)
   return _base.with_coupled_weight_decay(
-      hypergradient(_base.adam_direction(b1, b2, eps), learning_rate, hypergrad_lr),
+      hypergradient(inner, learning_rate, hypergrad_lr,
+                    previous_direction_fn=(_base.adam_previous_direction(b1, b2, eps)
+                                           if derived else None),
+                    rate_rule=rate_rule),
       weight_decay)

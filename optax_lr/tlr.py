@@ -63,6 +63,7 @@ class ScaleByTLRState(NamedTuple):
       direction; empty when the direction transform already holds that direction, as a
       heavy-ball momentum trace does under the displacement reading).
     inner_state: state of the direction transform (empty when it is the identity).
+    backtrack: :class:`TLRBacktrackState` with ``safeguard="backtrack"``, else empty.
   """
 
   count: jax.Array
@@ -70,6 +71,22 @@ class ScaleByTLRState(NamedTuple):
   direction_sum: Any
   previous_direction_sum: Any
   inner_state: Any
+  backtrack: Any = optax.EmptyState()
+
+
+class TLRBacktrackState(NamedTuple):
+  """State of TLR's loss backtrack (``safeguard="backtrack"``), all scalars.
+
+  Attributes:
+    window_value: the sum of the ``value`` arguments (training losses) of the window in progress.
+    previous_value: the mean ``value`` of the previous window (NaN before the first closes).
+    max_learning_rate: the ceiling on the rate, the rate after the latest backtrack (inf before);
+      a scalar, or one per leaf when ``per_tensor``.
+  """
+
+  window_value: jax.Array
+  previous_value: jax.Array
+  max_learning_rate: Any
 
 
 def newton_factor(inner_product: jax.Array, squared_norm: jax.Array,
@@ -121,11 +138,16 @@ def update_every_from_fraction(steps_per_epoch: int, fraction: float = 1 / 3) ->
 
 
 WINDOW_SUMS = ("gradient", "displacement")
+
+SAFEGUARDS = ("none", "backtrack")
+"""TLR growth safeguards: none (the paper's rule, exactly) or a backtrack on a rising loss."""
 """The readings of the window sum ``u``: summed gradients (default) or summed directions."""
 
 
 def _windowed_rate(inner: optax.GradientTransformation, learning_rate: float, update_every: int,
                    per_tensor: bool, rate_rule: RateRule, window_sum: str,
+                   safeguard: str = "none", backtrack_factor: float = 0.5,
+                   loss_tolerance: float = 1.0,
                    previous_direction_fn: Callable[[Any, Any], Any] | None = None,
                    ) -> optax.GradientTransformationExtraArgs:
   """Shared machinery of the windowed TLR rules: directions, accumulate, close the window, scale.
@@ -150,6 +172,32 @@ def _windowed_rate(inner: optax.GradientTransformation, learning_rate: float, up
   if previous_direction_fn is not None and (not single_step_window or sums_gradients):
     raise ValueError("previous_direction_fn needs update_every == 1 and the displacement reading")
   inner = optax.with_extra_args_support(inner)
+  backtracks = safeguard == "backtrack"
+
+  def rate_dtype_of(rate):
+    return jax.tree.leaves(rate)[0].dtype
+
+  def backtrack(state, rate, value):
+    """At a window's end: the rate times ``backtrack_factor`` when the window's mean loss rose
+    above ``(1 + loss_tolerance)`` times the previous window's (or is not finite), which also
+    becomes the rate's ceiling; else the new rate, at most the ceiling."""
+    bt = state.backtrack
+    dtype = bt.window_value.dtype
+    closes = state.count % update_every == update_every - 1
+    window_value = bt.window_value + jnp.asarray(value, dtype)
+    mean = window_value / jnp.asarray(update_every, dtype)
+    # A NaN or inf mean is a rise; before the first window closes there is nothing to compare.
+    rose = closes & jnp.isfinite(bt.previous_value) & ~(
+        mean <= (1.0 + loss_tolerance) * bt.previous_value)
+    reduced = jax.tree.map(lambda r: (backtrack_factor * r).astype(r.dtype), state.learning_rate)
+    new_rate = jax.tree.map(
+        lambda new, low, ceiling: jnp.where(rose, low, jnp.minimum(new, ceiling)).astype(new.dtype),
+        rate, reduced, bt.max_learning_rate)
+    ceiling = jax.tree.map(lambda low, c: jnp.where(rose, low, c), reduced, bt.max_learning_rate)
+    return new_rate, TLRBacktrackState(
+        window_value=jnp.where(closes, jnp.zeros((), dtype), window_value),
+        previous_value=jnp.where(closes & jnp.isfinite(mean), mean, bt.previous_value),
+        max_learning_rate=ceiling)
 
   def init_fn(params):
     if per_tensor:
@@ -164,6 +212,10 @@ def _windowed_rate(inner: optax.GradientTransformation, learning_rate: float, up
         previous_direction_sum=(_tree.zeros_like(params) if keeps_previous
                                 else optax.EmptyState()),
         inner_state=inner.init(params),
+        backtrack=(optax.EmptyState() if not backtracks else TLRBacktrackState(
+            window_value=jnp.zeros((), rate_dtype_of(rate)),
+            previous_value=jnp.full((), jnp.nan, rate_dtype_of(rate)),
+            max_learning_rate=jax.tree.map(lambda r: jnp.full_like(r, jnp.inf), rate))),
     )
 
   def close_window(rate, window_total, previous, has_previous):
@@ -188,6 +240,7 @@ def _windowed_rate(inner: optax.GradientTransformation, learning_rate: float, up
     return jax.tree.map(lambda new, old: jnp.where(has_previous, new, old), new_rate, rate)
 
   def update_fn(updates, state, params=None, **extra_args):
+    value = extra_args.get("value")
     count = state.count
     has_previous = count >= update_every
     directions, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
@@ -224,6 +277,12 @@ def _windowed_rate(inner: optax.GradientTransformation, learning_rate: float, up
       rate, direction_sum, previous = _tree.run_once_if(
           count % update_every == update_every - 1, close_and_swap,
           (state.learning_rate, window_total, state.previous_direction_sum))
+    backtrack_state = state.backtrack
+    if backtracks:
+      if value is None:
+        raise ValueError("TLR with safeguard='backtrack' needs the training loss: call "
+                         "update(..., value=loss).")
+      rate, backtrack_state = backtrack(state, rate, value)
     new_updates = _tree.scale_by_rate(rate, directions, per_tensor)
     return new_updates, ScaleByTLRState(
         count=optax.safe_increment(count),
@@ -231,6 +290,7 @@ def _windowed_rate(inner: optax.GradientTransformation, learning_rate: float, up
         direction_sum=direction_sum,
         previous_direction_sum=previous,
         inner_state=inner_state,
+        backtrack=backtrack_state,
     )
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -245,7 +305,12 @@ def _newton_rule(bound: float) -> RateRule:
   return rule
 
 
-def _check_window_args(learning_rate, update_every, window_sum, per_tensor=False):
+def _check_window_args(learning_rate, update_every, window_sum, per_tensor=False,
+                       safeguard="none", backtrack_factor=0.5, loss_tolerance=1.0):
+  _checks.one_of("safeguard", safeguard, SAFEGUARDS)
+  _checks.in_range("backtrack_factor", backtrack_factor, 0.0, 1.0, low_open=True,
+                   high_open=True)
+  _checks.non_negative("loss_tolerance", loss_tolerance)
   _checks.learned_initial_rate(learning_rate, "TLR")
   _checks.integer_at_least("update_every", update_every, 1)
   _checks.flag("per_tensor", per_tensor)
@@ -255,6 +320,8 @@ def _check_window_args(learning_rate, update_every, window_sum, per_tensor=False
 def scale_by_tlr(learning_rate: float, update_every: int = 1, bound: float = 0.25,
                  per_tensor: bool = False, *, window_sum: str = "gradient",
                  inner: optax.GradientTransformation | None = None,
+                 safeguard: str = "none", backtrack_factor: float = 0.5,
+                 loss_tolerance: float = 1.0,
                  ) -> optax.GradientTransformationExtraArgs:
   """Trainable Learning Rate: scale directions by a rate learned with a Newton step.
 
@@ -293,6 +360,19 @@ def scale_by_tlr(learning_rate: float, update_every: int = 1, bound: float = 0.2
     window_sum: ``"gradient"`` (default) or ``"displacement"``, see above.
     inner: the unit-rate direction transform (``optax.trace(0.8)``, ``optax.scale_by_adam()``,
       a chain); ``None`` (default) is the identity. Extra ``update`` arguments are forwarded to it.
+    safeguard: ``"none"`` (default: the paper's rule, exactly) or ``"backtrack"``: ``update``
+      then takes the training loss as ``value=`` (as ``optax.contrib.reduce_on_plateau`` does);
+      when a window's mean loss exceeds ``(1 + loss_tolerance)`` times the previous window's
+      (or is not finite), the rate is multiplied by ``backtrack_factor`` instead of the Newton
+      factor, and that reduced rate becomes a ceiling the rate never grows past again. On a
+      smooth problem consecutive windows keep agreeing and the paper's rule multiplies the rate
+      by ``1 + c`` per window past the stability limit ``2 / lambda_max`` (the stiff
+      directions have converged, so the window sums do not see them, until they blow up); the
+      first blow-up halves the rate and fixes the ceiling below the limit. Window means of
+      minibatch losses rarely double, so the default tolerance leaves noisy runs alone.
+    backtrack_factor: in ``(0, 1)``, the backtrack's rate multiplier (default 0.5).
+    loss_tolerance: ``>= 0``, the relative rise of the window's mean loss that backtracks
+      (default 1.0: the mean loss doubled).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose state is :class:`ScaleByTLRState`.
@@ -304,10 +384,12 @@ def scale_by_tlr(learning_rate: float, update_every: int = 1, bound: float = 0.2
   Example:
     >>> opt = optax_lr.scale_by_tlr(0.1, update_every=50, inner=optax.trace(0.8))
   """
-  _check_window_args(learning_rate, update_every, window_sum, per_tensor)
+  _check_window_args(learning_rate, update_every, window_sum, per_tensor, safeguard,
+                     backtrack_factor, loss_tolerance)
   _checks.positive("bound", bound)
   return _windowed_rate(optax.identity() if inner is None else inner, learning_rate,
-                        update_every, per_tensor, _newton_rule(bound), window_sum)
+                        update_every, per_tensor, _newton_rule(bound), window_sum, safeguard,
+                        backtrack_factor, loss_tolerance)
 
 
 def scale_by_tlr_fixed_meta_rate(learning_rate: float, meta_learning_rate: float,
@@ -367,7 +449,9 @@ def shortest_displacement_window(momentum: float) -> float:
 def tlr_sgd(learning_rate: float, update_every: int = 1, momentum: float = 0.0,
             nesterov: bool = False, weight_decay: float = 0.0, bound: float = 0.25,
             per_tensor: bool = False, *,
-            window_sum: str = "gradient") -> optax.GradientTransformationExtraArgs:
+            window_sum: str = "gradient", safeguard: str = "none",
+            backtrack_factor: float = 0.5,
+            loss_tolerance: float = 1.0) -> optax.GradientTransformationExtraArgs:
   """SGD with a Trainable Learning Rate: the paper's ``sgd_tlr`` (``sgd_tlr_pl`` when per tensor).
 
   ``add_decayed_weights(weight_decay) -> scale_by_tlr(inner=trace(momentum, nesterov))``. Under
@@ -392,6 +476,8 @@ def tlr_sgd(learning_rate: float, update_every: int = 1, momentum: float = 0.0,
     bound: ``c > 0`` (paper: 1/4).
     per_tensor: one rate per leaf (``sgd_tlr_pl``).
     window_sum: ``"gradient"`` (default) or ``"displacement"``, see above.
+    safeguard, backtrack_factor, loss_tolerance: ``"none"`` (default, the paper's rule) or
+      ``"backtrack"`` (needs ``update(..., value=loss)``), as :func:`scale_by_tlr`.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; its last stage's state is
@@ -405,7 +491,8 @@ def tlr_sgd(learning_rate: float, update_every: int = 1, momentum: float = 0.0,
     >>> opt = optax_lr.tlr_sgd(0.1, update_every=optax_lr.update_every_from_fraction(390),
     ...                        momentum=0.8, weight_decay=5e-4)
   """
-  _check_window_args(learning_rate, update_every, window_sum, per_tensor)
+  _check_window_args(learning_rate, update_every, window_sum, per_tensor, safeguard,
+                     backtrack_factor, loss_tolerance)
   _checks.positive("bound", bound)
   inner = _base.momentum_direction(momentum, nesterov)
   # Structural choices only on Python numbers: injected arrays take the general path.
@@ -425,7 +512,8 @@ def tlr_sgd(learning_rate: float, update_every: int = 1, momentum: float = 0.0,
                  and known_update_every == 1)
   previous_direction_fn = _base.heavy_ball_previous_direction(momentum) if reuse_trace else None
   stage = _windowed_rate(inner, learning_rate, update_every, per_tensor, _newton_rule(bound),
-                         window_sum, previous_direction_fn)
+                         window_sum, safeguard, backtrack_factor, loss_tolerance,
+                         previous_direction_fn)
   return _base.with_coupled_weight_decay(stage, weight_decay)
 
 

@@ -399,3 +399,54 @@ def test_equals_algorithm_1_in_float64(average, smoothing):
   np.testing.assert_array_equal(np.concatenate([[settings["learning_rate"]], rates[:-1]]),
                                 expected_rates)
   np.testing.assert_allclose(path, expected_path, rtol=1e-12, atol=1e-12)
+
+
+# --- the relative threshold rule (threshold_rule="relative") ---
+
+def _relative(**kwargs):
+  options = dict(drop_factor=0.5, min_learning_rate=0.0, drop_delay=1, average=False,
+                 threshold_rule="relative", relative_threshold=0.2)
+  options.update(kwargs)
+  return optax_lr.scale_by_autodrop(1.0, 1, **options)
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.1])
+def test_relative_threshold_fires_on_the_first_small_change(scale):
+  # omega_2..omega_7 = 10, 20, 30, 40, 41.5, 60 (times scale); changes from boundary 3 on:
+  # c3 = c4 = c5 = 10, c6 = 1.5, c7 = 18.5. Boundary 5: two earlier changes, c5 = 10 above
+  # 0.2 * 10 = 2. Boundary 6: 1.5 <= 0.2 * mean(10, 10, 10) = 2: trigger, and with
+  # drop_delay = 1 the rate drops at once (1 -> 0.5). The same at any scale of the angles.
+  turns = np.array([0, 10, 20, 30, 40, 41.5, 60, 80]) * scale
+  _, _, _, states = _run(_relative(), _directions(turns))
+  drops = [int(_after(states, c).num_drops) for c in range(1, 9)]
+  assert drops == [0, 0, 0, 0, 0, 1, 1, 1]
+  assert float(_after(states, 5).threshold) == pytest.approx(0.01)  # the fixed part: unchanged
+  np.testing.assert_allclose(float(_after(states, 5).mean_change), 10.0 * scale, rtol=1e-3)
+  assert float(_after(states, 6).learning_rate) == 0.5
+  # After the drop the mean restarts with the history.
+  assert int(_after(states, 6).num_changes) == 0
+  # The paper's fixed 0.01 degrees never fires on these changes (>= 0.15 degrees).
+  fixed = optax_lr.scale_by_autodrop(1.0, 1, drop_factor=0.5, min_learning_rate=0.0,
+                                     drop_delay=1, average=False)
+  _, _, _, states = _run(fixed, _directions(turns))
+  assert int(_after(states, 8).num_drops) == 0
+
+
+def test_relative_threshold_is_never_later_than_the_fixed_one():
+  # A constant 10-degree turn: every change is 0 up to float32 rounding, below the fixed 0.01
+  # degrees at boundary 3 (the first change, before two earlier changes exist): both rules fire.
+  turns = [0] + [10] * 7
+  for opt in (_relative(), _relative(threshold_rule="fixed")):
+    _, _, _, states = _run(opt, _directions(turns))
+    assert [int(_after(states, c).num_drops) for c in range(1, 4)] == [0, 0, 1]
+
+
+def test_relative_threshold_keeps_steady_changes_undropped_and_validates():
+  # Changes of 10 every boundary: never below 0.2 * 10.
+  turns = np.concatenate([[0], np.cumsum(np.full(11, 10.0)) % 170])
+  _, _, _, states = _run(_relative(), _directions(turns[:10]))
+  assert int(_after(states, 10).num_drops) == 0
+  with pytest.raises(ValueError, match="threshold_rule"):
+    optax_lr.scale_by_autodrop(1.0, 1, threshold_rule="adaptive")
+  with pytest.raises(ValueError, match="relative_threshold"):
+    optax_lr.scale_by_autodrop(1.0, 1, threshold_rule="relative", relative_threshold=0.0)

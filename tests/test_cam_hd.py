@@ -557,3 +557,49 @@ def test_min_learning_rate_floors_the_effective_rate():
       np.testing.assert_allclose(effective[k], kappa[k], rtol=1e-6)
   with pytest.raises(ValueError, match="`min_learning_rate`"):
     optax_lr.sgd_cam_hd(0.1, min_learning_rate=-1.0)
+
+
+# ------------------------------------------------------------------------------------------------
+# Adam-CAM-HD keeps no copy of the previous direction without the parameter level.
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("levels", [("layer", "global"), ("filter", "layer", "global")])
+def test_adam_cam_hd_recovered_direction_matches_stored(levels):
+  # The recovered d_{t-1} (Adam's new moments) gives every level's sums to float32 rounding on
+  # a smooth problem: rates and parameters agree with the stored-buffer path, with the rates
+  # learning (beta large enough to move them) and the weights too.
+  kwargs = dict(learning_rate=0.01, hypergrad_lr=1e-3, combination_lr=0.01, levels=levels,
+                layer_labels=optax_lr.parent_module_label)
+  ours_params, ours = _trajectory(optax_lr.adam_cam_hd(**kwargs), 30, jit=True)
+  kept_params, kept = _trajectory(
+      optax_lr.adam_cam_hd(**kwargs, store_previous_direction=True), 30, jit=True)
+  assert isinstance(ours.previous_direction, optax.EmptyState)
+  for a, b in zip(jax.tree.leaves((ours_params, ours.learning_rate)),
+                  jax.tree.leaves((kept_params, kept.learning_rate)), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+  # The rates moved (the comparison is not between two fixed rates).
+  assert float(jnp.abs(ours.learning_rate["global"] - 0.01)) > 1e-3
+  # The effective-rate helper reads the shapes off Adam's moments.
+  for a, b in zip(jax.tree.leaves(optax_lr.cam_hd_effective_learning_rate(ours)),
+                  jax.tree.leaves(optax_lr.cam_hd_effective_learning_rate(kept)), strict=True):
+    assert a.shape == b.shape
+    np.testing.assert_allclose(a, b, rtol=1e-5)
+
+
+def test_adam_cam_hd_state_sizes():
+  # Without the parameter level: Adam's moments plus the rates (and a bfloat16 first moment with
+  # mu_dtype); with it, the per-element rates and the kept direction on top.
+  params = {"w": PARAMS["w"], "b": PARAMS["b"]}  # no 0-d leaf: a rate is then one of size 1
+
+  def buffers(opt):
+    return sum(x.size for x in jax.tree.leaves(opt.init(params)) if x.size > 1) / 16
+  assert buffers(optax_lr.adam_cam_hd(levels=("layer", "global"))) == 2
+  assert buffers(optax_lr.adam_cam_hd(levels=("layer", "global"),
+                                      store_previous_direction=True)) == 3
+  assert buffers(optax_lr.adam_cam_hd(levels=("parameter", "global"))) == 4
+  state = optax_lr.adam_cam_hd(mu_dtype=jnp.bfloat16).init(PARAMS)
+  assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(state.inner_state.mu))
+  with pytest.raises(ValueError, match="previous_direction_fn"):
+    optax_lr.cam_hd(optax.scale_by_adam(), 0.1, 1e-3, levels=("parameter", "global"),
+                    previous_direction_fn=optax_lr._base.adam_previous_direction(0.9, 0.999, 1e-8))

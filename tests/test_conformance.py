@@ -102,6 +102,26 @@ CASES = [
     Case("adam_hd", optax_lr.adam_hd, dict(learning_rate=0.1, hypergrad_lr=1e-4),
          parabola_steps=1000,
          make_for_rosenbrock=lambda: optax_lr.adam_hd(0.01, hypergrad_lr=1e-6)),
+    # The scale-free multiplicative rate rule (optax_lr/_rate_rule.py). On a deterministic
+    # problem E cos = 0 only where the stiffest direction starts to oscillate, so SGD's rate
+    # settles at the stability edge (2/1002 on Rosenbrock) and beta must keep the overshoot past
+    # it small: from 1e-3, beta = 1e-2 overshoots to 3e-3 and diverges, beta = 1e-3 converges.
+    Case("sgdn_hd_multiplicative", optax_lr.sgd_hd,
+         dict(learning_rate=0.1, hypergrad_lr=0.05, momentum=0.5, nesterov=True,
+              rate_rule="multiplicative"),
+         make_for_rosenbrock=lambda: optax_lr.sgd_hd(1e-4, 1e-3, momentum=0.9, nesterov=True,
+                                                     rate_rule="multiplicative")),
+    Case("adam_hd_multiplicative", optax_lr.adam_hd,
+         dict(learning_rate=0.1, hypergrad_lr=0.02, rate_rule="multiplicative"),
+         parabola_steps=1000,
+         make_for_rosenbrock=lambda: optax_lr.adam_hd(0.01, 1e-2, rate_rule="multiplicative")),
+    Case("adam_cam_hd_multiplicative", optax_lr.adam_cam_hd,
+         dict(learning_rate=0.1, hypergrad_lr=0.02, combination_lr=0.01,
+              levels=("filter", "layer", "global"), weights=(0.3, 0.3, 0.4),
+              rate_rule="multiplicative"),
+         parabola_steps=1000,
+         make_for_rosenbrock=lambda: optax_lr.adam_cam_hd(
+             0.01, 1e-2, levels=("layer", "global"), rate_rule="multiplicative")),
     # --- AutoDrop (optax_lr/autodrop.py) ---
     # Small windows and delays so that drops (and landings on the average) happen inside the
     # convergence budgets; the floors keep the final rates useful (each run drops 3-28 times).
@@ -119,6 +139,13 @@ CASES = [
          make_for_rosenbrock=lambda: optax_lr.autodrop_sgd(
              1e-3, steps_per_epoch=20, nesterov=True, average=False, smoothing=3, drop_delay=2,
              drop_factor=0.5, min_learning_rate=5e-4)),
+    Case("autodrop_sgd_relative", optax_lr.autodrop_sgd,
+         dict(learning_rate=0.1, steps_per_epoch=5, momentum=0.5, drop_delay=3,
+              min_learning_rate=0.02, threshold_rule="relative", relative_threshold=0.3),
+         static_args=("smoothing",),
+         make_for_rosenbrock=lambda: optax_lr.autodrop_sgd(
+             1e-3, steps_per_epoch=50, drop_factor=0.5, drop_delay=5, min_learning_rate=5e-4,
+             threshold_rule="relative")),
     Case("autodrop_adam", autodrop_adam,
          make_for_rosenbrock=lambda: autodrop_adam(0.02, 20, 0.5, 5, 1e-3)),
     Case("autodrop_over_tlr", autodrop_over_tlr,

@@ -148,3 +148,99 @@ def test_recovered_trace_equals_a_kept_copy():
   assert isinstance(ours.init(PARAMS).previous_direction, optax.EmptyState)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                _trajectory(ours), _trajectory(reference))
+
+
+def _adam_gradients(kind, steps, shape=(64, 32), seed=0):
+  """Random gradients, or spiky ones (1% of the elements 1000x larger), and tiny early ones."""
+  rng = np.random.default_rng(seed)
+  out = []
+  for t in range(steps):
+    g = rng.standard_normal(shape).astype(np.float32)
+    if kind == "spiky":
+      g = g * np.where(rng.random(shape) < 0.01, 1000.0, 1.0).astype(np.float32)
+      if t < 2:
+        g = g * np.float32(1e-3)  # tiny first gradients: v_{t-1} << (1 - b2) g_t^2 next
+    out.append({"w": jnp.asarray(g)})
+  return out
+
+
+@pytest.mark.parametrize("kind", ["random", "spiky"])
+def test_adam_previous_direction_within_its_bound(kind):
+  # The stored path runs; at every step the direction recovered from the new moments is compared
+  # with the stored one, per element against E of the docstring, and the hypergradient sum
+  # <g_t, d_{t-1}> against sum |g| E (plus the float32 rounding of two sums of 2048 terms).
+  b1, b2, eps = 0.9, 0.999, 1e-8
+  u = 2.0 ** -24
+  inner = optax.scale_by_adam(b1, b2, eps)
+  recover = optax_lr._base.adam_previous_direction(b1, b2, eps)
+  params = {"w": jnp.zeros((64, 32))}
+  state = inner.init(params)
+  stored = jax.tree.map(jnp.zeros_like, params)
+  for t, g in enumerate(_adam_gradients(kind, 30), start=1):
+    direction, state = inner.update(g, state)
+    recovered = recover(direction, g, state)
+    if t > 1:
+      gg, m, v = (np.asarray(x, np.float64) for x in (g["w"], state.mu["w"], state.nu["w"]))
+      d_true = np.asarray(stored["w"], np.float64)
+      c1, c2 = 1 - b1 ** (t - 1), 1 - b2 ** (t - 1)
+      dm = 4 * u * (np.abs(m) + (1 - b1) * np.abs(gg)) / b1
+      dv = 4 * u * (v + (1 - b2) * gg * gg) / b2
+      m_hat = ((m - (1 - b1) * gg) / b1) / c1
+      v_hat = np.maximum((v - (1 - b2) * gg * gg) / b2, 0) / c2
+      bound_d = (1 - b1) / np.sqrt((1 - b2) * (1 - b1 * b1 / b2)) * np.sqrt(c2) / c1
+      s_rec, ds = np.sqrt(v_hat), np.sqrt(dv / c2)
+      s_low = np.maximum(s_rec - ds, 0)  # the true sqrt(v_hat) is at least this
+      e = np.minimum(2 * bound_d,
+                     dm / c1 / (s_low + eps)
+                     + (np.abs(m_hat) + dm / c1) * ds / ((s_rec + eps) * (s_low + eps))
+                     + 4 * u * np.abs(d_true))
+      error = np.abs(np.asarray(recovered["w"], np.float64) - d_true)
+      assert np.all(error <= e), (t, np.max(error - e))
+      h_stored = float(optax_lr._tree.vdot(g, stored))
+      h_recovered = float(optax_lr._tree.vdot(g, recovered))
+      slack = 2 * 2048 * u * float(np.sum(np.abs(gg) * (np.abs(d_true) + e)))
+      assert abs(h_recovered - h_stored) <= float(np.sum(np.abs(gg) * e)) + slack
+      if kind == "random" and t > 5:
+        # Once v holds a few gradients, E is a few u |d| per element: tiny against h. (In the
+        # first steps an element with a tiny g_1 has v_1 << (1 - b2) g_2^2 even here.)
+        assert abs(h_recovered - h_stored) <= 1e-5 * float(np.sum(np.abs(gg * d_true)))
+    else:
+      assert all(jnp.all(x == 0) for x in jax.tree.leaves(recovered))
+    stored = direction
+
+
+def test_adam_hd_state_is_adams():
+  # The previous direction is recovered: the state is Adam's moments plus one scalar rate, and
+  # with a bfloat16 first moment (mu_dtype) it keeps that dtype.
+  ours = optax_lr.adam_hd(1e-3, mu_dtype=jnp.bfloat16).init(PARAMS)
+  adam = optax.adam(1e-3, mu_dtype=jnp.bfloat16).init(PARAMS)
+  sizes = lambda s: sorted((x.size, str(x.dtype)) for x in jax.tree.leaves(s) if x.ndim)  # noqa: E731
+  assert sizes(ours) == sizes(adam)
+  assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(ours.inner_state.mu))
+  kept = optax_lr.adam_hd(1e-3, store_previous_direction=True).init(PARAMS)
+  assert len(jax.tree.leaves(kept)) == len(jax.tree.leaves(ours)) + len(jax.tree.leaves(PARAMS))
+  # b1 = 0 leaves no m_{t-1} to recover: the stored path.
+  assert len(jax.tree.leaves(optax_lr.adam_hd(1e-3, b1=0.0).init(PARAMS))) == len(
+      jax.tree.leaves(kept))
+
+
+def test_adam_hd_mu_dtype_zero_hypergrad_lr_equals_adam():
+  ours = optax_lr.adam_hd(0.01, hypergrad_lr=0.0, mu_dtype=jnp.bfloat16)
+  theirs = optax.adam(0.01, mu_dtype=jnp.bfloat16)
+  for a, b in zip(jax.tree.leaves(_trajectory(ours)), jax.tree.leaves(_trajectory(theirs)),
+                  strict=True):
+    np.testing.assert_array_equal(a, b)
+  with pytest.raises(TypeError, match="mu_dtype"):
+    optax_lr.adam_hd(mu_dtype="not a dtype")
+  with pytest.raises(ValueError, match="mu_dtype"):
+    optax_lr.adam_hd(mu_dtype=jnp.int32)
+
+
+def test_adam_hd_recovered_close_to_stored_on_a_smooth_problem():
+  # On a smooth problem the recovered and the stored paths follow one trajectory to float32
+  # rounding, with the rate learning (beta large enough to move it by 10x its initial value).
+  ours = _trajectory(optax_lr.adam_hd(0.01, hypergrad_lr=1e-3), steps=30)
+  kept = _trajectory(optax_lr.adam_hd(0.01, hypergrad_lr=1e-3, store_previous_direction=True),
+                     steps=30)
+  for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(kept), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -76,7 +76,8 @@ def test_every_optax_lr_method_is_registered():
   expected = {"tlr_sgd", "tlr_sgd_pl", "tlr_fixed_meta_rate", "naive_tlr", "sgd_hd", "sgdn_hd",
               "adam_hd", "autodrop_sgd", "autodrop_adam", "sgd_cam_hd", "sgdn_cam_hd",
               "adam_cam_hd", "adasecant", "simple_adasecant", "cus_adam", "clr_sgd", "clr_adam",
-              "n_cycle_sgd", "clr_simple_adasecant"}
+              "n_cycle_sgd", "clr_simple_adasecant", "sgdn_hd_auto", "adam_hd_auto",
+              "adam_cam_hd_auto", "autodrop_sgd_auto", "tlr_sgd_auto"}
   peers = {"sgd", "sgd_multistep", "adam", "radam", "one_cycle", "prodigy", "dadapt_adamw", "dog",
            "mechanize_sgd", "cocob", "schedule_free_sgd", "schedule_free_adamw",
            "reduce_on_plateau", "sls_sgd", "sps", "l4_adam", "l4_momentum", "adabound"}

@@ -345,3 +345,77 @@ def test_reused_trace_equals_the_generic_chain(options):
   np.testing.assert_allclose(sorted(map(float, r1.values())), sorted(map(float, r2.values())),
                              rtol=1e-6)
   assert len({float(v) for v in r1.values()}) >= 1 and float(list(r1.values())[0]) != 0.05
+
+
+# --- the loss backtrack (safeguard="backtrack") ---
+
+def test_backtrack_by_hand():
+  # K = 1, a constant gradient: every window agrees, so the Newton factor is 1 + c = 1.25.
+  opt = optax_lr.scale_by_tlr(1.0, bound=0.25, safeguard="backtrack")
+  params = jnp.zeros(2)
+  state = opt.init(params)
+  g = jnp.array([1.0, 0.0])
+  rates = []
+  for value in (1.0, 1.5, 3.5, 3.0, float("nan"), 1.0):
+    updates, state = opt.update(g, state, params, value=jnp.asarray(value))
+    rates.append(float(state.learning_rate))
+    np.testing.assert_allclose(updates, -rates[-1] * g)
+  # 1: first window (no predecessor); 2: x1.25 (1.5 <= 2 * 1.0); 3: 3.5 > 2 * 1.5: back to
+  # 0.5 * 1.25, the new ceiling; 4: 0.625 * 1.25 capped at 0.625; 5: a NaN loss backtracks;
+  # 6: 1.0 <= 2 * 3.0 (the NaN never becomes the reference), capped at the new ceiling.
+  assert rates == [1.0, 1.25, 0.625, 0.625, 0.3125, 0.3125]
+  assert float(state.backtrack.max_learning_rate) == 0.3125
+
+
+def test_backtrack_windows_compare_mean_losses():
+  # K = 2: the comparison is between window means; the rate changes only at window ends.
+  opt = optax_lr.scale_by_tlr(1.0, update_every=2, bound=0.25, safeguard="backtrack")
+  params = jnp.zeros(2)
+  state = opt.init(params)
+  g = jnp.array([1.0, 0.0])
+  rates = []
+  for value in (1.0, 1.0, 1.0, 2.0, 5.0, 2.0):
+    _, state = opt.update(g, state, params, value=jnp.asarray(value))
+    rates.append(float(state.learning_rate))
+  # Means 1.0, 1.5 (x1.25 at step 4), 3.5 > 2 * 1.5 (step 6: 0.5 * 1.25).
+  assert rates == [1.0, 1.0, 1.0, 1.25, 1.25, 0.625]
+
+
+def test_backtrack_needs_value_and_validates():
+  opt = optax_lr.tlr_sgd(0.1, safeguard="backtrack")
+  with pytest.raises(ValueError, match="value"):
+    opt.update(jnp.ones(2), opt.init(jnp.zeros(2)), jnp.zeros(2))
+  with pytest.raises(ValueError, match="safeguard"):
+    optax_lr.tlr_sgd(0.1, safeguard="curvature")
+  with pytest.raises(ValueError, match="backtrack_factor"):
+    optax_lr.tlr_sgd(0.1, safeguard="backtrack", backtrack_factor=1.0)
+
+
+@pytest.mark.parametrize("momentum, update_every", [(0.0, 1), (0.0, 5), (0.8, 5), (0.8, 20)])
+def test_backtrack_keeps_a_smooth_quadratic_from_diverging(momentum, update_every):
+  # Curvatures 1e-3 .. 10 (stable rates < 0.2): windows keep agreeing, the paper's rule grows the
+  # rate x1.25 per window past 2 / 10 and the loss blows up (measured: past 1e29, or NaN); the
+  # backtrack halves the rate at the first blow-up, caps it there, and ends below 2e-3.
+  a = jnp.logspace(-3, 1, 50)
+
+  def loss(w):
+    return 0.5 * jnp.sum(a * w ** 2)
+
+  def final_loss(safeguard):
+    opt = optax_lr.tlr_sgd(1e-3, update_every, momentum=momentum, safeguard=safeguard)
+    w = jnp.ones(50)
+
+    def body(carry, _):
+      w, s = carry
+      u, s = opt.update(jax.grad(loss)(w), s, w, value=loss(w))
+      w = optax.apply_updates(w, u)
+      return (w, s), loss(w)
+
+    (w, _), losses = jax.lax.scan(body, (w, opt.init(w)), None, length=3000)
+    return float(loss(w)), float(jnp.max(losses))
+
+  paper_final, paper_worst = final_loss("none")
+  safe_final, _ = final_loss("backtrack")
+  del paper_final
+  assert not paper_worst < 1e6  # the paper's rule blew up (initial loss 2.3; NaN counts)
+  assert safe_final < 2e-3

@@ -108,6 +108,16 @@ def _tlr_sgd(learning_rate, steps_per_epoch, total_steps, momentum=0.8, nesterov
       momentum=momentum, nesterov=nesterov, bound=bound, window_sum=window_sum)
 
 
+def _tlr_sgd_auto(learning_rate, steps_per_epoch, total_steps, momentum=0.8, nesterov=False,
+                  window_fraction=1 / 3, bound=0.25, backtrack_factor=0.5, loss_tolerance=1.0):
+  # TLR with the loss backtrack (safeguard="backtrack", reads the training loss as value=).
+  del total_steps
+  return optax_lr.tlr_sgd(
+      learning_rate, optax_lr.update_every_from_fraction(steps_per_epoch, window_fraction),
+      momentum=momentum, nesterov=nesterov, bound=bound, safeguard="backtrack",
+      backtrack_factor=backtrack_factor, loss_tolerance=loss_tolerance)
+
+
 def _tlr_sgd_pl(learning_rate, steps_per_epoch, total_steps, momentum=0.8, nesterov=False,
                 window_fraction=1 / 3, bound=0.25, window_sum="gradient"):
   del total_steps
@@ -145,26 +155,63 @@ def _adam_hd(learning_rate, steps_per_epoch, total_steps, hypergrad_lr=1e-8, b1=
   return optax_lr.adam_hd(learning_rate, hypergrad_lr, b1=b1, b2=b2)
 
 
+# "auto" entries: the scale-free multiplicative rate rule (``rate_rule="multiplicative"``,
+# lr *= 1 + beta cos(g_t, d_{t-1})) with one untuned beta for every initial rate and model.
+AUTO_HYPERGRAD_LR = 1e-2
+
+
+def _sgdn_hd_auto(learning_rate, steps_per_epoch, total_steps, hypergrad_lr=AUTO_HYPERGRAD_LR,
+                  momentum=0.9):
+  del steps_per_epoch, total_steps
+  return optax_lr.sgd_hd(learning_rate, hypergrad_lr, momentum=momentum, nesterov=True,
+                         rate_rule="multiplicative")
+
+
+def _adam_hd_auto(learning_rate, steps_per_epoch, total_steps, hypergrad_lr=AUTO_HYPERGRAD_LR,
+                  b1=0.9, b2=0.999):
+  del steps_per_epoch, total_steps
+  return optax_lr.adam_hd(learning_rate, hypergrad_lr, b1=b1, b2=b2, rate_rule="multiplicative")
+
+
+def _adam_cam_hd_auto(learning_rate, steps_per_epoch, total_steps,
+                      hypergrad_lr=AUTO_HYPERGRAD_LR, combination_lr=0.0, b1=0.9, b2=0.999,
+                      levels=("layer", "global"), weights=(0.5, 0.5)):
+  del steps_per_epoch, total_steps
+  return _optax_lr("adam_cam_hd")(
+      learning_rate, hypergrad_lr=hypergrad_lr, combination_lr=combination_lr, b1=b1, b2=b2,
+      levels=tuple(levels), weights=weights, rate_rule="multiplicative")
+
+
 def _autodrop_sgd(learning_rate, steps_per_epoch, total_steps, momentum=0.9, nesterov=False,
                   drop_factor=0.2, min_learning_rate=1e-4, threshold=0.01, max_threshold=1.0,
-                  drop_delay=20, average=True):
+                  drop_delay=20, average=True, threshold_rule="fixed", relative_threshold=0.2):
   del total_steps
   return _optax_lr("autodrop_sgd")(
       learning_rate, steps_per_epoch, momentum=momentum, nesterov=nesterov,
       drop_factor=drop_factor, min_learning_rate=min_learning_rate, threshold=threshold,
-      max_threshold=max_threshold, drop_delay=drop_delay, average=average)
+      max_threshold=max_threshold, drop_delay=drop_delay, average=average,
+      threshold_rule=threshold_rule, relative_threshold=relative_threshold)
+
+
+def _autodrop_sgd_auto(learning_rate, steps_per_epoch, total_steps, momentum=0.9,
+                       relative_threshold=0.2, drop_delay=20):
+  # The threshold relative to the angle's own fluctuation (threshold_rule="relative").
+  return _autodrop_sgd(learning_rate, steps_per_epoch, total_steps, momentum=momentum,
+                       drop_delay=drop_delay, threshold_rule="relative",
+                       relative_threshold=relative_threshold)
 
 
 def _autodrop_adam(learning_rate, steps_per_epoch, total_steps, b1=0.9, b2=0.999,
                    drop_factor=0.2, min_learning_rate=1e-5, threshold=0.01, max_threshold=1.0,
-                   drop_delay=20, average=True):
+                   drop_delay=20, average=True, threshold_rule="fixed", relative_threshold=0.2):
   del total_steps
   return optax.chain(
       optax.scale_by_adam(b1=b1, b2=b2),
       _optax_lr("scale_by_autodrop")(
           learning_rate, steps_per_epoch, drop_factor=drop_factor,
           min_learning_rate=min_learning_rate, threshold=threshold, max_threshold=max_threshold,
-          drop_delay=drop_delay, average=average))
+          drop_delay=drop_delay, average=average, threshold_rule=threshold_rule,
+          relative_threshold=relative_threshold))
 
 
 # CAM-HD: the paper's Table 1 values per base ("Adaptive Hierarchical Hyper-gradient Descent").
@@ -443,6 +490,8 @@ def _peer(*args: Any, **kwargs: Any) -> OptimizerSpec:
 _SPECS = [
     # optax_lr
     OptimizerSpec("tlr_sgd", _tlr_sgd, "SGD with a trainable rate (TLR, sgd_tlr)"),
+    OptimizerSpec("tlr_sgd_auto", _tlr_sgd_auto,
+                  "TLR with a backtrack when the training loss rises", extra_args=("value",)),
     OptimizerSpec("tlr_sgd_pl", _tlr_sgd_pl, "TLR with one rate per tensor (sgd_tlr_pl)"),
     OptimizerSpec("tlr_fixed_meta_rate", _tlr_fixed_meta_rate,
                   "TLR with a fixed meta rate (TLR App. D.4)"),
@@ -451,8 +500,16 @@ _SPECS = [
     OptimizerSpec("sgd_hd", _sgd_hd, "SGD with hypergradient descent (Baydin et al.)"),
     OptimizerSpec("sgdn_hd", _sgdn_hd, "Nesterov SGD with hypergradient descent"),
     OptimizerSpec("adam_hd", _adam_hd, "Adam with hypergradient descent"),
+    OptimizerSpec("sgdn_hd_auto", _sgdn_hd_auto,
+                  "Nesterov SGD-HD with the scale-free multiplicative rate rule"),
+    OptimizerSpec("adam_hd_auto", _adam_hd_auto,
+                  "Adam-HD with the scale-free multiplicative rate rule"),
+    OptimizerSpec("adam_cam_hd_auto", _adam_cam_hd_auto,
+                  "Adam-CAM-HD (layer + global) with the scale-free multiplicative rate rule"),
     OptimizerSpec("autodrop_sgd", _autodrop_sgd, "AutoDrop over SGD with momentum"),
     OptimizerSpec("autodrop_adam", _autodrop_adam, "AutoDrop over Adam"),
+    OptimizerSpec("autodrop_sgd_auto", _autodrop_sgd_auto,
+                  "AutoDrop over SGD with momentum, threshold relative to the angle's fluctuation"),
     OptimizerSpec("sgd_cam_hd", _sgd_cam_hd, "SGD with CAM-HD multi-level rates (Table 1 SGD values)"),
     OptimizerSpec("sgdn_cam_hd", _sgdn_cam_hd, "Nesterov SGD with CAM-HD rates (Table 1 SGDN values)"),
     OptimizerSpec("adam_cam_hd", _adam_cam_hd, "Adam with CAM-HD rates (Table 1 Adam MLP values)"),

@@ -1,6 +1,10 @@
 """Optimizer-only update overhead on a ResNet-18-sized tree: ``python -m train.bench overhead``.
 
-For every method: the jitted update + ``apply_updates`` with params and state donated, timed as
+For every method, first the deterministic figures of the compiled step (jitted update +
+``apply_updates``, params and state donated): XLA's own ``cost_analysis()["bytes accessed"]``
+per parameter, the number of parameter-sized ``copy`` instructions outside while-loop bodies in
+its HLO (:func:`parameter_sized_copies`), and its state size in parameter-sized buffers, each
+against the memory-traffic floor and the state the method needs. Then the step timed as
 the median of repeated runs *interleaved* with its optax base in the same process (this machine is
 shared and noisy: only ratios taken side by side mean anything), its ratio to the base, the
 bandwidth it achieves against an in-place array scale measured in the same run, the
@@ -15,6 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -60,7 +66,10 @@ class Method:
   Attributes:
     make: builds the transformation.
     base: name of the optax base in ``BASES``.
-    floor_bytes: the sheet's memory-traffic floor per parameter (f32) for one update.
+    floor_bytes: the memory-traffic floor per parameter (f32) for one update.
+    floor_state: the parameter-sized buffers the method needs (the base's plus what cannot be
+      derived: a kept Nesterov direction, per-element rates, a window accumulator, ...).
+    target_bytes: the goal for XLA's bytes accessed per parameter, or None.
     period: steps per timed sample (a window or an epoch, so boundary work is averaged in).
     target: the issue's goal for the update-time ratio, or None.
     extra_args: ``grads -> dict`` of keyword arguments for ``update``.
@@ -69,7 +78,9 @@ class Method:
   make: Callable[[], optax.GradientTransformation]
   base: str
   floor_bytes: float
+  floor_state: float
   period: int = 1
+  target_bytes: float | None = None
   target: float | None = None
   extra_args: Callable[[Any], dict[str, Any]] = lambda grads: {}
 
@@ -80,41 +91,89 @@ BASES: dict[str, tuple[Callable[[], optax.GradientTransformation], float]] = {
 }
 
 METHODS: dict[str, Method] = {
-    "tlr_sgd": Method(lambda: optax_lr.tlr_sgd(0.1, momentum=0.9), "sgd_momentum", 32.0,
+    "tlr_sgd": Method(lambda: optax_lr.tlr_sgd(0.1, momentum=0.9), "sgd_momentum", 32.0, 2,
                       target=1.5),
     "tlr_sgd_window130": Method(
-        lambda: optax_lr.tlr_sgd(0.1, update_every=130, momentum=0.9), "sgd_momentum", 28.0,
+        lambda: optax_lr.tlr_sgd(0.1, update_every=130, momentum=0.9), "sgd_momentum", 28.0, 3,
         period=130, target=1.5),
     "tlr_sgd_per_tensor": Method(
-        lambda: optax_lr.tlr_sgd(0.1, momentum=0.9, per_tensor=True), "sgd_momentum", 32.0),
-    "sgd_hd": Method(lambda: optax_lr.sgd_hd(0.1, momentum=0.9), "sgd_momentum", 28.0,
-                     target=1.5),
+        lambda: optax_lr.tlr_sgd(0.1, momentum=0.9, per_tensor=True), "sgd_momentum", 32.0, 2),
+    "sgd_hd": Method(lambda: optax_lr.sgd_hd(0.1, momentum=0.9), "sgd_momentum", 28.0, 1,
+                     target=1.5, target_bytes=36.5),
     "sgdn_hd": Method(lambda: optax_lr.sgd_hd(0.1, momentum=0.9, nesterov=True), "sgd_momentum",
-                      32.0),
-    "adam_hd": Method(lambda: optax_lr.adam_hd(1e-3), "adam", 40.0, target=1.4),
+                      32.0, 2, target=1.75, target_bytes=44.0),
+    "adam_hd": Method(lambda: optax_lr.adam_hd(1e-3), "adam", 40.0, 2, target=1.45,
+                      target_bytes=56.0),
     # AutoDrop: an epoch of 50 steps per sample, so the boundary work is averaged in. Its floor
     # adds the averaging buffer's read to the base pass (see optax_lr/autodrop.py).
     "autodrop_sgd": Method(lambda: optax_lr.autodrop_sgd(0.1, steps_per_epoch=50),
-                           "sgd_momentum", 24.0, period=50, target=1.25),
+                           "sgd_momentum", 24.0, 2, period=50, target=1.15),
     "autodrop_adam": Method(
         lambda: optax.chain(optax.scale_by_adam(),
                             optax_lr.scale_by_autodrop(1e-3, steps_per_epoch=50)),
-        "adam", 32.0, period=50, target=1.25),
+        "adam", 32.0, 3, period=50, target=1.15),
     "adam_cam_hd_layer_global": Method(
-        lambda: optax_lr.adam_cam_hd(1e-3, levels=("layer", "global")), "adam", 40.0,
-        target=1.6),
+        lambda: optax_lr.adam_cam_hd(1e-3, levels=("layer", "global")), "adam", 40.0, 2,
+        target=1.5, target_bytes=56.0),
     "adam_cam_hd_parameter_layer_global": Method(
         lambda: optax_lr.adam_cam_hd(1e-3, levels=("parameter", "layer", "global")), "adam",
-        52.0, target=2.2),
+        52.0, 4, target=2.0, target_bytes=68.0),
     "sgdn_cam_hd_filter_global": Method(
         lambda: optax_lr.sgd_cam_hd(0.1, momentum=0.9, nesterov=True,
-                                    levels=("filter", "global")), "sgd_momentum", 32.0),
-    "simple_adasecant": Method(lambda: optax_lr.simple_adasecant(), "sgd_momentum", 28.0,
-                               target=2.0),
-    "adasecant": Method(lambda: optax_lr.adasecant(), "adam", 100.0, target=4.0,
-                        extra_args=lambda grads: {"next_grads": grads}),
-    "cus_adam": Method(lambda: optax_lr.cus_adam(1e-3), "adam", 28.0),
+                                    levels=("filter", "global")), "sgd_momentum", 32.0, 2),
+    "simple_adasecant": Method(lambda: optax_lr.simple_adasecant(), "sgd_momentum", 28.0, 2,
+                               target=1.6, target_bytes=36.0),
+    "adasecant": Method(lambda: optax_lr.adasecant(), "adam", 100.0, 12, target=4.0,
+                        target_bytes=160.0, extra_args=lambda grads: {"next_grads": grads}),
+    "cus_adam": Method(lambda: optax_lr.cus_adam(1e-3), "adam", 28.0, 2),
 }
+
+
+def _computations(hlo: str) -> dict[str, list[str]]:
+  """An HLO module's text split into its computations (name -> instruction lines)."""
+  out: dict[str, list[str]] = {}
+  name = None
+  for line in hlo.splitlines():
+    match = re.match(r"^(?:ENTRY )?%?([\w.\-]+) ", line)
+    if match and line.rstrip().endswith("{"):
+      name = match.group(1)
+      out[name] = []
+    elif name is not None:
+      out[name].append(line)
+  return out
+
+
+def parameter_sized_copies(hlo: str, sizes: set[int]) -> list[str]:
+  """The ``copy`` instructions of ``hlo`` whose element count is in ``sizes``, outside loops.
+
+  Loop bodies and conditions are left out: the window and boundary work of
+  ``optax_lr._tree.run_once_if`` runs there, once per window, not on every step.
+  """
+  computations = _computations(hlo)
+  in_loops = {m.group(1) for lines in computations.values() for line in lines
+              for m in re.finditer(r"(?:body|condition)=%?([\w.\-]+)", line)}
+  copies = []
+  for name, lines in computations.items():
+    if name in in_loops:
+      continue
+    for line in lines:
+      match = re.search(r"= \w+\[([\d,]*)\]\S* copy\(", line)
+      if match and math.prod(int(x) for x in match.group(1).split(",") if x) in sizes:
+        copies.append(line.strip())
+  return copies
+
+
+def compiled_figures(compiled, params, min_size: int = 64) -> dict[str, float]:
+  """XLA's bytes accessed per parameter and the parameter-sized copies of a compiled step.
+
+  ``min_size`` leaves out small leaves (a bias has the size of its kernel's per-filter rates).
+  """
+  size = sum(x.size for x in jax.tree.leaves(params))
+  analysis = compiled.cost_analysis()
+  analysis = analysis[0] if isinstance(analysis, list) else analysis
+  sizes = {x.size for x in jax.tree.leaves(params) if x.size >= min_size}
+  return {"bytes_per_param": float(analysis["bytes accessed"]) / size,
+          "copies": len(parameter_sized_copies(compiled.as_text(), sizes))}
 
 
 def _step_fn(opt, extra_args):
@@ -141,6 +200,7 @@ class _Timed:
     self.compile_seconds = time.perf_counter() - start
     self.state_buffers = (sum(x.size for x in jax.tree.leaves(self.state))
                           / sum(x.size for x in jax.tree.leaves(params)))
+    self.figures = compiled_figures(self.compiled, params)
     self.sample()  # warm up
 
   def sample(self) -> float:
@@ -209,6 +269,12 @@ def run(names: list[str] | None = None, repeats: int = 15) -> list[dict[str, Any
         "target_ratio": method.target,
         "floor_ratio": method.floor_bytes / base_floor,
         "floor_bytes_per_param": method.floor_bytes,
+        "bytes_per_param": timed.figures["bytes_per_param"],
+        "base_bytes_per_param": base.figures["bytes_per_param"],
+        "target_bytes_per_param": method.target_bytes,
+        "copies": timed.figures["copies"],
+        "base_copies": base.figures["copies"],
+        "floor_state_param_buffers": method.floor_state,
         "achieved_fraction_of_scale_bandwidth": method.floor_bytes * size / seconds / bandwidth,
         "base_achieved_fraction_of_scale_bandwidth":
             base_floor * size / base_seconds / bandwidth,
@@ -227,19 +293,25 @@ def run(names: list[str] | None = None, repeats: int = 15) -> list[dict[str, Any
 
 
 def markdown(results: list[dict[str, Any]]) -> str:
-  header = ("| method | base | update ms | base ms | ratio | target | floor ratio | "
-            "% of scale bandwidth (base) | state buffers (base) | compile s (base) | "
-            "added collectives |\n"
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+  header = ("| method | base | bytes/param (base) | target | floor | copies | state buffers "
+            "(base) | state floor | update ms | base ms | ratio | target | floor ratio | "
+            "% of scale bandwidth (base) | compile s (base) | added collectives |\n"
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | "
+            "--- | --- | --- |\n")
   rows = []
   for r in results:
     target = "-" if r["target_ratio"] is None else f"≤ {r['target_ratio']:.2f}"
+    target_bytes = ("-" if r["target_bytes_per_param"] is None
+                    else f"≤ {r['target_bytes_per_param']:g}")
     rows.append(
-        f"| {r['method']} | {r['base']} | {r['update_ms']:.1f} | {r['base_update_ms']:.1f} | "
+        f"| {r['method']} | {r['base']} | {r['bytes_per_param']:.1f} "
+        f"({r['base_bytes_per_param']:.1f}) | {target_bytes} | {r['floor_bytes_per_param']:g} | "
+        f"{r['copies']} | {r['state_param_buffers']:.2f} ({r['base_state_param_buffers']:.2f}) | "
+        f"{r['floor_state_param_buffers']:g} | "
+        f"{r['update_ms']:.1f} | {r['base_update_ms']:.1f} | "
         f"{r['ratio']:.2f} | {target} | {r['floor_ratio']:.2f} | "
         f"{100 * r['achieved_fraction_of_scale_bandwidth']:.0f}% "
         f"({100 * r['base_achieved_fraction_of_scale_bandwidth']:.0f}%) | "
-        f"{r['state_param_buffers']:.2f} ({r['base_state_param_buffers']:.2f}) | "
         f"{r['compile_s']:.2f} ({r['base_compile_s']:.2f}) | {r['added_collectives']} |")
   return header + "\n".join(rows) + "\n"
 
