@@ -82,18 +82,12 @@ doctest_test_doctest_blocks = "default"
 # Docstring examples that do not run as written are shown but not run until the docstring is
 # fixed; keys are the objects' ``__qualname__``s, values say what is wrong. Keep this empty: each
 # entry is a docstring to fix in optax_lr/.
-DOCSTRING_EXAMPLES_NOT_RUN = {
-    "autodrop_sgd": "calls opt.update(grads, state, params) without state = opt.init(params)",
-    "scale_by_naive_tlr": "calls opt.update(grads, state, ...) without state = opt.init(params)",
-    "learning_rates": "expects '1/learning_rate'; a lone tlr_sgd state gives 'learning_rate'",
-}
+DOCSTRING_EXAMPLES_NOT_RUN: dict[str, str] = {}
 
 
 # Docstrings must cite papers by title and authors, never by an internal file name, and must not
-# point outside the repository. True makes every such docstring a build warning (an error under
-# -W); it is False only until the docstrings of optax_lr/ are rewritten (they still say
-# "seed 00N" and name a specification file that is not in the repository).
-strict_docstring_citations = False
+# point outside the repository: every such docstring is a build warning (an error under -W).
+strict_docstring_citations = True
 _FORBIDDEN_IN_DOCSTRINGS = re.compile(r"\bseed 00\d|ALGORITHMS\.md|\.\./shared", re.IGNORECASE)
 _logger = sphinx.util.logging.getLogger(__name__)
 
@@ -118,7 +112,7 @@ def _skip_incomplete_examples(app, what, name, obj, options, lines):
 
 
 def setup(app):
-  app.add_config_value("strict_docstring_citations", False, "env", bool)
+  app.add_config_value("strict_docstring_citations", True, "env", bool)
   app.connect("autodoc-process-docstring", _check_citations)
   app.connect("autodoc-process-docstring", _skip_incomplete_examples)
 

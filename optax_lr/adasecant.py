@@ -1,9 +1,10 @@
 """AdaSecant and Simple AdaSecant: per-element learning rates from secants of consecutive gradients.
 
-Implements the thesis of seed 004 (Section 2.6, Algorithms 2.3, 3.1 and 3.2, Eq. 2.40-2.45 and
-3.1-3.3) and the paper it re-implements, Gulcehre, Sotelo, Moczulski and Bengio, "A Robust
-Adaptive Stochastic Gradient Method for Deep Learning" (IJCNN 2017, arXiv:1703.00788), following
-``ALGORITHMS.md`` section 5 with the departures documented in :func:`adasecant`.
+Implements Sasse's thesis, *Investigating the Influence of Learning Rates on the Learning Speed of
+Neural Networks* (University of Stuttgart, 2021; Section 2.6, Algorithms 2.3, 3.1 and 3.2, Eq.
+2.40-2.45 and 3.1-3.3) and the paper it re-implements, Gulcehre, Sotelo, Moczulski and Bengio, "A
+Robust Adaptive Stochastic Gradient Method for Deep Learning" (IJCNN 2017, arXiv:1703.00788), with
+the readings and departures documented in :func:`adasecant` and on the documentation's thesis page.
 
 The idea (Eq. 2.33-2.40): a directional Newton step along the previous update ``Delta`` needs the
 curvature ``h_i . Delta``, which the secant ``a = g_t - g_{t-1}`` measures for free, so element
@@ -312,7 +313,7 @@ def adasecant(rate_rule: str = "least_squares", gamma_clip: float = 1.8,
     complete optimizer). State: :class:`AdaSecantState`.
 
   References:
-    Seed 004 (thesis), Section 2.6 (Eq. 2.40-2.45, Algorithm 2.3) and Section 3.3 (Algorithm
+    Sasse's thesis, Section 2.6 (Eq. 2.40-2.45, Algorithm 2.3) and Section 3.3 (Algorithm
     3.1, the order of operations and initialisation), Table 4.3; Gulcehre et al.,
     arXiv:1703.00788 (block-wise gradient normalisation, Algorithm 1) and the authors' Theano
     code (rate clip 25, memory bounds 1.5 and 1e7).

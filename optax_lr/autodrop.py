@@ -400,11 +400,22 @@ def autodrop_sgd(learning_rate: float, steps_per_epoch: int, momentum: float = 0
     momentum: in ``[0, 1)`` (0 is plain SGD).
     nesterov: Nesterov momentum.
     weight_decay: coupled L2 weight decay ``>= 0``.
-    drop_factor, min_learning_rate, threshold, max_threshold, drop_delay, average, smoothing,
-      eps, threshold_rule, relative_threshold: as :func:`scale_by_autodrop` (keyword-only, with its defaults). Named arguments
-      rather than ``**options``, so that ``optax.inject_hyperparams(autodrop_sgd)`` sees and
-      injects each number; ``smoothing`` sets the angle history's length, a shape, so it goes
-      in ``static_args`` there.
+
+  Keyword Args:
+    drop_factor: as in :func:`scale_by_autodrop`, with its default.
+    min_learning_rate: as in :func:`scale_by_autodrop`, with its default.
+    threshold: as in :func:`scale_by_autodrop`, with its default.
+    max_threshold: as in :func:`scale_by_autodrop`, with its default.
+    drop_delay: as in :func:`scale_by_autodrop`, with its default.
+    average: as in :func:`scale_by_autodrop`, with its default.
+    smoothing: as in :func:`scale_by_autodrop`, with its default.
+    eps: as in :func:`scale_by_autodrop`, with its default.
+    threshold_rule: as in :func:`scale_by_autodrop`, with its default.
+    relative_threshold: as in :func:`scale_by_autodrop`, with its default.
+
+  The AutoDrop options are named keyword-only arguments rather than ``**options``, so that
+  ``optax.inject_hyperparams(autodrop_sgd)`` sees and injects each number; ``smoothing`` sets the
+  angle history's length, a shape, so it goes in ``static_args`` there.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; its ``update`` requires ``params`` and ignores
@@ -416,6 +427,7 @@ def autodrop_sgd(learning_rate: float, steps_per_epoch: int, momentum: float = 0
 
   Example:
     >>> opt = optax_lr.autodrop_sgd(0.1, steps_per_epoch=390, weight_decay=5e-4)
+    >>> state = opt.init(params)
     >>> updates, state = opt.update(grads, state, params)
   """
   stage = scale_by_autodrop(

@@ -50,7 +50,7 @@ def learning_rates(opt_state: Any) -> dict[str, jax.Array]:
     >>> opt = optax_lr.tlr_sgd(0.1)
     >>> state = opt.init({"w": jnp.zeros(3)})
     >>> optax_lr.learning_rates(state)
-    {'1/learning_rate': Array(0.1, dtype=float32)}
+    {'learning_rate': Array(0.1, dtype=float32)}
   """
   found = optax.tree.get_all_with_path(opt_state, _RATE_KEY)
   rates: dict[str, jax.Array] = {}

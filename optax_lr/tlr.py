@@ -546,6 +546,7 @@ def scale_by_naive_tlr(learning_rate: float,
 
   Example:
     >>> opt = optax_lr.scale_by_naive_tlr(0.1, 0.01)
+    >>> state = opt.init(params)
     >>> updates, state = opt.update(grads, state, params, grad_fn=jax.grad(loss_on_batch))
   """
   _checks.learned_initial_rate(learning_rate, "naive TLR")

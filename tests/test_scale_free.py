@@ -131,7 +131,8 @@ def _tree_grads(seed):
   key = jax.random.PRNGKey(seed)
   leaves, treedef = jax.tree.flatten(PARAMS)
   keys = jax.random.split(key, len(leaves))
-  return treedef.unflatten([jax.random.normal(k, jnp.shape(x)) for k, x in zip(keys, leaves)])
+  return treedef.unflatten([jax.random.normal(k, jnp.shape(x))
+                            for k, x in zip(keys, leaves, strict=True)])
 
 
 def _cos(x, y):

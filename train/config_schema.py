@@ -81,14 +81,28 @@ def _functions(tree: ast.Module) -> dict[str, ast.FunctionDef]:
   return {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
 
 
-def _keyword_defaults(function: ast.FunctionDef, skip: int) -> dict[str, Any]:
-  """Parameter name -> default for the parameters after the first ``skip`` positional ones."""
+def _keyword_defaults(function: ast.FunctionDef, skip: int,
+                      module: ast.Module | None = None) -> dict[str, Any]:
+  """Parameter name -> default for the parameters after the first ``skip`` positional ones.
+
+  A default that names a module-level constant of ``module`` (``hypergrad_lr=AUTO_RATE``) is
+  read from that constant's literal value.
+  """
+  def default_value(node):
+    if node is None:
+      return UNKNOWN
+    if isinstance(node, ast.Name) and module is not None:
+      assigned = _assigned(module, node.id)
+      if assigned is not None:
+        return _literal(assigned)
+    return _literal(node)
+
   positional = function.args.posonlyargs + function.args.args
   defaults = [None] * (len(positional) - len(function.args.defaults)) + function.args.defaults
-  options = {arg.arg: UNKNOWN if default is None else _literal(default)
+  options = {arg.arg: default_value(default)
              for arg, default in list(zip(positional, defaults, strict=True))[skip:]}
   for arg, default in zip(function.args.kwonlyargs, function.args.kw_defaults, strict=True):
-    options[arg.arg] = UNKNOWN if default is None else _literal(default)
+    options[arg.arg] = default_value(default)
   return options
 
 
@@ -160,7 +174,7 @@ def optimizer_registry() -> dict[str, OptimizerEntry] | None:
     if not isinstance(name, str) or builder is None:
       return None
     keywords = {k.arg: _literal(k.value) for k in call.keywords if k.arg}
-    options, complete = _keyword_defaults(builder, skip=3), True
+    options, complete = _keyword_defaults(builder, skip=3, module=tree), True
     if builder.args.kwarg is not None:
       factory = _forwarded_factory(builder)
       forwarded = _optax_lr_signature(factory) if factory else None

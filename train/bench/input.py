@@ -202,7 +202,8 @@ def markdown(document: dict[str, Any]) -> str:
     lines.append(f"| {r['data']} | {r['workers']} | {r['records']:,} | {r['batch_size']} | "
                  f"{r['images_per_second']:.0f} | {r['startup_s']:.1f} | "
                  f"{r['peak_main_mib']:.0f} | {r['peak_workers_mib']:.0f} |")
-  lines += ["", "| model step | batch | device | step s | images/s |", "| --- | --- | --- | --- | --- |"]
+  lines += ["", "| model step | batch | device | step s | images/s |",
+            "| --- | --- | --- | --- | --- |"]
   for r in document["model_steps"]:
     lines.append(f"| {r['model']} ({r['data']}) | {r['batch_size']} | {r['device']} | "
                  f"{r['step_s']:.3f} | {r['images_per_second']:.1f} |")

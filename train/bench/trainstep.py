@@ -1,10 +1,11 @@
 """Whole train-step overhead per method: ``python -m train.bench trainstep``.
 
-The complete data-parallel step of ``train/train.py`` (normalisation, forward, backward,
-``pmean``, the optax update, on a batch already on the device) on ResNet-18 with CIFAR-shaped random data, timed for each
-``optax_lr`` method and for its base optimizer from the registry, interleaved in one process
-(median of repeated steps). The goal is a ratio of at most 1.02: the Trainable Learning Rate paper reports 24.27 s vs
-24.26 s per epoch, i.e. a rate method should cost nothing next to the forward/backward pass.
+The complete data-parallel step of ``train/train.py`` (normalisation, forward, backward, ``pmean``,
+the optax update, on a batch already on the device) on ResNet-18 with CIFAR-shaped random data,
+timed for each ``optax_lr`` method and for its base optimizer from the registry, interleaved in one
+process (median of repeated steps). The goal is a ratio of at most 1.02: the Trainable Learning Rate
+paper reports 24.27 s vs 24.26 s per epoch, i.e. a rate method should cost nothing next to the
+forward/backward pass.
 """
 
 from __future__ import annotations

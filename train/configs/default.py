@@ -1,7 +1,7 @@
 """The main job: an MLP (one hidden layer of 1000 units, the MNIST model of "Trainable Learning
 Rate") on scikit-learn's bundled digits with a trainable learning rate (that paper's ``sgd_tlr``
-with its momentum 0.8, weight decay 5e-4, p = 1/3, c = 1/4, window sums of the gradients). About 10 s of training on 2 CPU
-cores; test accuracy 97-98%."""
+with its momentum 0.8, weight decay 5e-4, p = 1/3, c = 1/4, window sums of the gradients). A few
+seconds of training on 2 CPU cores; test accuracy about 97%."""
 
 from train.configs import Config
 
