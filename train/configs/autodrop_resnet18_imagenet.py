@@ -6,14 +6,11 @@ reports 29.80% final top-1 test error. AutoDrop's threshold and delay are the CI
 paper gives none for ImageNet). See :mod:`autodrop_resnet50_imagenet` for the input pipeline.
 """
 
-from train.configs import Config
+import dataclasses
+
+from train.configs import Config, autodrop_resnet50_imagenet
 
 
 def get_config() -> Config:
-  return Config(
-      dataset="imagenet2012", model="resnet18_imagenet", optimizer="autodrop_sgd",
-      learning_rate=0.1, weight_decay=1e-4,
-      optimizer_options={"momentum": 0.9, "drop_factor": 0.1, "min_learning_rate": 1e-4,
-                         "threshold": 0.01, "max_threshold": 1.0, "drop_delay": 20},
-      batch_size=256, eval_batch_size=250, num_epochs=105, data_workers=8, prefetch_batches=4,
-      checkpoint_every_steps=1000)
+  # The ResNet-50 preset's run (optimizer, schedule, input pipeline) with the paper's ResNet-18.
+  return dataclasses.replace(autodrop_resnet50_imagenet.get_config(), model="resnet18_imagenet")

@@ -2,14 +2,11 @@
 He et al.'s hand-set schedule, the rate times 0.1 at epochs 30, 60 and 90 of 105 (the baseline of
 Teng, Wang, Choromanska, *AutoDrop*, Table 1, 29.93% final top-1 test error)."""
 
-from train.configs import Config
+import dataclasses
+
+from train.configs import Config, multistep_resnet50_imagenet
 
 
 def get_config() -> Config:
-  return Config(
-      dataset="imagenet2012", model="resnet18_imagenet", optimizer="sgd_multistep",
-      learning_rate=0.1, weight_decay=1e-4,
-      optimizer_options={"momentum": 0.9, "milestones": (30 / 105, 60 / 105, 90 / 105),
-                         "drop_factor": 0.1},
-      batch_size=256, eval_batch_size=250, num_epochs=105, data_workers=8, prefetch_batches=4,
-      checkpoint_every_steps=1000)
+  # The ResNet-50 preset's run (optimizer, schedule, input pipeline) with the paper's ResNet-18.
+  return dataclasses.replace(multistep_resnet50_imagenet.get_config(), model="resnet18_imagenet")
