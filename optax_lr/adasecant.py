@@ -49,10 +49,6 @@ def _full_f32(tree: Any, value: float) -> Any:
   return jax.tree.map(lambda x: jnp.full(jnp.shape(x), value, _stat_dtype(x)), tree)
 
 
-def _finite_or_zero(x: jax.Array) -> jax.Array:
-  return jnp.where(jnp.isfinite(x), x, 0.0)
-
-
 def _unzip(tree_def_source: Any, leaves_tuple_tree: Any, n: int) -> tuple[Any, ...]:
   """Split a tree whose leaves are n-tuples into n trees shaped like ``tree_def_source``."""
   treedef = jax.tree.structure(tree_def_source)
@@ -395,7 +391,7 @@ def adasecant(rate_rule: str = "least_squares", gamma_clip: float = 1.8,
       m_num, m_den = _tree.where_finite(
           (ema(m_num, (g32 - other) * (g32 - m_g)), ema(m_den, (g32 - m_g) * (other - m_g))),
           (m_num, m_den))
-      gamma = jnp.clip(_finite_or_zero(_tree.safe_divide(m_num, m_den)), 0.0, gamma_clip)
+      gamma = jnp.clip(_tree.finite_or_zero(_tree.safe_divide(m_num, m_den)), 0.0, gamma_clip)
       corrected = (g32 + gamma * m_g) / (1.0 + gamma)
 
       curvature = g32 - g_prev  # a_t, equal to g at the first step.
@@ -422,7 +418,7 @@ def adasecant(rate_rule: str = "least_squares", gamma_clip: float = 1.8,
       # rate 1 / n, as in simple_adasecant.
       rate = jnp.where(m_d2 > 0, rate, c)
       # At most max_rate on the block-normalised gradient, never against -g~ (Eq. 2.40).
-      rate = jnp.clip(_finite_or_zero(rate), 0.0, max_rate * c)
+      rate = jnp.clip(_tree.finite_or_zero(rate), 0.0, max_rate * c)
 
       # Memory (Eq. 2.42), clipped, then reset on outliers (thesis Section 3.3, steps 7-9).
       ratio = _tree.safe_divide(m_d * m_d, m_d2)

@@ -121,14 +121,13 @@ def scale_by_l4(inner: optax.GradientTransformation | None = None, fraction: flo
       directions, inner_state = inner.update(updates, state.inner_state, params, value=value,
                                              **extra_args)
     loss = jnp.asarray(value).astype(state.min_loss.dtype)
-    finite_loss = jnp.isfinite(loss)
     min_loss = jnp.where(state.count == 0, initial_min_loss_factor * loss,
                          jnp.minimum(state.min_loss, loss))
     # A non-finite loss leaves L_min as it was: one bad batch must not poison every later step.
-    min_loss = jnp.where(finite_loss, min_loss, state.min_loss)
+    min_loss = _tree.where_finite(min_loss, state.min_loss, finite=jnp.isfinite(loss))
     rate = fraction * (loss - min_loss_factor * min_loss) / (
         _tree.vdot(gradient_estimate, directions) + eps)
-    rate = jnp.where(jnp.isfinite(rate), rate, 0.0).astype(state.learning_rate.dtype)
+    rate = _tree.finite_or_zero(rate).astype(state.learning_rate.dtype)
     new_state = ScaleByL4State(
         learning_rate=rate,
         min_loss=((1.0 + 1.0 / min_loss_forget_time) * min_loss).astype(state.min_loss.dtype),
