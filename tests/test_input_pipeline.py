@@ -49,6 +49,27 @@ def test_digits_split_is_deterministic_and_stratified(digits):
   assert info.mean == pytest.approx((pixels.mean(),)) and info.std == pytest.approx((pixels.std(),))
 
 
+def test_warped_digits_are_deterministic_copies_of_each_split(digits):
+  warped = input_pipeline.load("digits_warped")
+  copies = input_pipeline.WARPED_COPIES
+  assert warped.train.images.shape == (1437 * copies, 8, 8, 1)
+  assert warped.test.images.shape == (360 * copies, 8, 8, 1)
+  assert warped.train.images.dtype == np.uint8 and warped.train.images.max() <= 16
+  # Copy k of image i is row i * copies + k, labelled as its source digit of the same split.
+  np.testing.assert_array_equal(warped.train.labels, np.repeat(digits.train.labels, copies))
+  np.testing.assert_array_equal(warped.test.labels, np.repeat(digits.test.labels, copies))
+  np.testing.assert_array_equal(warped.train.images,
+                                input_pipeline.load("digits_warped").train.images)
+  # Each copy is a warp of its own source: nearer to it than to the mean of the other digits of
+  # its class (rotation +-25 degrees and noise of 2 keep the shape recognisable).
+  source = np.repeat(digits.train.images, copies, axis=0).reshape(len(warped.train.labels), -1)
+  flat = warped.train.images.reshape(len(source), -1).astype(np.float64)
+  own = np.linalg.norm(flat - source, axis=1)
+  shuffled = np.linalg.norm(flat - np.roll(source, 7 * copies, axis=0), axis=1)
+  assert np.mean(own < shuffled) > 0.8
+  assert (warped.info.num_train, warped.info.num_test) == (11496, 2880)
+
+
 def test_epochs_are_seeded_permutations_without_the_last_partial_batch(digits):
   # 1437 records, global batch 100: 14 steps per epoch use 1400 distinct records.
   batches = _take(input_pipeline.train_batches(digits, 100, seed=3), 28)

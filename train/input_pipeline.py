@@ -121,11 +121,16 @@ _TFDS: dict[str, _Source] = {
     "imagenet2012": _Source(1000, augment="inception", test_split="validation", manual=True),
 }
 
+#: The embedded datasets (no download): scikit-learn's bundled digits, and the same digits under
+#: random affine warps and pixel noise (:func:`_warped_digits`), a harder task for comparisons.
+EMBEDDED = ("digits", "digits_warped")
 #: Every dataset :func:`load` knows; ``digits`` is the embedded default.
-DATASETS = ("digits", *_TFDS)
+DATASETS = (*EMBEDDED, *_TFDS)
 
 #: Fraction of the digits kept for testing (a fixed, stratified split).
 DIGITS_TEST_FRACTION = 0.2
+#: Warped copies of each digit in ``digits_warped`` (train and test alike).
+WARPED_COPIES = 8
 
 
 class DatasetNotPreparedError(ValueError):
@@ -206,6 +211,47 @@ def _digits() -> tuple[np.ndarray, ...]:
                                 stratify=labels))  # x_train, x_test, y_train, y_test
 
 
+def _warp(images: np.ndarray, copies: int, seed: int) -> np.ndarray:
+  """``copies`` random affine warps of each 8x8 image (values 0..16), plus pixel noise.
+
+  Per copy: rotation uniform in +-25 degrees, shear in +-0.3, a scale per axis in [0.8, 1.2] and a
+  shift in +-1 pixel about the centre, bilinear interpolation, then Gaussian noise of standard
+  deviation 2 (an eighth of the range), rounded and clipped to 0..16. Image ``i``'s copies are
+  rows ``i * copies ... (i + 1) * copies - 1``.
+  """
+  from scipy import ndimage
+
+  rng = np.random.default_rng(seed)
+  centre = np.full(2, (images.shape[1] - 1) / 2)
+  out = np.empty((len(images) * copies, *images.shape[1:3]), np.uint8)
+  for i, image in enumerate(images[..., 0].astype(np.float64)):
+    for k in range(copies):
+      angle = np.deg2rad(rng.uniform(-25, 25))
+      rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+      forward = rotation @ np.array([[1, rng.uniform(-0.3, 0.3)], [0, 1]]) @ np.diag(
+          rng.uniform(0.8, 1.2, size=2))
+      inverse = np.linalg.inv(forward)  # affine_transform maps output coordinates to input ones
+      offset = centre - inverse @ (centre + rng.uniform(-1, 1, size=2))
+      warped = ndimage.affine_transform(image, inverse, offset=offset, order=1, mode="constant")
+      warped = warped + rng.normal(0.0, 2.0, warped.shape)
+      out[i * copies + k] = np.clip(np.rint(warped), 0, 16).astype(np.uint8)
+  return out[..., None]
+
+
+def _warped_digits() -> tuple[np.ndarray, ...]:
+  """``digits_warped``: :data:`WARPED_COPIES` warped copies of every digit of each split of
+  ``digits`` (the same stratified split, so no source image is in both), 11,496 training and
+  2,880 test images of 8x8x1. Deterministic (fixed seeds), built in well under a second.
+
+  Harder than the digits (scikit-learn's logistic regression reaches about 53% on it, a 256-unit
+  MLP about 82% in 50 epochs, against 96% and 98% on the digits), so the optimizer and its rate
+  decide more of the result.
+  """
+  x_train, x_test, y_train, y_test = _digits()
+  return (_warp(x_train, WARPED_COPIES, seed=0), _warp(x_test, WARPED_COPIES, seed=1),
+          np.repeat(y_train, WARPED_COPIES), np.repeat(y_test, WARPED_COPIES))
+
+
 def _channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
   pixels = images.reshape(-1, images.shape[-1]).astype(np.float64)
   std = np.maximum(pixels.std(axis=0), 1e-3)
@@ -249,7 +295,8 @@ def load(name: str, data_dir: str | None = None) -> Dataset:
 
   Args:
     name: one of :data:`DATASETS`.
-    data_dir: TFDS data directory (default: TFDS's, ``~/tensorflow_datasets``); unused for digits.
+    data_dir: TFDS data directory (default: TFDS's, ``~/tensorflow_datasets``); unused for the
+      embedded datasets.
 
   Returns:
     The :class:`Dataset`; its info holds per-channel statistics (of the whole training set for
@@ -263,8 +310,8 @@ def load(name: str, data_dir: str | None = None) -> Dataset:
   """
   if name not in DATASETS:
     raise ValueError(f"unknown dataset {name!r}; valid choices: {', '.join(DATASETS)}")
-  if name == "digits":
-    x_train, x_test, y_train, y_test = _digits()
+  if name in EMBEDDED:
+    x_train, x_test, y_train, y_test = _digits() if name == "digits" else _warped_digits()
     train, test = ArraySource(x_train, y_train), ArraySource(x_test, y_test)
     mean, std = _channel_stats(x_train)
     num_classes, augment, shape = 10, "none", tuple(x_train.shape[1:])
