@@ -85,6 +85,11 @@ CASES = [
     Case("tlr_sgd_per_tensor", optax_lr.tlr_sgd,
          dict(learning_rate=0.1, per_tensor=True, weight_decay=1e-6),
          make_for_rosenbrock=lambda: optax_lr.tlr_sgd(1e-3, per_tensor=True, bound=0.01)),
+    # The loss backtrack reads the loss as `value`; on Rosenbrock it is what lets the paper's
+    # bound c = 1/4 converge (the rate is halved whenever the loss rises past the tolerance).
+    Case("tlr_sgd_backtrack", optax_lr.tlr_sgd,
+         dict(learning_rate=0.1, safeguard="backtrack"), extra_args=_value_arg,
+         make_for_rosenbrock=lambda: optax_lr.tlr_sgd(1e-3, momentum=0.9, safeguard="backtrack")),
     Case("tlr_fixed_meta_rate", optax_lr.scale_by_tlr_fixed_meta_rate,
          dict(learning_rate=0.1, meta_learning_rate=0.01),
          make_for_rosenbrock=lambda: momentum_tlr_fixed_meta_rate()),
