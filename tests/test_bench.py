@@ -148,6 +148,15 @@ def test_goal_on_hand_made_entries():
   behind = compare.goal(_document(prodigy=(0.90, 0.90), diverge=False))
   assert behind["best_at_least_references"] is False and not behind["met"]
   assert behind["methods"][0]["versus"]["prodigy"]["difference"] == pytest.approx(-0.06)
+  assert behind["best_within_2se_of_references"] is False  # -0.06 with se 0.01: -6 se
+  # Prodigy at 0.85: -0.01 with se 0.01, one standard error: below, but within noise.
+  close = compare.goal(_document(prodigy=(0.85, 0.85), diverge=False))
+  assert close["best_at_least_references"] is False
+  assert close["best_within_2se_of_references"] is True
+  # Prodigy at (0.83, 0.85): the same mean as the best, up to float rounding: a tie is "at least".
+  tie = compare.goal(_document(prodigy=(0.83, 0.85), diverge=False))
+  assert abs(tie["methods"][0]["versus"]["prodigy"]["difference"]) < 1e-12
+  assert tie["best_at_least_references"] and tie["met"]
   # Without the references there is nothing to compare with: the goal is not reached.
   alone = compare.goal(_document(), references=("missing",))
   assert alone["references"] == {} and alone["best_at_least_references"] is None
@@ -163,6 +172,11 @@ def test_goal_markdown_states_the_numbers():
   assert "| tlr_sgd | 72.0 ± 2.0 (0.0001) | -9.0 (-4.0 s.e.) | -6.0 (-3.0 s.e.) |" in text
   text = "\n".join(compare.goal_markdown(compare.goal(_document(diverge=False))))
   assert "No \"auto\" entry diverged" in text and "Goal reached" in text
+  text = "\n".join(compare.goal_markdown(compare.goal(_document(prodigy=(0.83, 0.85)))))
+  assert "0.0 (tie) against `prodigy`" in text
+  text = "\n".join(compare.goal_markdown(compare.goal(_document(prodigy=(0.85, 0.85)))))
+  assert "-1.0 (-1.0 s.e.) against `prodigy`" in text
+  assert "below the references' (within two standard errors of each)" in text
 
 
 def test_a_rate_the_constructor_rejects_is_reported_not_run():
@@ -327,6 +341,22 @@ def test_compare_command_writes_valid_outputs(tmp_path):
   assert "No `optax_lr` method was run." in text
   for name in ("bench_c_accuracy.png", "bench_c_rates.png"):
     assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_compare_reads_autodrop_and_keeps_rate_curves():
+  document = compare.run_compare(["autodrop_sgd_auto"], epochs=2, seeds=(0,),
+                                 learning_rates=(0.1,), optimizer_options={"drop_delay": 1},
+                                 keep_rate_keys=True, log=lambda _: None)
+  assert document["optimizer_options"] == {"drop_delay": 1}
+  (entry,) = document["entries"]
+  # Two 22-step windows: one angle after the second, no change of angle yet, so no trigger.
+  assert entry["autodrop"] == {"drops": [0], "drop_epochs": [[]], "triggers": [0],
+                               "first_trigger_epoch": [None]}
+  angle = entry["curves"]["angular_velocity"]
+  assert angle[0] is None and 0.0 < angle[1] < 180.0
+  assert entry["curves"]["rate/learning_rate"] == pytest.approx([0.1, 0.1])
+  assert document["goal"]["auto_methods"] == ["autodrop_sgd_auto"]
+  assert document["goal"]["auto_diverged"] == []
 
 
 def test_tlr_grid_verdict_counts_every_seed():

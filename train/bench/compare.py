@@ -186,12 +186,14 @@ def goal(document: dict[str, Any], references: Sequence[str] = REFERENCES) -> di
     final accuracy and ``"versus"``: reference -> ``{"difference", "se", "beyond_2se",
     "in_se"}`` (accuracy as a fraction; ``in_se`` = difference / se, None when se is 0);
     ``"best_optax_lr"``: the first of those (None without any); ``"best_at_least_references"``:
-    whether its difference to every reference is >= 0 (None without a reference);
+    whether its difference to every reference is >= 0 up to float rounding (``claims.TIE``;
+    None without a reference); ``"best_within_2se_of_references"``: whether it is at most two
+    standard errors of the difference below every reference;
     ``"auto_diverged"``: ``{"method", "learning_rate", "diverged_seeds", "seeds"}`` of every
     setting of an auto entry with a diverged seed; ``"auto_methods"``: the auto entries found;
     ``"met"``: both parts of the goal hold.
   """
-  from train.bench.claims import difference  # claims imports this module
+  from train.bench.claims import TIE, difference  # claims imports this module
 
   def worst_final(w: dict[str, Any]) -> dict[str, Any]:
     final = w["final_accuracy"]
@@ -213,17 +215,21 @@ def goal(document: dict[str, Any], references: Sequence[str] = REFERENCES) -> di
       versus[name] = diff
     methods.append({"method": w["method"], **final, "versus": versus})
   best = methods[0] if methods else None
-  at_least = None
+  at_least = within = None
   if best is not None and refs:
-    at_least = all(v["difference"] is not None and v["difference"] >= 0
+    # A tie (equal accuracies up to float rounding of the means) counts as "at least".
+    at_least = all(v["difference"] is not None and v["difference"] >= -TIE
                    for v in best["versus"].values())
+    within = all(v["difference"] is not None and v["difference"] >= -2 * v["se"] - TIE
+                 for v in best["versus"].values())
   auto = [w["method"] for w in ranked if w["method"].endswith(AUTO_SUFFIX)]
   diverged = [{"method": e["method"], "learning_rate": e["learning_rate"],
                "diverged_seeds": e["diverged_seeds"], "seeds": len(e["final_accuracy"]["values"])}
               for e in document["entries"] if e["method"] in auto and e["diverged_seeds"] > 0]
   return {"references": refs, "methods": methods,
           "best_optax_lr": best["method"] if best else None,
-          "best_at_least_references": at_least, "auto_methods": auto,
+          "best_at_least_references": at_least, "best_within_2se_of_references": within,
+          "auto_methods": auto,
           "auto_diverged": diverged, "met": bool(at_least) and not diverged}
 
 
@@ -621,11 +627,14 @@ def run_compare(methods: Sequence[str] | None = None, *, epochs: int | None = No
                 seeds: Sequence[int] = SEEDS, learning_rates: Sequence[float] = LEARNING_RATES,
                 dataset: str = "digits", model: str = "mlp", batch_size: int = 64,
                 data_dir: str | None = None, optimizer_options: dict[str, Any] | None = None,
+                keep_rate_keys: bool = False,
                 log: Callable[[str], None] = print) -> dict[str, Any]:
   """Trains every method (default: the whole registry) and returns the JSON document.
 
   ``epochs`` defaults to the dataset's quick count (:func:`epochs_for`); ``optimizer_options``
-  go to every method's registry constructor (unknown ones fail there). The document holds the
+  go to every method's registry constructor (unknown ones fail there); ``keep_rate_keys`` keeps
+  every ``rate/...`` curve and AutoDrop's ``angular_velocity`` (:func:`rate_metrics`) in the
+  entries, not only the representative ``rate``. The document holds the
   entries (one per method and setting), the worst cases and the goal section (:func:`goal`).
   """
   if epochs is None:
@@ -655,7 +664,7 @@ def run_compare(methods: Sequence[str] | None = None, *, epochs: int | None = No
       kept = None if rates is None else [lr for lr in rates if lr not in rejected]
       result = runner.run(config, kept, seeds, switch_boundary(name, options, steps))
       compile_s, run_s = result.compile_seconds, result.run_seconds
-      method_entries = summarize_grid(name, result, {"kind": kind})
+      method_entries = summarize_grid(name, result, {"kind": kind}, keep_rate_keys)
       for entry in method_entries:
         entry["compile_s"] = compile_s
         entry["run_s"] = run_s
@@ -712,6 +721,10 @@ def _fmt_versus(diff: dict[str, Any]) -> str:
   """A :func:`goal` difference: ``+0.3 (1.2 s.e.)`` in accuracy points."""
   if diff["difference"] is None:
     return "-"
+  from train.bench.claims import TIE
+
+  if abs(diff["difference"]) <= TIE:
+    return "0.0 (tie)"
   in_se = "-" if diff["in_se"] is None else f"{diff['in_se']:+.1f}"
   return f"{100 * diff['difference']:+.1f} ({in_se} s.e.)"
 
@@ -738,9 +751,14 @@ def goal_markdown(section: dict[str, Any]) -> list[str]:
     versus = ", ".join(f"{_fmt_versus(d)} against `{n}`" for n, d in best["versus"].items())
     verdict = {True: "at least", False: "below", None: "not compared with"}[
         section["best_at_least_references"]]
+    noise = ""
+    if section["best_at_least_references"] is False:
+      noise = (" (within two standard errors of each)"
+               if section["best_within_2se_of_references"]
+               else " (by more than two standard errors of at least one)")
     lines.append(f"Best `optax_lr` method: `{best['method']}`, {final(best)}"
                  + (f": {versus} (points; in standard errors of the difference)" if versus
-                    else "") + f"; its worst case is {verdict} the references'.")
+                    else "") + f"; its worst case is {verdict} the references'{noise}.")
   auto = section["auto_methods"]
   if not auto:
     lines.append("No \"auto\" entry was run.")
@@ -914,6 +932,8 @@ def main(argv: list[str]) -> None:
   parser.add_argument("--options", type=json.loads, default={},
                       help="registry options for every method, as a JSON object "
                       "(e.g. '{\"drop_delay\": 5}')")
+  parser.add_argument("--rate-keys", action="store_true",
+                      help="keep every rate/... curve and AutoDrop's angular velocity in the JSON")
   args = parser.parse_args(argv)
   if not isinstance(args.options, dict):
     parser.error(f"--options must be a JSON object, got {args.options!r}")
@@ -921,7 +941,7 @@ def main(argv: list[str]) -> None:
   document = run_compare(args.methods, epochs=epochs, seeds=tuple(range(args.seeds)),
                          learning_rates=args.learning_rates, dataset=args.dataset,
                          model=args.model, batch_size=args.batch_size, data_dir=args.data_dir,
-                         optimizer_options=args.options)
+                         optimizer_options=args.options, keep_rate_keys=args.rate_keys)
   document["quick"] = args.quick
   json_path, md_path, figure_prefix = default_paths("compare", args.quick, args.out,
                                                     args.dataset)
