@@ -868,16 +868,19 @@ def plot_compare(document: dict[str, Any], key: str, path: str, ylabel: str,
     if log_scale and any(v is not None and v > 0 for e in document["entries"]
                          if e["method"] == name for v in e["curves"][key]):
       ax.set_yscale("log")
+      ax.tick_params(labelsize=6, which="both")  # a log axis labels its minor ticks too
     elif key == "test_accuracy":
       ax.set_ylim(ACCURACY_AXIS_FLOOR.get(document["dataset"], 0.0), 1.0)
   for ax in list(axes.flat)[len(methods):]:
     ax.axis("off")
   handles, labels = axes.flat[0].get_legend_handles_labels()
-  fig.legend(handles, labels, title="initial rate", loc="lower right", fontsize=7)
   fig.suptitle(f"{ylabel} per epoch ({document['dataset']}, {document['model']}, mean ± s.e. "
-               f"over {len(document['seeds'])} seeds)", fontsize=10)
+               f"over {len(document['seeds'])} seeds)", fontsize=10, x=0.01, ha="left")
+  # Above the panels, right of the title: a full last row leaves no free panel for it.
+  fig.legend(handles, labels, title="initial rate", loc="upper right", fontsize=7,
+             title_fontsize=7, ncol=max(1, len(labels)), frameon=False)
   fig.supxlabel("epoch", fontsize=8)
-  fig.tight_layout()
+  fig.tight_layout(rect=(0.0, 0.0, 1.0, 1.0 - 0.45 / fig.get_figheight()))
   save_figure(fig, path)
 
 
