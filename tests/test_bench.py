@@ -54,23 +54,179 @@ def test_summarize_setting_on_hand_made_runs():
   assert summary["diverged_seeds"] == 1
 
 
-def _entry(lr, best, final, epochs):
-  return {"learning_rate": lr, "best_accuracy": {"mean": best},
-          "final_accuracy": {"mean": final}, "epochs_to_fraction_of_best": {"mean": epochs}}
+def _entry(lr, best, final, epochs, se=None, diverged=0):
+  return {"learning_rate": lr, "best_accuracy": {"mean": best, "se": se},
+          "final_accuracy": {"mean": final, "se": se},
+          "epochs_to_fraction_of_best": {"mean": epochs, "se": se}, "diverged_seeds": diverged}
 
 
 def test_worst_case_over_initial_rates():
   entries = [_entry(1e-3, 0.90, 0.88, 9.0), _entry(1e-2, 0.97, 0.96, 4.0),
-             _entry(1e-1, 0.95, 0.20, 2.0)]
+             _entry(1e-1, 0.95, 0.20, 2.0, se=0.05, diverged=2)]
   worst = compare.worst_case(entries)
-  assert worst["best_accuracy"] == {"value": 0.90, "learning_rate": 1e-3}
-  assert worst["final_accuracy"] == {"value": 0.20, "learning_rate": 1e-1}
-  assert worst["epochs_to_fraction_of_best"] == {"value": 9.0, "learning_rate": 1e-3}
+  assert worst["best_accuracy"] == {"value": 0.90, "se": None, "learning_rate": 1e-3}
+  # The standard error is the one of the setting where the worst case happens.
+  assert worst["final_accuracy"] == {"value": 0.20, "se": 0.05, "learning_rate": 1e-1}
+  assert worst["epochs_to_fraction_of_best"] == {"value": 9.0, "se": None, "learning_rate": 1e-3}
   assert worst["final_accuracy_spread"] == pytest.approx(0.76)
-  assert worst["settings"] == 3
+  assert worst["settings"] == 3 and worst["diverged_seeds"] == 2
   # A setting without numbers (every seed NaN) is left out, not taken as the worst.
   nothing = _entry(1.0, None, None, None)
   assert compare.worst_case([*entries, nothing])["final_accuracy"]["value"] == 0.20
+  assert compare.worst_case([nothing])["final_accuracy"] == {"value": None, "se": None,
+                                                              "learning_rate": None}
+  # The markdown cell: value ± se (at rate), in points.
+  assert compare._fmt_worst(worst["final_accuracy"]) == "20.0 ± 5.0 (0.1)"
+  assert compare._fmt_worst(worst["epochs_to_fraction_of_best"], 1.0) == "9.0 (0.001)"
+
+
+def test_curve_standard_error_per_epoch():
+  # Epoch 1: seeds 0.5 and 0.7, std(ddof=1) = 0.1414, se = 0.1; epoch 2: one finite seed.
+  se = compare._curve_se(np.array([[0.5, math.nan], [0.7, 0.2]]))
+  assert se[0] == pytest.approx(0.1) and se[1] is None
+
+
+def _method_entries(method, kind, finals_per_rate, diverged_at=()):
+  """Entries of one method from per-rate final accuracies of 2 seeds (2 epochs: 0.5, final);
+  a rate in ``diverged_at`` gets a NaN final training loss on its first seed."""
+  entries = []
+  for lr, finals in finals_per_rate.items():
+    accuracy = np.array([[0.5, f] for f in finals])
+    loss = np.array([[1.0, math.nan if lr in diverged_at and i == 0 else 0.5]
+                     for i in range(len(finals))])
+    entries.append({"method": method, "kind": kind, "learning_rate": lr,
+                    **compare.summarize_setting(accuracy, loss)})
+  return entries
+
+
+def _document(prodigy=(0.80, 0.82), diverge=True):
+  methods = [("prodigy", "peer", {None: prodigy}, ()),
+             ("dadapt_adamw", "peer", {None: (0.78, 0.78)}, ()),
+             ("tlr_sgd", "optax_lr", {1e-4: (0.70, 0.74), 1e-1: (0.85, 0.85)}, ()),
+             ("adam_hd_auto", "optax_lr", {1e-4: (0.83, 0.85), 1e-1: (0.86, 0.88)},
+              (1e-1,) if diverge else ()),
+             ("sgdn_hd_auto", "optax_lr", {1e-4: (0.60, 0.60), 1e-1: (0.90, 0.90)}, ()),
+             ("sgd", "peer", {1e-4: (0.95, 0.95)}, (1e-4,))]  # a peer: never "the best optax_lr"
+  entries, worst = [], []
+  for name, kind, finals, diverged in methods:
+    own = _method_entries(name, kind, finals, diverged)
+    entries += own
+    worst.append({"method": name, "kind": kind, **compare.worst_case(own)})
+  return {"entries": entries, "worst_case": worst}
+
+
+def test_goal_on_hand_made_entries():
+  section = compare.goal(_document())
+  # prodigy: (0.80, 0.82) -> 0.81, se = 0.01414 / sqrt(2) = 0.01; dadapt_adamw 0.78, se 0.
+  assert section["references"]["prodigy"]["mean"] == pytest.approx(0.81)
+  assert section["references"]["prodigy"]["se"] == pytest.approx(0.01)
+  assert section["references"]["dadapt_adamw"] == {"mean": pytest.approx(0.78), "se": 0.0,
+                                                   "learning_rate": None}
+  # Worst cases: adam_hd_auto 0.84 (se 0.01) at 1e-4, tlr_sgd 0.72 (se 0.02), sgdn_hd_auto 0.60.
+  assert [m["method"] for m in section["methods"]] == ["adam_hd_auto", "tlr_sgd", "sgdn_hd_auto"]
+  best = section["methods"][0]
+  assert section["best_optax_lr"] == "adam_hd_auto"
+  assert best["mean"] == pytest.approx(0.84) and best["learning_rate"] == 1e-4
+  # 0.84 - 0.81 = 0.03 with se sqrt(0.01^2 + 0.01^2) = 0.01414: 2.12 se;
+  # 0.84 - 0.78 = 0.06 with se 0.01: 6 se.
+  assert best["versus"]["prodigy"]["difference"] == pytest.approx(0.03)
+  assert best["versus"]["prodigy"]["in_se"] == pytest.approx(0.03 / math.sqrt(2e-4))
+  assert best["versus"]["prodigy"]["beyond_2se"]
+  assert best["versus"]["dadapt_adamw"]["in_se"] == pytest.approx(6.0)
+  # tlr_sgd: 0.72 - 0.81 = -0.09 with se sqrt(0.02^2 + 0.01^2); -0.06 / 0.02 = -3 against dadapt.
+  tlr = section["methods"][1]["versus"]
+  assert tlr["prodigy"]["in_se"] == pytest.approx(-0.09 / math.sqrt(5e-4))
+  assert tlr["dadapt_adamw"]["in_se"] == pytest.approx(-3.0)
+  assert section["best_at_least_references"]
+  # The auto entries: adam_hd_auto lost a seed at 0.1; sgd's divergence is a peer's, not counted.
+  assert section["auto_methods"] == ["adam_hd_auto", "sgdn_hd_auto"]
+  assert section["auto_diverged"] == [{"method": "adam_hd_auto", "learning_rate": 1e-1,
+                                       "diverged_seeds": 1, "seeds": 2}]
+  assert not section["met"]
+  assert compare.goal(_document(diverge=False))["met"]
+  # Prodigy at 0.90 beats the best worst case by 6 points: not reached, a negative margin.
+  behind = compare.goal(_document(prodigy=(0.90, 0.90), diverge=False))
+  assert behind["best_at_least_references"] is False and not behind["met"]
+  assert behind["methods"][0]["versus"]["prodigy"]["difference"] == pytest.approx(-0.06)
+  assert behind["best_within_2se_of_references"] is False  # -0.06 with se 0.01: -6 se
+  # Prodigy at 0.85: -0.01 with se 0.01, one standard error: below, but within noise.
+  close = compare.goal(_document(prodigy=(0.85, 0.85), diverge=False))
+  assert close["best_at_least_references"] is False
+  assert close["best_within_2se_of_references"] is True
+  # Prodigy at (0.83, 0.85): the same mean as the best, up to float rounding: a tie is "at least".
+  tie = compare.goal(_document(prodigy=(0.83, 0.85), diverge=False))
+  assert abs(tie["methods"][0]["versus"]["prodigy"]["difference"]) < 1e-12
+  assert tie["best_at_least_references"] and tie["met"]
+  # Without the references there is nothing to compare with: the goal is not reached.
+  alone = compare.goal(_document(), references=("missing",))
+  assert alone["references"] == {} and alone["best_at_least_references"] is None
+  assert not alone["met"]
+
+
+def test_goal_markdown_states_the_numbers():
+  text = "\n".join(compare.goal_markdown(compare.goal(_document())))
+  assert ("Best `optax_lr` method: `adam_hd_auto`, 84.0 ± 1.0 (0.0001): +3.0 (+2.1 s.e.) "
+          "against `prodigy`, +6.0 (+6.0 s.e.) against `dadapt_adamw`") in text
+  assert "`prodigy` 81.0 ± 1.0 (own); `dadapt_adamw` 78.0 ± 0.0 (own)" in text
+  assert "`adam_hd_auto` at 0.1 (1 of 2 seeds)" in text and "Goal not reached" in text
+  assert "| tlr_sgd | 72.0 ± 2.0 (0.0001) | -9.0 (-4.0 s.e.) | -6.0 (-3.0 s.e.) |" in text
+  text = "\n".join(compare.goal_markdown(compare.goal(_document(diverge=False))))
+  assert "No \"auto\" entry diverged" in text and "Goal reached" in text
+  text = "\n".join(compare.goal_markdown(compare.goal(_document(prodigy=(0.83, 0.85)))))
+  assert "0.0 (tie) against `prodigy`" in text
+  text = "\n".join(compare.goal_markdown(compare.goal(_document(prodigy=(0.85, 0.85)))))
+  assert "-1.0 (-1.0 s.e.) against `prodigy`" in text
+  assert "below the references' (within two standard errors of each)" in text
+
+
+def test_a_rate_the_constructor_rejects_is_reported_not_run():
+  # CLR-SGD's floor is 1e-3: a peak of 1e-4 is below it; 1e-2 is a valid range.
+  rejected = compare.rejected_rates("clr_sgd", [1e-4, 1e-2], 10, 100, 5e-4, {})
+  assert list(rejected) == [1e-4] and "min_lr" in rejected[1e-4]
+  entry = compare.rejected_entry("clr_sgd", "optax_lr", 1e-4, rejected[1e-4], 3)
+  assert entry["final_accuracy"]["n"] == 0 and entry["final_accuracy"]["mean"] is None
+  valid = _method_entries("clr_sgd", "optax_lr", {1e-2: (0.9, 0.92)})
+  worst = compare.worst_case(valid)
+  assert worst["final_accuracy"]["value"] == pytest.approx(0.91) and worst["settings"] == 1
+  document = {"dataset": "digits", "model": "mlp", "batch_size": 64, "weight_decay": 5e-4,
+              "epochs": 2, "seeds": [0, 1], "platform": "cpu", "wall_s": 1.0,
+              "learning_rates": [1e-4, 1e-2], "entries": [entry, *valid],
+              "worst_case": [{"method": "clr_sgd", "kind": "optax_lr", **worst}]}
+  text = compare.markdown(document)
+  assert "| clr_sgd | 0.0001 | rejected | - | - | - |" in text
+  assert "Left out (the constructor rejects the initial rate): clr_sgd at 0.0001 (`min_lr`" in text
+  # An option no method of the run has fails before any training, naming it.
+  with pytest.raises(ValueError, match="drop_delay.*'sgd'"):
+    compare.run_compare(["sgd"], optimizer_options={"drop_delay": 5})
+
+
+def test_autodrop_events_on_hand_made_read_outs():
+  # Seed 0: a trigger at 2, the drop at 3, a trigger at 4, the drop at 5. Seed 1: one trigger at
+  # the last epoch, still pending.
+  drops = np.array([[0, 0, 1, 1, 2], [0, 0, 0, 0, 0]])
+  pending = np.array([[0, 1, 0, 1, 0], [0, 0, 0, 0, 1]])
+  assert compare.autodrop_events(drops, pending) == {
+      "drops": [2, 0], "drop_epochs": [[3, 5], []], "triggers": [2, 1],
+      "first_trigger_epoch": [2, 5]}
+  # A drop with drop_delay = 1 happens at its trigger: never seen pending.
+  assert compare.autodrop_events(np.array([[0, 1]]), np.array([[0, 0]]))["triggers"] == [1]
+  assert compare.autodrop_events(np.array([[0, 0]]), np.array([[0, 0]]))[
+      "first_trigger_epoch"] == [None]
+
+
+def test_output_paths_and_epochs_per_dataset():
+  assert compare.LEARNING_RATES == (1e-4, 1e-3, 1e-2, 1e-1)  # three orders of magnitude
+  assert compare.default_paths("compare", False, None) == (
+      "docs/results/compare.json", "docs/results/compare.md", "docs/figures/bench_compare")
+  # Each task keeps its own files.
+  assert compare.default_paths("compare", True, None, "digits_warped") == (
+      "docs/results/compare_digits_warped_quick.json",
+      "docs/results/compare_digits_warped_quick.md",
+      "docs/figures/bench_compare_digits_warped_quick")
+  assert compare.epochs_for("digits", quick=False) == 30
+  assert compare.epochs_for("digits", quick=True) == 10
+  assert compare.epochs_for("digits_warped", quick=False) == compare.FULL_EPOCHS["digits_warped"]
+  assert compare.epochs_for("mnist", quick=True) == 10  # no count of its own: the digits'
 
 
 def test_claims_helpers():
@@ -99,6 +255,12 @@ def test_rate_metrics_reads_rates_and_skips_schedule_counters():
   values = compare.rate_metrics(per_tensor.init(PARAMS))
   assert {k for k in values if k.startswith("rate/")} == {
       "rate/learning_rate/dense/bias", "rate/learning_rate/dense/kernel"}
+  # AutoDrop's drop count and latch, 0 at the start.
+  autodrop = compare.rate_metrics(optimizers.create_optimizer("autodrop_sgd", 0.1, 10, 100)
+                                  .init(PARAMS))
+  assert float(autodrop["autodrop/num_drops"]) == 0.0
+  assert float(autodrop["autodrop/drop_pending"]) == 0.0
+  assert "autodrop/num_drops" not in tlr
   # Prodigy's step size is its d estimate; COCOB has none.
   prodigy = optax.contrib.prodigy(1.0, estim_lr0=1e-5)
   assert float(compare.rate_metrics(prodigy.init(PARAMS))["rate"]) == pytest.approx(1e-5)
@@ -170,9 +332,31 @@ def test_compare_command_writes_valid_outputs(tmp_path):
   assert entry["curves"]["rate"] == [None]  # COCOB has no rate
   (worst,) = document["worst_case"]
   assert worst["final_accuracy"]["value"] == entry["final_accuracy"]["mean"]
-  assert "| cocob | peer |" in (tmp_path / "c.md").read_text()
+  assert entry["curves_se"]["test_accuracy"][0] >= 0.0  # two seeds: a standard error
+  assert entry["curves_se"]["rate"] == [None]
+  assert document["goal"] == compare.goal(document)
+  assert document["goal"]["best_optax_lr"] is None  # a peer only
+  text = (tmp_path / "c.md").read_text()
+  assert "| cocob | peer |" in text and "**The goal**" in text
+  assert "No `optax_lr` method was run." in text
   for name in ("bench_c_accuracy.png", "bench_c_rates.png"):
     assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_compare_reads_autodrop_and_keeps_rate_curves():
+  document = compare.run_compare(["autodrop_sgd_auto"], epochs=2, seeds=(0,),
+                                 learning_rates=(0.1,), optimizer_options={"drop_delay": 1},
+                                 keep_rate_keys=True, log=lambda _: None)
+  assert document["optimizer_options"] == {"drop_delay": 1}
+  (entry,) = document["entries"]
+  # Two 22-step windows: one angle after the second, no change of angle yet, so no trigger.
+  assert entry["autodrop"] == {"drops": [0], "drop_epochs": [[]], "triggers": [0],
+                               "first_trigger_epoch": [None]}
+  angle = entry["curves"]["angular_velocity"]
+  assert angle[0] is None and 0.0 < angle[1] < 180.0
+  assert entry["curves"]["rate/learning_rate"] == pytest.approx([0.1, 0.1])
+  assert document["goal"]["auto_methods"] == ["autodrop_sgd_auto"]
+  assert document["goal"]["auto_diverged"] == []
 
 
 def test_tlr_grid_verdict_counts_every_seed():

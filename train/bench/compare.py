@@ -3,13 +3,17 @@
 Every optimizer of the registry (``train.optimizers``: the ``optax_lr`` methods, the papers'
 baselines -- multistep SGD, Adam, SLS and SPS for Trainable Learning Rate, L4 over Adam and
 momentum and AdaBound for Adaptive Hierarchical Hyper-gradient Descent -- and the peers a user
-would pick instead) trains the same model on the same data, over
-the initial rates {1e-3, 1e-2, 1e-1} for the methods that take one (the registry's
-``takes_learning_rate``) and over 3 seeds. Per method and setting the benchmark reports the best
-and the final test accuracy, the number of epochs a run needs to reach 95% of its own best
-accuracy, and, per method, the worst case over the initial rates: what a user who does not tune
-the rate risks. It writes JSON (one entry per method and setting), a markdown table and plots of
-the accuracy and learning-rate curves.
+would pick instead) trains the same model on the same data, over the initial rates
+{1e-4, 1e-3, 1e-2, 1e-1} (three orders of magnitude) for the methods that take one (the
+registry's ``takes_learning_rate``) and over 3 seeds. Two embedded tasks need no download: the
+digits (the default) and ``digits_warped`` (8 random affine warps with pixel noise of every digit,
+harder). Per method and setting the benchmark reports the best and the final test accuracy, the
+number of epochs a run needs to reach 95% of its own best accuracy, and, per method, the worst
+case over the initial rates: what a user who does not tune the rate risks. The "goal" section
+(:func:`goal`) sets every method's worst case against the learning-rate-free peers Prodigy and
+D-Adaptation, names the best ``optax_lr`` method with its margin, and lists the settings where an
+``optax_lr`` "auto" entry diverged. It writes JSON (one entry per method and setting), a markdown
+table and plots of the accuracy and learning-rate curves (mean ± standard error over seeds).
 
 Runs on the embedded digits are tiny, so the cost is compiling, not training. :class:`GridRunner`
 therefore compiles one program per method that trains every (initial rate, seed) pair of the grid
@@ -45,15 +49,25 @@ from train import input_pipeline, io_utils, optimizers
 from train import train as training
 from train.configs import Config, get_config
 
-#: The initial rates of the grid (for methods that take one).
-LEARNING_RATES = (1e-3, 1e-2, 1e-1)
+#: The initial rates of the grid (for methods that take one): three orders of magnitude.
+LEARNING_RATES = (1e-4, 1e-3, 1e-2, 1e-1)
 #: Seeds per setting.
 SEEDS = (0, 1, 2)
-#: Epochs of a ``--quick`` run and of a full run.
-QUICK_EPOCHS = 10
-FULL_EPOCHS = 30
+#: Epochs of a ``--quick`` run and of a full run, per dataset (others: those of the digits).
+#: ``digits_warped`` has 8x the digits' steps per epoch (179 against 22): 20 epochs are 3,580
+#: steps per run, and the whole registry's run stays near 15 minutes on 2 CPU cores (about 200 s of
+#: compiling and tracing plus 30 s per epoch, measured).
+QUICK_EPOCHS = {"digits": 10, "digits_warped": 5}
+FULL_EPOCHS = {"digits": 30, "digits_warped": 20}
+#: The learning-rate-free peers the goal section compares against (registry names).
+REFERENCES = ("prodigy", "dadapt_adamw")
+#: Registry entries named with this suffix are the library's "auto" (robust-default) entries.
+AUTO_SUFFIX = "_auto"
 #: "Epochs to reach this fraction of the best test accuracy" is the speed measure.
 BEST_FRACTION = 0.95
+
+#: The lower end of the accuracy axis of the figures, per dataset (others: 0).
+ACCURACY_AXIS_FLOOR = {"digits": 0.5, "digits_warped": 0.3}
 
 RESULTS_DIR = os.path.join("docs", "results")
 FIGURES_DIR = os.path.join("docs", "figures")
@@ -124,25 +138,99 @@ def worst_case(entries: Sequence[dict[str, Any]]) -> dict[str, Any]:
   """The worst case of one method over its settings (initial rates).
 
   Lowest mean best accuracy, lowest mean final accuracy and highest mean epochs-to-95%, each with
-  the rate where it happens, plus the spread (max - min) of the mean final accuracy.
+  its standard error over seeds and the rate where it happens (the first such setting on a tie),
+  plus the spread (max - min) of the mean final accuracy.
 
   Args:
     entries: the method's entries as :func:`summarize_setting` returns them, each with a
       ``"learning_rate"`` key.
+
+  Returns:
+    ``{"best_accuracy", "final_accuracy", "epochs_to_fraction_of_best"}``, each
+    ``{"value", "se", "learning_rate"}`` (all None when no setting has a number), and
+    ``"final_accuracy_spread"``, ``"diverged_seeds"`` (summed over the settings), ``"settings"``.
   """
   def pick(key: str, worst: Callable[[Sequence[float]], float]) -> dict[str, Any]:
-    scored = [(e[key]["mean"], e["learning_rate"]) for e in entries if e[key]["mean"] is not None]
+    scored = [e for e in entries if e[key]["mean"] is not None]
     if not scored:
-      return {"value": None, "learning_rate": None}
-    value = worst([s for s, _ in scored])
-    return {"value": value, "learning_rate": next(lr for s, lr in scored if s == value)}
+      return {"value": None, "se": None, "learning_rate": None}
+    value = worst([e[key]["mean"] for e in scored])
+    chosen = next(e for e in scored if e[key]["mean"] == value)
+    return {"value": value, "se": chosen[key].get("se"), "learning_rate": chosen["learning_rate"]}
 
   finals = [e["final_accuracy"]["mean"] for e in entries if e["final_accuracy"]["mean"] is not None]
   return {"best_accuracy": pick("best_accuracy", min),
           "final_accuracy": pick("final_accuracy", min),
           "epochs_to_fraction_of_best": pick("epochs_to_fraction_of_best", max),
           "final_accuracy_spread": (max(finals) - min(finals)) if finals else None,
+          "diverged_seeds": sum(e.get("diverged_seeds", 0) for e in entries),
           "settings": len(entries)}
+
+
+def goal(document: dict[str, Any], references: Sequence[str] = REFERENCES) -> dict[str, Any]:
+  """The issue's goal on one task, from the document's entries and worst cases.
+
+  The goal: the best ``optax_lr`` method's worst case over the initial rates (lowest mean final
+  accuracy) is at least that of each learning-rate-free reference, and no ``optax_lr`` "auto"
+  entry (a name ending in :data:`AUTO_SUFFIX`) diverges at any initial rate.
+
+  Args:
+    document: :func:`run_compare`'s document (``"worst_case"`` and ``"entries"``; entries need
+      ``method``, ``kind``, ``learning_rate`` and ``diverged_seeds``).
+    references: the registry names to compare against (those absent from the document are left
+      out).
+
+  Returns:
+    ``"references"``: name -> the reference's worst final accuracy ``{"mean", "se",
+    "learning_rate"}``; ``"methods"``: per ``optax_lr`` method (best worst case first) its worst
+    final accuracy and ``"versus"``: reference -> ``{"difference", "se", "beyond_2se",
+    "in_se"}`` (accuracy as a fraction; ``in_se`` = difference / se, None when se is 0);
+    ``"best_optax_lr"``: the first of those (None without any); ``"best_at_least_references"``:
+    whether its difference to every reference is >= 0 up to float rounding (``claims.TIE``;
+    None without a reference); ``"best_within_2se_of_references"``: whether it is at most two
+    standard errors of the difference below every reference;
+    ``"auto_diverged"``: ``{"method", "learning_rate", "diverged_seeds", "seeds"}`` of every
+    setting of an auto entry with a diverged seed; ``"auto_methods"``: the auto entries found;
+    ``"met"``: both parts of the goal hold.
+  """
+  from train.bench.claims import TIE, difference  # claims imports this module
+
+  def worst_final(w: dict[str, Any]) -> dict[str, Any]:
+    final = w["final_accuracy"]
+    return {"mean": final["value"], "se": final.get("se"), "learning_rate": final["learning_rate"]}
+
+  worst = {w["method"]: w for w in document["worst_case"]}
+  refs = {name: worst_final(worst[name]) for name in references if name in worst}
+  ranked = sorted((w for w in document["worst_case"] if w["kind"] == "optax_lr"),
+                  key=lambda w: -math.inf if w["final_accuracy"]["value"] is None
+                  else w["final_accuracy"]["value"], reverse=True)
+  methods = []
+  for w in ranked:
+    final = worst_final(w)
+    versus = {}
+    for name, ref in refs.items():
+      diff = difference(final, ref)
+      diff["in_se"] = (diff["difference"] / diff["se"]
+                       if diff["difference"] is not None and diff["se"] else None)
+      versus[name] = diff
+    methods.append({"method": w["method"], **final, "versus": versus})
+  best = methods[0] if methods else None
+  at_least = within = None
+  if best is not None and refs:
+    # A tie (equal accuracies up to float rounding of the means) counts as "at least".
+    at_least = all(v["difference"] is not None and v["difference"] >= -TIE
+                   for v in best["versus"].values())
+    within = all(v["difference"] is not None and v["difference"] >= -2 * v["se"] - TIE
+                 for v in best["versus"].values())
+  auto = [w["method"] for w in ranked if w["method"].endswith(AUTO_SUFFIX)]
+  diverged = [{"method": e["method"], "learning_rate": e["learning_rate"],
+               "diverged_seeds": e["diverged_seeds"], "seeds": len(e["final_accuracy"]["values"])}
+              for e in document["entries"] if e["method"] in auto and e["diverged_seeds"] > 0]
+  return {"references": refs, "methods": methods,
+          "best_optax_lr": best["method"] if best else None,
+          "best_at_least_references": at_least, "best_within_2se_of_references": within,
+          "auto_methods": auto,
+          "auto_diverged": diverged, "met": bool(at_least) and not diverged}
 
 
 def _finite_or_none(value: Any) -> Any:
@@ -161,6 +249,17 @@ def _curve(values: np.ndarray) -> list[float | None]:
     sums = np.where(finite, values, 0.0).sum(axis=0)
     mean = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
   return [_finite_or_none(v) for v in mean]
+
+
+def _curve_se(values: np.ndarray) -> list[float | None]:
+  """Standard error over seeds per epoch of :func:`_curve` (finite seeds; None below two)."""
+  return [mean_and_standard_error(column)["se"] for column in np.asarray(values, np.float64).T]
+
+
+#: The curves of every entry; their standard errors over seeds are in ``"curves_se"``.
+CURVES = ("test_accuracy", "train_loss", "test_loss", "rate")
+#: The curves that get ``"curves_se"`` (what the figures draw as bands).
+SE_CURVES = ("test_accuracy", "rate")
 
 
 # --- what the optimizer state says about its rate
@@ -189,7 +288,8 @@ def rate_metrics(opt_state: PyTree, boundary_step: int | None = None) -> dict[st
   NaN when the state holds none (COCOB, schedule-free). The other keys are
   ``"rate/<field>"`` for scalar fields and ``"rate/<field>/<mean|min|max|norm>"`` for arrays, and
   AutoDrop's ``"angular_velocity"`` (degrees) when the state has one
-  (``train.train.rate_values``).
+  (``train.train.rate_values``), with its ``"autodrop/num_drops"`` (drops so far) and
+  ``"autodrop/drop_pending"`` (1 while a triggered drop waits for its averaging delay).
   """
   rates = optax_lr.learning_rates(opt_state)
   # The training loop's own read-out, with the rate keys under "rate/".
@@ -209,6 +309,11 @@ def rate_metrics(opt_state: PyTree, boundary_step: int | None = None) -> dict[st
   else:
     representative = _peer_step_size(opt_state)
   values["rate"] = jnp.asarray(representative, jnp.float32)
+  autodrop = _find(opt_state, optax_lr.ScaleByAutoDropState)
+  if autodrop:
+    values["autodrop/num_drops"] = sum(jnp.asarray(a.num_drops, jnp.float32) for a in autodrop)
+    values["autodrop/drop_pending"] = sum(jnp.asarray(a.drop_pending, jnp.float32)
+                                          for a in autodrop)
   return values
 
 
@@ -441,16 +546,47 @@ def switch_boundary(name: str, options: dict[str, Any], steps_per_epoch: int) ->
   return max(1, round(options.get("switch_epoch", defaults["switch_epoch"]) * steps_per_epoch))
 
 
+def autodrop_events(num_drops: np.ndarray, drop_pending: np.ndarray) -> dict[str, Any]:
+  """AutoDrop's drops and triggers per seed, from its per-epoch state read-out.
+
+  Args:
+    num_drops: ``(seeds, epochs)`` drops so far at the end of each epoch.
+    drop_pending: ``(seeds, epochs)`` 1 where a triggered drop waits (its averaging delay).
+
+  Returns:
+    Per seed (lists): ``"drops"`` (the final count), ``"drop_epochs"`` (1-based epochs whose end
+    has more drops than the epoch before), ``"triggers"`` (drops plus a drop still pending at the
+    end: the rule latches one trigger at a time) and ``"first_trigger_epoch"`` (the first epoch
+    ending with a drop done or pending; None when none).
+  """
+  num_drops = np.asarray(num_drops, np.float64)
+  drop_pending = np.asarray(drop_pending, np.float64)
+  out = {"drops": [], "drop_epochs": [], "triggers": [], "first_trigger_epoch": []}
+  for drops, pending in zip(num_drops, drop_pending, strict=True):
+    before = np.concatenate([[0.0], drops[:-1]])
+    out["drops"].append(int(drops[-1]))
+    out["drop_epochs"].append([int(i) + 1 for i in np.flatnonzero(drops > before)])
+    out["triggers"].append(int(drops[-1]) + int(pending[-1] > 0))
+    fired = np.flatnonzero((drops > 0) | (pending > 0))
+    out["first_trigger_epoch"].append(int(fired[0]) + 1 if fired.size else None)
+  return out
+
+
 def summarize_grid(name: str, result: GridResult, extra: dict[str, Any] | None = None,
                    keep_rate_keys: bool = False) -> list[dict[str, Any]]:
-  """One JSON entry per setting of ``result``: summaries and mean curves over seeds."""
+  """One JSON entry per setting of ``result``: summaries, mean curves over seeds (``"curves"``)
+  and their standard errors (``"curves_se"``, for :data:`SE_CURVES`), and for AutoDrop the drops
+  and triggers per seed (``"autodrop"``, :func:`autodrop_events`)."""
   entries = []
   for i, lr in enumerate(result.learning_rates):
     metrics = {k: v[i] for k, v in result.metrics.items()}
     entry = {"method": name, "learning_rate": lr, **(extra or {}),
              **summarize_setting(metrics["test_accuracy"], metrics["train_loss"]),
-             "curves": {k: _curve(metrics[k])
-                        for k in ("test_accuracy", "train_loss", "test_loss", "rate")}}
+             "curves": {k: _curve(metrics[k]) for k in CURVES},
+             "curves_se": {k: _curve_se(metrics[k]) for k in SE_CURVES}}
+    if "autodrop/num_drops" in metrics:
+      entry["autodrop"] = autodrop_events(metrics["autodrop/num_drops"],
+                                          metrics["autodrop/drop_pending"])
     if keep_rate_keys:
       entry["curves"].update({k: _curve(v) for k, v in metrics.items()
                                if k.startswith("rate/") or k == "angular_velocity"})
@@ -458,41 +594,100 @@ def summarize_grid(name: str, result: GridResult, extra: dict[str, Any] | None =
   return entries
 
 
-def run_compare(methods: Sequence[str] | None = None, *, epochs: int = QUICK_EPOCHS,
+def rejected_rates(name: str, learning_rates: Sequence[float], steps_per_epoch: int,
+                   total_steps: int, weight_decay: float,
+                   options: dict[str, Any]) -> dict[float, str]:
+  """The initial rates whose registry constructor raises ``ValueError``, with the message.
+
+  A cyclical schedule whose floor (``min_learning_rate``) is above the initial (peak) rate is no
+  schedule at all; such a setting is reported as rejected instead of stopping the whole run.
+  """
+  rejected = {}
+  for lr in learning_rates:
+    try:
+      optimizers.create_optimizer(name, float(lr), steps_per_epoch, total_steps, weight_decay,
+                                  options)
+    except ValueError as error:
+      rejected[lr] = str(error)
+  return rejected
+
+
+def rejected_entry(name: str, kind: str, learning_rate: float, message: str,
+                   seeds: int) -> dict[str, Any]:
+  """The entry of a setting :func:`rejected_rates` found: no numbers, the constructor's message
+  under ``"rejected"``; :func:`worst_case` leaves it out."""
+  nothing = mean_and_standard_error([None] * seeds)
+  return {"method": name, "learning_rate": learning_rate, "kind": kind, "rejected": message,
+          "best_accuracy": nothing, "final_accuracy": nothing,
+          "epochs_to_fraction_of_best": nothing, "diverged_seeds": 0,
+          "curves": {k: [] for k in CURVES}, "curves_se": {k: [] for k in SE_CURVES}}
+
+
+def run_compare(methods: Sequence[str] | None = None, *, epochs: int | None = None,
                 seeds: Sequence[int] = SEEDS, learning_rates: Sequence[float] = LEARNING_RATES,
                 dataset: str = "digits", model: str = "mlp", batch_size: int = 64,
-                data_dir: str | None = None,
+                data_dir: str | None = None, optimizer_options: dict[str, Any] | None = None,
+                keep_rate_keys: bool = False,
                 log: Callable[[str], None] = print) -> dict[str, Any]:
-  """Trains every method (default: the whole registry) and returns the JSON document."""
+  """Trains every method (default: the whole registry) and returns the JSON document.
+
+  ``epochs`` defaults to the dataset's quick count (:func:`epochs_for`); ``optimizer_options``
+  go to every method's registry constructor (unknown ones fail there); ``keep_rate_keys`` keeps
+  every ``rate/...`` curve and AutoDrop's ``angular_velocity`` (:func:`rate_metrics`) in the
+  entries, not only the representative ``rate``. The document holds the
+  entries (one per method and setting), the worst cases and the goal section (:func:`goal`).
+  """
+  if epochs is None:
+    epochs = epochs_for(dataset, quick=True)
+  options = dict(optimizer_options or {})
   start = time.perf_counter()
   names = list(methods or optimizers.OPTIMIZERS)
-  for name in names:
-    optimizers.get_spec(name)  # unknown names fail before any training
+  for name in names:  # unknown names and options fail before any training
+    unknown = sorted(set(options) - set(optimizers.get_spec(name).options()))
+    if unknown:
+      raise ValueError(f"`optimizer_options` {unknown} are not options of {name!r}; its options "
+                       f"are {sorted(optimizers.get_spec(name).options())}.")
   runner = GridRunner(dataset, data_dir)
   entries, worst = [], []
   for name in names:
     spec = optimizers.get_spec(name)
     config = make_config(name, num_epochs=epochs, dataset=dataset, model=model,
-                         batch_size=batch_size, data_dir=data_dir)
+                         batch_size=batch_size, data_dir=data_dir, optimizer_options=options)
     steps = runner.dataset.info.num_train // batch_size
     rates = list(learning_rates) if spec.takes_learning_rate else None
-    result = runner.run(config, rates, seeds, switch_boundary(name, {}, steps))
     kind = method_kind(name)
-    method_entries = summarize_grid(name, result, {"kind": kind})
-    for entry in method_entries:
-      entry["compile_s"] = result.compile_seconds
-      entry["run_s"] = result.run_seconds
+    rejected = rejected_rates(name, rates or [], steps, steps * epochs, config.weight_decay,
+                              options)
+    method_entries = []
+    compile_s = run_s = 0.0
+    if rates is None or len(rejected) < len(rates):
+      kept = None if rates is None else [lr for lr in rates if lr not in rejected]
+      result = runner.run(config, kept, seeds, switch_boundary(name, options, steps))
+      compile_s, run_s = result.compile_seconds, result.run_seconds
+      method_entries = summarize_grid(name, result, {"kind": kind}, keep_rate_keys)
+      for entry in method_entries:
+        entry["compile_s"] = compile_s
+        entry["run_s"] = run_s
+    worst.append({"method": name, "kind": kind, **worst_case(method_entries),
+                  "rejected_rates": list(rejected)})
+    method_entries += [rejected_entry(name, kind, lr, message, len(seeds))
+                       for lr, message in rejected.items()]
+    order = {lr: i for i, lr in enumerate(rates or [None])}
+    method_entries.sort(key=lambda e: order[e["learning_rate"]])
     entries.extend(method_entries)
-    worst.append({"method": name, "kind": kind, **worst_case(method_entries)})
     summary = ", ".join(f"{_fmt_lr(e['learning_rate'])}: best {_fmt(e['best_accuracy'])} final "
-                        f"{_fmt(e['final_accuracy'])}" for e in method_entries)
-    log(f"{name:>22} compile {result.compile_seconds:5.1f}s run {result.run_seconds:5.1f}s | "
-        f"{summary}")
-  return {"benchmark": "compare", "dataset": dataset, "model": model, "batch_size": batch_size,
-          "weight_decay": make_config("sgd", num_epochs=1).weight_decay, "epochs": epochs,
-          "seeds": list(seeds), "learning_rates": list(learning_rates),
-          "best_fraction": BEST_FRACTION, "platform": _platform(),
-          "wall_s": time.perf_counter() - start, "entries": entries, "worst_case": worst}
+                        f"{_fmt(e['final_accuracy'])}" if "rejected" not in e else
+                        f"{_fmt_lr(e['learning_rate'])}: rejected" for e in method_entries)
+    log(f"{name:>22} compile {compile_s:5.1f}s run {run_s:5.1f}s | {summary}")
+  document = {"benchmark": "compare", "dataset": dataset, "model": model,
+              "batch_size": batch_size,
+              "weight_decay": make_config("sgd", num_epochs=1).weight_decay, "epochs": epochs,
+              "seeds": list(seeds), "learning_rates": list(learning_rates),
+              "optimizer_options": options, "best_fraction": BEST_FRACTION,
+              "platform": _platform(), "wall_s": time.perf_counter() - start,
+              "entries": entries, "worst_case": worst}
+  document["goal"] = goal(document)
+  return document
 
 
 def _platform() -> str:
@@ -516,33 +711,111 @@ def _fmt_value(value: float | None, scale: float = 100.0, digits: int = 1) -> st
   return "-" if value is None else f"{scale * value:.{digits}f}"
 
 
+def _fmt_worst(worst: dict[str, Any], scale: float = 100.0) -> str:
+  """``value ± se (at rate)`` of one :func:`worst_case` pick."""
+  text = _fmt({"mean": worst["value"], "se": worst.get("se")}, scale)
+  return text if worst["value"] is None else f"{text} ({_fmt_lr(worst['learning_rate'])})"
+
+
+def _fmt_versus(diff: dict[str, Any]) -> str:
+  """A :func:`goal` difference: ``+0.3 (1.2 s.e.)`` in accuracy points."""
+  if diff["difference"] is None:
+    return "-"
+  from train.bench.claims import TIE
+
+  if abs(diff["difference"]) <= TIE:
+    return "0.0 (tie)"
+  in_se = "-" if diff["in_se"] is None else f"{diff['in_se']:+.1f}"
+  return f"{100 * diff['difference']:+.1f} ({in_se} s.e.)"
+
+
+def goal_markdown(section: dict[str, Any]) -> list[str]:
+  """The lines of :func:`goal`'s section: the verdict and the table of the ``optax_lr`` methods."""
+  refs = section["references"]
+
+  def final(x: dict[str, Any]) -> str:
+    return f"{_fmt(x)} ({_fmt_lr(x['learning_rate'])})"
+
+  lines = ["**The goal** (worst case over the initial rates, final test accuracy in %): the best "
+           "`optax_lr` method's worst case at least that of each learning-rate-free reference, "
+           "and no `optax_lr` \"auto\" entry diverging at any initial rate."]
+  if refs:
+    lines.append("References: " + "; ".join(f"`{n}` {final(r)}" for n, r in refs.items()) + ".")
+  else:
+    lines.append("References: none of " + ", ".join(f"`{n}`" for n in REFERENCES) +
+                 " was run.")
+  best = section["methods"][0] if section["methods"] else None
+  if best is None:
+    lines.append("No `optax_lr` method was run.")
+  else:
+    versus = ", ".join(f"{_fmt_versus(d)} against `{n}`" for n, d in best["versus"].items())
+    verdict = {True: "at least", False: "below", None: "not compared with"}[
+        section["best_at_least_references"]]
+    noise = ""
+    if section["best_at_least_references"] is False:
+      noise = (" (within two standard errors of each)"
+               if section["best_within_2se_of_references"]
+               else " (by more than two standard errors of at least one)")
+    lines.append(f"Best `optax_lr` method: `{best['method']}`, {final(best)}"
+                 + (f": {versus} (points; in standard errors of the difference)" if versus
+                    else "") + f"; its worst case is {verdict} the references'{noise}.")
+  auto = section["auto_methods"]
+  if not auto:
+    lines.append("No \"auto\" entry was run.")
+  elif section["auto_diverged"]:
+    lines.append("\"Auto\" entries that diverged: " + "; ".join(
+        f"`{d['method']}` at {_fmt_lr(d['learning_rate'])} ({d['diverged_seeds']} of "
+        f"{d['seeds']} seeds)"
+        for d in section["auto_diverged"]) + f" (of {', '.join(f'`{a}`' for a in auto)}).")
+  else:
+    lines.append(f"No \"auto\" entry diverged ({', '.join(f'`{a}`' for a in auto)}, every "
+                 "initial rate and seed).")
+  lines.append(f"Goal {'reached' if section['met'] else 'not reached'} on this task.")
+  text = [" ".join(lines), ""]
+  if best is not None:
+    text += ["| `optax_lr` method | worst final acc. (at rate) |" +
+             "".join(f" minus `{n}`: points (s.e.) |" for n in refs),
+             "| --- | --- |" + " --- |" * len(refs)]
+    for m in section["methods"]:
+      cells = "".join(f" {_fmt_versus(m['versus'][n])} |" for n in refs)
+      text.append(f"| {m['method']} | {final(m)} |{cells}")
+  return text
+
+
 def markdown(document: dict[str, Any]) -> str:
-  """The worst-case table (methods ranked by worst final accuracy) and the per-setting table."""
+  """The goal section (:func:`goal`), the worst-case table (methods ranked by worst final
+  accuracy) and the per-setting table."""
   lines = [f"Dataset {document['dataset']}, model {document['model']}, batch "
            f"{document['batch_size']}, weight decay {document['weight_decay']:g}, "
            f"{document['epochs']} epochs, seeds {document['seeds']}; accuracy in % (mean ± "
            "standard error over seeds); epochs to 95% = first epoch reaching 95% of the run's "
-           f"own best accuracy. {document['platform']}; {document['wall_s']:.0f} s in all.", "",
-           "Worst case over the initial rates {" +
-           ", ".join(f"{lr:g}" for lr in document["learning_rates"]) + "} (methods that set "
-           "their own rate have one setting):", "",
-           "| method | kind | worst best acc. (at rate) | worst final acc. (at rate) | "
-           "final-acc. spread over rates | most epochs to 95% (at rate) |",
-           "| --- | --- | --- | --- | --- | --- |"]
+           f"own best accuracy. {document['platform']}; {document['wall_s']:.0f} s in all.", ""]
+  lines += goal_markdown(document["goal"] if "goal" in document else goal(document))
+  lines += ["", "Worst case over the initial rates {" +
+            ", ".join(f"{lr:g}" for lr in document["learning_rates"]) + "} (methods that set "
+            "their own rate have one setting):", "",
+            "| method | kind | worst best acc. (at rate) | worst final acc. (at rate) | "
+            "final-acc. spread over rates | most epochs to 95% (at rate) | diverged seeds |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
   ranked = sorted(document["worst_case"], key=lambda w: -(w["final_accuracy"]["value"] or 0.0))
   for w in ranked:
     spread = w["final_accuracy_spread"] if w["settings"] > 1 else None
     lines.append(
-        f"| {w['method']} | {w['kind']} | {_fmt_value(w['best_accuracy']['value'])} "
-        f"({_fmt_lr(w['best_accuracy']['learning_rate'])}) | "
-        f"{_fmt_value(w['final_accuracy']['value'])} "
-        f"({_fmt_lr(w['final_accuracy']['learning_rate'])}) | {_fmt_value(spread)} | "
-        f"{_fmt_value(w['epochs_to_fraction_of_best']['value'], 1.0)} "
-        f"({_fmt_lr(w['epochs_to_fraction_of_best']['learning_rate'])}) |")
+        f"| {w['method']} | {w['kind']} | {_fmt_worst(w['best_accuracy'])} | "
+        f"{_fmt_worst(w['final_accuracy'])} | {_fmt_value(spread)} | "
+        f"{_fmt_worst(w['epochs_to_fraction_of_best'], 1.0)} | {w.get('diverged_seeds', 0)} |")
+  rejected = [e for e in document["entries"] if "rejected" in e]
+  if rejected:
+    lines += ["", "Left out (the constructor rejects the initial rate): " + "; ".join(
+        f"{e['method']} at {_fmt_lr(e['learning_rate'])} ({e['rejected'].split(';')[0]})"
+        for e in rejected) + "."]
   lines += ["", "Every setting:", "",
             "| method | initial rate | best acc. | final acc. | epochs to 95% of best | "
             "diverged seeds |", "| --- | --- | --- | --- | --- | --- |"]
   for e in document["entries"]:
+    if "rejected" in e:
+      lines.append(f"| {e['method']} | {_fmt_lr(e['learning_rate'])} | rejected | - | - | - |")
+      continue
     lines.append(f"| {e['method']} | {_fmt_lr(e['learning_rate'])} | {_fmt(e['best_accuracy'])} "
                  f"| {_fmt(e['final_accuracy'])} | "
                  f"{_fmt(e['epochs_to_fraction_of_best'], 1.0)} | {e['diverged_seeds']} |")
@@ -570,7 +843,8 @@ def save_figure(fig: Any, path: str) -> None:
 
 def plot_compare(document: dict[str, Any], key: str, path: str, ylabel: str,
                  log_scale: bool = False) -> None:
-  """One panel per method, one curve per initial rate (mean over seeds) of ``curves[key]``."""
+  """One panel per method, one curve per initial rate of ``curves[key]``: the mean over seeds
+  with a band of ± one standard error where the entry has ``curves_se[key]``."""
   plt = _pyplot()
   methods = list(dict.fromkeys(e["method"] for e in document["entries"]))
   columns = min(6, len(methods))
@@ -579,32 +853,53 @@ def plot_compare(document: dict[str, Any], key: str, path: str, ylabel: str,
                            sharex=True)
   for ax, name in zip(axes.flat, methods, strict=False):
     for e in (e for e in document["entries"] if e["method"] == name):
-      values = [np.nan if v is None else v for v in e["curves"][key]]
-      ax.plot(range(1, len(values) + 1), values, label=_fmt_lr(e["learning_rate"]))
+      values = np.array([np.nan if v is None else v for v in e["curves"][key]], np.float64)
+      epochs = np.arange(1, len(values) + 1)
+      (line,) = ax.plot(epochs, values, label=_fmt_lr(e["learning_rate"]))
+      se = e.get("curves_se", {}).get(key)
+      if se is not None:
+        se = np.array([np.nan if v is None else v for v in se], np.float64)
+        low, high = values - se, values + se
+        if log_scale:  # a band reaching zero or below has no place on a log axis
+          low = np.where(low > 0, low, np.nan)
+        ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.25, linewidth=0)
     ax.set_title(name, fontsize=8)
     ax.tick_params(labelsize=6)
     if log_scale and any(v is not None and v > 0 for e in document["entries"]
                          if e["method"] == name for v in e["curves"][key]):
       ax.set_yscale("log")
+      ax.tick_params(labelsize=6, which="both")  # a log axis labels its minor ticks too
     elif key == "test_accuracy":
-      ax.set_ylim(0.5, 1.0)
+      ax.set_ylim(ACCURACY_AXIS_FLOOR.get(document["dataset"], 0.0), 1.0)
   for ax in list(axes.flat)[len(methods):]:
     ax.axis("off")
   handles, labels = axes.flat[0].get_legend_handles_labels()
-  fig.legend(handles, labels, title="initial rate", loc="lower right", fontsize=7)
-  fig.suptitle(f"{ylabel} per epoch ({document['dataset']}, {document['model']}, mean over "
-               f"{len(document['seeds'])} seeds)", fontsize=10)
+  fig.suptitle(f"{ylabel} per epoch ({document['dataset']}, {document['model']}, mean ± s.e. "
+               f"over {len(document['seeds'])} seeds)", fontsize=10, x=0.01, ha="left")
+  # Above the panels, right of the title: a full last row leaves no free panel for it.
+  fig.legend(handles, labels, title="initial rate", loc="upper right", fontsize=7,
+             title_fontsize=7, ncol=max(1, len(labels)), frameon=False)
   fig.supxlabel("epoch", fontsize=8)
-  fig.tight_layout()
+  fig.tight_layout(rect=(0.0, 0.0, 1.0, 1.0 - 0.45 / fig.get_figheight()))
   save_figure(fig, path)
 
 
 # --- command line
 
-def default_paths(benchmark: str, quick: bool, out: str | None) -> tuple[str, str, str]:
+def epochs_for(dataset: str, quick: bool) -> int:
+  """The default epochs of a ``dataset`` (:data:`QUICK_EPOCHS` / :data:`FULL_EPOCHS`; a dataset
+  without its own count gets the digits')."""
+  table = QUICK_EPOCHS if quick else FULL_EPOCHS
+  return table.get(dataset, table["digits"])
+
+
+def default_paths(benchmark: str, quick: bool, out: str | None,
+                  dataset: str = "digits") -> tuple[str, str, str]:
   """``(json, markdown, figure prefix)``: ``docs/results/<name>.json`` and ``.md``, figures
-  ``docs/figures/bench_<name>_*.png``; ``<name>`` gets ``_quick`` for quick runs."""
-  stem = benchmark + ("_quick" if quick else "")
+  ``docs/figures/bench_<name>_*.png``; ``<name>`` is ``benchmark``, then ``_<dataset>`` for a
+  dataset other than the digits (so each task keeps its own files), then ``_quick`` for quick
+  runs. With ``out``, everything goes beside it under its stem."""
+  stem = benchmark + ("" if dataset == "digits" else f"_{dataset}") + ("_quick" if quick else "")
   json_path = out or os.path.join(RESULTS_DIR, stem + ".json")
   stem = os.path.splitext(os.path.basename(json_path))[0]
   return (json_path, os.path.splitext(json_path)[0] + ".md",
@@ -622,9 +917,12 @@ def main(argv: list[str]) -> None:
   parser = argparse.ArgumentParser(prog="python -m train.bench compare", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--quick", action="store_true",
-                      help=f"{QUICK_EPOCHS} epochs instead of {FULL_EPOCHS}")
-  parser.add_argument("--out", help="JSON output (default docs/results/compare[_quick].json); "
-                      "the markdown goes beside it, figures too when --out is given")
+                      help="fewer epochs (per dataset: " + ", ".join(
+                          f"{d} {QUICK_EPOCHS[d]} instead of {FULL_EPOCHS[d]}"
+                          for d in FULL_EPOCHS) + ")")
+  parser.add_argument("--out", help="JSON output (default docs/results/compare[_DATASET]"
+                      "[_quick].json, no _DATASET for the digits); the markdown goes beside it, "
+                      "figures too when --out is given")
   parser.add_argument("--dataset", default="digits", choices=input_pipeline.DATASETS)
   parser.add_argument("--data-dir", default=None, help="TFDS data directory")
   parser.add_argument("--model", default="mlp", help="a name of models.MODELS (default mlp)")
@@ -634,13 +932,22 @@ def main(argv: list[str]) -> None:
   parser.add_argument("--epochs", type=int, help="override the number of epochs")
   parser.add_argument("--seeds", type=int, default=len(SEEDS), help="number of seeds (0, 1, ...)")
   parser.add_argument("--learning-rates", type=float, nargs="*", default=list(LEARNING_RATES))
+  parser.add_argument("--options", type=json.loads, default={},
+                      help="registry options for every method, as a JSON object "
+                      "(e.g. '{\"drop_delay\": 5}')")
+  parser.add_argument("--rate-keys", action="store_true",
+                      help="keep every rate/... curve and AutoDrop's angular velocity in the JSON")
   args = parser.parse_args(argv)
-  epochs = args.epochs or (QUICK_EPOCHS if args.quick else FULL_EPOCHS)
+  if not isinstance(args.options, dict):
+    parser.error(f"--options must be a JSON object, got {args.options!r}")
+  epochs = args.epochs or epochs_for(args.dataset, args.quick)
   document = run_compare(args.methods, epochs=epochs, seeds=tuple(range(args.seeds)),
                          learning_rates=args.learning_rates, dataset=args.dataset,
-                         model=args.model, batch_size=args.batch_size, data_dir=args.data_dir)
+                         model=args.model, batch_size=args.batch_size, data_dir=args.data_dir,
+                         optimizer_options=args.options, keep_rate_keys=args.rate_keys)
   document["quick"] = args.quick
-  json_path, md_path, figure_prefix = default_paths("compare", args.quick, args.out)
+  json_path, md_path, figure_prefix = default_paths("compare", args.quick, args.out,
+                                                    args.dataset)
   table = markdown(document)
   print(table)
   write_json(json_path, document)
