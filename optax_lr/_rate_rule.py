@@ -69,7 +69,13 @@ takes off.
 - The loss backtrack (``safeguard="backtrack"``, either rule) reads the training loss ``value``
   (``update(..., value=loss)``): a step whose loss is above ``m + loss_tolerance |m|``, ``m`` the
   loss's exponential average (decay ``loss_decay``, 0.9: about 10 steps), or is not finite,
-  multiplies the rate by ``backtrack_factor`` (0.5) instead of the rule's step. Every finite loss
+  multiplies the rate by ``min(backtrack_factor, sqrt(threshold / loss))`` (``backtrack_factor``
+  0.5; ``threshold = m + loss_tolerance |m|``) instead of the rule's step. The square root: along
+  a direction of curvature ``lambda`` a step multiplies the error by ``|1 - lr lambda|`` and the
+  loss by its square, so a loss ``L`` times the threshold asks for a rate about ``sqrt(L)`` times
+  smaller; halving alone cannot catch a loss that grows more than 4x per step (SGD after the
+  search on Rosenbrock: with halving the iterate overflows, with the square root it converges
+  from every initial rate 1e-5 to 1e-1). Every finite loss
   joins the average, the rising ones too, so a loss that settles at a higher level stops the cuts
   once the average catches up (a rate never collapses to 0 on one jump). Invariant to scaling the
   loss by a positive constant, not to shifting it. Cost: one scalar and a comparison per step.
@@ -232,6 +238,13 @@ def backtrack_init(dtype: Any) -> LossBacktrackState:
   return LossBacktrackState(loss_average=jnp.full((), jnp.nan, dtype))
 
 
+def _loss_value(value: Any, dtype: Any) -> jax.Array:
+  if value is None:
+    raise ValueError("safeguard='backtrack' needs the training loss: call "
+                     "update(..., value=loss).")
+  return jnp.asarray(value, dtype)
+
+
 def loss_rose(value: Any, state: LossBacktrackState, loss_tolerance: float, loss_decay: float,
               backtrack_factor: float) -> tuple[jax.Array, jax.Array, LossBacktrackState]:
   """Whether ``value`` rose past ``threshold = average + loss_tolerance |average|``, and the cut.
@@ -247,11 +260,8 @@ def loss_rose(value: Any, state: LossBacktrackState, loss_tolerance: float, loss
     no average yet), the factor for the rate where it rose, and the state with ``value`` averaged
     in when finite.
   """
-  if value is None:
-    raise ValueError("safeguard='backtrack' needs the training loss: call "
-                     "update(..., value=loss).")
   average = state.loss_average
-  value = jnp.asarray(value, average.dtype)
+  value = _loss_value(value, average.dtype)
   finite = jnp.isfinite(value)
   threshold = average + loss_tolerance * jnp.abs(average)
   # A NaN or inf loss is a rise; a NaN comparison (no average yet) is not.

@@ -91,11 +91,13 @@ def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
     safeguard: ``"none"`` (default: the rate rule alone, the paper's behaviour) or
       ``"backtrack"``: ``update`` then takes the training loss as ``value=`` (as
       ``optax.contrib.reduce_on_plateau`` does), and a step whose loss is above
-      ``m + loss_tolerance |m|`` (``m`` its running average) or not finite multiplies the rate by
-      ``backtrack_factor`` instead of the rule's step. It stops a rate past the stability edge
+      ``threshold = m + loss_tolerance |m|`` (``m`` its running average) or not finite
+      multiplies the rate by ``min(backtrack_factor, sqrt(threshold / loss))`` instead of the
+      rule's step. It stops a rate past the stability edge
       within a few steps, where the rule's ``x(1 - beta)`` per step comes too late. One scalar of
       state (the average); either rule.
-    backtrack_factor: in ``(0, 1)``, the backtrack's cut (default 0.5).
+    backtrack_factor: in ``(0, 1)``, the backtrack's smallest cut (default 0.5; a larger rise
+      cuts by the square root of its ratio to the threshold).
     loss_tolerance: ``>= 0``, the rise relative to the average's magnitude that cuts (default 1:
       a loss twice its average).
     loss_decay: in ``[0, 1)``, the decay of the loss average (default 0.9, about 10 steps); every
