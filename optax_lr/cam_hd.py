@@ -294,6 +294,7 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
            previous_direction_fn: Any = None,
            safeguard: str = "none", backtrack_factor: float = 0.5, loss_tolerance: float = 1.0,
            loss_decay: float = 0.9, rate_search: bool = False, search_factor: float = 2.0,
+           search_start: float = 1.0,
            ) -> optax.GradientTransformationExtraArgs:
   """Wrap a direction transform with CAM-HD: hypergradient rates at several combined levels.
 
@@ -360,9 +361,10 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
       ``tau``) scales the step as in the additive rule, so that ``levels=("global",)`` is
       :func:`optax_lr.hypergradient` with the same rule; the combination weights keep their
       additive step.
-    safeguard, backtrack_factor, loss_tolerance, loss_decay, rate_search, search_factor: the
-      loss backtrack (``"backtrack"`` needs ``update(..., value=loss)``) and the rate search of
-      :func:`optax_lr.hypergradient`, off by default. Both act on every level's rates at once
+    safeguard, backtrack_factor, loss_tolerance, loss_decay, rate_search, search_factor,
+      search_start: the loss backtrack (``"backtrack"`` needs ``update(..., value=loss)``) and the
+      rate search of :func:`optax_lr.hypergradient`, off by default (``search_start`` scales the
+      initial rate of every level). Both act on every level's rates at once
       (the search reads the global ``<g_t, d_{t-1}>``; a cut scales every level rate, so the
       combined rate ``kappa`` by the same factor when ``decay_rate = 0``), with one scalar of
       state each, so ``levels=("global",)`` stays :func:`optax_lr.hypergradient` with the same
@@ -400,7 +402,7 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
   _checks.one_of("weight_parametrization", weight_parametrization, ("clip", "softmax"))
   multiplicative = _rate_rule.check(rate_rule, hypergrad_lr)
   backtracks = _rate_rule.check_safeguard(safeguard, backtrack_factor, loss_tolerance, loss_decay)
-  _rate_rule.check_search(rate_search, search_factor, multiplicative)
+  _rate_rule.check_search(rate_search, search_factor, multiplicative, search_start)
   if min_learning_rate is not None:
     _checks.non_negative("min_learning_rate", min_learning_rate)
   for labels in (layer_labels, filter_labels):
@@ -423,12 +425,13 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
     if "filter" in levels:
       _filter_groups(params, filter_labels)
     dtype = _tree.rate_dtype(params)
+    start = learning_rate * search_start if rate_search else learning_rate
     rates: dict[str, Any] = {}
     for level in levels:
       if level == "global":
-        rates[level] = _tree.full_rate(learning_rate, dtype)
+        rates[level] = _tree.full_rate(start, dtype)
       else:
-        rates[level] = treedef.unflatten(_rate_arrays(level, leaves, learning_rate, dtype))
+        rates[level] = treedef.unflatten(_rate_arrays(level, leaves, start, dtype))
     rates[COMBINATION_WEIGHTS] = {
         level: _tree.full_rate(w, dtype) for level, w in initial_weights.items()}
     return CamHDState(
@@ -629,7 +632,8 @@ def sgd_cam_hd(learning_rate: float, hypergrad_lr: float = 1e-6, combination_lr:
                rate_rule: str = "additive", safeguard: str = "none",
                backtrack_factor: float = 0.5, loss_tolerance: float = 1.0,
                loss_decay: float = 0.9, rate_search: bool = False,
-               search_factor: float = 2.0) -> optax.GradientTransformation:
+               search_factor: float = 2.0,
+               search_start: float = 1.0) -> optax.GradientTransformation:
   """SGD-CAM-HD (``momentum = 0``), SGDN-CAM-HD (``nesterov=True``): SGD with CAM-HD rates.
 
   Hypergradient rates of the paper's Table 1 for the SGD/SGDN base: ``1e-6`` on ResNet-18/34
@@ -649,8 +653,8 @@ def sgd_cam_hd(learning_rate: float, hypergrad_lr: float = 1e-6, combination_lr:
       filter groups; no floor).
     rate_rule: ``"additive"`` (default, the paper's rule) or ``"multiplicative"`` (scale-free,
       per group; ``beta`` in ``[0, 1)``), as :func:`cam_hd`.
-    safeguard, backtrack_factor, loss_tolerance, loss_decay, rate_search, search_factor: the
-      loss backtrack and the rate search, as :func:`cam_hd`; off by default.
+    safeguard, backtrack_factor, loss_tolerance, loss_decay, rate_search, search_factor,
+      search_start: the loss backtrack and the rate search, as :func:`cam_hd`; off by default.
 
   Returns:
     An ``optax.GradientTransformation``; ``levels=("global",)`` with ``combination_lr = 0`` and
@@ -671,7 +675,8 @@ def sgd_cam_hd(learning_rate: float, hypergrad_lr: float = 1e-6, combination_lr:
                      min_learning_rate=min_learning_rate, rate_rule=rate_rule,
                      safeguard=safeguard, backtrack_factor=backtrack_factor,
                      loss_tolerance=loss_tolerance, loss_decay=loss_decay,
-                     rate_search=rate_search, search_factor=search_factor)
+                     rate_search=rate_search, search_factor=search_factor,
+                     search_start=search_start)
   return _base.with_coupled_weight_decay(transform, weight_decay)
 
 
@@ -688,7 +693,8 @@ def adam_cam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8,
                 store_previous_direction: bool = False, safeguard: str = "none",
                 backtrack_factor: float = 0.5, loss_tolerance: float = 1.0,
                 loss_decay: float = 0.9, rate_search: bool = False,
-                search_factor: float = 2.0) -> optax.GradientTransformation:
+                search_factor: float = 2.0,
+                search_start: float = 1.0) -> optax.GradientTransformation:
   """Adam-CAM-HD: Adam directions ``m_hat / (sqrt(v_hat) + eps)`` with CAM-HD rates.
 
   Args:
@@ -704,8 +710,8 @@ def adam_cam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8,
     filter_labels, min_learning_rate: as :func:`cam_hd`.
     rate_rule: ``"additive"`` (default, the paper's rule) or ``"multiplicative"`` (scale-free,
       per group; ``beta`` in ``[0, 1)``), as :func:`cam_hd`.
-    safeguard, backtrack_factor, loss_tolerance, loss_decay, rate_search, search_factor: the
-      loss backtrack and the rate search, as :func:`cam_hd`; off by default.
+    safeguard, backtrack_factor, loss_tolerance, loss_decay, rate_search, search_factor,
+      search_start: the loss backtrack and the rate search, as :func:`cam_hd`; off by default.
     mu_dtype: optax's option: the first moment's dtype (``jnp.bfloat16`` halves its memory);
       ``None`` (default) keeps the parameters' dtype.
     store_previous_direction: keep ``d_{t-1}`` as a state buffer. By default, without the
@@ -740,7 +746,8 @@ def adam_cam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8,
                                             if derived else None),
                      safeguard=safeguard, backtrack_factor=backtrack_factor,
                      loss_tolerance=loss_tolerance, loss_decay=loss_decay,
-                     rate_search=rate_search, search_factor=search_factor)
+                     rate_search=rate_search, search_factor=search_factor,
+                     search_start=search_start)
   return _base.with_coupled_weight_decay(transform, weight_decay)
 
 

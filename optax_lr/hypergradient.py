@@ -61,6 +61,7 @@ def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
                   safeguard: str = "none", backtrack_factor: float = 0.5,
                   loss_tolerance: float = 1.0, loss_decay: float = 0.9,
                   rate_search: bool = False, search_factor: float = 2.0,
+                  search_start: float = 1.0,
                   ) -> optax.GradientTransformationExtraArgs:
   """Wrap a direction transform with a hypergradient-descent learning rate (Baydin et al. 2018).
 
@@ -109,6 +110,10 @@ def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
       ``log(k) / log(search_factor)`` steps (10 for 1000x at 2) instead of ``ln(k) / (beta E
       cos)``. One boolean scalar of state; the sign comes from the same reduction.
     search_factor: ``> 1``, the search's growth per step (default 2).
+    search_start: in ``(0, 1]``, where the search starts, relative to ``learning_rate``
+      (default 1; ``rate_search=True`` only). Below 1 the search brackets from below, so a rate
+      that is too large is never applied: ``learning_rate`` becomes an upper guess that costs
+      ``log2(1 / search_start)`` steps (10 at 1e-3, the auto entries' value).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose state is :class:`HypergradientState`. The
@@ -132,14 +137,15 @@ def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
   _checks.non_negative("hypergrad_lr", hypergrad_lr)
   multiplicative = _rate_rule.check(rate_rule, hypergrad_lr)
   backtracks = _rate_rule.check_safeguard(safeguard, backtrack_factor, loss_tolerance, loss_decay)
-  _rate_rule.check_search(rate_search, search_factor, multiplicative)
+  _rate_rule.check_search(rate_search, search_factor, multiplicative, search_start)
   if min_learning_rate is not None:
     _checks.non_negative("min_learning_rate", min_learning_rate)
   inner = optax.with_extra_args_support(inner)
 
   def init_fn(params):
     return HypergradientState(
-        learning_rate=_tree.full_rate(learning_rate, _tree.rate_dtype(params)),
+        learning_rate=_tree.full_rate(learning_rate * search_start if rate_search
+                                      else learning_rate, _tree.rate_dtype(params)),
         previous_direction=(_tree.zeros_like(params) if previous_direction_fn is None
                             else optax.EmptyState()),
         inner_state=inner.init(params),
@@ -194,7 +200,7 @@ def sgd_hd(learning_rate: float, hypergrad_lr: float = 1e-3, momentum: float = 0
            nesterov: bool = False, weight_decay: float = 0.0, *,
            rate_rule: str = "additive", safeguard: str = "none", backtrack_factor: float = 0.5,
            loss_tolerance: float = 1.0, loss_decay: float = 0.9, rate_search: bool = False,
-           search_factor: float = 2.0,
+           search_factor: float = 2.0, search_start: float = 1.0,
            ) -> optax.GradientTransformationExtraArgs:
   """SGD-HD (``momentum = 0``) and SGDN-HD (``nesterov=True``): SGD with a hypergradient rate.
 
@@ -206,9 +212,9 @@ def sgd_hd(learning_rate: float, hypergrad_lr: float = 1e-3, momentum: float = 0
     weight_decay: coupled L2 decay ``>= 0``.
     rate_rule: ``"additive"`` (default, the paper's rule) or ``"multiplicative"`` (scale-free,
       ``lr *= 1 + beta cos(g_t, d_{t-1})``, ``beta`` in ``[0, 1)``), as :func:`hypergradient`.
-    safeguard, backtrack_factor, loss_tolerance, loss_decay, rate_search, search_factor: the
-      loss backtrack (``"backtrack"`` needs ``update(..., value=loss)``) and the rate search, as
-      :func:`hypergradient`; off by default.
+    safeguard, backtrack_factor, loss_tolerance, loss_decay, rate_search, search_factor,
+      search_start: the loss backtrack (``"backtrack"`` needs ``update(..., value=loss)``) and
+      the rate search, as :func:`hypergradient`; off by default.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; ``hypergrad_lr = 0`` equals ``optax.sgd`` bit
@@ -230,7 +236,8 @@ def sgd_hd(learning_rate: float, hypergrad_lr: float = 1e-3, momentum: float = 0
                     previous_direction_fn=previous_direction_fn, rate_rule=rate_rule,
                     safeguard=safeguard, backtrack_factor=backtrack_factor,
                     loss_tolerance=loss_tolerance, loss_decay=loss_decay,
-                    rate_search=rate_search, search_factor=search_factor),
+                    rate_search=rate_search, search_factor=search_factor,
+                    search_start=search_start),
       weight_decay)
 
 
@@ -239,7 +246,7 @@ def adam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8, b1: float =
             mu_dtype: Any = None, store_previous_direction: bool = False, *,
             rate_rule: str = "additive", safeguard: str = "none", backtrack_factor: float = 0.5,
             loss_tolerance: float = 1.0, loss_decay: float = 0.9, rate_search: bool = False,
-            search_factor: float = 2.0,
+            search_factor: float = 2.0, search_start: float = 1.0,
             ) -> optax.GradientTransformationExtraArgs:
   """Adam-HD: Adam with a hypergradient rate on the direction ``m_hat / (sqrt(v_hat) + eps)``.
 
@@ -261,9 +268,9 @@ def adam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8, b1: float =
     weight_decay: coupled L2 decay ``>= 0`` (added to the gradient, as the reference does).
     rate_rule: ``"additive"`` (default, the paper's rule) or ``"multiplicative"`` (scale-free,
       ``lr *= 1 + beta cos(g_t, d_{t-1})``, ``beta`` in ``[0, 1)``), as :func:`hypergradient`.
-    safeguard, backtrack_factor, loss_tolerance, loss_decay, rate_search, search_factor: the
-      loss backtrack (``"backtrack"`` needs ``update(..., value=loss)``) and the rate search, as
-      :func:`hypergradient`; off by default.
+    safeguard, backtrack_factor, loss_tolerance, loss_decay, rate_search, search_factor,
+      search_start: the loss backtrack (``"backtrack"`` needs ``update(..., value=loss)``) and
+      the rate search, as :func:`hypergradient`; off by default.
     mu_dtype: optax's option: the first moment's dtype (``jnp.bfloat16`` halves its memory);
       ``None`` (default) keeps the parameters' dtype.
     store_previous_direction: keep ``d_{t-1}`` as a state buffer instead of recovering it (the
@@ -289,5 +296,6 @@ def adam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8, b1: float =
                                            if derived else None),
                     rate_rule=rate_rule, safeguard=safeguard, backtrack_factor=backtrack_factor,
                     loss_tolerance=loss_tolerance, loss_decay=loss_decay,
-                    rate_search=rate_search, search_factor=search_factor),
+                    rate_search=rate_search, search_factor=search_factor,
+                    search_start=search_start),
       weight_decay)

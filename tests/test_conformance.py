@@ -134,7 +134,7 @@ CASES = [
              safeguard="backtrack", rate_search=True)),
     Case("adam_hd_guarded", optax_lr.adam_hd,
          dict(learning_rate=1e-3, hypergrad_lr=0.1, rate_rule="multiplicative",
-              safeguard="backtrack", rate_search=True),
+              safeguard="backtrack", rate_search=True, search_start=1e-2),
          extra_args=_value_arg, parabola_steps=1000,
          make_for_rosenbrock=lambda: optax_lr.adam_hd(
              1e-5, 0.1, rate_rule="multiplicative", safeguard="backtrack", rate_search=True)),

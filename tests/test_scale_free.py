@@ -371,3 +371,20 @@ def test_safeguard_validation():
   opt = optax_lr.sgd_hd(0.1, 1e-2, rate_rule="multiplicative", safeguard="backtrack")
   with pytest.raises(ValueError, match="value="):
     opt.update(G1, opt.init(G1), G1)
+
+
+def test_search_start_brackets_from_below():
+  # search_start = 1/8: the state starts at lr / 8 and the search doubles from there.
+  opt = optax_lr.sgd_hd(0.8, 0.05, rate_rule="multiplicative", rate_search=True,
+                        search_start=0.125)
+  rates, updates, _ = _run(opt, [G1, G2, G3])
+  np.testing.assert_allclose(rates, [0.1, 0.2, 0.2 * (1 - 0.05 * 4 / 5)], rtol=1e-6)
+  np.testing.assert_allclose(updates[0], -0.1 * np.asarray(G1), rtol=1e-6)
+  cam = optax_lr.sgd_cam_hd(0.8, 0.05, levels=("layer", "global"), rate_rule="multiplicative",
+                            rate_search=True, search_start=0.125).init(PARAMS)
+  for leaf in jax.tree.leaves(cam.learning_rate["layer"]) + [cam.learning_rate["global"]]:
+    np.testing.assert_allclose(leaf, 0.1, rtol=1e-7)
+  with pytest.raises(ValueError, match="search_start"):
+    optax_lr.sgd_hd(0.1, 1e-2, rate_rule="multiplicative", rate_search=True, search_start=0.0)
+  with pytest.raises(ValueError, match="search_start"):
+    optax_lr.adam_hd(1e-3, 1e-2, rate_rule="multiplicative", search_start=0.5)
