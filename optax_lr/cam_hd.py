@@ -81,12 +81,17 @@ class CamHDState(NamedTuple):
       ``"learning_rate/layer/Dense_0/kernel"`` and ``"learning_rate/combination_weights/global"``).
     previous_direction: ``d_{t-1}`` in each leaf's dtype (zeros at first).
     inner_state: the state of the wrapped direction transform.
+    backtrack: :class:`optax_lr._rate_rule.LossBacktrackState` (the loss average) with
+      ``safeguard="backtrack"``, else empty.
+    searching: bool scalar, the rate search is on (``rate_search=True``), else empty.
   """
 
   count: jax.Array
   learning_rate: dict[str, Any]
   previous_direction: Any
   inner_state: Any
+  backtrack: Any = optax.EmptyState()
+  searching: Any = optax.EmptyState()
 
 
 def parent_module_label(path: Sequence[Any]) -> str:
@@ -286,7 +291,11 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
            filter_labels: LayerLabels = "module",
            min_learning_rate: float | None = None,
            rate_rule: str = "additive",
-           previous_direction_fn: Any = None) -> optax.GradientTransformationExtraArgs:
+           previous_direction_fn: Any = None,
+           safeguard: str = "none", backtrack_factor: float = 0.5, loss_tolerance: float = 1.0,
+           loss_decay: float = 0.9, rate_search: bool = False, search_factor: float = 2.0,
+           search_start: float = 1.0,
+           ) -> optax.GradientTransformationExtraArgs:
   """Wrap a direction transform with CAM-HD: hypergradient rates at several combined levels.
 
   Each level keeps its own rates, all updated by hypergradient descent from the same elementwise
@@ -352,6 +361,14 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
       ``tau``) scales the step as in the additive rule, so that ``levels=("global",)`` is
       :func:`optax_lr.hypergradient` with the same rule; the combination weights keep their
       additive step.
+    safeguard, backtrack_factor, loss_tolerance, loss_decay, rate_search, search_factor,
+      search_start: the loss backtrack (``"backtrack"`` needs ``update(..., value=loss)``) and the
+      rate search of :func:`optax_lr.hypergradient`, off by default (``search_start`` scales the
+      initial rate of every level). Both act on every level's rates at once
+      (the search reads the global ``<g_t, d_{t-1}>``; a cut scales every level rate, so the
+      combined rate ``kappa`` by the same factor when ``decay_rate = 0``), with one scalar of
+      state each, so ``levels=("global",)`` stays :func:`optax_lr.hypergradient` with the same
+      options; the combination weights are not touched.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose state is :class:`CamHDState`.
@@ -384,6 +401,8 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
   _checks.one_of("level_scaling", level_scaling, ("same_scale", "mean"))
   _checks.one_of("weight_parametrization", weight_parametrization, ("clip", "softmax"))
   multiplicative = _rate_rule.check(rate_rule, hypergrad_lr)
+  backtracks = _rate_rule.check_safeguard(safeguard, backtrack_factor, loss_tolerance, loss_decay)
+  _rate_rule.check_search(rate_search, search_factor, multiplicative, search_start)
   if min_learning_rate is not None:
     _checks.non_negative("min_learning_rate", min_learning_rate)
   for labels in (layer_labels, filter_labels):
@@ -406,12 +425,13 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
     if "filter" in levels:
       _filter_groups(params, filter_labels)
     dtype = _tree.rate_dtype(params)
+    start = learning_rate * search_start if rate_search else learning_rate
     rates: dict[str, Any] = {}
     for level in levels:
       if level == "global":
-        rates[level] = _tree.full_rate(learning_rate, dtype)
+        rates[level] = _tree.full_rate(start, dtype)
       else:
-        rates[level] = treedef.unflatten(_rate_arrays(level, leaves, learning_rate, dtype))
+        rates[level] = treedef.unflatten(_rate_arrays(level, leaves, start, dtype))
     rates[COMBINATION_WEIGHTS] = {
         level: _tree.full_rate(w, dtype) for level, w in initial_weights.items()}
     return CamHDState(
@@ -420,6 +440,8 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
         previous_direction=(_tree.zeros_like(params) if previous_direction_fn is None
                             else optax.EmptyState()),
         inner_state=inner.init(params),
+        backtrack=_rate_rule.backtrack_init(dtype) if backtracks else optax.EmptyState(),
+        searching=jnp.ones((), bool) if rate_search else optax.EmptyState(),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
@@ -549,6 +571,22 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
     # A level rate whose hypergradient step is not finite (inf or NaN elements in its group, or an
     # overflowing sum) stays as it was: per element, per filter, per group, or the global rate.
     new = {level: _tree.where_finite(new[level], old[level]) for level in levels}
+    # The search and the backtrack act on every level's rates at once, from the global sums.
+    searching = state.searching
+    if rate_search:
+      grows, searching = _rate_rule.search_decision(
+          searching, global_sum, *group_squares(leaf_squares, range(len(grads))))
+      new = {level: _rate_rule.scaled_where(grows, search_factor, new[level], old[level])
+             for level in levels}
+    backtrack_state = state.backtrack
+    if backtracks:
+      rose, cut, backtrack_state = _rate_rule.loss_rose(extra_args.get("value"), backtrack_state,
+                                                   loss_tolerance, loss_decay,
+                                                   backtrack_factor)
+      new = {level: _rate_rule.scaled_where(rose, cut, new[level], old[level])
+             for level in levels}
+      if rate_search:
+        searching = searching & ~rose
     if learn_weights:
       gradients = descent if tau is None else {k: tau * v for k, v in descent.items()}
       new_gammas = _new_combination_weights(gammas, gradients, combination_lr, softmax)
@@ -576,6 +614,8 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
             new.get("parameter")) if previous_direction_fn is None
                             else state.previous_direction),
         inner_state=inner_state,
+        backtrack=backtrack_state,
+        searching=searching,
     )
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -589,7 +629,11 @@ def sgd_cam_hd(learning_rate: float, hypergrad_lr: float = 1e-6, combination_lr:
                layer_labels: LayerLabels = None, *,
                filter_labels: LayerLabels = "module",
                min_learning_rate: float | None = None,
-               rate_rule: str = "additive") -> optax.GradientTransformation:
+               rate_rule: str = "additive", safeguard: str = "none",
+               backtrack_factor: float = 0.5, loss_tolerance: float = 1.0,
+               loss_decay: float = 0.9, rate_search: bool = False,
+               search_factor: float = 2.0,
+               search_start: float = 1.0) -> optax.GradientTransformation:
   """SGD-CAM-HD (``momentum = 0``), SGDN-CAM-HD (``nesterov=True``): SGD with CAM-HD rates.
 
   Hypergradient rates of the paper's Table 1 for the SGD/SGDN base: ``1e-6`` on ResNet-18/34
@@ -609,6 +653,8 @@ def sgd_cam_hd(learning_rate: float, hypergrad_lr: float = 1e-6, combination_lr:
       filter groups; no floor).
     rate_rule: ``"additive"`` (default, the paper's rule) or ``"multiplicative"`` (scale-free,
       per group; ``beta`` in ``[0, 1)``), as :func:`cam_hd`.
+    safeguard, backtrack_factor, loss_tolerance, loss_decay, rate_search, search_factor,
+      search_start: the loss backtrack and the rate search, as :func:`cam_hd`; off by default.
 
   Returns:
     An ``optax.GradientTransformation``; ``levels=("global",)`` with ``combination_lr = 0`` and
@@ -626,7 +672,11 @@ def sgd_cam_hd(learning_rate: float, hypergrad_lr: float = 1e-6, combination_lr:
   transform = cam_hd(_base.momentum_direction(momentum, nesterov), learning_rate, hypergrad_lr,
                      combination_lr, levels, weights, decay_rate, final_learning_rate,
                      layer_labels, filter_labels=filter_labels,
-                     min_learning_rate=min_learning_rate, rate_rule=rate_rule)
+                     min_learning_rate=min_learning_rate, rate_rule=rate_rule,
+                     safeguard=safeguard, backtrack_factor=backtrack_factor,
+                     loss_tolerance=loss_tolerance, loss_decay=loss_decay,
+                     rate_search=rate_search, search_factor=search_factor,
+                     search_start=search_start)
   return _base.with_coupled_weight_decay(transform, weight_decay)
 
 
@@ -640,7 +690,11 @@ def adam_cam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8,
                 filter_labels: LayerLabels = "module",
                 min_learning_rate: float | None = None,
                rate_rule: str = "additive", mu_dtype: Any = None,
-                store_previous_direction: bool = False) -> optax.GradientTransformation:
+                store_previous_direction: bool = False, safeguard: str = "none",
+                backtrack_factor: float = 0.5, loss_tolerance: float = 1.0,
+                loss_decay: float = 0.9, rate_search: bool = False,
+                search_factor: float = 2.0,
+                search_start: float = 1.0) -> optax.GradientTransformation:
   """Adam-CAM-HD: Adam directions ``m_hat / (sqrt(v_hat) + eps)`` with CAM-HD rates.
 
   Args:
@@ -656,6 +710,8 @@ def adam_cam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8,
     filter_labels, min_learning_rate: as :func:`cam_hd`.
     rate_rule: ``"additive"`` (default, the paper's rule) or ``"multiplicative"`` (scale-free,
       per group; ``beta`` in ``[0, 1)``), as :func:`cam_hd`.
+    safeguard, backtrack_factor, loss_tolerance, loss_decay, rate_search, search_factor,
+      search_start: the loss backtrack and the rate search, as :func:`cam_hd`; off by default.
     mu_dtype: optax's option: the first moment's dtype (``jnp.bfloat16`` halves its memory);
       ``None`` (default) keeps the parameters' dtype.
     store_previous_direction: keep ``d_{t-1}`` as a state buffer. By default, without the
@@ -687,7 +743,11 @@ def adam_cam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8,
                      layer_labels, filter_labels=filter_labels,
                      min_learning_rate=min_learning_rate, rate_rule=rate_rule,
                      previous_direction_fn=(_base.adam_previous_direction(b1, b2, eps)
-                                            if derived else None))
+                                            if derived else None),
+                     safeguard=safeguard, backtrack_factor=backtrack_factor,
+                     loss_tolerance=loss_tolerance, loss_decay=loss_decay,
+                     rate_search=rate_search, search_factor=search_factor,
+                     search_start=search_start)
   return _base.with_coupled_weight_decay(transform, weight_decay)
 
 

@@ -127,6 +127,29 @@ CASES = [
          parabola_steps=1000,
          make_for_rosenbrock=lambda: optax_lr.adam_cam_hd(
              0.01, 1e-2, levels=("layer", "global"), rate_rule="multiplicative")),
+    # The auto entries' rule: multiplicative with the rate search and the loss backtrack, reading
+    # the loss as value=. The backtrack lets Rosenbrock run at beta = 0.1 from any rate: the
+    # search doubles the rate to past the stability edge, and every blow-up of the loss halves it.
+    Case("sgdn_hd_guarded", optax_lr.sgd_hd,
+         dict(learning_rate=1e-3, hypergrad_lr=0.1, momentum=0.5, nesterov=True,
+              rate_rule="multiplicative", safeguard="backtrack", rate_search=True),
+         extra_args=_value_arg,
+         make_for_rosenbrock=lambda: optax_lr.sgd_hd(
+             1e-5, 0.1, momentum=0.9, nesterov=True, rate_rule="multiplicative",
+             safeguard="backtrack", rate_search=True)),
+    Case("adam_hd_guarded", optax_lr.adam_hd,
+         dict(learning_rate=1e-3, hypergrad_lr=0.1, rate_rule="multiplicative",
+              safeguard="backtrack", rate_search=True, search_start=1e-2),
+         extra_args=_value_arg, parabola_steps=1000,
+         make_for_rosenbrock=lambda: optax_lr.adam_hd(
+             1e-5, 0.1, rate_rule="multiplicative", safeguard="backtrack", rate_search=True)),
+    Case("adam_cam_hd_guarded", optax_lr.adam_cam_hd,
+         dict(learning_rate=1e-3, hypergrad_lr=0.1, levels=("layer", "global"),
+              rate_rule="multiplicative", safeguard="backtrack", rate_search=True),
+         extra_args=_value_arg, parabola_steps=1000,
+         make_for_rosenbrock=lambda: optax_lr.adam_cam_hd(
+             1e-5, 0.1, levels=("layer", "global"), rate_rule="multiplicative",
+             safeguard="backtrack", rate_search=True)),
     # --- AutoDrop (optax_lr/autodrop.py) ---
     # Small windows and delays so that drops (and landings on the average) happen inside the
     # convergence budgets; the floors keep the final rates useful (each run drops 3-28 times).

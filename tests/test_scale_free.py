@@ -197,14 +197,11 @@ def test_cam_hd_levels_two_steps_by_hand():
   np.testing.assert_allclose(updates["dense"]["kernel"], -kappa * k2, rtol=1e-5)
 
 
-# adam_hd_auto is not in this check: from 0.1 it ends at 91.7% after 10 epochs on the training
-# loop's batch order (97.5 / 96.0 / 91.7% for 1e-3 / 1e-2 / 1e-1), Adam's own loss at a large rate
-# that the multiplicative rule (at most x0.99 per step) does not undo in time; the documentation's
-# hypergradient page reports it.
-@pytest.mark.parametrize("name", ["sgdn_hd_auto", "adam_cam_hd_auto"])
+# The auto entries' defaults: the multiplicative rule with the rate search and the loss backtrack.
+@pytest.mark.parametrize("name", ["sgdn_hd_auto", "adam_hd_auto", "adam_cam_hd_auto"])
 def test_auto_entries_on_digits_do_not_depend_on_the_initial_rate(name):
   # The MLP on digits (10 epochs, batch 64, 2 seeds) from initial rates two orders of magnitude
-  # apart ends within a few points, at beta = 1e-2.
+  # apart ends within a few points.
   from train.bench import compare
   runner = compare.GridRunner("digits")
   result = runner.run(compare.make_config(name, num_epochs=10), [1e-3, 1e-2, 1e-1], [0, 1])
@@ -212,3 +209,182 @@ def test_auto_entries_on_digits_do_not_depend_on_the_initial_rate(name):
   assert final.min() >= 94.0, final
   assert final.max() - final.min() <= 4.0, final
   assert np.all(np.isfinite(np.asarray(result.metrics["rate"])))
+
+
+# --- The safeguards of the auto entries: the loss backtrack and the rate search ------------------
+
+def _run_values(opt, grads, values, params=None):
+  params = jnp.zeros_like(grads[0]) if params is None else params
+  state = opt.init(params)
+  update = jax.jit(opt.update)
+  rates, updates = [], []
+  for g, v in zip(grads, values, strict=True):
+    u, state = update(g, state, params, value=jnp.asarray(v, jnp.float32))
+    rates.append(float(optax_lr.learning_rates(state)["learning_rate"]))
+    updates.append(np.asarray(u))
+  return rates, updates, state
+
+
+def test_backtrack_by_hand():
+  # loss_decay 0.5, loss_tolerance 1: a loss above twice its running average (or not finite)
+  # halves the rate of that step instead of the cosine step.
+  opt = optax_lr.sgd_hd(0.1, 0.05, rate_rule="multiplicative", safeguard="backtrack",
+                        backtrack_factor=0.5, loss_tolerance=1.0, loss_decay=0.5)
+  grads = [G1, G2, G3, G1, G2]
+  values = [1.0, 1.5, 3.0, np.nan, 2.0]
+  rates, updates, state = _run_values(opt, grads, values)
+  r1 = 0.1                        # no average yet; cos = 0 (d_{-1} = 0); average 1
+  r2 = r1 * (1 + 0.05 * 24 / 25)  # 1.5 <= 1 + 1 * 1: the rule; average 1.25
+  r3 = 0.5 * r2                   # 3.0 > 1.25 + 1.25: cut; average 2.125
+  r4 = 0.5 * r3                   # NaN: cut; the average keeps 2.125
+  r5 = r4 * (1 + 0.05 * 24 / 25)  # 2.0 <= 4.25: the rule, cos(G2, G1) = 24/25
+  np.testing.assert_allclose(rates, [r1, r2, r3, r4, r5], rtol=1e-6)
+  for rate, g, u in zip(rates, grads, updates, strict=True):
+    np.testing.assert_allclose(u, -rate * np.asarray(g), rtol=1e-6)
+  np.testing.assert_allclose(state.backtrack.loss_average, 0.5 * 2.125 + 0.5 * 2.0, rtol=1e-6)
+
+
+def test_backtrack_cut_follows_the_square_root_of_a_large_rise():
+  # A loss 50x its threshold: the error along a stiff direction grew about sqrt(50)x in one step,
+  # so the rate is cut by sqrt(threshold / loss) instead of the default half.
+  opt = optax_lr.sgd_hd(0.1, 0.05, rate_rule="multiplicative", safeguard="backtrack")
+  rates, _, state = _run_values(opt, [G1, G1, G1], [1.0, 100.0, 1.0])
+  # Average 1, threshold 2: 0.1 * sqrt(2 / 100); the average becomes 0.9 + 10 = 10.9, so the
+  # third loss is far below its threshold and the rule's step follows (cos = 1).
+  r2 = 0.1 * math.sqrt(0.02)
+  np.testing.assert_allclose(rates, [0.1, r2, r2 * 1.05], rtol=1e-6)
+  np.testing.assert_allclose(state.backtrack.loss_average, 0.9 * 10.9 + 0.1, rtol=1e-6)
+
+
+def test_backtrack_negative_losses_use_the_magnitude():
+  # A rise is value > average + tolerance * |average|: -1 then -0.2 (above -1 + 0.5) cuts.
+  opt = optax_lr.sgd_hd(0.1, 0.05, rate_rule="multiplicative", safeguard="backtrack",
+                        loss_tolerance=0.5)
+  rates, _, _ = _run_values(opt, [G1, G1, G1], [-1.0, -0.6, -0.2])
+  # -0.6 <= -0.5: the rule (cos(G1, G1) = 1); average 0.9 * -1 + 0.1 * -0.6 = -0.96;
+  # -0.2 > -0.96 + 0.48: cut.
+  r2 = 0.1 * 1.05
+  np.testing.assert_allclose(rates, [0.1, r2, 0.5 * r2], rtol=1e-6)
+
+
+def test_rate_search_by_hand():
+  # x2 per step while <g_t, d_{t-1}> > 0; the first non-positive one ends the search for good.
+  opt = optax_lr.sgd_hd(0.1, 0.05, rate_rule="multiplicative", rate_search=True)
+  rates, updates, state = _run(opt, [G1, G2, G2, G3, G3, G2])
+  r4 = 0.4 * (1 - 0.05 * 4 / 5)  # cos(G3, G2) = -4/5: the rule's step, the search ends
+  r5 = r4 * 1.05                 # cos = 1, no longer doubling
+  r6 = r5 * (1 - 0.05 * 4 / 5)
+  np.testing.assert_allclose(rates, [0.1, 0.2, 0.4, r4, r5, r6], rtol=1e-6)
+  np.testing.assert_allclose(updates[2], -0.4 * np.asarray(G2), rtol=1e-6)
+  assert not bool(state.searching)
+
+
+def test_rate_search_ends_at_a_backtrack():
+  opt = optax_lr.sgd_hd(0.1, 0.05, rate_rule="multiplicative", rate_search=True,
+                        safeguard="backtrack", search_factor=4.0)
+  rates, _, state = _run_values(opt, [G1, G1, G1, G1], [1.0, 1.0, 5.0, 1.0])
+  # 0.1, x4, then the loss rises past 2x its average: halved, and the search is over.
+  np.testing.assert_allclose(rates, [0.1, 0.4, 0.2, 0.2 * 1.05], rtol=1e-6)
+  assert not bool(state.searching)
+
+
+def test_rate_search_is_scale_free():
+  grads = [G1, G2, G2, G3, G1]
+  base, _, _ = _run(optax_lr.sgd_hd(0.1, 0.05, rate_rule="multiplicative", rate_search=True),
+                    grads)
+  scaled, _, _ = _run(optax_lr.sgd_hd(0.1 / 128, 0.05, rate_rule="multiplicative",
+                                      rate_search=True), [g * 1024.0 for g in grads])
+  np.testing.assert_array_equal(np.asarray(scaled, np.float32),
+                                np.asarray(base, np.float32) / np.float32(128))
+
+
+def test_safeguards_off_by_default_and_state_is_scalars():
+  opt = optax_lr.adam_hd(1e-3, 1e-2, rate_rule="multiplicative")
+  state = opt.init(PARAMS)
+  hd = [s for s in jax.tree.leaves(state, is_leaf=lambda x: isinstance(
+      x, optax_lr.HypergradientState)) if isinstance(s, optax_lr.HypergradientState)][0]
+  assert hd.backtrack == optax.EmptyState() and hd.searching == optax.EmptyState()
+  guarded = optax_lr.adam_hd(1e-3, 1e-2, rate_rule="multiplicative", safeguard="backtrack",
+                             rate_search=True).init(PARAMS)
+  hd = [s for s in jax.tree.leaves(guarded, is_leaf=lambda x: isinstance(
+      x, optax_lr.HypergradientState)) if isinstance(s, optax_lr.HypergradientState)][0]
+  assert hd.backtrack.loss_average.shape == () and math.isnan(hd.backtrack.loss_average)
+  assert hd.searching.shape == () and hd.searching.dtype == jnp.bool_
+
+
+def test_cam_hd_global_level_with_safeguards_is_hypergradient_bit_for_bit():
+  grads = [_tree_grads(i) for i in range(5)]
+  values = [1.0, 0.9, 4.0, 1.0, 0.8]
+  options = dict(rate_rule="multiplicative", safeguard="backtrack", rate_search=True)
+  for inner in (optax.identity(), optax.scale_by_adam()):
+    a = optax_lr.hypergradient(inner, 0.1, 0.05, **options)
+    b = optax_lr.cam_hd(inner, 0.1, 0.05, levels=("global",), **options)
+    sa, sb = a.init(PARAMS), b.init(PARAMS)
+    for g, v in zip(grads, values, strict=True):
+      ua, sa = a.update(g, sa, PARAMS, value=v)
+      ub, sb = b.update(g, sb, PARAMS, value=v)
+      jax.tree.map(np.testing.assert_array_equal, ua, ub)
+      np.testing.assert_array_equal(sa.learning_rate, sb.learning_rate["global"])
+      np.testing.assert_array_equal(sa.searching, sb.searching)
+
+
+def test_cam_hd_search_and_backtrack_scale_every_level():
+  # The search and the backtrack read the global sums and scale every level's rates at once.
+  g1 = _tree_grads(0)
+  g2 = jax.tree.map(lambda x: 2.0 * x, g1)  # <g2, g1> > 0 in every group
+  opt = optax_lr.sgd_cam_hd(0.05, 0.1, levels=("parameter", "filter", "layer", "global"),
+                            weights=(0.1, 0.2, 0.3, 0.4), rate_rule="multiplicative",
+                            safeguard="backtrack", rate_search=True)
+  state = opt.init(PARAMS)
+  _, state = opt.update(g1, state, PARAMS, value=1.0)
+  _, state = opt.update(g2, state, PARAMS, value=1.0)
+  for level in ("parameter", "filter", "layer", "global"):
+    for leaf in jax.tree.leaves(state.learning_rate[level]):
+      np.testing.assert_allclose(leaf, 0.1, rtol=1e-7)  # 0.05 x 2
+  # A rise to 10 over the threshold 2 (average 1, tolerance 1): every rate x sqrt(2 / 10).
+  updates, state = opt.update(g2, state, PARAMS, value=10.0)
+  cut = 0.1 * math.sqrt(0.2)
+  for level in ("parameter", "filter", "layer", "global"):
+    for leaf in jax.tree.leaves(state.learning_rate[level]):
+      np.testing.assert_allclose(leaf, cut, rtol=1e-6)
+  np.testing.assert_allclose(updates["dense"]["kernel"], -cut * g2["dense"]["kernel"],
+                             rtol=1e-6)
+  assert not bool(state.searching)
+
+
+def test_safeguard_validation():
+  with pytest.raises(ValueError, match="safeguard"):
+    optax_lr.sgd_hd(0.1, 1e-2, rate_rule="multiplicative", safeguard="clip")
+  with pytest.raises(ValueError, match="backtrack_factor"):
+    optax_lr.adam_hd(1e-3, 1e-2, safeguard="backtrack", backtrack_factor=1.0)
+  with pytest.raises(ValueError, match="loss_tolerance"):
+    optax_lr.adam_cam_hd(1e-3, 1e-2, safeguard="backtrack", loss_tolerance=-1.0)
+  with pytest.raises(ValueError, match="loss_decay"):
+    optax_lr.sgd_cam_hd(0.1, 1e-2, safeguard="backtrack", loss_decay=1.0)
+  with pytest.raises(ValueError, match="rate_search"):
+    optax_lr.sgd_hd(0.1, 1e-3, rate_search=True)  # the additive rule has no search
+  with pytest.raises(TypeError, match="rate_search"):
+    optax_lr.sgd_hd(0.1, 1e-2, rate_rule="multiplicative", rate_search=1)
+  with pytest.raises(ValueError, match="search_factor"):
+    optax_lr.adam_hd(1e-3, 1e-2, rate_rule="multiplicative", rate_search=True,
+                     search_factor=1.0)
+  opt = optax_lr.sgd_hd(0.1, 1e-2, rate_rule="multiplicative", safeguard="backtrack")
+  with pytest.raises(ValueError, match="value="):
+    opt.update(G1, opt.init(G1), G1)
+
+
+def test_search_start_brackets_from_below():
+  # search_start = 1/8: the state starts at lr / 8 and the search doubles from there.
+  opt = optax_lr.sgd_hd(0.8, 0.05, rate_rule="multiplicative", rate_search=True,
+                        search_start=0.125)
+  rates, updates, _ = _run(opt, [G1, G2, G3])
+  np.testing.assert_allclose(rates, [0.1, 0.2, 0.2 * (1 - 0.05 * 4 / 5)], rtol=1e-6)
+  np.testing.assert_allclose(updates[0], -0.1 * np.asarray(G1), rtol=1e-6)
+  cam = optax_lr.sgd_cam_hd(0.8, 0.05, levels=("layer", "global"), rate_rule="multiplicative",
+                            rate_search=True, search_start=0.125).init(PARAMS)
+  for leaf in jax.tree.leaves(cam.learning_rate["layer"]) + [cam.learning_rate["global"]]:
+    np.testing.assert_allclose(leaf, 0.1, rtol=1e-7)
+  with pytest.raises(ValueError, match="search_start"):
+    optax_lr.sgd_hd(0.1, 1e-2, rate_rule="multiplicative", rate_search=True, search_start=0.0)
+  with pytest.raises(ValueError, match="search_start"):
+    optax_lr.adam_hd(1e-3, 1e-2, rate_rule="multiplicative", search_start=0.5)

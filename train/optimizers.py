@@ -156,30 +156,53 @@ def _adam_hd(learning_rate, steps_per_epoch, total_steps, hypergrad_lr=1e-8, b1=
 
 
 # "auto" entries: the scale-free multiplicative rate rule (``rate_rule="multiplicative"``,
-# lr *= 1 + beta cos(g_t, d_{t-1})) with one untuned beta for every initial rate and model.
-AUTO_HYPERGRAD_LR = 1e-2
+# lr *= 1 + beta cos(g_t, d_{t-1})) with its two safeguards on: the rate search (x2 per step
+# while consecutive directions agree, once, at the start, from 1e-3 x the given rate) and the
+# loss backtrack (reads the
+# training loss as value=; a loss above 1.5x its running average cuts the rate). One untuned beta
+# per family for every initial rate and model, chosen on digits and digits_warped over initial
+# rates 1e-4 to 1e-1 (see docs/methods/hypergradient.md): 0.1 for Adam directions, 0.03 for
+# Nesterov SGD, whose noisier cosine drives a larger beta to a rate too low.
+AUTO_HYPERGRAD_LR = 0.1
+AUTO_SGD_HYPERGRAD_LR = 0.03
+AUTO_LOSS_TOLERANCE = 0.5
+AUTO_SEARCH_START = 1e-3  # the search starts 1000x below the given rate: it brackets from below
 
 
-def _sgdn_hd_auto(learning_rate, steps_per_epoch, total_steps, hypergrad_lr=AUTO_HYPERGRAD_LR,
-                  momentum=0.9):
+def _sgdn_hd_auto(learning_rate, steps_per_epoch, total_steps, hypergrad_lr=AUTO_SGD_HYPERGRAD_LR,
+                  momentum=0.9, safeguard="backtrack", backtrack_factor=0.5,
+                  loss_tolerance=AUTO_LOSS_TOLERANCE, loss_decay=0.9, rate_search=True,
+                  search_start=AUTO_SEARCH_START):
   del steps_per_epoch, total_steps
   return optax_lr.sgd_hd(learning_rate, hypergrad_lr, momentum=momentum, nesterov=True,
-                         rate_rule="multiplicative")
+                         rate_rule="multiplicative", safeguard=safeguard,
+                         backtrack_factor=backtrack_factor, loss_tolerance=loss_tolerance,
+                         loss_decay=loss_decay, rate_search=rate_search,
+                         search_start=search_start)
 
 
 def _adam_hd_auto(learning_rate, steps_per_epoch, total_steps, hypergrad_lr=AUTO_HYPERGRAD_LR,
-                  b1=0.9, b2=0.999):
+                  b1=0.9, b2=0.999, safeguard="backtrack", backtrack_factor=0.5,
+                  loss_tolerance=AUTO_LOSS_TOLERANCE, loss_decay=0.9, rate_search=True,
+                  search_start=AUTO_SEARCH_START):
   del steps_per_epoch, total_steps
-  return optax_lr.adam_hd(learning_rate, hypergrad_lr, b1=b1, b2=b2, rate_rule="multiplicative")
+  return optax_lr.adam_hd(learning_rate, hypergrad_lr, b1=b1, b2=b2, rate_rule="multiplicative",
+                          safeguard=safeguard, backtrack_factor=backtrack_factor,
+                          loss_tolerance=loss_tolerance, loss_decay=loss_decay,
+                          rate_search=rate_search, search_start=search_start)
 
 
 def _adam_cam_hd_auto(learning_rate, steps_per_epoch, total_steps,
                       hypergrad_lr=AUTO_HYPERGRAD_LR, combination_lr=0.0, b1=0.9, b2=0.999,
-                      levels=("layer", "global"), weights=(0.5, 0.5)):
+                      levels=("layer", "global"), weights=(0.5, 0.5), safeguard="backtrack",
+                      backtrack_factor=0.5, loss_tolerance=AUTO_LOSS_TOLERANCE, loss_decay=0.9,
+                      rate_search=True, search_start=AUTO_SEARCH_START):
   del steps_per_epoch, total_steps
   return _optax_lr("adam_cam_hd")(
       learning_rate, hypergrad_lr=hypergrad_lr, combination_lr=combination_lr, b1=b1, b2=b2,
-      levels=tuple(levels), weights=weights, rate_rule="multiplicative")
+      levels=tuple(levels), weights=weights, rate_rule="multiplicative", safeguard=safeguard,
+      backtrack_factor=backtrack_factor, loss_tolerance=loss_tolerance, loss_decay=loss_decay,
+      rate_search=rate_search, search_start=search_start)
 
 
 def _autodrop_sgd(learning_rate, steps_per_epoch, total_steps, momentum=0.9, nesterov=False,
@@ -501,11 +524,14 @@ _SPECS = [
     OptimizerSpec("sgdn_hd", _sgdn_hd, "Nesterov SGD with hypergradient descent"),
     OptimizerSpec("adam_hd", _adam_hd, "Adam with hypergradient descent"),
     OptimizerSpec("sgdn_hd_auto", _sgdn_hd_auto,
-                  "Nesterov SGD-HD with the scale-free multiplicative rate rule"),
+                  "Nesterov SGD-HD, scale-free multiplicative rule with rate search and backtrack",
+                  extra_args=("value",)),
     OptimizerSpec("adam_hd_auto", _adam_hd_auto,
-                  "Adam-HD with the scale-free multiplicative rate rule"),
+                  "Adam-HD, scale-free multiplicative rule with rate search and loss backtrack",
+                  extra_args=("value",)),
     OptimizerSpec("adam_cam_hd_auto", _adam_cam_hd_auto,
-                  "Adam-CAM-HD (layer + global) with the scale-free multiplicative rate rule"),
+                  "Adam-CAM-HD (layer + global), multiplicative rule, rate search, backtrack",
+                  extra_args=("value",)),
     OptimizerSpec("autodrop_sgd", _autodrop_sgd, "AutoDrop over SGD with momentum"),
     OptimizerSpec("autodrop_adam", _autodrop_adam, "AutoDrop over Adam"),
     OptimizerSpec("autodrop_sgd_auto", _autodrop_sgd_auto,
