@@ -8,6 +8,7 @@ import json
 import math
 import re
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -180,21 +181,36 @@ def test_goal_markdown_states_the_numbers():
 
 
 def test_a_rate_the_constructor_rejects_is_reported_not_run():
-  # CLR-SGD's floor is 1e-3: a peak of 1e-4 is below it; 1e-2 is a valid range.
-  rejected = compare.rejected_rates("clr_sgd", [1e-4, 1e-2], 10, 100, 5e-4, {})
-  assert list(rejected) == [1e-4] and "min_lr" in rejected[1e-4]
-  entry = compare.rejected_entry("clr_sgd", "optax_lr", 1e-4, rejected[1e-4], 3)
+  # AutoDrop-SGD's floor is 1e-4: an initial rate of 1e-5 is below it; 1e-2 is valid.
+  rejected = compare.rejected_rates("autodrop_sgd", [1e-5, 1e-2], 10, 100, 5e-4, {})
+  assert list(rejected) == [1e-5] and "min_learning_rate" in rejected[1e-5]
+  entry = compare.rejected_entry("autodrop_sgd", "optax_lr", 1e-5, rejected[1e-5], 3)
   assert entry["final_accuracy"]["n"] == 0 and entry["final_accuracy"]["mean"] is None
-  valid = _method_entries("clr_sgd", "optax_lr", {1e-2: (0.9, 0.92)})
+  valid = _method_entries("autodrop_sgd", "optax_lr", {1e-2: (0.9, 0.92)})
   worst = compare.worst_case(valid)
   assert worst["final_accuracy"]["value"] == pytest.approx(0.91) and worst["settings"] == 1
   document = {"dataset": "digits", "model": "mlp", "batch_size": 64, "weight_decay": 5e-4,
               "epochs": 2, "seeds": [0, 1], "platform": "cpu", "wall_s": 1.0,
-              "learning_rates": [1e-4, 1e-2], "entries": [entry, *valid],
-              "worst_case": [{"method": "clr_sgd", "kind": "optax_lr", **worst}]}
+              "learning_rates": [1e-5, 1e-2], "entries": [entry, *valid],
+              "worst_case": [{"method": "autodrop_sgd", "kind": "optax_lr", **worst}]}
   text = compare.markdown(document)
-  assert "| clr_sgd | 0.0001 | rejected | - | - | - |" in text
-  assert "Left out (the constructor rejects the initial rate): clr_sgd at 0.0001 (`min_lr`" in text
+  assert "| autodrop_sgd | 1e-05 | rejected | - | - | - |" in text
+  assert ("Left out (the constructor rejects the initial rate): autodrop_sgd at 1e-05 "
+          "(`min_learning_rate`") in text
+
+
+def test_cyclical_entries_keep_a_cycle_below_their_floor():
+  # The registry's CLR floor (1e-3 for SGD) drops to a decade below a peak under ten times it,
+  # so the grid's 1e-4 is a cycle 1e-5..1e-4 instead of a rejected setting; 1e-2 keeps 1e-3.
+  assert optimizers._cycle_floor(1e-3, 1e-4) == pytest.approx(1e-5)
+  assert optimizers._cycle_floor(1e-3, 1e-2) == 1e-3
+  assert optimizers._cycle_floor(1e-3, 0.1) == 1e-3
+  traced = jax.jit(lambda lr: optimizers._cycle_floor(1e-3, lr))
+  np.testing.assert_allclose([float(traced(1e-4)), float(traced(0.1))], [1e-5, 1e-3], rtol=1e-6)
+  assert compare.rejected_rates("clr_sgd", [1e-4, 1e-2], 10, 100, 5e-4, {}) == {}
+
+
+def test_unknown_option_fails_before_training():
   # An option no method of the run has fails before any training, naming it.
   with pytest.raises(ValueError, match="drop_delay.*'sgd'"):
     compare.run_compare(["sgd"], optimizer_options={"drop_delay": 5})

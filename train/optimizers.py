@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 
 import optax_lr
@@ -286,6 +287,14 @@ def _cus_adam(learning_rate, steps_per_epoch, total_steps, b1=0.9, b2=0.999, eps
   return _logged_rate(lambda lr: _optax_lr("cus_adam")(lr, b1=b1, b2=b2, eps=eps), learning_rate)
 
 
+def _cycle_floor(min_learning_rate, learning_rate):
+  """The cycle's lower rate: ``min_learning_rate``, or a decade below the peak when the peak is
+  under ten times it (a peak of 1e-4 with the default floor 1e-3 would be no cycle at all)."""
+  if isinstance(learning_rate, jax.core.Tracer):  # the comparison grid vmaps over the rates
+    return jnp.minimum(min_learning_rate, learning_rate / 10)
+  return min(min_learning_rate, learning_rate / 10)
+
+
 def _clr_schedule(learning_rate, steps_per_epoch, total_steps, min_learning_rate, cycle_epochs):
   """``cyclical_schedule(min, max = learning_rate, step_size_up)``; one cycle over the whole run
   when ``cycle_epochs`` is None."""
@@ -293,7 +302,8 @@ def _clr_schedule(learning_rate, steps_per_epoch, total_steps, min_learning_rate
     step_size_up = max(1, total_steps // 2)
   else:
     step_size_up = max(1, round(cycle_epochs * steps_per_epoch / 2))
-  return _optax_lr("cyclical_schedule")(min_learning_rate, learning_rate, step_size_up)
+  return _optax_lr("cyclical_schedule")(_cycle_floor(min_learning_rate, learning_rate),
+                                        learning_rate, step_size_up)
 
 
 def _clr_sgd(learning_rate, steps_per_epoch, total_steps, min_learning_rate=1e-3,
@@ -313,8 +323,8 @@ def _clr_adam(learning_rate, steps_per_epoch, total_steps, min_learning_rate=1e-
 def _n_cycle_sgd(learning_rate, steps_per_epoch, total_steps, min_learning_rate=1e-3,
                  cycle_epochs=25, momentum=0.9):
   del total_steps
-  schedule = _optax_lr("n_cycle_schedule")(min_learning_rate, learning_rate, cycle_epochs,
-                                           steps_per_epoch)
+  schedule = _optax_lr("n_cycle_schedule")(_cycle_floor(min_learning_rate, learning_rate),
+                                           learning_rate, cycle_epochs, steps_per_epoch)
   return _logged_rate(lambda lr: optax.sgd(lr, momentum=momentum or None), schedule)
 
 
@@ -323,8 +333,8 @@ def _clr_simple_adasecant(learning_rate, steps_per_epoch, total_steps, min_learn
   """Thesis §4.5.2: the first ``switch_epoch`` epochs of an N-cycle CLR-SGD, then Simple
   AdaSecant."""
   del total_steps
-  schedule = _optax_lr("n_cycle_schedule")(min_learning_rate, learning_rate, cycle_epochs,
-                                           steps_per_epoch)
+  schedule = _optax_lr("n_cycle_schedule")(_cycle_floor(min_learning_rate, learning_rate),
+                                           learning_rate, cycle_epochs, steps_per_epoch)
   first = _logged_rate(lambda lr: optax.sgd(lr, momentum=momentum or None), schedule)
   second = _optax_lr("simple_adasecant")(threshold=threshold)
   return _optax_lr("switch_at")(_steps(switch_epoch, steps_per_epoch), first, second)
