@@ -65,7 +65,9 @@ def _computed_once(x: jax.Array, one: jax.Array) -> jax.Array:
   buffer after the pass that rewrites it in place makes XLA copy that buffer on every step. A
   division is an expensive operation to XLA's fusion heuristics, which do not duplicate it, so
   ``x`` gets its own buffer (4 bytes written, 4 read per consumer) and every consumer reads it.
-  ``one`` is not a constant, so that XLA's simplifier does not remove the division.
+  ``one`` is not a constant, so that XLA's simplifier does not remove the division. (Each such
+  buffer, like each copy, is a temporary that XLA:CPU allocates and first touches on every call:
+  on a 2.4M-element leaf its page faults took about half of AdaSecant's update CPU time.)
   """
   return x / one
 
