@@ -303,3 +303,170 @@ def test_per_element_rate_telemetry():
 def test_bad_arguments_raise(make, name):
   with pytest.raises(ValueError, match=name):
     make()
+
+
+# --- Against a NumPy transcription of the rules ---------------------------------------------
+
+
+def _numpy_simple_adasecant(grad_stream, threshold, mode):
+  """Thesis Eq. 3.1-3.3 element by element (float64), with the library's guards: 0/0 and x/0
+  give 0, an element whose previous step was 0 restarts at rate 1, a non-finite gradient or
+  NaN secant keeps that element's rate and previous gradient (and steps with the kept rate)."""
+  rate = {k: np.ones_like(v) for k, v in grad_stream[0].items()}
+  g_prev = {k: np.zeros_like(v) for k, v in grad_stream[0].items()}
+  updates, rates = [], []
+  with np.errstate(all="ignore"):
+    for t, grads in enumerate(grad_stream):
+      step_out, rate_out = {}, {}
+      for k, g in grads.items():
+        a = g - g_prev[k]
+        previous = -g if t == 0 else -rate[k] * g_prev[k]
+        secant = np.abs(np.where(a != 0, previous / np.where(a != 0, a, 1.0), 0.0))
+        new = np.where(previous == 0, 1.0, secant)
+        if mode == "zero":
+          new = np.where(new >= threshold, 0.0, new)
+        else:
+          new = np.where(new >= threshold, threshold, new)
+        observed = np.isfinite(g) & ~np.isnan(secant) & np.isfinite(new)
+        rate[k] = np.where(observed, new, rate[k])
+        g_prev[k] = np.where(observed, g, g_prev[k])
+        step_out[k] = -rate[k] * g  # the kept rate where the element was not observed
+        rate_out[k] = rate[k].copy()
+      updates.append(step_out)
+      rates.append(rate_out)
+  return updates, rates
+
+
+def _numpy_adasecant(grad_stream, next_stream, rate_rule="least_squares", normalize="block",
+                     gamma_clip=1.8, tau_bounds=(1.5, 1e7), outlier_reset=2.2, max_rate=25.0,
+                     eps=1e-20):
+  """The rule of :func:`optax_lr.adasecant`'s docstring element by element (float64), keeping
+  the previous corrected gradient g~_{t-1} as a state of its own (the library derives it)."""
+  zeros = lambda: {k: np.zeros_like(v) for k, v in grad_stream[0].items()}  # noqa: E731
+  s = {name: zeros() for name in ("m_g", "m_g2", "m_a", "m_a2", "m_ad", "m_d", "m_d2", "num",
+                                  "den", "g_prev", "gc_prev", "a_prev")}
+  s["lr"] = {k: np.ones_like(v) for k, v in grad_stream[0].items()}
+  s["tau"] = {k: np.ones_like(v) for k, v in grad_stream[0].items()}
+  low, high = tau_bounds
+  updates, rates, taus = [], [], []
+  with np.errstate(all="ignore"):
+    for t, grads in enumerate(grad_stream):
+      # The norm of E[g]_t per leaf, over the tree, or 1; 1 where it is 0 or not finite.
+      sq = {k: np.sum(((1 - 1 / s["tau"][k]) * s["m_g"][k] + g / s["tau"][k]) ** 2)
+            for k, g in grads.items()}
+      if normalize == "global":
+        sq = dict.fromkeys(sq, sum(sq.values()))
+      inv_norm = {k: 1.0 if normalize == "none" or not (np.isfinite(q) and q > 0)
+                  else 1 / np.sqrt(q) for k, q in sq.items()}
+      step_out = {}
+      for k, g in grads.items():
+        c, old = inv_norm[k], {name: s[name][k] for name in s}
+        inv = 1 / old["tau"]
+        ema = lambda mean, value: (1 - inv) * mean + inv * value  # noqa: E731, B023
+        m_g = ema(old["m_g"], g)
+        m_g2 = ema(old["m_g2"], g * g)
+        outlier = np.abs(g - m_g) > 2 * np.sqrt(np.maximum(m_g2 - m_g * m_g, 0))
+        other = next_stream[t][k] if next_stream is not None else old["gc_prev"]
+        num = ema(old["num"], (g - other) * (g - m_g))
+        den = ema(old["den"], (g - m_g) * (other - m_g))
+        num = np.where(np.isfinite(num), num, old["num"])
+        den = np.where(np.isfinite(den), den, old["den"])
+        gamma = np.where(den != 0, num / np.where(den != 0, den, 1), 0)
+        gamma = np.clip(np.where(np.isfinite(gamma), gamma, 0), 0, gamma_clip)
+        corrected = (g + gamma * m_g) / (1 + gamma)
+        a = g - old["g_prev"]
+        previous = -c * corrected if t == 0 else -old["lr"] * old["gc_prev"]
+        m_a, m_a2 = ema(old["m_a"], a), ema(old["m_a2"], a * a)
+        m_d, m_d2 = ema(old["m_d"], previous), ema(old["m_d2"], previous * previous)
+        outlier |= np.abs(a - m_a) > 2 * np.sqrt(np.maximum(m_a2 - m_a * m_a, 0))
+        if rate_rule == "paper":
+          m_ad = np.zeros_like(g) if t == 0 else ema(old["m_ad"], old["a_prev"] * previous)
+          rate = np.sqrt(m_d2) / np.sqrt(m_a2 + eps) - m_ad / (m_a2 + eps)
+          if t == 0:
+            rate = np.full_like(g, c)
+        else:
+          m_ad = ema(old["m_ad"], a * previous)
+          rate = m_d2 / (np.abs(m_ad) + eps)
+        rate = np.where(m_d2 > 0, rate, c)
+        rate = np.clip(np.where(np.isfinite(rate), rate, 0), 0, max_rate * c)
+        ratio = np.where(m_d2 != 0, m_d * m_d / np.where(m_d2 != 0, m_d2, 1), 0)
+        tau = np.clip((1 - ratio) * old["tau"] + 1, low, high)
+        tau = np.where(outlier, outlier_reset, tau)
+        if t == 0:
+          tau = np.ones_like(g)
+        step_out[k] = -rate * corrected
+        new = dict(lr=rate, tau=tau, m_g=m_g, m_g2=m_g2, m_a=m_a, m_a2=m_a2, m_ad=m_ad, m_d=m_d,
+                   m_d2=m_d2, num=num, den=den, g_prev=g, gc_prev=corrected, a_prev=a)
+        observed = np.all([np.isfinite(v) for v in new.values()], axis=0)
+        for name, value in new.items():
+          s[name][k] = np.where(observed, value, old[name])
+      updates.append(step_out)
+      rates.append({k: v.copy() for k, v in s["lr"].items()})
+      taus.append({k: v.copy() for k, v in s["tau"].items()})
+  return updates, rates, taus
+
+
+def _gradient_stream(steps, seed, spikes=True, bad_step=None):
+  rng = np.random.default_rng(seed)
+  stream = []
+  for t in range(steps):
+    grads = {"a": rng.normal(size=(4, 5)), "b": rng.normal(size=(6,))}
+    if spikes:  # 1000x spikes and exact zeros on a few elements
+      for v in grads.values():
+        v[rng.uniform(size=v.shape) < 0.1] *= 1000.0
+        v[rng.uniform(size=v.shape) < 0.1] = 0.0
+    if t == bad_step:
+      grads["a"][1, 2], grads["b"][4] = np.nan, np.inf
+    stream.append(grads)
+  return stream
+
+
+def _jax_run(opt, grad_stream, next_stream):
+  state = opt.init(jax.tree.map(jnp.zeros_like, grad_stream[0]))
+  update = jax.jit(opt.update)
+  out = []
+  for t, grads in enumerate(grad_stream):
+    extra = {} if next_stream is None else {"next_grads": next_stream[t]}
+    updates, state = update(grads, state, **extra)
+    out.append((updates, state))
+  return out
+
+
+@pytest.mark.parametrize("threshold, mode", [(10.0, "zero"), (3.0, "clip"), (math.inf, "zero")])
+def test_simple_adasecant_matches_numpy_transcription(threshold, mode):
+  stream = _gradient_stream(12, seed=1, bad_step=5)
+  with jax.enable_x64(True):
+    got = _jax_run(optax_lr.simple_adasecant(threshold, mode),
+                   [jax.tree.map(jnp.asarray, g) for g in stream], None)
+  updates, rates = _numpy_simple_adasecant(stream, threshold, mode)
+  for t, (u, state) in enumerate(got):
+    for k in updates[t]:
+      np.testing.assert_allclose(u[k], updates[t][k], rtol=1e-12, err_msg=f"step {t} {k}")
+      np.testing.assert_allclose(state.learning_rate[k], rates[t][k], rtol=1e-12)
+
+
+@pytest.mark.parametrize("rate_rule, normalize, use_next", [
+    ("least_squares", "block", True), ("least_squares", "block", False),
+    ("least_squares", "global", True), ("least_squares", "none", False),
+    ("paper", "block", True), ("paper", "block", False)])
+@pytest.mark.parametrize("spikes", [False, True], ids=["random", "spiky"])
+def test_adasecant_matches_numpy_transcription(rate_rule, normalize, use_next, spikes):
+  # float64 on both sides; the differences are rounding only (XLA contracts a * b + c into a
+  # fused multiply-add, NumPy does not), amplified where the rate rule cancels. A NaN and an
+  # inf gradient element at step 6 are missing observations on both sides.
+  stream = _gradient_stream(14, seed=2, spikes=spikes, bad_step=6)
+  nxt = _gradient_stream(14, seed=3, spikes=spikes) if use_next else None
+  max_rate = 25.0 if normalize != "none" else math.inf
+  opt = optax_lr.adasecant(rate_rule, normalize=normalize, max_rate=max_rate)
+  with jax.enable_x64(True):
+    as_jax = lambda s: [jax.tree.map(jnp.asarray, g) for g in s]  # noqa: E731
+    got = _jax_run(opt, as_jax(stream), None if nxt is None else as_jax(nxt))
+  updates, rates, taus = _numpy_adasecant(stream, nxt, rate_rule, normalize, max_rate=max_rate)
+  for t, (u, state) in enumerate(got):
+    for k in updates[t]:
+      np.testing.assert_allclose(u[k], updates[t][k], rtol=1e-9, atol=1e-300,
+                                 err_msg=f"update, step {t}, leaf {k}")
+      np.testing.assert_allclose(state.learning_rate[k], rates[t][k], rtol=1e-9,
+                                 err_msg=f"rate, step {t}, leaf {k}")
+      np.testing.assert_allclose(state.tau[k], taus[t][k], rtol=1e-12,
+                                 err_msg=f"tau, step {t}, leaf {k}")

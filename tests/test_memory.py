@@ -40,9 +40,6 @@ KNOWN_COPIES = {
     # depend on the sizes.)
     "adam_cam_hd_three_levels": 2,
     "cam_hd_softmax_all_levels": 2,
-    # Ten moving statistics per element, each read by several fusions and rewritten in place.
-    "adasecant": 20,
-    "adasecant_next_grads": 20,
     # Not in this module's scope: the smoothing window of AutoDrop, and switch_at's lax.cond
     # over two transforms (a cond copies the buffers one branch passes through).
     "autodrop_nesterov_smoothed": 2,
