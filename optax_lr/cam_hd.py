@@ -244,7 +244,7 @@ def _combined_rates(rates: dict[str, Any], gammas: dict[str, jax.Array], treedef
 
 def _filter_sum(x: jax.Array) -> jax.Array:
   """Sum over every axis but the last (the identity for a 0-d leaf)."""
-  return jnp.sum(x, axis=tuple(range(x.ndim - 1))) if x.ndim else x
+  return _tree.fused_sum(x, axis=tuple(range(x.ndim - 1))) if x.ndim else x
 
 
 def _paired_sum(x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -338,10 +338,12 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
     min_learning_rate: optional floor ``>= 0`` on the effective per-element rate ``kappa``
       (applied to the update; the level rates themselves are not clipped, as in the paper);
       ``None`` (default) leaves it unbounded.
-    previous_direction_fn: optional ``(d_t, g_t, inner_state) -> d_{t-1}`` (as in
-      :func:`optax_lr.hypergradient`; Adam's: ``optax_lr._base.adam_previous_direction``): the
-      state then keeps no copy of the previous direction. Only without the ``parameter`` level,
-      whose per-element rates need ``d_{t-1}`` exactly (the recovery serves sums).
+    previous_direction_fn: optional ``inner_state -> d_{t-1}``, reading the previous direction
+      off the inner state before this step's update (as in :func:`optax_lr.hypergradient`; a
+      trace's: ``optax_lr._base.trace_previous_direction()``, Adam's:
+      ``optax_lr._base.adam_previous_direction(b1, b2, eps)``): the state then keeps no copy of
+      it, and every level, the per-element one included, sees the same values as with the kept
+      buffer, bit for bit.
     rate_rule: ``"additive"`` (default, Algorithm 1) or ``"multiplicative"``: each level's rate
       of group ``j`` becomes ``a^l_j (1 + beta gamma_l tau cos_j)``, ``cos_j`` the cosine of
       ``g_t`` and ``d_{t-1}`` restricted to the group (the whole tree for ``global``, the layer
@@ -377,9 +379,6 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
     final_learning_rate = learning_rate
   _checks.non_negative("final_learning_rate", final_learning_rate)
   levels = _check_levels(levels)
-  if previous_direction_fn is not None and "parameter" in levels:
-    raise ValueError("`previous_direction_fn` serves sums only: the parameter level keeps the "
-                     "previous direction (leave previous_direction_fn None with it).")
   initial_weights = _check_weights(weights, levels)
   _checks.one_of("level_scaling", level_scaling, ("same_scale", "mean"))
   _checks.one_of("weight_parametrization", weight_parametrization, ("clip", "softmax"))
@@ -428,12 +427,10 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
     if previous_direction_fn is None:
       previous_tree = state.previous_direction
     else:
-      # The recovered d_{t-1} needs this step's inner update first; the element-wise pass below
-      # reuses its result.
-      directions, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
-      previous_tree = previous_direction_fn(directions, updates, inner_state)
+      # Read from the inner state before this step's update: d_{t-1} exactly.
+      previous_tree = previous_direction_fn(state.inner_state)
     previous = treedef.flatten_up_to(previous_tree)
-    old = state.learning_rate
+    old = dict(state.learning_rate)  # a copy: the parameter level may order its reads below
     gammas = old[COMBINATION_WEIGHTS]
     total_size = layout.total_size
     tau = jnp.exp(-decay_rate * state.count.astype(_tree.RATE_DTYPE)) if blending else None
@@ -531,6 +528,15 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
                                jnp.zeros((), _tree.RATE_DTYPE))
       else:  # parameter
         old_leaves = treedef.flatten_up_to(old[level])
+        if learn_weights:
+          if weighted_sums is None:
+            weighted_sums = [jnp.sum(rate * e) for rate, e in zip(old_leaves, products,
+                                                                  strict=True)]
+          descent[level] = sum(weighted_sums, jnp.zeros((), _tree.RATE_DTYPE))
+          # The new rates read the old ones after the weights' reduction has (a finite token):
+          # XLA then updates the donated buffer in place instead of copying it.
+          old_leaves = _tree.written_after(old_leaves, _tree.finite_or_zero(descent[level]))
+          old[level] = treedef.unflatten(old_leaves)
         if multiplicative:
           # One element's cosine is the sign of g_p d_prev_p (0 where either is 0).
           new[level] = treedef.unflatten([
@@ -540,11 +546,6 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
           new[level] = treedef.unflatten([
               rate + (step * level_factor(1, total_size)) * e
               for rate, e in zip(old_leaves, products, strict=True)])
-        if learn_weights:
-          if weighted_sums is None:
-            weighted_sums = [jnp.sum(rate * e) for rate, e in zip(old_leaves, products,
-                                                                  strict=True)]
-          descent[level] = sum(weighted_sums, jnp.zeros((), _tree.RATE_DTYPE))
 
     # A level rate whose hypergradient step is not finite (inf or NaN elements in its group, or an
     # overflowing sum) stays as it was: per element, per filter, per group, or the global rate.
@@ -559,22 +560,25 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
     kappa = _combined_rates(new, gammas, treedef, tau, final_learning_rate)
     if min_learning_rate is not None:
       kappa = [jnp.maximum(rate, min_learning_rate).astype(rate.dtype) for rate in kappa]
-    if previous_direction_fn is None:
-      directions, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
-    new_updates = _tree.scale_by_rate(treedef.unflatten(kappa), directions, True)
     new[COMBINATION_WEIGHTS] = new_gammas
     # The global sum reads every element of the old direction (a finite stand-in: the levels'
     # rates already hold it, but a level may be absent).
     global_sum_token = _tree.finite_or_zero(global_sum)
+    tokens = ({k: v for k, v in new.items() if k != "parameter"}, global_sum_token)
+    inner_state = state.inner_state
+    if previous_direction_fn is not None:
+      # The inner update reads its state after every reduction above has read it: XLA then
+      # updates the donated buffers in place.
+      inner_state = _tree.written_after(inner_state, tokens)
+    directions, inner_state = inner.update(updates, inner_state, params, **extra_args)
+    new_updates = _tree.scale_by_rate(treedef.unflatten(kappa), directions, True)
     return new_updates, CamHDState(
         count=optax.safe_increment(state.count),
         learning_rate=new,
         # Written after everything that reads the old buffer (the new rates of every level and
         # the new weights, all kept finite): XLA then updates the donated buffer in place.
-        previous_direction=(_tree.written_after(
-            directions, ({k: v for k, v in new.items() if k != "parameter"}, global_sum_token),
-            new.get("parameter")) if previous_direction_fn is None
-                            else state.previous_direction),
+        previous_direction=(_tree.written_after(directions, tokens, new.get("parameter"))
+                            if previous_direction_fn is None else state.previous_direction),
         inner_state=inner_state,
     )
 
@@ -623,10 +627,14 @@ def sgd_cam_hd(learning_rate: float, hypergrad_lr: float = 1e-6, combination_lr:
     ...                           levels=("filter", "global"), weights=(0.2, 0.8),
     ...                           combination_lr=0.03, decay_rate=0.001)
   """
+  # A heavy-ball trace is the previous direction itself: read it, keep no copy.
+  reads_trace = _base.reuses_heavy_ball_trace(momentum, nesterov)
   transform = cam_hd(_base.momentum_direction(momentum, nesterov), learning_rate, hypergrad_lr,
                      combination_lr, levels, weights, decay_rate, final_learning_rate,
                      layer_labels, filter_labels=filter_labels,
-                     min_learning_rate=min_learning_rate, rate_rule=rate_rule)
+                     min_learning_rate=min_learning_rate, rate_rule=rate_rule,
+                     previous_direction_fn=(_base.trace_previous_direction() if reads_trace
+                                            else None))
   return _base.with_coupled_weight_decay(transform, weight_decay)
 
 
@@ -658,12 +666,11 @@ def adam_cam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8,
       per group; ``beta`` in ``[0, 1)``), as :func:`cam_hd`.
     mu_dtype: optax's option: the first moment's dtype (``jnp.bfloat16`` halves its memory);
       ``None`` (default) keeps the parameters' dtype.
-    store_previous_direction: keep ``d_{t-1}`` as a state buffer. By default, without the
-      ``parameter`` level, it is recovered from Adam's new moments
-      (:func:`optax_lr._base.adam_previous_direction`, whose docstring derives the bound on the
-      difference of each group's hypergradient sum from the stored-buffer one), so the state is
-      Adam's plus the rates; the ``parameter`` level (and ``b1`` or ``b2`` of 0 or injected)
-      always keeps the buffer.
+    store_previous_direction: keep ``d_{t-1}`` as a state buffer. By default it is computed
+      from Adam's moments before this step's update
+      (:func:`optax_lr._base.adam_previous_direction`: the same values bit for bit, at every
+      level), so the state is Adam's plus the rates. With a bfloat16 ``mu_dtype`` the two
+      differ by the rounding of the stored first moment (``2^-8`` relative per element).
 
   Returns:
     An ``optax.GradientTransformation``; ``levels=("global",)`` with ``combination_lr = 0`` and
@@ -680,8 +687,7 @@ def adam_cam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8,
   """
   _checks.flag("store_previous_direction", store_previous_direction)
   levels = _check_levels(levels)
-  derived = (not store_previous_direction and "parameter" not in levels
-             and _base.reuses_adam_moments(b1, b2))
+  derived = not store_previous_direction
   transform = cam_hd(_base.adam_direction(b1, b2, eps, mu_dtype), learning_rate, hypergrad_lr,
                      combination_lr, levels, weights, decay_rate, final_learning_rate,
                      layer_labels, filter_labels=filter_labels,
@@ -726,10 +732,11 @@ def cam_hd_effective_learning_rate(opt_state: Any, decay_rate: float = 0.0,
       raise ValueError("`final_learning_rate` must be given when `decay_rate` > 0.")
     _checks.non_negative("final_learning_rate", final_learning_rate)
     tau = jnp.exp(-decay_rate * state.count.astype(_tree.RATE_DTYPE))
-  # The parameters' shapes: the kept direction, or Adam's first moment when it is recovered.
-  shaped = (_base._adam_state(state.inner_state).mu
-            if isinstance(state.previous_direction, optax.EmptyState)
-            else state.previous_direction)
+  # The parameters' shapes: the kept direction, or the inner state it is read from (Adam's
+  # first moment, or the trace).
+  shaped = state.previous_direction
+  if isinstance(shaped, optax.EmptyState):
+    shaped = _base.previous_direction_source(state.inner_state)
   treedef = jax.tree.structure(shaped)
   rates = {k: v for k, v in state.learning_rate.items() if k != COMBINATION_WEIGHTS}
   combined = _combined_rates(rates, state.learning_rate[COMBINATION_WEIGHTS], treedef, tau,
