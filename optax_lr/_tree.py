@@ -135,7 +135,8 @@ def fused_sum(x: jax.Array, axis: Any = None) -> jax.Array:
   XLA's own reduction fusion, which computes the producer element by element inside the
   reduction. Both operands are ``x`` and both results are used (their select keeps XLA from
   dropping the second): the sum of ``x`` in XLA's own reduction order, at one more add per
-  element and no memory.
+  element and no memory. Only for such a computed ``x``: on a stored operand the library fusion
+  is faster (XLA's own reduction loop is not vectorised like it).
   """
   x = jnp.asarray(x)
   if not x.ndim:
@@ -150,18 +151,25 @@ def fused_sum(x: jax.Array, axis: Any = None) -> jax.Array:
   return jnp.where(first == second, first, second)
 
 
-def leaf_vdots(tree_x: PyTree, tree_y: PyTree) -> PyTree:
+def leaf_vdots(tree_x: PyTree, tree_y: PyTree, fused: bool = False) -> PyTree:
   """Per-leaf inner products ``<x_l, y_l>`` (float32 accumulation), one scalar per leaf.
 
-  Each in one reduction pass that computes ``x`` and ``y`` inside it (:func:`fused_sum`).
+  ``fused``: each in a reduction that computes ``x`` and ``y`` inside it (:func:`fused_sum`),
+  for a ``y`` computed element-wise from buffers (Adam's direction from its moments), which is
+  then never stored. Otherwise ``jnp.sum``, which XLA:CPU runs faster on stored operands (its
+  own reduction loop is not vectorised like the library fusion: 7 ms against 2.3 ms for
+  ``<g, g>`` over 11.2M float32 parameters).
   """
-  return jax.tree.map(
-      lambda x, y: fused_sum(_as_float32(x) * _as_float32(y)), tree_x, tree_y)
+  total = fused_sum if fused else jnp.sum
+  return jax.tree.map(lambda x, y: total(_as_float32(x) * _as_float32(y)), tree_x, tree_y)
 
 
-def vdot(tree_x: PyTree, tree_y: PyTree) -> jax.Array:
-  """Global inner product ``<x, y>`` over the whole tree (float32 accumulation)."""
-  return sum(jax.tree.leaves(leaf_vdots(tree_x, tree_y)), jnp.zeros((), RATE_DTYPE))
+def vdot(tree_x: PyTree, tree_y: PyTree, fused: bool = False) -> jax.Array:
+  """Global inner product ``<x, y>`` over the whole tree (float32 accumulation).
+
+  ``fused``: as :func:`leaf_vdots`.
+  """
+  return sum(jax.tree.leaves(leaf_vdots(tree_x, tree_y, fused)), jnp.zeros((), RATE_DTYPE))
 
 
 def squared_norm(tree: PyTree) -> jax.Array:

@@ -242,9 +242,11 @@ def _combined_rates(rates: dict[str, Any], gammas: dict[str, jax.Array], treedef
   return combined
 
 
-def _filter_sum(x: jax.Array) -> jax.Array:
-  """Sum over every axis but the last (the identity for a 0-d leaf)."""
-  return _tree.fused_sum(x, axis=tuple(range(x.ndim - 1))) if x.ndim else x
+def _filter_sum(x: jax.Array, fused: bool = False) -> jax.Array:
+  """Sum over every axis but the last (the identity for a 0-d leaf); ``fused``: as
+  :func:`optax_lr._tree.leaf_vdots`."""
+  total = _tree.fused_sum if fused else jnp.sum
+  return total(x, axis=tuple(range(x.ndim - 1))) if x.ndim else x
 
 
 def _paired_sum(x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -286,7 +288,8 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
            filter_labels: LayerLabels = "module",
            min_learning_rate: float | None = None,
            rate_rule: str = "additive",
-           previous_direction_fn: Any = None) -> optax.GradientTransformationExtraArgs:
+           previous_direction_fn: Any = None,
+           fused_sums: bool | None = None) -> optax.GradientTransformationExtraArgs:
   """Wrap a direction transform with CAM-HD: hypergradient rates at several combined levels.
 
   Each level keeps its own rates, all updated by hypergradient descent from the same elementwise
@@ -344,6 +347,9 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
       ``optax_lr._base.adam_previous_direction(b1, b2, eps)``): the state then keeps no copy of
       it, and every level, the per-element one included, sees the same values as with the kept
       buffer, bit for bit.
+    fused_sums: how the levels' sums are reduced, as in :func:`optax_lr.hypergradient`
+      (``None``: fused exactly when ``previous_direction_fn`` is given; :func:`adam_cam_hd`
+      fuses both its paths, so they agree bit for bit).
     rate_rule: ``"additive"`` (default, Algorithm 1) or ``"multiplicative"``: each level's rate
       of group ``j`` becomes ``a^l_j (1 + beta gamma_l tau cos_j)``, ``cos_j`` the cosine of
       ``g_t`` and ``d_{t-1}`` restricted to the group (the whole tree for ``global``, the layer
@@ -390,6 +396,10 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
       # Structure is checked against the params at init; here only that it is a tree at all.
       jax.tree.structure(labels)
   inner = optax.with_extra_args_support(inner)
+  if fused_sums is not None:
+    _checks.flag("fused_sums", fused_sums)
+  # A direction read off the inner state is computed inside the reductions, never stored.
+  fused = previous_direction_fn is not None if fused_sums is None else fused_sums
   blending = not _is_static_zero(decay_rate)
   learn_weights = not _is_static_zero(combination_lr) and len(levels) > 1
   softmax = weight_parametrization == "softmax"
@@ -446,7 +456,7 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
                 for g, d in zip(grads, previous, strict=True)]
     weighted_sums = None  # sum_p e_p a_param_old(p) per leaf, for the parameter level's gamma
     if "filter" in levels:
-      filter_sums = [_filter_sum(e) for e in products]
+      filter_sums = [_filter_sum(e, fused) for e in products]
       leaf_sums = [jnp.sum(f) for f in filter_sums]
     elif "parameter" in levels and learn_weights:
       # One variadic reduction reads (g, d_prev, a_param) once for both sums.
@@ -455,7 +465,7 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
       leaf_sums = [pair[0] for pair in pairs]
       weighted_sums = [pair[1] for pair in pairs]
     else:
-      leaf_sums = treedef.flatten_up_to(_tree.leaf_vdots(updates, previous_tree))
+      leaf_sums = treedef.flatten_up_to(_tree.leaf_vdots(updates, previous_tree, fused))
     global_sum = sum(leaf_sums, jnp.zeros((), _tree.RATE_DTYPE))
     if multiplicative:
       # The cosine's squared norms per group, ||g||^2 and ||d_prev||^2, as per-leaf (and
@@ -463,7 +473,7 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
       squares = [(_tree._as_float32(g) ** 2, _tree._as_float32(d) ** 2)
                  for g, d in zip(grads, previous, strict=True)]
       if "filter" in levels:
-        filter_squares = [(_filter_sum(a), _filter_sum(b)) for a, b in squares]
+        filter_squares = [(_filter_sum(a, fused), _filter_sum(b, fused)) for a, b in squares]
         leaf_squares = [(jnp.sum(a), jnp.sum(b)) for a, b in filter_squares]
       else:
         leaf_squares = [(jnp.sum(a), jnp.sum(b)) for a, b in squares]
@@ -693,7 +703,7 @@ def adam_cam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8,
                      layer_labels, filter_labels=filter_labels,
                      min_learning_rate=min_learning_rate, rate_rule=rate_rule,
                      previous_direction_fn=(_base.adam_previous_direction(b1, b2, eps)
-                                            if derived else None))
+                                            if derived else None), fused_sums=True)
   return _base.with_coupled_weight_decay(transform, weight_decay)
 
 

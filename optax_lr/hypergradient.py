@@ -52,7 +52,7 @@ class HypergradientState(NamedTuple):
 def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
                   hypergrad_lr: float, min_learning_rate: float | None = None,
                   previous_direction_fn: Callable[..., Any] | None = None,
-                  *, rate_rule: str = "additive",
+                  *, rate_rule: str = "additive", fused_sums: bool | None = None,
                   ) -> optax.GradientTransformationExtraArgs:
   """Wrap a direction transform with a hypergradient-descent learning rate (Baydin et al. 2018).
 
@@ -74,6 +74,12 @@ def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
       are those of the kept buffer, bit for bit. The inner update then runs after the new rate
       (its state read through :func:`optax_lr._tree.written_after`), so XLA updates the inner
       state's donated buffers in place.
+    fused_sums: how ``<g_t, d_{t-1}>`` is reduced: ``True`` with
+      :func:`optax_lr._tree.fused_sum`, which computes a ``d_{t-1}`` derived from the inner state
+      inside the reduction (on XLA:CPU a plain sum stores it first), ``False`` with ``jnp.sum``
+      (faster on a stored buffer). ``None`` (default): fused exactly when
+      ``previous_direction_fn`` is given. The two orders round differently; :func:`adam_hd`
+      fuses both its paths, so they agree bit for bit.
     rate_rule: ``"additive"`` (default, the paper's rule ``lr += beta <g_t, d_{t-1}>``) or
       ``"multiplicative"``: ``lr *= 1 + beta cos(g_t, d_{t-1})``, Baydin et al.'s normalised
       multiplicative rule, which does not depend on the scale of the gradients or of the rate
@@ -105,6 +111,9 @@ def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
   if min_learning_rate is not None:
     _checks.non_negative("min_learning_rate", min_learning_rate)
   inner = optax.with_extra_args_support(inner)
+  if fused_sums is not None:
+    _checks.flag("fused_sums", fused_sums)
+  fused = previous_direction_fn is not None if fused_sums is None else fused_sums
 
   def init_fn(params):
     return HypergradientState(
@@ -126,7 +135,8 @@ def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
       rate = _rate_rule.multiplicative(old_rate, hypergrad_lr,
                                        *_rate_rule.tree_dot_and_norms(updates, previous))
     else:
-      rate = _tree.where_finite(old_rate + hypergrad_lr * _tree.vdot(updates, previous), old_rate)
+      dot = _tree.vdot(updates, previous, fused=fused)
+      rate = _tree.where_finite(old_rate + hypergrad_lr * dot, old_rate)
     if min_learning_rate is not None:
       rate = jnp.maximum(rate, min_learning_rate).astype(old_rate.dtype)
     # A buffer the reduction above read (the kept direction, or the inner state it was read from)
@@ -227,5 +237,5 @@ def adam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8, b1: float =
       hypergradient(inner, learning_rate, hypergrad_lr,
                     previous_direction_fn=(_base.adam_previous_direction(b1, b2, eps)
                                            if derived else None),
-                    rate_rule=rate_rule),
+                    rate_rule=rate_rule, fused_sums=True),
       weight_decay)
