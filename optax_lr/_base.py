@@ -33,13 +33,13 @@ def momentum_direction(momentum: float, nesterov: bool) -> optax.GradientTransfo
 
 
 def reuses_heavy_ball_trace(momentum: float, nesterov: bool) -> bool:
-  """Whether a heavy-ball trace can give back the previous direction (a Python ``momentum > 0``).
+  """Whether the SGD direction's state holds the previous direction: a heavy-ball trace.
 
-  Only for a Python number: an injected ``momentum`` may be 0 at run time, where
-  ``(d_t - g_t) / momentum`` is undefined, so it takes the general path (a kept copy).
+  True unless ``momentum`` is a Python 0 (no trace: the direction is the gradient) or
+  ``nesterov`` (the Nesterov direction ``g_t + momentum * trace_t`` is not in the state). An
+  injected ``momentum`` keeps the trace, whatever its value at run time.
   """
-  known = _checks.static_number(momentum)
-  return bool(known) and not nesterov
+  return not nesterov and not _checks.is_static_zero(momentum)
 
 
 def heavy_ball_previous_direction(momentum: float):
@@ -61,85 +61,96 @@ def heavy_ball_previous_direction(momentum: float):
   return previous_direction
 
 
-def reuses_adam_moments(b1: float, b2: float) -> bool:
-  """Whether Adam's previous direction can be recovered from its moments (Python ``b1, b2 > 0``).
-
-  An injected decay may be 0 at run time, where ``m_{t-1}`` is lost: it takes the general path
-  (a kept copy), as does a decay of 0.
-  """
-  return bool(_checks.static_number(b1)) and bool(_checks.static_number(b2))
+def _states(inner_state: Any, kind: type) -> list[Any]:
+  """The ``kind`` states (``optax.TraceState``, say) inside ``inner_state``."""
+  return [x for x in jax.tree.leaves(inner_state, is_leaf=lambda x: isinstance(x, kind))
+          if isinstance(x, kind)]
 
 
-def _adam_state(inner_state: Any) -> optax.ScaleByAdamState:
-  found = [x for x in jax.tree.leaves(
-      inner_state, is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState))
-           if isinstance(x, optax.ScaleByAdamState)]
+def _only_state(inner_state: Any, kind: type) -> Any:
+  """The one ``kind`` state inside ``inner_state``."""
+  found = _states(inner_state, kind)
   if len(found) != 1:
-    raise ValueError(f"expected one optax.ScaleByAdamState in the inner state, got {len(found)}")
+    raise ValueError(f"expected one optax.{kind.__name__} in the inner state, got {len(found)}")
   return found[0]
 
 
-def adam_previous_direction(b1: float, b2: float, eps: float):
-  """``(d_t, g_t, inner_state) -> d_{t-1}`` for ``optax.scale_by_adam(b1, b2, eps)``.
+def _adam_state(inner_state: Any) -> optax.ScaleByAdamState:
+  return _only_state(inner_state, optax.ScaleByAdamState)
 
-  Adam's previous direction ``m_hat_{t-1} / (sqrt(v_hat_{t-1}) + eps)`` (0 before the first
-  step), recovered from the moments *after* this step's update and this step's gradient, so a
-  hypergradient wrapper keeps no copy of it (the state is exactly Adam's plus the rate) and reads
-  no buffer the step rewrites (which would make XLA copy it)::
 
-    m_{t-1} = (m_t - (1 - b1) g_t) / b1
-    v_{t-1} = max(0, (v_t - (1 - b2) g_t^2) / b2)
-    d_{t-1} = clip((m_{t-1} / c1) / (sqrt(v_{t-1} / c2) + eps), -D, D)
+def previous_direction_source(inner_state: Any) -> Any:
+  """The params-shaped tree a previous direction is read from: Adam's first moment, or the trace.
 
-  with ``c1 = 1 - b1^(t-1)``, ``c2 = 1 - b2^(t-1)`` the bias corrections of step ``t - 1`` and
-  ``D = (1 - b1) sqrt(c2) / (c1 sqrt((1 - b2)(1 - b1^2 / b2)))`` (for ``b1^2 < b2``, else no
-  clip), a bound every Adam direction obeys (Cauchy-Schwarz on the two moving sums), so the clip
-  never changes an exact value.
+  For helpers that need the parameters' structure and shapes from a state keeping no direction.
+  """
+  for kind, field in ((optax.ScaleByAdamState, "mu"), (optax.TraceState, "trace")):
+    found = _states(inner_state, kind)
+    if len(found) == 1:
+      return getattr(found[0], field)
+  raise ValueError("expected one optax.ScaleByAdamState or optax.TraceState in the inner state")
 
-  Rounding bound. With ``u`` the unit roundoff of the moments (2^-24 in float32; 2^-8 for a
-  bfloat16 first moment, whose storage rounds ``m_t`` once more), ``m_t`` and ``v_t`` carry the
-  roundings of their update and the recovery adds two more, so per element
-  ``|dm| <= 4u (|m_t| + (1 - b1)|g_t|) / b1`` and ``|dv| <= 4u (v_t + (1 - b2) g_t^2) / b2``,
-  and, with ``m_hat``, ``v_hat`` the corrected recovered moments, ``s = sqrt(v_hat)``,
-  ``ds = sqrt(|dv| / c2)`` (as ``|sqrt(a) - sqrt(b)| <= sqrt(|a - b|)``) and
-  ``s_low = max(s - ds, 0)`` a lower bound of the true ``sqrt(v_hat_{t-1})``::
 
-    |d_rec - d_{t-1}| <= E = min(2D, |dm| / (c1 (s_low + eps))
-                                 + (|m_hat| + |dm| / c1) ds / ((s + eps)(s_low + eps))
-                                 + 4u |d_{t-1}|).
+def trace_previous_direction():
+  """``inner_state -> d_{t-1}`` for a heavy-ball ``optax.trace``: the trace before this step.
 
-  A hypergradient sum over a group ``j`` then differs from the stored-buffer one by at most
-  ``sum_{p in j} |g_p| E_p`` plus the rounding of the sums. ``E`` is a few ``u |d|`` except
-  where ``v_{t-1} << (1 - b2) g_t^2 / b2`` (a tiny early gradient, or a spike ``g_t``): there the
-  recovered ``v_{t-1}`` keeps only ``sqrt(u)`` of its digits, and the element's error is up to
-  ``2D`` (the clip). Such elements weigh little in a sum over many, so the recovery serves
-  sums (HD's global rate, CAM-HD's layer, filter and global levels); a per-element rate keeps
-  the stored direction.
+  The wrapper reads it from the inner state *before* this step's update, so it is the previous
+  direction exactly (no rounding, no kept buffer), and runs the trace update on that state read
+  through :func:`optax_lr._tree.written_after`, after the reduction, so XLA updates the trace in
+  place (no copy).
+  """
+
+  def previous_direction(inner_state):
+    return _only_state(inner_state, optax.TraceState).trace
+
+  return previous_direction
+
+
+def adam_previous_direction(b1: float, b2: float, eps: float, eps_root: float = 0.0):
+  """``inner_state -> d_{t-1}`` for ``optax.scale_by_adam(b1, b2, eps, eps_root)``.
+
+  Adam's previous direction ``m_hat_{t-1} / (sqrt(v_hat_{t-1} + eps_root) + eps)`` (0 before the
+  first step), computed from the moments *before* this step's update with the bias corrections of
+  step ``t - 1``: the operations ``optax.scale_by_adam`` applied at step ``t - 1`` to the same
+  values, so the direction that step returned, bit for bit (in a jitted step; run eagerly, each
+  scalar operation compiles on its own, and a ``b2^t`` rounded differently moves
+  ``1 - b2^t`` by up to 1e-5 relative). A hypergradient wrapper then keeps no copy of it: the
+  state is exactly Adam's plus the rate, and the direction is computed inside the reduction that
+  reads it, never stored. The wrapper runs Adam's update on its state read through
+  :func:`optax_lr._tree.written_after`, after that reduction, so XLA updates the moments in place.
+
+  One exception: with a ``mu_dtype`` narrower than the second moment's dtype (``jnp.bfloat16``
+  with float32 parameters) step ``t - 1`` divided the float32 first moment before its cast to
+  ``mu_dtype``, and the stored moment is that value rounded once: the direction here (from the
+  stored moment, upcast) differs from the returned one by at most the relative rounding of the
+  cast per element (``2^-8 |d_{t-1}|`` for bfloat16, plus float32 roundings).
+
+  Args:
+    b1, b2, eps, eps_root: those of the ``optax.scale_by_adam`` it reads (decays in ``[0, 1)``,
+      Python numbers or injected arrays; ``eps >= 0``).
+
+  Returns:
+    A function of the inner state (holding one ``optax.ScaleByAdamState``) returning ``d_{t-1}``
+    with the structure of the moments, in the second moment's precision.
   """
   check_adam_arguments(b1, b2, eps)
-  _checks.in_range("b1", b1, 0.0, 1.0, low_open=True, high_open=True)
-  _checks.in_range("b2", b2, 0.0, 1.0, low_open=True, high_open=True)
-  clipped = b1 * b1 < b2
 
-  def previous_direction(directions, grads, inner_state):
+  def previous_direction(inner_state):
     adam = _adam_state(inner_state)
-    previous_count = adam.count - 1  # the count after this step's increment, minus one
-    started = previous_count > 0
+    count = adam.count  # step t-1's count, after its increment
+    # A narrowed first moment (mu_dtype) is divided in the second moment's precision, as step
+    # t - 1 divided it before the cast.
+    mu = jax.tree.map(lambda m, v: m.astype(jnp.promote_types(m.dtype, v.dtype)),
+                      adam.mu, adam.nu)
+    # optax's own bias correction and expression: the same operations as step t - 1.
+    mu_hat = optax.tree.bias_correction(mu, b1, count)
+    nu_hat = optax.tree.bias_correction(adam.nu, b2, count)
+    started = count > 0  # before the first step: 0 / 0 corrections, d_{-1} = 0
 
-    def leaf(d, g, m, v):
-      dtype = jnp.promote_types(jnp.promote_types(m.dtype, v.dtype), g.dtype)
-      g, m, v = g.astype(dtype), m.astype(dtype), v.astype(dtype)
-      c1 = jnp.where(started, 1 - b1 ** previous_count, 1).astype(dtype)
-      c2 = jnp.where(started, 1 - b2 ** previous_count, 1).astype(dtype)
-      m_prev = (m - (1 - b1) * g) / b1
-      v_prev = jnp.maximum((v - (1 - b2) * jnp.square(g)) / b2, 0)
-      d_prev = (m_prev / c1) / (jnp.sqrt(v_prev / c2) + eps)
-      if clipped:
-        bound = ((1 - b1) / ((1 - b2) * (1 - b1 * b1 / b2)) ** 0.5) * jnp.sqrt(c2) / c1
-        d_prev = jnp.clip(d_prev, -bound, bound)
-      return jnp.where(started, d_prev, 0).astype(d.dtype)
+    def leaf(m, v):
+      return jnp.where(started, m / (jnp.sqrt(v + eps_root) + eps), jnp.zeros((), m.dtype))
 
-    return jax.tree.map(leaf, directions, grads, adam.mu, adam.nu)
+    return jax.tree.map(leaf, mu_hat, nu_hat)
 
   return previous_direction
 
@@ -151,6 +162,23 @@ def check_adam_arguments(b1: float, b2: float, eps: float) -> None:
   _checks.non_negative("eps", eps)
 
 
+def check_mu_dtype(mu_dtype: Any) -> Any:
+  """optax's ``mu_dtype``: ``None`` (the parameters' dtype) or a floating dtype, canonical.
+
+  Raises ``TypeError`` for something that is not a dtype, ``ValueError`` for a non-floating one.
+  """
+  if mu_dtype is None:
+    return None
+  try:
+    dtype = jnp.dtype(mu_dtype)
+  except TypeError:
+    raise TypeError("`mu_dtype` must be None or a floating dtype (jnp.bfloat16, say); got "
+                    f"{mu_dtype!r}.") from None
+  if not jnp.issubdtype(dtype, jnp.floating):
+    _checks._fail("mu_dtype", mu_dtype, "None or a floating dtype (jnp.bfloat16, say)")
+  return dtype
+
+
 def adam_direction(b1: float, b2: float, eps: float,
                    mu_dtype: Any = None) -> optax.GradientTransformation:
   """Adam's unit-rate direction ``m_hat / (sqrt(v_hat) + eps)``, with validated arguments.
@@ -158,15 +186,7 @@ def adam_direction(b1: float, b2: float, eps: float,
   ``mu_dtype``: optax's option, the dtype of the first moment (``None``: the parameters').
   """
   check_adam_arguments(b1, b2, eps)
-  if mu_dtype is not None:
-    try:
-      mu_dtype = jnp.dtype(mu_dtype)
-    except TypeError:
-      raise TypeError("`mu_dtype` must be None or a floating dtype (jnp.bfloat16, say); got "
-                      f"{mu_dtype!r}.") from None
-    if not jnp.issubdtype(mu_dtype, jnp.floating):
-      _checks._fail("mu_dtype", mu_dtype, "None or a floating dtype (jnp.bfloat16, say)")
-  return optax.scale_by_adam(b1=b1, b2=b2, eps=eps, mu_dtype=mu_dtype)
+  return optax.scale_by_adam(b1=b1, b2=b2, eps=eps, mu_dtype=check_mu_dtype(mu_dtype))
 
 
 def with_coupled_weight_decay(transform: optax.GradientTransformation,

@@ -125,15 +125,51 @@ def finite_or_zero(tree: PyTree) -> PyTree:
                       tree)
 
 
-def leaf_vdots(tree_x: PyTree, tree_y: PyTree) -> PyTree:
-  """Per-leaf inner products ``<x_l, y_l>`` (float32 accumulation), one scalar per leaf."""
-  return jax.tree.map(
-      lambda x, y: jnp.sum(_as_float32(x) * _as_float32(y)), tree_x, tree_y)
+def fused_sum(x: jax.Array, axis: Any = None) -> jax.Array:
+  """``jnp.sum(x, axis)`` (all axes when None), as a reduction that computes ``x`` inside it.
+
+  XLA:CPU (jax 0.10) hands a single-operand sum over a large array to its YNNPACK library fusion,
+  which takes neither an element-wise select nor a broadcast scalar from its producer: the
+  producer of ``x`` (Adam's direction from its moments and bias corrections) is then written to a
+  temporary array and read back, 8 bytes per element for nothing. A two-operand reduction stays
+  XLA's own reduction fusion, which computes the producer element by element inside the
+  reduction. Both operands are ``x`` and both results are used (their select keeps XLA from
+  dropping the second): the sum of ``x`` in XLA's own reduction order, at one more add per
+  element and no memory. Only for such a computed ``x``: on a stored operand the library fusion
+  is faster (XLA's own reduction loop is not vectorised like it).
+  """
+  x = jnp.asarray(x)
+  if not x.ndim:
+    return x
+  axes = tuple(range(x.ndim)) if axis is None else tuple(axis)
+  if not axes:
+    return x
+  zero = jnp.zeros((), x.dtype)
+  first, second = jax.lax.reduce((x, x), (zero, zero),
+                                 lambda a, b: (a[0] + b[0], a[1] + b[1]), axes)
+  # Equal (the same sums), or both NaN: the value of either.
+  return jnp.where(first == second, first, second)
 
 
-def vdot(tree_x: PyTree, tree_y: PyTree) -> jax.Array:
-  """Global inner product ``<x, y>`` over the whole tree (float32 accumulation)."""
-  return sum(jax.tree.leaves(leaf_vdots(tree_x, tree_y)), jnp.zeros((), RATE_DTYPE))
+def leaf_vdots(tree_x: PyTree, tree_y: PyTree, fused: bool = False) -> PyTree:
+  """Per-leaf inner products ``<x_l, y_l>`` (float32 accumulation), one scalar per leaf.
+
+  ``fused``: each in a reduction that computes ``x`` and ``y`` inside it (:func:`fused_sum`),
+  for a ``y`` computed element-wise from buffers (Adam's direction from its moments), which is
+  then never stored. Otherwise ``jnp.sum``, which XLA:CPU runs faster on stored operands (its
+  own reduction loop is not vectorised like the library fusion: 7 ms against 2.3 ms for
+  ``<g, g>`` over 11.2M float32 parameters).
+  """
+  total = fused_sum if fused else jnp.sum
+  return jax.tree.map(lambda x, y: total(_as_float32(x) * _as_float32(y)), tree_x, tree_y)
+
+
+def vdot(tree_x: PyTree, tree_y: PyTree, fused: bool = False) -> jax.Array:
+  """Global inner product ``<x, y>`` over the whole tree (float32 accumulation).
+
+  ``fused``: as :func:`leaf_vdots`.
+  """
+  return sum(jax.tree.leaves(leaf_vdots(tree_x, tree_y, fused)), jnp.zeros((), RATE_DTYPE))
 
 
 def squared_norm(tree: PyTree) -> jax.Array:

@@ -65,8 +65,8 @@ def adabound_bounds(final_learning_rate: Any, gamma: Any, count: jax.Array,
 
 def scale_by_adabound(learning_rate: optax.ScalarOrSchedule = 1e-3,
                       final_learning_rate: float = 0.1, b1: float = 0.9, b2: float = 0.999,
-                      gamma: float = 1e-3, eps: float = 1e-8,
-                      amsbound: bool = False) -> optax.GradientTransformationExtraArgs:
+                      gamma: float = 1e-3, eps: float = 1e-8, amsbound: bool = False,
+                      mu_dtype: Any = None) -> optax.GradientTransformationExtraArgs:
   """AdaBound's update ``-clip(adam_rate, eta_l(t), eta_u(t)) * m`` (the rate included).
 
   Args:
@@ -82,12 +82,16 @@ def scale_by_adabound(learning_rate: optax.ScalarOrSchedule = 1e-3,
       ``1 - b2``).
     eps: ``>= 0``, added to ``sqrt(v)`` (default 1e-8).
     amsbound: AMSBound (Algorithm 3): normalise by the running maximum of ``v``.
+    mu_dtype: optax's option: the first moment's dtype (``jnp.bfloat16`` halves its memory);
+      ``None`` (default) keeps the parameters' dtype. The update uses the first moment before
+      its cast, as ``optax.scale_by_adam`` does.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose state is :class:`ScaleByAdaBoundState`.
-    The moments keep each parameter's dtype; the rates are float32 (float64 for float64
-    parameters) and the update is cast back to the parameter's dtype. Extra ``update`` keyword
-    arguments (``value`` of ``optax.contrib.reduce_on_plateau`` in a chain) are ignored.
+    The moments keep each parameter's dtype (the first ``mu_dtype`` when given); the rates are
+    float32 (float64 for float64 parameters) and the update is cast back to the parameter's
+    dtype. Extra ``update`` keyword arguments (``value`` of ``optax.contrib.reduce_on_plateau``
+    in a chain) are ignored.
 
   References:
     Luo, Xiong, Liu and Sun, *Adaptive Gradient Methods with Dynamic Bound of Learning Rate*,
@@ -106,10 +110,12 @@ def scale_by_adabound(learning_rate: optax.ScalarOrSchedule = 1e-3,
   _checks.in_range("gamma", gamma, 0.0, 1.0, low_open=True, high_open=True)
   if not isinstance(amsbound, bool):
     raise TypeError(f"`amsbound` must be a bool; got {amsbound!r}.")
+  mu_dtype = _base.check_mu_dtype(mu_dtype)
 
   def init_fn(params):
     return ScaleByAdaBoundState(
-        count=jnp.zeros((), jnp.int32), mu=_tree.zeros_like(params), nu=_tree.zeros_like(params),
+        count=jnp.zeros((), jnp.int32), mu=optax.tree.zeros_like(params, dtype=mu_dtype),
+        nu=_tree.zeros_like(params),
         max_nu=_tree.zeros_like(params) if amsbound else optax.EmptyState(),
         # Rates in float32 (float64 for float64 leaves): a float16 rate would round the clipped
         # Adam rate to 3 digits and flush the lower bound's first steps (1e-5 to 1e-4) to 0.
@@ -153,8 +159,8 @@ def scale_by_adabound(learning_rate: optax.ScalarOrSchedule = 1e-3,
 
 def adabound(learning_rate: optax.ScalarOrSchedule = 1e-3, final_learning_rate: float = 0.1,
              b1: float = 0.9, b2: float = 0.999, gamma: float = 1e-3, eps: float = 1e-8,
-             amsbound: bool = False,
-             weight_decay: float = 0.0) -> optax.GradientTransformationExtraArgs:
+             amsbound: bool = False, weight_decay: float = 0.0,
+             mu_dtype: Any = None) -> optax.GradientTransformationExtraArgs:
   """AdaBound (``amsbound=False``) or AMSBound, with the authors' defaults.
 
   Args:
@@ -166,6 +172,8 @@ def adabound(learning_rate: optax.ScalarOrSchedule = 1e-3, final_learning_rate: 
     eps: ``>= 0`` (default 1e-8).
     amsbound: the AMSBound variant.
     weight_decay: coupled L2 decay ``>= 0``, added to the gradient (as the release does).
+    mu_dtype: optax's option: the first moment's dtype (``jnp.bfloat16``, say), as
+      :func:`scale_by_adabound`.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` (extra ``update`` keywords are ignored).
@@ -177,5 +185,6 @@ def adabound(learning_rate: optax.ScalarOrSchedule = 1e-3, final_learning_rate: 
     >>> opt = optax_lr.adabound(1e-3, final_learning_rate=0.1)
   """
   return _base.with_coupled_weight_decay(
-      scale_by_adabound(learning_rate, final_learning_rate, b1, b2, gamma, eps, amsbound),
+      scale_by_adabound(learning_rate, final_learning_rate, b1, b2, gamma, eps, amsbound,
+                        mu_dtype),
       weight_decay)

@@ -247,9 +247,11 @@ def _combined_rates(rates: dict[str, Any], gammas: dict[str, jax.Array], treedef
   return combined
 
 
-def _filter_sum(x: jax.Array) -> jax.Array:
-  """Sum over every axis but the last (the identity for a 0-d leaf)."""
-  return jnp.sum(x, axis=tuple(range(x.ndim - 1))) if x.ndim else x
+def _filter_sum(x: jax.Array, fused: bool = False) -> jax.Array:
+  """Sum over every axis but the last (the identity for a 0-d leaf); ``fused``: as
+  :func:`optax_lr._tree.leaf_vdots`."""
+  total = _tree.fused_sum if fused else jnp.sum
+  return total(x, axis=tuple(range(x.ndim - 1))) if x.ndim else x
 
 
 def _paired_sum(x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -294,7 +296,7 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
            previous_direction_fn: Any = None,
            safeguard: str = "none", backtrack_factor: float = 0.5, loss_tolerance: float = 1.0,
            loss_decay: float = 0.9, rate_search: bool = False, search_factor: float = 2.0,
-           search_start: float = 1.0,
+           search_start: float = 1.0, fused_sums: bool | None = None,
            ) -> optax.GradientTransformationExtraArgs:
   """Wrap a direction transform with CAM-HD: hypergradient rates at several combined levels.
 
@@ -347,10 +349,15 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
     min_learning_rate: optional floor ``>= 0`` on the effective per-element rate ``kappa``
       (applied to the update; the level rates themselves are not clipped, as in the paper);
       ``None`` (default) leaves it unbounded.
-    previous_direction_fn: optional ``(d_t, g_t, inner_state) -> d_{t-1}`` (as in
-      :func:`optax_lr.hypergradient`; Adam's: ``optax_lr._base.adam_previous_direction``): the
-      state then keeps no copy of the previous direction. Only without the ``parameter`` level,
-      whose per-element rates need ``d_{t-1}`` exactly (the recovery serves sums).
+    previous_direction_fn: optional ``inner_state -> d_{t-1}``, reading the previous direction
+      off the inner state before this step's update (as in :func:`optax_lr.hypergradient`; a
+      trace's: ``optax_lr._base.trace_previous_direction()``, Adam's:
+      ``optax_lr._base.adam_previous_direction(b1, b2, eps)``): the state then keeps no copy of
+      it, and every level, the per-element one included, sees the same values as with the kept
+      buffer, bit for bit.
+    fused_sums: how the levels' sums are reduced, as in :func:`optax_lr.hypergradient`
+      (``None``: fused exactly when ``previous_direction_fn`` is given; :func:`adam_cam_hd`
+      fuses both its paths, so they agree bit for bit).
     rate_rule: ``"additive"`` (default, Algorithm 1) or ``"multiplicative"``: each level's rate
       of group ``j`` becomes ``a^l_j (1 + beta gamma_l tau cos_j)``, ``cos_j`` the cosine of
       ``g_t`` and ``d_{t-1}`` restricted to the group (the whole tree for ``global``, the layer
@@ -394,9 +401,6 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
     final_learning_rate = learning_rate
   _checks.non_negative("final_learning_rate", final_learning_rate)
   levels = _check_levels(levels)
-  if previous_direction_fn is not None and "parameter" in levels:
-    raise ValueError("`previous_direction_fn` serves sums only: the parameter level keeps the "
-                     "previous direction (leave previous_direction_fn None with it).")
   initial_weights = _check_weights(weights, levels)
   _checks.one_of("level_scaling", level_scaling, ("same_scale", "mean"))
   _checks.one_of("weight_parametrization", weight_parametrization, ("clip", "softmax"))
@@ -410,6 +414,10 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
       # Structure is checked against the params at init; here only that it is a tree at all.
       jax.tree.structure(labels)
   inner = optax.with_extra_args_support(inner)
+  if fused_sums is not None:
+    _checks.flag("fused_sums", fused_sums)
+  # A direction read off the inner state is computed inside the reductions, never stored.
+  fused = previous_direction_fn is not None if fused_sums is None else fused_sums
   blending = not _is_static_zero(decay_rate)
   learn_weights = not _is_static_zero(combination_lr) and len(levels) > 1
   softmax = weight_parametrization == "softmax"
@@ -450,12 +458,10 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
     if previous_direction_fn is None:
       previous_tree = state.previous_direction
     else:
-      # The recovered d_{t-1} needs this step's inner update first; the element-wise pass below
-      # reuses its result.
-      directions, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
-      previous_tree = previous_direction_fn(directions, updates, inner_state)
+      # Read from the inner state before this step's update: d_{t-1} exactly.
+      previous_tree = previous_direction_fn(state.inner_state)
     previous = treedef.flatten_up_to(previous_tree)
-    old = state.learning_rate
+    old = dict(state.learning_rate)  # a copy: the parameter level may order its reads below
     gammas = old[COMBINATION_WEIGHTS]
     total_size = layout.total_size
     tau = jnp.exp(-decay_rate * state.count.astype(_tree.RATE_DTYPE)) if blending else None
@@ -471,7 +477,7 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
                 for g, d in zip(grads, previous, strict=True)]
     weighted_sums = None  # sum_p e_p a_param_old(p) per leaf, for the parameter level's gamma
     if "filter" in levels:
-      filter_sums = [_filter_sum(e) for e in products]
+      filter_sums = [_filter_sum(e, fused) for e in products]
       leaf_sums = [jnp.sum(f) for f in filter_sums]
     elif "parameter" in levels and learn_weights:
       # One variadic reduction reads (g, d_prev, a_param) once for both sums.
@@ -480,7 +486,7 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
       leaf_sums = [pair[0] for pair in pairs]
       weighted_sums = [pair[1] for pair in pairs]
     else:
-      leaf_sums = treedef.flatten_up_to(_tree.leaf_vdots(updates, previous_tree))
+      leaf_sums = treedef.flatten_up_to(_tree.leaf_vdots(updates, previous_tree, fused))
     global_sum = sum(leaf_sums, jnp.zeros((), _tree.RATE_DTYPE))
     if multiplicative:
       # The cosine's squared norms per group, ||g||^2 and ||d_prev||^2, as per-leaf (and
@@ -488,7 +494,7 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
       squares = [(_tree._as_float32(g) ** 2, _tree._as_float32(d) ** 2)
                  for g, d in zip(grads, previous, strict=True)]
       if "filter" in levels:
-        filter_squares = [(_filter_sum(a), _filter_sum(b)) for a, b in squares]
+        filter_squares = [(_filter_sum(a, fused), _filter_sum(b, fused)) for a, b in squares]
         leaf_squares = [(jnp.sum(a), jnp.sum(b)) for a, b in filter_squares]
       else:
         leaf_squares = [(jnp.sum(a), jnp.sum(b)) for a, b in squares]
@@ -553,6 +559,15 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
                                jnp.zeros((), _tree.RATE_DTYPE))
       else:  # parameter
         old_leaves = treedef.flatten_up_to(old[level])
+        if learn_weights:
+          if weighted_sums is None:
+            weighted_sums = [jnp.sum(rate * e) for rate, e in zip(old_leaves, products,
+                                                                  strict=True)]
+          descent[level] = sum(weighted_sums, jnp.zeros((), _tree.RATE_DTYPE))
+          # The new rates read the old ones after the weights' reduction has (a finite token):
+          # XLA then updates the donated buffer in place instead of copying it.
+          old_leaves = _tree.written_after(old_leaves, _tree.finite_or_zero(descent[level]))
+          old[level] = treedef.unflatten(old_leaves)
         if multiplicative:
           # One element's cosine is the sign of g_p d_prev_p (0 where either is 0).
           new[level] = treedef.unflatten([
@@ -562,11 +577,6 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
           new[level] = treedef.unflatten([
               rate + (step * level_factor(1, total_size)) * e
               for rate, e in zip(old_leaves, products, strict=True)])
-        if learn_weights:
-          if weighted_sums is None:
-            weighted_sums = [jnp.sum(rate * e) for rate, e in zip(old_leaves, products,
-                                                                  strict=True)]
-          descent[level] = sum(weighted_sums, jnp.zeros((), _tree.RATE_DTYPE))
 
     # A level rate whose hypergradient step is not finite (inf or NaN elements in its group, or an
     # overflowing sum) stays as it was: per element, per filter, per group, or the global rate.
@@ -597,22 +607,25 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
     kappa = _combined_rates(new, gammas, treedef, tau, final_learning_rate)
     if min_learning_rate is not None:
       kappa = [jnp.maximum(rate, min_learning_rate).astype(rate.dtype) for rate in kappa]
-    if previous_direction_fn is None:
-      directions, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
-    new_updates = _tree.scale_by_rate(treedef.unflatten(kappa), directions, True)
     new[COMBINATION_WEIGHTS] = new_gammas
     # The global sum reads every element of the old direction (a finite stand-in: the levels'
     # rates already hold it, but a level may be absent).
     global_sum_token = _tree.finite_or_zero(global_sum)
+    tokens = ({k: v for k, v in new.items() if k != "parameter"}, global_sum_token)
+    inner_state = state.inner_state
+    if previous_direction_fn is not None:
+      # The inner update reads its state after every reduction above has read it: XLA then
+      # updates the donated buffers in place.
+      inner_state = _tree.written_after(inner_state, tokens)
+    directions, inner_state = inner.update(updates, inner_state, params, **extra_args)
+    new_updates = _tree.scale_by_rate(treedef.unflatten(kappa), directions, True)
     return new_updates, CamHDState(
         count=optax.safe_increment(state.count),
         learning_rate=new,
         # Written after everything that reads the old buffer (the new rates of every level and
         # the new weights, all kept finite): XLA then updates the donated buffer in place.
-        previous_direction=(_tree.written_after(
-            directions, ({k: v for k, v in new.items() if k != "parameter"}, global_sum_token),
-            new.get("parameter")) if previous_direction_fn is None
-                            else state.previous_direction),
+        previous_direction=(_tree.written_after(directions, tokens, new.get("parameter"))
+                            if previous_direction_fn is None else state.previous_direction),
         inner_state=inner_state,
         backtrack=backtrack_state,
         searching=searching,
@@ -669,6 +682,8 @@ def sgd_cam_hd(learning_rate: float, hypergrad_lr: float = 1e-6, combination_lr:
     ...                           levels=("filter", "global"), weights=(0.2, 0.8),
     ...                           combination_lr=0.03, decay_rate=0.001)
   """
+  # A heavy-ball trace is the previous direction itself: read it, keep no copy.
+  reads_trace = _base.reuses_heavy_ball_trace(momentum, nesterov)
   transform = cam_hd(_base.momentum_direction(momentum, nesterov), learning_rate, hypergrad_lr,
                      combination_lr, levels, weights, decay_rate, final_learning_rate,
                      layer_labels, filter_labels=filter_labels,
@@ -676,7 +691,9 @@ def sgd_cam_hd(learning_rate: float, hypergrad_lr: float = 1e-6, combination_lr:
                      safeguard=safeguard, backtrack_factor=backtrack_factor,
                      loss_tolerance=loss_tolerance, loss_decay=loss_decay,
                      rate_search=rate_search, search_factor=search_factor,
-                     search_start=search_start)
+                     search_start=search_start,
+                     previous_direction_fn=(_base.trace_previous_direction() if reads_trace
+                                            else None))
   return _base.with_coupled_weight_decay(transform, weight_decay)
 
 
@@ -714,12 +731,11 @@ def adam_cam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8,
       search_start: the loss backtrack and the rate search, as :func:`cam_hd`; off by default.
     mu_dtype: optax's option: the first moment's dtype (``jnp.bfloat16`` halves its memory);
       ``None`` (default) keeps the parameters' dtype.
-    store_previous_direction: keep ``d_{t-1}`` as a state buffer. By default, without the
-      ``parameter`` level, it is recovered from Adam's new moments
-      (:func:`optax_lr._base.adam_previous_direction`, whose docstring derives the bound on the
-      difference of each group's hypergradient sum from the stored-buffer one), so the state is
-      Adam's plus the rates; the ``parameter`` level (and ``b1`` or ``b2`` of 0 or injected)
-      always keeps the buffer.
+    store_previous_direction: keep ``d_{t-1}`` as a state buffer. By default it is computed
+      from Adam's moments before this step's update
+      (:func:`optax_lr._base.adam_previous_direction`: the same values bit for bit, at every
+      level), so the state is Adam's plus the rates. With a bfloat16 ``mu_dtype`` the two
+      differ by the rounding of the stored first moment (``2^-8`` relative per element).
 
   Returns:
     An ``optax.GradientTransformation``; ``levels=("global",)`` with ``combination_lr = 0`` and
@@ -736,8 +752,7 @@ def adam_cam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8,
   """
   _checks.flag("store_previous_direction", store_previous_direction)
   levels = _check_levels(levels)
-  derived = (not store_previous_direction and "parameter" not in levels
-             and _base.reuses_adam_moments(b1, b2))
+  derived = not store_previous_direction
   transform = cam_hd(_base.adam_direction(b1, b2, eps, mu_dtype), learning_rate, hypergrad_lr,
                      combination_lr, levels, weights, decay_rate, final_learning_rate,
                      layer_labels, filter_labels=filter_labels,
@@ -747,7 +762,7 @@ def adam_cam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8,
                      safeguard=safeguard, backtrack_factor=backtrack_factor,
                      loss_tolerance=loss_tolerance, loss_decay=loss_decay,
                      rate_search=rate_search, search_factor=search_factor,
-                     search_start=search_start)
+                     search_start=search_start, fused_sums=True)
   return _base.with_coupled_weight_decay(transform, weight_decay)
 
 
@@ -786,10 +801,11 @@ def cam_hd_effective_learning_rate(opt_state: Any, decay_rate: float = 0.0,
       raise ValueError("`final_learning_rate` must be given when `decay_rate` > 0.")
     _checks.non_negative("final_learning_rate", final_learning_rate)
     tau = jnp.exp(-decay_rate * state.count.astype(_tree.RATE_DTYPE))
-  # The parameters' shapes: the kept direction, or Adam's first moment when it is recovered.
-  shaped = (_base._adam_state(state.inner_state).mu
-            if isinstance(state.previous_direction, optax.EmptyState)
-            else state.previous_direction)
+  # The parameters' shapes: the kept direction, or the inner state it is read from (Adam's
+  # first moment, or the trace).
+  shaped = state.previous_direction
+  if isinstance(shaped, optax.EmptyState):
+    shaped = _base.previous_direction_source(state.inner_state)
   treedef = jax.tree.structure(shaped)
   rates = {k: v for k, v in state.learning_rate.items() if k != COMBINATION_WEIGHTS}
   combined = _combined_rates(rates, state.learning_rate[COMBINATION_WEIGHTS], treedef, tau,

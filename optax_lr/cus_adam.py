@@ -14,6 +14,8 @@ like ``optax.scale_by_adam``. Its update equals ``optax.adam``'s times ``1 - b1^
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -21,19 +23,22 @@ import optax
 from optax_lr import _base, _checks
 
 
-def scale_by_cus_adam(b1: float = 0.9, b2: float = 0.999,
-                      eps: float = 1e-8) -> optax.GradientTransformationExtraArgs:
+def scale_by_cus_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+                      mu_dtype: Any = None) -> optax.GradientTransformationExtraArgs:
   """Adam's direction ``m / (sqrt(v_hat) + eps)`` with no first-moment bias correction.
 
   Args:
     b1: first-moment decay in ``[0, 1)``.
     b2: second-moment decay in ``[0, 1)``.
     eps: ``>= 0``, added to ``sqrt(v_hat)``.
+    mu_dtype: optax's option: the first moment's dtype (``jnp.bfloat16`` halves its memory);
+      ``None`` (default) keeps the parameters' dtype. As in ``optax.scale_by_adam``, the
+      direction is computed from the first moment before its cast to ``mu_dtype``.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` (extra ``update`` keyword arguments are
     ignored) whose state is ``optax.ScaleByAdamState`` (two parameter-sized buffers in the
-    parameters' dtypes, as Adam).
+    parameters' dtypes, the first in ``mu_dtype`` when given, as Adam).
 
   References:
     Sasse's thesis, Section 3.2 ("CUS-Adam"); Kingma and Ba 2015, Algorithm 1.
@@ -42,10 +47,11 @@ def scale_by_cus_adam(b1: float = 0.9, b2: float = 0.999,
     >>> opt = optax.chain(optax_lr.scale_by_cus_adam(), optax.scale_by_learning_rate(1e-3))
   """
   _base.check_adam_arguments(b1, b2, eps)
+  mu_dtype = _base.check_mu_dtype(mu_dtype)
 
   def init_fn(params):
     return optax.ScaleByAdamState(count=jnp.zeros([], jnp.int32),
-                                  mu=optax.tree.zeros_like(params),
+                                  mu=optax.tree.zeros_like(params, dtype=mu_dtype),
                                   nu=optax.tree.zeros_like(params))
 
   def update_fn(updates, state, params=None, **extra_args):
@@ -63,7 +69,7 @@ def scale_by_cus_adam(b1: float = 0.9, b2: float = 0.999,
 
 
 def cus_adam(learning_rate: optax.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
-             eps: float = 1e-8) -> optax.GradientTransformationExtraArgs:
+             eps: float = 1e-8, mu_dtype: Any = None) -> optax.GradientTransformationExtraArgs:
   """CUS-Adam: ``optax.adam`` without the first-moment bias correction (thesis Section 3.2).
 
   Args:
@@ -73,10 +79,13 @@ def cus_adam(learning_rate: optax.ScalarOrSchedule, b1: float = 0.9, b2: float =
     b1: first-moment decay in ``[0, 1)``.
     b2: second-moment decay in ``[0, 1)``.
     eps: ``>= 0``.
+    mu_dtype: optax's option: the first moment's dtype (``jnp.bfloat16`` halves its memory);
+      ``None`` (default) keeps the parameters' dtype.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; the update at step ``t`` (from 1) is exactly
-    ``(1 - b1^t)`` times ``optax.adam``'s. Extra ``update`` keyword arguments are ignored.
+    ``(1 - b1^t)`` times ``optax.adam``'s (with the same ``mu_dtype``). Extra ``update``
+    keyword arguments are ignored.
 
   References:
     Sasse's thesis, Section 3.2 and Section 4.4 (evaluation).
@@ -86,5 +95,5 @@ def cus_adam(learning_rate: optax.ScalarOrSchedule, b1: float = 0.9, b2: float =
     >>> opt = optax.chain(optax.add_decayed_weights(5e-4), optax_lr.cus_adam(1e-3))
   """
   _checks.schedule_or_positive("learning_rate", learning_rate)
-  return optax.chain(scale_by_cus_adam(b1=b1, b2=b2, eps=eps),
+  return optax.chain(scale_by_cus_adam(b1=b1, b2=b2, eps=eps, mu_dtype=mu_dtype),
                      optax.scale_by_learning_rate(learning_rate))

@@ -61,7 +61,7 @@ def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
                   safeguard: str = "none", backtrack_factor: float = 0.5,
                   loss_tolerance: float = 1.0, loss_decay: float = 0.9,
                   rate_search: bool = False, search_factor: float = 2.0,
-                  search_start: float = 1.0,
+                  search_start: float = 1.0, fused_sums: bool | None = None,
                   ) -> optax.GradientTransformationExtraArgs:
   """Wrap a direction transform with a hypergradient-descent learning rate (Baydin et al. 2018).
 
@@ -74,12 +74,21 @@ def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
       transform followed by ``optax.scale_by_learning_rate``, bit for bit, on every input).
     min_learning_rate: optional floor ``>= 0`` on the rate (not in the reference, which never
       clips); ``None`` (default) leaves it unbounded.
-    previous_direction_fn: optional ``(d_t, g_t, inner_state) -> d_{t-1}`` (``inner_state``
-      after this step's update), for inner transforms whose previous direction follows from the
-      current one and their new state (a heavy-ball trace:
-      ``optax_lr._base.heavy_ball_previous_direction(momentum)``; Adam's moments:
-      ``optax_lr._base.adam_previous_direction(b1, b2, eps)``); the wrapper then keeps no copy
-      of it, saving a parameter-sized buffer, its read and write per step.
+    previous_direction_fn: optional ``inner_state -> d_{t-1}``, for inner transforms whose
+      state holds the direction they returned at the previous step (``inner_state`` is the
+      state *before* this step's update): a heavy-ball trace
+      (``optax_lr._base.trace_previous_direction()``) or Adam's moments
+      (``optax_lr._base.adam_previous_direction(b1, b2, eps)``). The wrapper then keeps no copy of
+      ``d_{t-1}`` (one parameter-sized buffer less, and its read and write per step); the values
+      are those of the kept buffer, bit for bit. The inner update then runs after the new rate
+      (its state read through :func:`optax_lr._tree.written_after`), so XLA updates the inner
+      state's donated buffers in place.
+    fused_sums: how ``<g_t, d_{t-1}>`` is reduced: ``True`` with
+      :func:`optax_lr._tree.fused_sum`, which computes a ``d_{t-1}`` derived from the inner state
+      inside the reduction (on XLA:CPU a plain sum stores it first), ``False`` with ``jnp.sum``
+      (faster on a stored buffer). ``None`` (default): fused exactly when
+      ``previous_direction_fn`` is given. The two orders round differently; :func:`adam_hd`
+      fuses both its paths, so they agree bit for bit.
     rate_rule: ``"additive"`` (default, the paper's rule ``lr += beta <g_t, d_{t-1}>``) or
       ``"multiplicative"``: ``lr *= 1 + beta cos(g_t, d_{t-1})``, Baydin et al.'s normalised
       multiplicative rule, which does not depend on the scale of the gradients or of the rate
@@ -141,6 +150,9 @@ def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
   if min_learning_rate is not None:
     _checks.non_negative("min_learning_rate", min_learning_rate)
   inner = optax.with_extra_args_support(inner)
+  if fused_sums is not None:
+    _checks.flag("fused_sums", fused_sums)
+  fused = previous_direction_fn is not None if fused_sums is None else fused_sums
 
   def init_fn(params):
     return HypergradientState(
@@ -155,11 +167,10 @@ def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
     )
 
   def update_fn(updates, state, params=None, **extra_args):
-    directions, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
-    if previous_direction_fn is None:
-      previous = state.previous_direction
-    else:
-      previous = previous_direction_fn(directions, updates, inner_state)
+    keeps_previous = previous_direction_fn is None
+    # d_{t-1}: the kept buffer, or read off the inner state before this step's update (exactly).
+    previous = (state.previous_direction if keeps_previous
+                else previous_direction_fn(state.inner_state))
     old_rate = state.learning_rate
     # A non-finite hypergradient step (inf or NaN elements, or an overflowing product) leaves the
     # rate unchanged; the floor applies to a rate that moved.
@@ -171,7 +182,8 @@ def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
         grows, searching = _rate_rule.search_decision(searching, *sums)
         rate = _rate_rule.scaled_where(grows, search_factor, rate, old_rate)
     else:
-      rate = _tree.where_finite(old_rate + hypergrad_lr * _tree.vdot(updates, previous), old_rate)
+      dot = _tree.vdot(updates, previous, fused=fused)
+      rate = _tree.where_finite(old_rate + hypergrad_lr * dot, old_rate)
     backtrack_state = state.backtrack
     if backtracks:
       # A rise of the training loss replaces this step's rate change with a cut.
@@ -183,10 +195,13 @@ def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
         searching = searching & ~rose
     if min_learning_rate is not None:
       rate = jnp.maximum(rate, min_learning_rate).astype(old_rate.dtype)
-    keeps_previous = previous_direction_fn is None
+    # A buffer the reduction above read (the kept direction, or the inner state it was read from)
+    # is rewritten after the new rate: XLA then updates the donated buffer in place, no copy.
+    inner_state = (state.inner_state if keeps_previous
+                   else _tree.written_after(state.inner_state, rate))
+    directions, inner_state = inner.update(updates, inner_state, params, **extra_args)
     return _tree.scale_by_rate(rate, directions, False), HypergradientState(
         learning_rate=rate,
-        # Written after the reduction that reads the old buffer: XLA then updates it in place.
         previous_direction=(_tree.written_after(directions, rate) if keeps_previous
                             else state.previous_direction),
         inner_state=inner_state,
@@ -228,9 +243,9 @@ def sgd_hd(learning_rate: float, hypergrad_lr: float = 1e-3, momentum: float = 0
     >>> opt = optax_lr.sgd_hd(0.1, hypergrad_lr=1e-3, momentum=0.9, nesterov=True)
   """
   inner = _base.momentum_direction(momentum, nesterov)
-  # With a heavy-ball trace the previous direction follows from this step's: keep no copy.
+  # A heavy-ball trace is the previous direction itself: read it, keep no copy.
   reuse_trace = _base.reuses_heavy_ball_trace(momentum, nesterov)
-  previous_direction_fn = _base.heavy_ball_previous_direction(momentum) if reuse_trace else None
+  previous_direction_fn = _base.trace_previous_direction() if reuse_trace else None
   return _base.with_coupled_weight_decay(
       hypergradient(inner, learning_rate, hypergrad_lr,
                     previous_direction_fn=previous_direction_fn, rate_rule=rate_rule,
@@ -251,13 +266,15 @@ def adam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8, b1: float =
   """Adam-HD: Adam with a hypergradient rate on the direction ``m_hat / (sqrt(v_hat) + eps)``.
 
   The hypergradient ``<g_t, d_{t-1}>`` reads Adam's previous direction. By default it is
-  recovered from the new moments (:func:`optax_lr._base.adam_previous_direction`, which
-  derives the rounding bound), so the state is exactly Adam's plus one scalar rate and the
-  update reads no extra buffer; the sum ``<g_t, d_{t-1}>`` then equals the stored-buffer one
-  within that bound (a few ``u |g| |d|`` per element, ``u`` the unit roundoff of the moments'
-  dtype, except where ``v_{t-1} << (1 - b2) g_t^2``). ``store_previous_direction=True`` keeps
-  the buffer, as the reference code does (its arithmetic exactly, one more parameter-sized
-  buffer read and written per step).
+  computed from Adam's moments before this step's update
+  (:func:`optax_lr._base.adam_previous_direction`: the operations Adam applied at step ``t - 1``,
+  so the same values bit for bit), inside the reduction that reads the gradient, so the state is
+  exactly Adam's plus one scalar rate and no buffer is stored for it.
+  ``store_previous_direction=True`` keeps the buffer, as the reference code does (the same
+  trajectory, one more parameter-sized buffer read and written per step). With a ``mu_dtype``
+  narrower than the parameters the two differ by the rounding of the stored first moment
+  (``2^-8`` relative per element for bfloat16): the kept buffer holds the direction of the
+  float32 moment before its cast.
 
   Args:
     learning_rate: initial rate ``> 0``.
@@ -273,8 +290,8 @@ def adam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8, b1: float =
       the rate search, as :func:`hypergradient`; off by default.
     mu_dtype: optax's option: the first moment's dtype (``jnp.bfloat16`` halves its memory);
       ``None`` (default) keeps the parameters' dtype.
-    store_previous_direction: keep ``d_{t-1}`` as a state buffer instead of recovering it (the
-      path also taken when ``b1`` or ``b2`` is 0 or injected, where it cannot be recovered).
+    store_previous_direction: keep ``d_{t-1}`` as a state buffer instead of reading it off the
+      moments.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; ``hypergrad_lr = 0`` equals ``optax.adam`` bit
@@ -289,7 +306,7 @@ def adam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8, b1: float =
   """
   _checks.flag("store_previous_direction", store_previous_direction)
   inner = _base.adam_direction(b1, b2, eps, mu_dtype)
-  derived = not store_previous_direction and _base.reuses_adam_moments(b1, b2)
+  derived = not store_previous_direction
   return _base.with_coupled_weight_decay(
       hypergradient(inner, learning_rate, hypergrad_lr,
                     previous_direction_fn=(_base.adam_previous_direction(b1, b2, eps)
@@ -297,5 +314,5 @@ def adam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8, b1: float =
                     rate_rule=rate_rule, safeguard=safeguard, backtrack_factor=backtrack_factor,
                     loss_tolerance=loss_tolerance, loss_decay=loss_decay,
                     rate_search=rate_search, search_factor=search_factor,
-                    search_start=search_start),
+                    search_start=search_start, fused_sums=True),
       weight_decay)

@@ -141,8 +141,8 @@ def scale_by_l4(inner: optax.GradientTransformation | None = None, fraction: flo
 
 def l4_adam(fraction: float = 0.15, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-4,
             min_loss_factor: float = 0.9, initial_min_loss_factor: float = 0.75,
-            min_loss_forget_time: float = 1000.0,
-            weight_decay: float = 0.0) -> optax.GradientTransformationExtraArgs:
+            min_loss_forget_time: float = 1000.0, weight_decay: float = 0.0,
+            mu_dtype: Any = None) -> optax.GradientTransformationExtraArgs:
   """L4Adam: the L4 step size over Adam's direction ``m_hat / (sqrt(v_hat) + eps)``.
 
   Args:
@@ -154,6 +154,8 @@ def l4_adam(fraction: float = 0.15, b1: float = 0.9, b2: float = 0.999, eps: flo
     initial_min_loss_factor: ``gamma0`` in ``(0, 1]`` (default 0.75).
     min_loss_forget_time: ``tau > 0`` steps (default 1000).
     weight_decay: coupled L2 decay ``>= 0``; ``value`` must then include ``weight_decay/2 ||w||^2``.
+    mu_dtype: optax's option for Adam's first moment (``jnp.bfloat16`` halves its memory);
+      ``None`` (default) keeps the parameters' dtype.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``value`` (the loss).
@@ -165,7 +167,7 @@ def l4_adam(fraction: float = 0.15, b1: float = 0.9, b2: float = 0.999, eps: flo
     >>> opt = optax_lr.l4_adam()
   """
   return _base.with_coupled_weight_decay(
-      scale_by_l4(_base.adam_direction(b1, b2, eps), fraction, min_loss_factor,
+      scale_by_l4(_base.adam_direction(b1, b2, eps, mu_dtype), fraction, min_loss_factor,
                   initial_min_loss_factor, min_loss_forget_time, gradient_decay=b1),
       weight_decay)
 

@@ -458,3 +458,18 @@ def test_cam_hd_orderings_count_ties_as_no_win():
       "adam_cam_hd_beats_adam_hd_and_adam": False, "sgdn_cam_hd_beats_sgdn": False,
       "adam_cam_hd_beats_adam_l4": True, "adam_cam_hd_beats_adabound": False}
   assert claims.beats(0.5, 0.5 - 2e-6) and not claims.beats(None, 0.1)
+
+
+def test_overhead_floor_table_rows():
+  # The compact memory table: bytes/param with the floor and the base's measured figure, the
+  # copies, and the state against the floor, one row per method, from the result fields.
+  from train.bench import overhead
+
+  row = {"method": "adam_hd", "bytes_per_param": 52.0004, "floor_bytes_per_param": 40.0,
+         "base_bytes_per_param": 40.0002, "copies": 0, "state_param_buffers": 2.0,
+         "floor_state_param_buffers": 2}
+  lines = overhead.floor_table([row]).splitlines()
+  assert lines[0] == "| method | bytes/param (floor; base) | copies | state buffers (floor) |"
+  assert lines[2] == "| adam_hd | 52.0 (40; 40) | 0 | 2.00 (2) |"
+  assert len(lines) == 3
+  assert overhead.DEFAULT_OUT.endswith("docs/results/overhead.json")

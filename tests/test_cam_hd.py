@@ -560,14 +560,15 @@ def test_min_learning_rate_floors_the_effective_rate():
 
 
 # ------------------------------------------------------------------------------------------------
-# Adam-CAM-HD keeps no copy of the previous direction without the parameter level.
+# Adam-CAM-HD and heavy-ball SGD-CAM-HD keep no copy of the previous direction.
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("levels", [("layer", "global"), ("filter", "layer", "global")])
-def test_adam_cam_hd_recovered_direction_matches_stored(levels):
-  # The recovered d_{t-1} (Adam's new moments) gives every level's sums to float32 rounding on
-  # a smooth problem: rates and parameters agree with the stored-buffer path, with the rates
+@pytest.mark.parametrize("levels", [("layer", "global"), ("filter", "layer", "global"),
+                                    ("parameter", "layer", "global")])
+def test_adam_cam_hd_read_direction_equals_stored(levels):
+  # d_{t-1} read off Adam's moments gives every level, the per-element one included, the same
+  # values as the kept buffer: parameters, rates and weights agree bit for bit, with the rates
   # learning (beta large enough to move them) and the weights too.
   kwargs = dict(learning_rate=0.01, hypergrad_lr=1e-3, combination_lr=0.01, levels=levels,
                 layer_labels=optax_lr.parent_module_label)
@@ -575,16 +576,28 @@ def test_adam_cam_hd_recovered_direction_matches_stored(levels):
   kept_params, kept = _trajectory(
       optax_lr.adam_cam_hd(**kwargs, store_previous_direction=True), 30, jit=True)
   assert isinstance(ours.previous_direction, optax.EmptyState)
-  for a, b in zip(jax.tree.leaves((ours_params, ours.learning_rate)),
-                  jax.tree.leaves((kept_params, kept.learning_rate)), strict=True):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+  jax.tree.map(np.testing.assert_array_equal, (ours_params, ours.learning_rate, ours.inner_state),
+               (kept_params, kept.learning_rate, kept.inner_state))
   # The rates moved (the comparison is not between two fixed rates).
   assert float(jnp.abs(ours.learning_rate["global"] - 0.01)) > 1e-3
   # The effective-rate helper reads the shapes off Adam's moments.
   for a, b in zip(jax.tree.leaves(optax_lr.cam_hd_effective_learning_rate(ours)),
                   jax.tree.leaves(optax_lr.cam_hd_effective_learning_rate(kept)), strict=True):
     assert a.shape == b.shape
-    np.testing.assert_allclose(a, b, rtol=1e-5)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_sgd_cam_hd_reads_the_trace():
+  # Heavy-ball SGD-CAM-HD reads d_{t-1} off the trace: no kept copy, the same values bit for bit.
+  kwargs = dict(learning_rate=0.05, hypergrad_lr=1e-2, combination_lr=0.01,
+                levels=("parameter", "layer", "global"))
+  ours_params, ours = _trajectory(optax_lr.sgd_cam_hd(**kwargs, momentum=0.9), 20, jit=True)
+  kept_params, kept = _trajectory(optax_lr.cam_hd(optax.trace(0.9), **kwargs), 20, jit=True)
+  assert isinstance(ours.previous_direction, optax.EmptyState)
+  jax.tree.map(np.testing.assert_array_equal, (ours_params, ours.learning_rate),
+               (kept_params, kept.learning_rate))
+  jax.tree.map(np.testing.assert_array_equal, optax_lr.cam_hd_effective_learning_rate(ours),
+               optax_lr.cam_hd_effective_learning_rate(kept))
 
 
 def test_adam_cam_hd_state_sizes():
@@ -597,9 +610,8 @@ def test_adam_cam_hd_state_sizes():
   assert buffers(optax_lr.adam_cam_hd(levels=("layer", "global"))) == 2
   assert buffers(optax_lr.adam_cam_hd(levels=("layer", "global"),
                                       store_previous_direction=True)) == 3
-  assert buffers(optax_lr.adam_cam_hd(levels=("parameter", "global"))) == 4
+  assert buffers(optax_lr.adam_cam_hd(levels=("parameter", "global"))) == 3
+  assert buffers(optax_lr.adam_cam_hd(levels=("parameter", "global"),
+                                      store_previous_direction=True)) == 4
   state = optax_lr.adam_cam_hd(mu_dtype=jnp.bfloat16).init(PARAMS)
   assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(state.inner_state.mu))
-  with pytest.raises(ValueError, match="previous_direction_fn"):
-    optax_lr.cam_hd(optax.scale_by_adam(), 0.1, 1e-3, levels=("parameter", "global"),
-                    previous_direction_fn=optax_lr._base.adam_previous_direction(0.9, 0.999, 1e-8))

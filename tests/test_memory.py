@@ -33,13 +33,6 @@ _MIN_SIZE = 64  # kernels only: a bias has the size of its kernel's filter-rate 
 # counts are exact, so that a regression and an improvement both show. Two kernels per tree:
 # a count of 2 is one parameter-sized copy per kernel.
 KNOWN_COPIES = {
-    # The parameter level on this small tree: XLA fuses a_old + beta*e into each consumer (the
-    # applied update, in apply_updates, is one), so the old per-element rate buffer is read by
-    # fusions not ordered after its in-place write, and copy insertion keeps one copy of it per
-    # kernel. (The benchmark's ResNet-18-shaped tree compiles without: XLA's fusion choices
-    # depend on the sizes.)
-    "adam_cam_hd_three_levels": 2,
-    "cam_hd_softmax_all_levels": 2,
     # Not in this module's scope: the smoothing window of AutoDrop, and switch_at's lax.cond
     # over two transforms (a cond copies the buffers one branch passes through).
     "autodrop_nesterov_smoothed": 2,
