@@ -368,11 +368,13 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
       ``tau``) scales the step as in the additive rule, so that ``levels=("global",)`` is
       :func:`optax_lr.hypergradient` with the same rule; the combination weights keep their
       additive step.
-    safeguard, backtrack_factor, loss_tolerance, loss_decay, rate_search, search_factor,
-      search_start: the loss backtrack (``"backtrack"`` needs ``update(..., value=loss)``) and the
-      rate search of :func:`optax_lr.hypergradient`, off by default (``search_start`` scales the
-      initial rate of every level). Both act on every level's rates at once
-      (the search reads the global ``<g_t, d_{t-1}>``; a cut scales every level rate, so the
+    safeguard, backtrack_factor, loss_tolerance, loss_decay: the loss backtrack
+      (``"backtrack"`` needs ``update(..., value=loss)``), as in :func:`optax_lr.hypergradient`;
+      off by default.
+    rate_search, search_factor, search_start: the rate search of
+      :func:`optax_lr.hypergradient`, off by default (``search_start`` scales the initial rate
+      of every level). The search and the backtrack act on every level's rates at once (the
+      search reads the global ``<g_t, d_{t-1}>``; a cut scales every level rate, so the
       combined rate ``kappa`` by the same factor when ``decay_rate = 0``), with one scalar of
       state each, so ``levels=("global",)`` stays :func:`optax_lr.hypergradient` with the same
       options; the combination weights are not touched.
@@ -666,8 +668,9 @@ def sgd_cam_hd(learning_rate: float, hypergrad_lr: float = 1e-6, combination_lr:
       filter groups; no floor).
     rate_rule: ``"additive"`` (default, the paper's rule) or ``"multiplicative"`` (scale-free,
       per group; ``beta`` in ``[0, 1)``), as :func:`cam_hd`.
-    safeguard, backtrack_factor, loss_tolerance, loss_decay, rate_search, search_factor,
-      search_start: the loss backtrack and the rate search, as :func:`cam_hd`; off by default.
+    safeguard, backtrack_factor, loss_tolerance, loss_decay: the loss backtrack, as
+      :func:`cam_hd`; off by default.
+    rate_search, search_factor, search_start: the rate search, as :func:`cam_hd`; off by default.
 
   Returns:
     An ``optax.GradientTransformation``; ``levels=("global",)`` with ``combination_lr = 0`` and
@@ -727,8 +730,9 @@ def adam_cam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8,
     filter_labels, min_learning_rate: as :func:`cam_hd`.
     rate_rule: ``"additive"`` (default, the paper's rule) or ``"multiplicative"`` (scale-free,
       per group; ``beta`` in ``[0, 1)``), as :func:`cam_hd`.
-    safeguard, backtrack_factor, loss_tolerance, loss_decay, rate_search, search_factor,
-      search_start: the loss backtrack and the rate search, as :func:`cam_hd`; off by default.
+    safeguard, backtrack_factor, loss_tolerance, loss_decay: the loss backtrack, as
+      :func:`cam_hd`; off by default.
+    rate_search, search_factor, search_start: the rate search, as :func:`cam_hd`; off by default.
     mu_dtype: optax's option: the first moment's dtype (``jnp.bfloat16`` halves its memory);
       ``None`` (default) keeps the parameters' dtype.
     store_previous_direction: keep ``d_{t-1}`` as a state buffer. By default it is computed

@@ -227,9 +227,11 @@ def sgd_hd(learning_rate: float, hypergrad_lr: float = 1e-3, momentum: float = 0
     weight_decay: coupled L2 decay ``>= 0``.
     rate_rule: ``"additive"`` (default, the paper's rule) or ``"multiplicative"`` (scale-free,
       ``lr *= 1 + beta cos(g_t, d_{t-1})``, ``beta`` in ``[0, 1)``), as :func:`hypergradient`.
-    safeguard, backtrack_factor, loss_tolerance, loss_decay, rate_search, search_factor,
-      search_start: the loss backtrack (``"backtrack"`` needs ``update(..., value=loss)``) and
-      the rate search, as :func:`hypergradient`; off by default.
+    safeguard, backtrack_factor, loss_tolerance, loss_decay: the loss backtrack
+      (``"backtrack"`` needs ``update(..., value=loss)``), as :func:`hypergradient`; off by
+      default.
+    rate_search, search_factor, search_start: the rate search, as :func:`hypergradient`; off by
+      default.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; ``hypergrad_lr = 0`` equals ``optax.sgd`` bit
@@ -285,9 +287,11 @@ def adam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8, b1: float =
     weight_decay: coupled L2 decay ``>= 0`` (added to the gradient, as the reference does).
     rate_rule: ``"additive"`` (default, the paper's rule) or ``"multiplicative"`` (scale-free,
       ``lr *= 1 + beta cos(g_t, d_{t-1})``, ``beta`` in ``[0, 1)``), as :func:`hypergradient`.
-    safeguard, backtrack_factor, loss_tolerance, loss_decay, rate_search, search_factor,
-      search_start: the loss backtrack (``"backtrack"`` needs ``update(..., value=loss)``) and
-      the rate search, as :func:`hypergradient`; off by default.
+    safeguard, backtrack_factor, loss_tolerance, loss_decay: the loss backtrack
+      (``"backtrack"`` needs ``update(..., value=loss)``), as :func:`hypergradient`; off by
+      default.
+    rate_search, search_factor, search_start: the rate search, as :func:`hypergradient`; off by
+      default.
     mu_dtype: optax's option: the first moment's dtype (``jnp.bfloat16`` halves its memory);
       ``None`` (default) keeps the parameters' dtype.
     store_previous_direction: keep ``d_{t-1}`` as a state buffer instead of reading it off the
