@@ -219,10 +219,6 @@ def scaled_where(condition: jax.Array, factor: float, new: Any, old: Any) -> Any
   return _tree.where_finite(chosen, old)
 
 
-SAFEGUARDS = ("none", "backtrack")
-"""Safeguards of the hypergradient family's rate: none (the rule alone) or a loss backtrack."""
-
-
 class LossBacktrackState(NamedTuple):
   """State of the loss backtrack (``safeguard="backtrack"``), a scalar.
 
@@ -237,22 +233,13 @@ class LossBacktrackState(NamedTuple):
 def check_safeguard(safeguard: Any, backtrack_factor: Any, loss_tolerance: Any,
                     loss_decay: Any) -> bool:
   """Validates the safeguard options. Returns True for the backtrack."""
-  _checks.one_of("safeguard", safeguard, SAFEGUARDS)
-  _checks.in_range("backtrack_factor", backtrack_factor, 0.0, 1.0, low_open=True, high_open=True)
-  _checks.non_negative("loss_tolerance", loss_tolerance)
+  backtracks = _checks.loss_backtrack(safeguard, backtrack_factor, loss_tolerance)
   _checks.in_range("loss_decay", loss_decay, 0.0, 1.0, high_open=True)
-  return safeguard == "backtrack"
+  return backtracks
 
 
 def backtrack_init(dtype: Any) -> LossBacktrackState:
   return LossBacktrackState(loss_average=jnp.full((), jnp.nan, dtype))
-
-
-def _loss_value(value: Any, dtype: Any) -> jax.Array:
-  if value is None:
-    raise ValueError("safeguard='backtrack' needs the training loss: call "
-                     "update(..., value=loss).")
-  return jnp.asarray(value, dtype)
 
 
 def loss_rose(value: Any, state: LossBacktrackState, loss_tolerance: float, loss_decay: float,
@@ -271,7 +258,7 @@ def loss_rose(value: Any, state: LossBacktrackState, loss_tolerance: float, loss
     in when finite.
   """
   average = state.loss_average
-  value = _loss_value(value, average.dtype)
+  value = jnp.asarray(_checks.training_loss(value, "hypergradient descent"), average.dtype)
   finite = jnp.isfinite(value)
   threshold = average + loss_tolerance * jnp.abs(average)
   # A NaN or inf loss is a rise; a NaN comparison (no average yet) is not.

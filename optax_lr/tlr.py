@@ -138,9 +138,6 @@ def update_every_from_fraction(steps_per_epoch: int, fraction: float = 1 / 3) ->
 
 
 WINDOW_SUMS = ("gradient", "displacement")
-
-SAFEGUARDS = ("none", "backtrack")
-"""TLR growth safeguards: none (the paper's rule, exactly) or a backtrack on a rising loss."""
 """The readings of the window sum ``u``: summed gradients (default) or summed directions."""
 
 
@@ -279,10 +276,7 @@ def _windowed_rate(inner: optax.GradientTransformation, learning_rate: float, up
           (state.learning_rate, window_total, state.previous_direction_sum))
     backtrack_state = state.backtrack
     if backtracks:
-      if value is None:
-        raise ValueError("TLR with safeguard='backtrack' needs the training loss: call "
-                         "update(..., value=loss).")
-      rate, backtrack_state = backtrack(state, rate, value)
+      rate, backtrack_state = backtrack(state, rate, _checks.training_loss(value, "TLR"))
     new_updates = _tree.scale_by_rate(rate, directions, per_tensor)
     return new_updates, ScaleByTLRState(
         count=optax.safe_increment(count),
@@ -307,10 +301,7 @@ def _newton_rule(bound: float) -> RateRule:
 
 def _check_window_args(learning_rate, update_every, window_sum, per_tensor=False,
                        safeguard="none", backtrack_factor=0.5, loss_tolerance=1.0):
-  _checks.one_of("safeguard", safeguard, SAFEGUARDS)
-  _checks.in_range("backtrack_factor", backtrack_factor, 0.0, 1.0, low_open=True,
-                   high_open=True)
-  _checks.non_negative("loss_tolerance", loss_tolerance)
+  _checks.loss_backtrack(safeguard, backtrack_factor, loss_tolerance)
   _checks.learned_initial_rate(learning_rate, "TLR")
   _checks.integer_at_least("update_every", update_every, 1)
   _checks.flag("per_tensor", per_tensor)
