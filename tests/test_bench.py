@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import mmap
 import re
 
 import jax
@@ -466,10 +467,36 @@ def test_overhead_floor_table_rows():
   from train.bench import overhead
 
   row = {"method": "adam_hd", "bytes_per_param": 52.0004, "floor_bytes_per_param": 40.0,
-         "base_bytes_per_param": 40.0002, "copies": 0, "state_param_buffers": 2.0,
-         "floor_state_param_buffers": 2}
+         "base_bytes_per_param": 40.0002, "copies": 0, "temp_bytes_per_param": 4.00001,
+         "state_param_buffers": 2.0, "floor_state_param_buffers": 2}
   lines = overhead.floor_table([row]).splitlines()
-  assert lines[0] == "| method | bytes/param (floor; base) | copies | state buffers (floor) |"
-  assert lines[2] == "| adam_hd | 52.0 (40; 40) | 0 | 2.00 (2) |"
+  assert lines[0] == ("| method | bytes/param (floor; base) | copies | temporaries B/param | "
+                      "state buffers (floor) |")
+  assert lines[2] == "| adam_hd | 52.0 (40; 40) | 0 | 4.0 | 2.00 (2) |"
   assert len(lines) == 3
   assert overhead.DEFAULT_OUT.endswith("docs/results/overhead.json")
+
+
+def test_overhead_temporaries_and_page_faults():
+  # The two figures that explain XLA:CPU's step times: the temporaries of a compiled step (its
+  # memory analysis) and the minor page faults a first touch of fresh memory costs (getrusage).
+  from train.bench import overhead
+
+  x = jnp.ones((1 << 16,), jnp.float32)
+  in_place = jax.jit(lambda x: x * 2.0, donate_argnums=0).lower(x).compile()
+  assert overhead.temporary_bytes(in_place) < x.nbytes  # no array-sized temporary
+  size, page = 64 << 20, mmap.PAGESIZE
+  fresh = mmap.mmap(-1, size)  # fresh anonymous memory, as XLA:CPU's per-call temporaries
+  before = overhead._minor_faults()
+  fresh[::page] = b"\x01" * (size // page)  # the first touch of every page
+  after = overhead._minor_faults()
+  fresh.close()
+  # One fault per page touched; where transparent huge pages are on for every mapping
+  # ("always"), one per 2 MiB huge page may be all it takes.
+  try:
+    with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+      huge_always = "[always]" in f.read()
+  except OSError:
+    huge_always = False
+  least = size // (2 << 20) if huge_always else size // page
+  assert least <= after - before <= size // page + 256

@@ -13,6 +13,16 @@ against the base's.
 
 Methods whose rate work happens once per window (TLR with a window, AutoDrop) are timed over a
 whole period of steps so that the boundary work is included in the average.
+
+The time of a step on XLA:CPU follows its temporaries more than its bytes: the temporaries of a
+compiled step are one allocation made on every call, fresh memory from the kernel whenever it is
+larger than glibc's mmap threshold (32 MiB at most), so every 4 KiB page of it is page-faulted
+on first touch, every step. Each row reports the temporaries' bytes per parameter (XLA's memory
+analysis, deterministic) and the minor page faults per step (``getrusage`` around the timed
+calls). Running with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` lets those allocations use
+transparent huge pages (where the kernel offers them, ``madvise`` mode): the faults drop about
+500-fold and the timings show the memory traffic; the value in effect is recorded with the
+results.
 """
 
 from __future__ import annotations
@@ -209,14 +219,45 @@ class _Timed:
     self.state_buffers = (sum(x.size for x in jax.tree.leaves(self.state))
                           / sum(x.size for x in jax.tree.leaves(params)))
     self.figures = compiled_figures(self.compiled, params)
+    self.figures["temp_bytes_per_param"] = temporary_bytes(self.compiled) / sum(
+        x.size for x in jax.tree.leaves(params))
+    self.faults: list[float] = []
     self.sample()  # warm up
+    self.faults.clear()
 
   def sample(self) -> float:
+    faults = _minor_faults()
     start = time.perf_counter()
     for _ in range(self.period):
       self.params, self.state = self.compiled(self.params, self.state, self.grads)
     jax.block_until_ready((self.params, self.state))
-    return (time.perf_counter() - start) / self.period
+    seconds = (time.perf_counter() - start) / self.period
+    if faults is not None:
+      self.faults.append((_minor_faults() - faults) / self.period)
+    return seconds
+
+  def faults_per_step(self) -> float | None:
+    return statistics.median(self.faults) if self.faults else None
+
+
+def temporary_bytes(compiled) -> float:
+  """The bytes of the temporaries XLA's buffer assignment gives a compiled step (0 if unknown).
+
+  On XLA:CPU these are one allocation made on every call; above glibc's mmap threshold it is
+  fresh memory each time, and its first touch costs a page fault per 4 KiB page (see
+  :func:`_minor_faults`): a parameter-sized temporary costs time far beyond its bytes.
+  """
+  analysis = compiled.memory_analysis()
+  return float(getattr(analysis, "temp_size_in_bytes", 0) or 0)
+
+
+def _minor_faults() -> int | None:
+  """This process's minor page faults so far (``getrusage``), or None where unavailable."""
+  try:
+    import resource
+  except ImportError:  # not on POSIX
+    return None
+  return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def _scale_bandwidth(params, repeats: int) -> float:
@@ -281,6 +322,11 @@ def run(names: list[str] | None = None, repeats: int = 15) -> list[dict[str, Any
         "target_bytes_per_param": method.target_bytes,
         "copies": timed.figures["copies"],
         "base_copies": base.figures["copies"],
+        "temp_bytes_per_param": timed.figures["temp_bytes_per_param"],
+        "base_temp_bytes_per_param": base.figures["temp_bytes_per_param"],
+        "minor_faults_per_step": timed.faults_per_step(),
+        "base_minor_faults_per_step": base.faults_per_step(),
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
         "floor_state_param_buffers": method.floor_state,
         "achieved_fraction_of_scale_bandwidth": method.floor_bytes * size / seconds / bandwidth,
         "base_achieved_fraction_of_scale_bandwidth":
@@ -304,13 +350,16 @@ def floor_table(results: list[dict[str, Any]]) -> str:
 
   One row per method: XLA's bytes accessed per parameter of the compiled, donated step against
   the memory-traffic floor (and the optax base's measured figure), the parameter-sized copies
-  outside loop bodies, and the state in parameter-sized buffers against the state the method
-  needs. Deterministic (no timing), so it can stand in the README.
+  outside loop bodies, the temporaries XLA allocates per call (bytes per parameter, see
+  :func:`temporary_bytes`), and the state in parameter-sized buffers against the state the
+  method needs. Deterministic (no timing), so it can stand in the README.
   """
-  header = ("| method | bytes/param (floor; base) | copies | state buffers (floor) |\n"
-            "| --- | --- | --- | --- |\n")
+  header = ("| method | bytes/param (floor; base) | copies | temporaries B/param | "
+            "state buffers (floor) |\n"
+            "| --- | --- | --- | --- | --- |\n")
   rows = [f"| {r['method']} | {r['bytes_per_param']:.1f} ({r['floor_bytes_per_param']:g}; "
           f"{r['base_bytes_per_param']:.0f}) | {r['copies']} | "
+          f"{r.get('temp_bytes_per_param', math.nan):.1f} | "
           f"{r['state_param_buffers']:.2f} ({r['floor_state_param_buffers']:g}) |"
           for r in results]
   return header + "\n".join(rows) + "\n"
@@ -321,12 +370,17 @@ def markdown(results: list[dict[str, Any]]) -> str:
   return floor_table(results) + "\n" + full_table(results)
 
 
+def _count(value: float | None) -> str:
+  return "-" if value is None else f"{value:.0f}"
+
+
 def full_table(results: list[dict[str, Any]]) -> str:
   header = ("| method | base | bytes/param (base) | target | floor | copies | state buffers "
             "(base) | state floor | update ms | base ms | ratio | target | floor ratio | "
-            "% of scale bandwidth (base) | compile s (base) | added collectives |\n"
+            "% of scale bandwidth (base) | page faults/step (base) | compile s (base) | "
+            "added collectives |\n"
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | "
-            "--- | --- | --- |\n")
+            "--- | --- | --- | --- |\n")
   rows = []
   for r in results:
     target = "-" if r["target_ratio"] is None else f"≤ {r['target_ratio']:.2f}"
@@ -341,6 +395,8 @@ def full_table(results: list[dict[str, Any]]) -> str:
         f"{r['ratio']:.2f} | {target} | {r['floor_ratio']:.2f} | "
         f"{100 * r['achieved_fraction_of_scale_bandwidth']:.0f}% "
         f"({100 * r['base_achieved_fraction_of_scale_bandwidth']:.0f}%) | "
+        f"{_count(r.get('minor_faults_per_step'))} "
+        f"({_count(r.get('base_minor_faults_per_step'))}) | "
         f"{r['compile_s']:.2f} ({r['base_compile_s']:.2f}) | {r['added_collectives']} |")
   return header + "\n".join(rows) + "\n"
 
@@ -359,7 +415,8 @@ def main(argv: list[str]) -> None:
   results = run(args.methods, repeats=5 if args.quick else 15)
   table = markdown(results)
   print(f"devices: {jax.devices()[0].platform} x{jax.device_count()}; "
-        f"{np.round(results[0]['scale_bandwidth_gb_s'], 2)} GB/s in-place scale\n")
+        f"{np.round(results[0]['scale_bandwidth_gb_s'], 2)} GB/s in-place scale; "
+        f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}\n")
   print(table)
   from train import io_utils
 
