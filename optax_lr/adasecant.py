@@ -100,13 +100,17 @@ def simple_adasecant(threshold: float = 10.0,
   (thesis Eq. 3.1), and the update is ``Delta_t = -alpha * g_t``; the first step uses
   ``Delta_0 = -g`` and ``a_1 = g`` (Eq. 3.2-3.3), so its rate is 1. ``0/0`` and ``x/0`` give
   rate 0. Because ``Delta_{t-1} = -alpha_{t-1} g_{t-1}``, the previous step is rebuilt from the
-  stored rate and gradient: the state is two parameter-sized buffers (rates and the previous
-  gradient), and an update reads ``g, g_prev, rates`` and writes ``g_prev, rates``: a floor of
-  28 bytes per f32 parameter with the parameter read and write, 1.4x
-  ``optax.sgd(momentum=...)``'s 20. XLA:CPU writes each of the three buffers in its own pass;
-  the new rate is computed once by the one pass that reads the old rate and previous gradient,
-  and the three writes read it (60 bytes per parameter on the ResNet-18-shaped benchmark tree,
-  no parameter-sized copy).
+  stored rate and gradient, bit for bit the product the previous update computed: the state is
+  two parameter-sized buffers (rates and the previous gradient), and an update reads
+  ``g, g_prev, rates`` and writes ``g_prev, rates``: a floor of 28 bytes per f32 parameter with
+  the parameter read and write, 1.4x ``optax.sgd(momentum=...)``'s 20. XLA:CPU writes each of
+  the three buffers in its own pass: the rates (read ``g, g_prev, rates``, 16 bytes), the
+  previous gradient (read ``g, g_prev``, 12 bytes: the old value is read where it is kept) and
+  the parameters (read ``p, g, rates``, 16 bytes), 44 bytes per parameter on the ResNet-18-shaped
+  benchmark tree and no parameter-sized copy. Storing the step ``Delta`` instead of the rate
+  costs the same 44 with the non-finite handling below (the parameter pass must read ``g`` to
+  give a non-finite element its non-finite update), 40 without that, 36 without keeping the
+  previous gradient either; the rate is then no longer exact in the state.
 
   On a quadratic with a diagonal Hessian ``h`` the second step's rates are exactly ``1 / h_i``
   and the iterate lands on the minimum (the secant property). Rates at or above ``threshold``
@@ -114,10 +118,14 @@ def simple_adasecant(threshold: float = 10.0,
   values which surpass this threshold are set to zero") or to ``threshold`` (``mode="clip"``).
   The thesis trained ResNets with thresholds 3 and 10; infinity diverged (Table 4.3).
 
-  Non-finite input: an element whose gradient (or secant rate before the threshold) is not finite
-  keeps its rate and previous gradient unchanged on that step (:func:`optax_lr._tree.where_finite`),
-  so an inf or NaN element is a missing observation, not a permanent NaN; its update is still
-  ``-alpha * g`` as computed (``optax.apply_if_finite`` skips whole steps).
+  Non-finite input: an element whose gradient is not finite keeps its rate and previous gradient
+  unchanged on that step (:func:`optax_lr._tree.where_finite`), so an inf or NaN element is a
+  missing observation, not a permanent NaN; its update is still ``-alpha * g`` as computed
+  (``optax.apply_if_finite`` skips whole steps). A finite gradient whose rate comes out non-finite
+  keeps its rate and becomes the previous gradient: an inf rate (``threshold=math.inf`` in
+  ``"clip"`` mode) or a NaN secant ``inf / inf``, which needs a previous step and a secant that
+  both overflow float32 (only after an update that was already infinite). Rates are therefore
+  finite after any input, 1e30 gradients included.
 
   Args:
     threshold: rate threshold ``> 0`` (``math.inf`` disables it). A threshold ``<= 1`` zeroes
@@ -152,7 +160,6 @@ def simple_adasecant(threshold: float = 10.0,
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args
     first = state.count == 0
-    one = jnp.where(state.count >= 0, 1.0, 2.0)  # a 1 that XLA cannot fold (_computed_once)
 
     def leaf(g, rate_prev, g_prev):
       g32 = g.astype(rate_prev.dtype)
@@ -168,14 +175,17 @@ def simple_adasecant(threshold: float = 10.0,
         rate = jnp.where(above, 0.0, rate)
       else:
         rate = jnp.where(above, threshold, rate)
-      # A non-finite gradient element (or a NaN secant) is a missing observation: that element
-      # keeps its rate and previous gradient (an overflowing secant, inf, is above any threshold).
-      observed = jnp.isfinite(g32) & ~jnp.isnan(secant)
-      # The new rate where observed and NaN where not, computed once: the one pass that reads
-      # the old rate and previous gradient together; the two in-place writes read it after.
-      rate = _computed_once(jnp.where(observed, rate, jnp.nan), one.astype(rate.dtype))
-      g_kept = jnp.where(jnp.isnan(rate), g_prev, g32)
-      rate = _tree.where_finite(rate, rate_prev)  # (an inf rate: threshold=inf in "clip" mode)
+      # A non-finite gradient element is a missing observation: it keeps its rate and previous
+      # gradient. A finite gradient whose rate is not finite (a NaN secant, inf / inf, only
+      # after an update that overflowed; an inf rate, threshold=inf in "clip" mode) keeps its
+      # rate and takes the gradient.
+      finite = jnp.isfinite(g32)
+      rate = _tree.where_finite(rate, rate_prev, finite=finite)
+      # XLA:CPU writes each buffer in its own pass: the rate pass reads g, g_prev and the old
+      # rate; the previous-gradient pass reads g and g_prev only, so XLA could run it first and
+      # would copy g_prev to keep the old value for the rate pass. Reading one element of the new
+      # rate orders it after the rate pass at the cost of 4 bytes per leaf, not per element.
+      g_kept = _tree.written_after(jnp.where(finite, g32, g_prev), rate.reshape(-1)[:1])
       return (-rate * g32).astype(g.dtype), rate, g_kept
 
     out = jax.tree.map(leaf, updates, state.learning_rate, state.previous_grad)

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_lr import _checks
+from optax_lr import _checks, _tree
 
 
 class SwitchState(NamedTuple):
@@ -35,11 +35,16 @@ def switch_at(boundary_step: int, first: optax.GradientTransformation,
 
   Both states are kept in :class:`SwitchState`; only the active transformation's state advances,
   so ``second`` starts from its fresh ``init`` state at the boundary (its own step counters and
-  schedules start there) and ``first``'s state is frozen. The branch is a ``jax.lax.cond`` on the
-  step count: only the active transformation runs (no cost for the idle one, and the idle state
-  is passed through bit-identically). Under ``vmap`` the cond becomes a select that computes
-  both, still leaving the idle state untouched. Extra ``update`` arguments (``next_grads``,
-  ``value``, ...) are forwarded to both (``optax.with_extra_args_support``).
+  schedules start there) and ``first``'s state is frozen. Each transformation runs in a loop of at
+  most one iteration on the step count (:func:`optax_lr._tree.run_once_if`, the semantics of
+  ``jax.lax.cond``): only the active one runs, the idle state is left bit-identical, and every
+  state buffer is updated in place. (A ``lax.cond`` over both states makes XLA copy each state
+  buffer on every step: those the idle branch passes through, and all of them out of the cond
+  into the donated outputs.) The update leaves the loop as a buffer of its own, written once
+  before it (4 bytes per element) and read by the parameter update after it: XLA does not fuse
+  across the loop. Under ``vmap`` with a batched step count both run, each element keeping its
+  idle state. Extra ``update`` arguments (``next_grads``, ``value``, ...) are forwarded to both
+  (``optax.with_extra_args_support``).
 
   Args:
     boundary_step: integer ``>= 0``; 0 means ``second`` from the start.
@@ -77,24 +82,26 @@ def switch_at(boundary_step: int, first: optax.GradientTransformation,
       return jax.tree.map(_cast_like, new_updates, updates)
 
     def like_before(new_state, old_state):
-      # Both branches must return the same types. A transformation whose state changes dtype on
-      # its first update (optax.adam's moments of an integer leaf start as integers and come back
-      # as floats) would make the branches differ, so each state keeps its dtypes from init.
+      # A loop's body must return its carry's types. A transformation whose state changes dtype
+      # on its first update (optax.adam's moments of an integer leaf start as integers and come
+      # back as floats) would not, so each state keeps its dtypes from init.
       return jax.tree.map(_cast_like, new_state, old_state)
 
-    def run_first(operand):
-      first_state, second_state = operand
-      new_updates, new_first = first.update(updates, first_state, params, **extra_args)
-      return like_grads(new_updates), like_before(new_first, first_state), second_state
+    def run(transform):
+      def body(carry):
+        _, transform_state = carry
+        new_updates, new_state = transform.update(updates, transform_state, params, **extra_args)
+        return like_grads(new_updates), like_before(new_state, transform_state)
+      return body
 
-    def run_second(operand):
-      first_state, second_state = operand
-      new_updates, new_second = second.update(updates, second_state, params, **extra_args)
-      return like_grads(new_updates), first_state, like_before(new_second, second_state)
-
-    new_updates, first_state, second_state = jax.lax.cond(
-        state.count < boundary_step, run_first, run_second,
-        (state.first_state, state.second_state))
+    # Two loops of at most one iteration, not one lax.cond over both states (see the docstring):
+    # a loop updates its carry in place. Exactly one of the two runs, so the updates' initial
+    # value is never returned (_placeholders).
+    before = state.count < boundary_step
+    new_updates, first_state = _tree.run_once_if(
+        before, run(first), (_placeholders(updates), state.first_state))
+    new_updates, second_state = _tree.run_once_if(
+        ~before, run(second), (new_updates, state.second_state))
     return new_updates, SwitchState(count=optax.safe_int32_increment(state.count),
                                     first_state=first_state, second_state=second_state)
 
@@ -107,3 +114,18 @@ def _cast_like(new: jax.Array, like: jax.Array) -> jax.Array:
   if like_dtype == jax.dtypes.float0 or jnp.asarray(new).dtype == jax.dtypes.float0:
     return new
   return jnp.asarray(new).astype(like_dtype)
+
+
+def _placeholders(updates: Any) -> Any:
+  """Arrays shaped like ``updates``, written once (4 bytes per element) and never returned.
+
+  Each leaf is the broadcast of its own gradient's first element, not zeros: XLA merges equal
+  broadcasts, and two loop carries that start from one buffer make it copy that buffer into each.
+  Gradients of integer leaves (``float0``) and empty leaves stand for themselves.
+  """
+  def leaf(g):
+    g = jnp.asarray(g)
+    if g.size == 0 or g.dtype == jax.dtypes.float0:
+      return g
+    return jnp.broadcast_to(g.reshape(-1)[0], g.shape)
+  return jax.tree.map(leaf, updates)

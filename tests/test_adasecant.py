@@ -310,8 +310,9 @@ def test_bad_arguments_raise(make, name):
 
 def _numpy_simple_adasecant(grad_stream, threshold, mode):
   """Thesis Eq. 3.1-3.3 element by element (float64), with the library's guards: 0/0 and x/0
-  give 0, an element whose previous step was 0 restarts at rate 1, a non-finite gradient or
-  NaN secant keeps that element's rate and previous gradient (and steps with the kept rate)."""
+  give 0, an element whose previous step was 0 restarts at rate 1, a non-finite gradient keeps
+  that element's rate and previous gradient (and steps with the kept rate), a non-finite rate
+  of a finite gradient keeps the rate."""
   rate = {k: np.ones_like(v) for k, v in grad_stream[0].items()}
   g_prev = {k: np.zeros_like(v) for k, v in grad_stream[0].items()}
   updates, rates = [], []
@@ -327,9 +328,8 @@ def _numpy_simple_adasecant(grad_stream, threshold, mode):
           new = np.where(new >= threshold, 0.0, new)
         else:
           new = np.where(new >= threshold, threshold, new)
-        observed = np.isfinite(g) & ~np.isnan(secant) & np.isfinite(new)
-        rate[k] = np.where(observed, new, rate[k])
-        g_prev[k] = np.where(observed, g, g_prev[k])
+        rate[k] = np.where(np.isfinite(g) & np.isfinite(new), new, rate[k])
+        g_prev[k] = np.where(np.isfinite(g), g, g_prev[k])
         step_out[k] = -rate[k] * g  # the kept rate where the element was not observed
         rate_out[k] = rate[k].copy()
       updates.append(step_out)
@@ -443,6 +443,51 @@ def test_simple_adasecant_matches_numpy_transcription(threshold, mode):
     for k in updates[t]:
       np.testing.assert_allclose(u[k], updates[t][k], rtol=1e-12, err_msg=f"step {t} {k}")
       np.testing.assert_allclose(state.learning_rate[k], rates[t][k], rtol=1e-12)
+
+
+def _thesis_simple_adasecant(grad_stream, threshold, mode):
+  """Algorithm 3.2 of the thesis in NumPy float32, keeping the previous step ``Delta_{t-1}``
+  itself (the library keeps the rate and rebuilds the step): ``a = g - g_prev``,
+  ``alpha = |Delta_{t-1} / a|`` (0 where ``a = 0``; 1 where ``Delta_{t-1} = 0``), the threshold,
+  ``Delta = -alpha g``; ``Delta_0 = -g`` and ``g_0 = 0``. Finite input only."""
+  step = {k: np.zeros_like(v) for k, v in grad_stream[0].items()}
+  g_prev = {k: np.zeros_like(v) for k, v in grad_stream[0].items()}
+  out = []
+  for t, grads in enumerate(grad_stream):
+    updates, rates = {}, {}
+    for k, g in grads.items():
+      a = g - g_prev[k]
+      previous = -g if t == 0 else step[k]
+      secant = np.abs(np.where(a != 0, previous / np.where(a != 0, a, np.float32(1)),
+                               np.float32(0)))
+      rate = np.where(previous == 0, np.float32(1), secant)
+      rate = np.where(rate >= threshold, np.float32(0 if mode == "zero" else threshold), rate)
+      step[k], g_prev[k] = -rate * g, g
+      updates[k], rates[k] = step[k], rate
+    out.append((updates, rates))
+  return out
+
+
+@pytest.mark.parametrize("threshold, mode", [(10.0, "zero"), (3.0, "zero"), (math.inf, "zero"),
+                                             (3.0, "clip"), (10.0, "clip")])
+def test_simple_adasecant_is_the_thesis_rule_bit_for_bit(threshold, mode):
+  # float32 on both sides: the step rebuilt from the stored rate and gradient is the product the
+  # previous update computed, so the library's updates and rates equal those of the rule that
+  # keeps the step itself, bit for bit (spikes, exact zeros and thresholded rates included).
+  stream = [{k: v.astype(np.float32) for k, v in g.items()}
+            for g in _gradient_stream(40, seed=4)]
+  got = _jax_run(optax_lr.simple_adasecant(threshold, mode),
+                 [jax.tree.map(jnp.asarray, g) for g in stream], None)
+  want = _thesis_simple_adasecant(stream, threshold, mode)
+  zeroed = 0
+  for t, ((u, state), (updates, rates)) in enumerate(zip(got, want, strict=True)):
+    for k in updates:
+      np.testing.assert_array_equal(u[k], updates[k], err_msg=f"step {t} {k}")
+      np.testing.assert_array_equal(state.learning_rate[k], rates[k], err_msg=f"step {t} {k}")
+      np.testing.assert_array_equal(state.previous_grad[k], stream[t][k])
+      zeroed += int(np.sum(rates[k] == 0))
+  # The stream exercises the threshold (and the restart of an element that did not move).
+  assert threshold == math.inf or mode == "clip" or zeroed > 0
 
 
 @pytest.mark.parametrize("rate_rule, normalize, use_next", [

@@ -33,10 +33,8 @@ _MIN_SIZE = 64  # kernels only: a bias has the size of its kernel's filter-rate 
 # counts are exact, so that a regression and an improvement both show. Two kernels per tree:
 # a count of 2 is one parameter-sized copy per kernel.
 KNOWN_COPIES = {
-    # Not in this module's scope: the smoothing window of AutoDrop, and switch_at's lax.cond
-    # over two transforms (a cond copies the buffers one branch passes through).
+    # Not in this module's scope: the smoothing window of AutoDrop.
     "autodrop_nesterov_smoothed": 2,
-    "switch_clr_sgd_to_simple_adasecant": 8,
 }
 
 
@@ -68,6 +66,18 @@ def test_no_parameter_sized_copy(case):
   compiled = compiled_update(case.make(), params, case.extra_args)
   copies = parameter_sized_copies(compiled.as_text(), _sizes(params))
   assert len(copies) == KNOWN_COPIES.get(case.name, 0), "\n".join(copies)
+
+
+def test_switch_at_copies_nothing_in_its_loops():
+  # switch_at runs one of its two loops on every step, so their bodies count too. With lax.cond
+  # over both states (the earlier form) this tree had 8 copies: each state buffer that the idle
+  # branch passed through, and each state buffer out of the cond into the donated output.
+  params = _tree()
+  for boundary in (0, 5):
+    opt = optax_lr.switch_at(boundary, optax.sgd(0.1, momentum=0.9), optax_lr.simple_adasecant())
+    hlo = compiled_update(opt, params).as_text()
+    assert "while" in hlo
+    assert parameter_sized_copies(hlo, _sizes(params), loops=True) == []
 
 
 def test_counter_sees_a_copy():

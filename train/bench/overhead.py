@@ -161,18 +161,19 @@ def _computations(hlo: str) -> dict[str, list[str]]:
   return out
 
 
-def parameter_sized_copies(hlo: str, sizes: set[int]) -> list[str]:
+def parameter_sized_copies(hlo: str, sizes: set[int], loops: bool = False) -> list[str]:
   """The ``copy`` instructions of ``hlo`` whose element count is in ``sizes``, outside loops.
 
-  Loop bodies and conditions are left out: the window and boundary work of
-  ``optax_lr._tree.run_once_if`` runs there, once per window, not on every step.
+  Loop bodies and conditions are left out unless ``loops``: the window and boundary work of
+  ``optax_lr._tree.run_once_if`` runs there, once per window, not on every step (but
+  ``optax_lr.switch_at`` runs one of its two loops on every step).
   """
   computations = _computations(hlo)
   in_loops = {m.group(1) for lines in computations.values() for line in lines
               for m in re.finditer(r"(?:body|condition)=%?([\w.\-]+)", line)}
   copies = []
   for name, lines in computations.items():
-    if name in in_loops:
+    if name in in_loops and not loops:
       continue
     for line in lines:
       match = re.search(r"= \w+\[([\d,]*)\]\S* copy\(", line)
