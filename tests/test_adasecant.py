@@ -187,8 +187,11 @@ def test_adasecant_trains_relu_network_only_with_the_rate_cap():
   # The failure on the digits MLP, in small: a few elements see a secant a ~ 0 while they move
   # and their uncapped rates reach 1e4-1e6; the run explodes (the thesis's threshold-infinity
   # divergence, Table 4.3). The cap of the authors' code (25 on the normalised gradient) trains.
+  # The trained run has loss spikes (a few steps at 10x the loss), so the criterion is the median
+  # of the last 25 steps: a single step's loss depends on float32 rounding (which fusion contracts
+  # which product into a multiply-add), the median does not.
   initial, losses = _teacher_mlp_run(optax_lr.adasecant())
-  assert bool(jnp.all(jnp.isfinite(losses))) and float(losses[-1]) < initial / 2
+  assert bool(jnp.all(jnp.isfinite(losses))) and float(jnp.median(losses[-25:])) < initial / 2
   _, uncapped = _teacher_mlp_run(optax_lr.adasecant(max_rate=math.inf))
   assert not math.isfinite(float(uncapped[-1])) or float(uncapped[-1]) > 1e6 * initial
 
@@ -394,12 +397,16 @@ def _numpy_adasecant(grad_stream, next_stream, rate_rule="least_squares", normal
         tau = np.where(outlier, outlier_reset, tau)
         if t == 0:
           tau = np.ones_like(g)
-        step_out[k] = -rate * corrected
         new = dict(lr=rate, tau=tau, m_g=m_g, m_g2=m_g2, m_a=m_a, m_a2=m_a2, m_ad=m_ad, m_d=m_d,
                    m_d2=m_d2, num=num, den=den, g_prev=g, gc_prev=corrected, a_prev=a)
         observed = np.all([np.isfinite(v) for v in new.values()], axis=0)
         for name, value in new.items():
           s[name][k] = np.where(observed, value, old[name])
+        # Delta_t = -alpha g~ from the kept rate and statistics (the new ones where observed).
+        num, den, m_g = s["num"][k], s["den"][k], s["m_g"][k]
+        gamma = np.where(den != 0, num / np.where(den != 0, den, 1), 0)
+        gamma = np.clip(np.where(np.isfinite(gamma), gamma, 0), 0, gamma_clip)
+        step_out[k] = -s["lr"][k] * ((g + gamma * m_g) / (1 + gamma))
       updates.append(step_out)
       rates.append({k: v.copy() for k, v in s["lr"].items()})
       taus.append({k: v.copy() for k, v in s["tau"].items()})
