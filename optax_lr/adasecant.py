@@ -436,9 +436,9 @@ def adasecant(rate_rule: str = "least_squares", gamma_clip: float = 1.8,
       largest = jnp.finfo(dtype).max
       g32 = g.astype(dtype)
       ema = lambda mean, value, w: w * value + (1.0 - w) * mean  # noqa: E731 - Eq. 2.41, w = 1/tau
-      # An average of squares is a convex combination of finite values, finite in exact
-      # arithmetic; where rounding would carry it past the largest float it is held there, so
-      # that it is finite exactly when its new square is.
+      # An average of finite values is a convex combination, finite in exact arithmetic; where
+      # rounding would carry it past the largest float it is held there, so that the averages
+      # of squares and of a * Delta are finite exactly when their new values are.
       ema_sq = lambda mean, value, w: jnp.minimum(ema(mean, value * value, w), largest)  # noqa: E731
 
       # The temporaries, from the old buffers only: a_t (equal to g at the first step), g~_{t-1}
@@ -459,12 +459,12 @@ def adasecant(rate_rule: str = "least_squares", gamma_clip: float = 1.8,
       # 0 where it is missing and keeps every statistic, its rate and its memory. The element is
       # missing where a new statistic would not be finite (a non-finite gradient, or secant
       # statistics that overflow: squares of 1e19 and more in float32). Given a state of finite
-      # statistics, that is where g^2, a^2, Delta^2 or the new E[a Delta] is not finite: E[g],
-      # E[a] and E[Delta] average values below 2^64 in magnitude, the averages of squares are
-      # finite with their squares (above), the variance-reduction statistics keep their old
-      # values where not finite, the rate is clipped to a finite range and the memory to
-      # tau_bounds, and g~ combines g and E[g]. So this one pass reads the old statistics that
-      # the outlier test needs and E[a Delta], not all of them.
+      # statistics, that is where g^2, a^2 or Delta^2 is not finite: E[g], E[a] and E[Delta]
+      # then average values below 2^64 in magnitude, |a Delta| <= max(a^2, Delta^2) is finite,
+      # the averages of squares and of a Delta are finite with their new values (above), the
+      # variance-reduction statistics keep their old values where not finite, the rate is
+      # clipped to a finite range and the memory to tau_bounds, and g~ combines g and E[g]. So
+      # this one pass reads only the old statistics that the outlier test needs.
       inv = 1.0 / tau
       m_g_step = ema(m_g, g32, inv)
       sd_g = jnp.sqrt(jnp.maximum(ema_sq(m_g2, g32, inv) - m_g_step * m_g_step, 0.0))
@@ -472,25 +472,14 @@ def adasecant(rate_rule: str = "least_squares", gamma_clip: float = 1.8,
       sd_a = jnp.sqrt(jnp.maximum(ema_sq(m_a2, curvature, inv) - m_a_step * m_a_step, 0.0))
       outlier = ((jnp.abs(g32 - m_g_step) > 2.0 * sd_g)
                  | (jnp.abs(curvature - m_a_step) > 2.0 * sd_a))
-      # E[a Delta]: the least-squares rule pairs a_t with Delta_{t-1}; the authors' pairing
-      # ("paper") holds a_t Delta_t up to the previous step, so it folds in a_{t-1} Delta_{t-1}.
-      pair = (a_prev if paper else curvature) * previous_step
-      m_ad_step = ema(m_ad, pair, inv)
-      if paper:
-        m_ad_step = jnp.where(first, 0.0, m_ad_step)
       observed = (jnp.isfinite(g32 * g32) & jnp.isfinite(curvature * curvature)
-                  & jnp.isfinite(previous_step * previous_step) & jnp.isfinite(m_ad_step))
+                  & jnp.isfinite(previous_step * previous_step))
       weight = once(jnp.where(observed, jnp.where(outlier, -inv, inv), 0.0))
 
       # The state writes, each its own pass reading the weight. A pass that needs another new
       # statistic reads the written buffer (computed once, so that XLA does not recompute it
       # from the old buffer, which the write has replaced in place); it differs from the new
       # value only where the element is missing, and there this pass keeps its own old value.
-      # E[a Delta]'s new value: the product once more, from the same two buffers seen through a
-      # barrier, so that XLA does not share the weight pass's product (it would store it, 12
-      # bytes per element, to save a 4-byte read here).
-      pair_b = jax.lax.optimization_barrier((a_prev if paper else curvature, previous_step))
-      pair_b = pair_b[0] * pair_b[1]
       kept = weight != 0
       w = jnp.abs(weight)
       new_m_g = _written(jnp.where(kept, ema(m_g, g32, w), m_g))
@@ -505,7 +494,11 @@ def adasecant(rate_rule: str = "least_squares", gamma_clip: float = 1.8,
       new_m_a2 = _written(jnp.where(kept, ema_sq(m_a2, curvature, w), m_a2))
       new_m_d = _written(jnp.where(kept, ema(m_d, previous_step, w), m_d))
       new_m_d2 = _written(jnp.where(kept, ema_sq(m_d2, previous_step, w), m_d2))
-      m_ad_kept = ema(m_ad, pair_b, w)
+      # E[a Delta]: the least-squares rule pairs a_t with Delta_{t-1}; the authors' pairing
+      # ("paper") holds a_t Delta_t up to the previous step, so it folds in a_{t-1} Delta_{t-1}
+      # (a_{t-1}^2 is finite: it was observed).
+      pair = (a_prev if paper else curvature) * previous_step
+      m_ad_kept = jnp.clip(ema(m_ad, pair, w), -largest, largest)
       if paper:
         m_ad_kept = jnp.where(first, 0.0, m_ad_kept)
       new_m_ad = _written(jnp.where(kept, m_ad_kept, m_ad))
