@@ -332,7 +332,7 @@ def adasecant(rate_rule: str = "least_squares", gamma_clip: float = 1.8,
   the gradient, ``next_grads`` and the parameters read, the parameters written), 3.6x
   ``optax.adam``. XLA:CPU has no multi-output fusion, so each of the 13 written buffers (12
   statistics and the parameters) is its own element-wise pass. On the ResNet-18-shaped benchmark
-  tree the compiled step moves 332 bytes per parameter with no parameter-sized copy: one
+  tree the compiled step moves 328 bytes per parameter with no parameter-sized copy: one
   reduction per leaf for the block norm (``E[g]`` computed inside it), three temporaries
   (``a_t``, ``Delta_{t-1}``, and the weight ``1/tau`` of this step's averages that also carries
   the missing-element mask and the outlier flag), then one pass per state buffer that reads its
@@ -435,7 +435,7 @@ def adasecant(rate_rule: str = "least_squares", gamma_clip: float = 1.8,
       once = functools.partial(_computed_once, one=one.astype(dtype))
       largest = jnp.finfo(dtype).max
       g32 = g.astype(dtype)
-      ema = lambda mean, value, w: w * value + (1.0 - w) * mean  # noqa: E731 - Eq. 2.41, w = 1/tau
+      ema = lambda mean, value, w: (1.0 - w) * mean + w * value  # noqa: E731 - Eq. 2.41, w = 1/tau
       # An average of finite values is a convex combination, finite in exact arithmetic; where
       # rounding would carry it past the largest float it is held there, so that the averages
       # of squares and of a * Delta are finite exactly when their new values are.
@@ -460,7 +460,8 @@ def adasecant(rate_rule: str = "least_squares", gamma_clip: float = 1.8,
       # missing where a new statistic would not be finite (a non-finite gradient, or secant
       # statistics that overflow: squares of 1e19 and more in float32). Given a state of finite
       # statistics, that is where g^2, a^2 or Delta^2 is not finite: E[g], E[a] and E[Delta]
-      # then average values below 2^64 in magnitude, |a Delta| <= max(a^2, Delta^2) is finite,
+      # then average values below the square root of the largest float in magnitude (2^64 in
+      # float32), far from overflow, |a Delta| <= max(a^2, Delta^2) is finite,
       # the averages of squares and of a Delta are finite with their new values (above), the
       # variance-reduction statistics keep their old values where not finite, the rate is
       # clipped to a finite range and the memory to tau_bounds, and g~ combines g and E[g]. So

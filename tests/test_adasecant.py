@@ -263,6 +263,36 @@ def test_adasecant_trains_noisy_quadratic_without_collapse(use_next_grads):
   assert float(jnp.median(scaled_rates)) > 1e-3
 
 
+# Per-element fields: the statistics, the rate and the memory (not the counter or a_{t-1}).
+_ADASECANT_FIELDS = tuple(f for f in optax_lr.AdaSecantState._fields
+                          if f not in ("count", "previous_curvature"))
+
+
+@pytest.mark.parametrize("second", [1.5e19, 2e19], ids=["secant_overflows", "gradient_overflows"])
+def test_adasecant_overflowing_secant_keeps_the_element(second):
+  # float32: 1.5e19^2 = 2.25e38 is finite, 2e19^2 = 4e38 is not. Element 0 sees -1.5e19 and then
+  # +1.5e19: g^2 is finite but a = 3e19 and a^2 = 9e38 overflow; with +2e19, g^2 overflows.
+  # Either way every statistic, the rate and the memory of element 0 keep their values, while
+  # element 1 moves; element 0 steps with its kept rate and g~ from its kept statistics.
+  opt = optax_lr.adasecant()
+  params = {"w": jnp.zeros(2)}
+  state = opt.init(params)
+  for g in ([-1.5e19, 1.0], [-1.5e19, 2.0]):
+    _, state = opt.update({"w": jnp.array(g)}, state, params)
+  before = state
+  updates, state = opt.update({"w": jnp.array([second, -1.0])}, state, params)
+  for field in _ADASECANT_FIELDS:
+    old, new = np.asarray(getattr(before, field)["w"]), np.asarray(getattr(state, field)["w"])
+    assert new[0] == old[0], field
+    assert np.isfinite(new[1]), field
+  assert np.asarray(state.learning_rate["w"])[1] != np.asarray(before.learning_rate["w"])[1]
+  num, den = before.gamma_numerator_mean["w"][0], before.gamma_denominator_mean["w"][0]
+  gamma = np.clip(num / den if den != 0 else 0.0, 0.0, 1.8)
+  corrected = (second + gamma * float(before.grad_mean["w"][0])) / (1 + gamma)
+  np.testing.assert_allclose(updates["w"][0], -float(before.learning_rate["w"][0]) * corrected,
+                             rtol=1e-6)
+
+
 def test_adasecant_gamma_zero_paths_agree():
   # next_grads equal to the gradient makes Eq. 2.45's numerator 0, so gamma = 0; so does
   # gamma_clip = 0 with the previous corrected gradient standing in: both runs are identical.
