@@ -72,6 +72,18 @@ def _computed_once(x: jax.Array, one: jax.Array) -> jax.Array:
   return x / one
 
 
+def _written(x: jax.Array) -> jax.Array:
+  """``x`` itself, in its own buffer that later passes read instead of recomputing ``x``.
+
+  For a state write that other writes read (a pass that needs the new ``E[g]`` reads the written
+  ``grad_mean``): recomputed from the old buffer, it would read that buffer after the write that
+  replaces it in place, and XLA would copy the buffer. An optimization barrier is not fused, so
+  ``x`` is materialised once; unlike :func:`_computed_once` it survives a consumer that divides
+  by ``x`` (XLA folds ``(y / one) / z`` into ``y / (one * z)``).
+  """
+  return jax.lax.optimization_barrier(x)
+
+
 # --------------------------------------------------------------------------------------------
 # Simple AdaSecant (thesis Eq. 3.1-3.3, Algorithm 3.2).
 # --------------------------------------------------------------------------------------------
@@ -255,8 +267,10 @@ def adasecant(rate_rule: str = "least_squares", gamma_clip: float = 1.8,
   keeps every statistic, its rate and its memory unchanged on that step
   (:func:`optax_lr._tree.where_finite`); a non-finite ``next_grads`` element is missing for that
   element (its two variance-reduction statistics stay as they were). Rates are therefore finite
-  after any input, 1e30 gradients included; the update of the bad step is still ``-alpha g~`` as
-  computed (``optax.apply_if_finite`` skips whole steps).
+  after any input, 1e30 gradients included. The update of such an element is ``-alpha g~`` with
+  its kept rate and ``g~`` from its kept statistics and this step's gradient, as in
+  :func:`simple_adasecant` (non-finite where the gradient is; ``optax.apply_if_finite`` skips
+  whole steps).
 
   Per element, with ``a = g_t - g_{t-1}`` and every average ``E[v] <- (1 - 1/tau) E[v] + v/tau``
   (Eq. 2.41), each step:
@@ -327,12 +341,14 @@ def adasecant(rate_rule: str = "least_squares", gamma_clip: float = 1.8,
   single fused pass is about 100 bytes per float32 parameter (each statistic read and written,
   the gradient, ``next_grads`` and the parameters read, the parameters written), 3.6x
   ``optax.adam``. XLA:CPU has no multi-output fusion, so each of the 13 written buffers (12
-  statistics and the parameters) is its own element-wise pass, which reads what it needs: on the
-  ResNet-18-shaped benchmark tree the compiled step moves 568 bytes per parameter with no
-  parameter-sized copy (the intermediates several passes share are computed once into their own
-  buffers, see ``_computed_once``, and the one mask that reads every old statistic runs before
-  any buffer is rewritten in place). The block norm is one reduction per leaf (one in all for
-  ``"global"``, none for ``"none"``) before the element-wise passes.
+  statistics and the parameters) is its own element-wise pass. On the ResNet-18-shaped benchmark
+  tree the compiled step moves 328 bytes per parameter with no parameter-sized copy: one
+  reduction per leaf for the block norm (``E[g]`` computed inside it), three temporaries
+  (``a_t``, ``Delta_{t-1}``, and the weight ``1/tau`` of this step's averages that also carries
+  the missing-element mask and the outlier flag), then one pass per state buffer that reads its
+  old value, the weight and the values its average takes; a write that needs another new
+  statistic (the memory, the rate, the variance reduction, the parameters) reads the written
+  buffer, so every old buffer is read before the pass that replaces it in place.
 
   Args:
     rate_rule: ``"least_squares"`` (default) or ``"paper"`` (Eq. 2.43 with the authors' pairing;
@@ -404,7 +420,7 @@ def adasecant(rate_rule: str = "least_squares", gamma_clip: float = 1.8,
     if normalize == "none":
       return jax.tree.map(lambda m: jnp.ones((), m.dtype), state.grad_mean)
     squares = jax.tree.map(
-        lambda g, m, tau: jnp.sum(jnp.square((1 - 1 / tau) * m + g.astype(m.dtype) / tau)),
+        lambda g, m, tau: _tree.fused_sum(jnp.square(((tau - 1) * m + g.astype(m.dtype)) / tau)),
         updates, state.grad_mean, state.tau)
     if normalize == "global":
       total = sum(jax.tree.leaves(squares))
@@ -427,73 +443,107 @@ def adasecant(rate_rule: str = "least_squares", gamma_clip: float = 1.8,
              a_prev):
       dtype = lr.dtype
       once = functools.partial(_computed_once, one=one.astype(dtype))
+      largest = jnp.finfo(dtype).max
       g32 = g.astype(dtype)
-      inv = 1.0 / tau
-      ema = lambda mean, value: (1.0 - inv) * mean + inv * value  # noqa: E731 - Eq. 2.41
+      ema = lambda mean, value, w: (1.0 - w) * mean + w * value  # noqa: E731 - Eq. 2.41, w = 1/tau
+      # An average of finite values is a convex combination, finite in exact arithmetic; where
+      # rounding would carry it past the largest float it is held there, so that the averages
+      # of squares and of a * Delta are finite exactly when their new values are.
+      ema_sq = lambda mean, value, w: jnp.minimum(ema(mean, value * value, w), largest)  # noqa: E731
 
-      # g~_{t-1}, recomputed from the kept statistics with the previous step's operations (every
-      # element's statistics are kept or replaced together, so they belong to one step).
-      gc_prev = _corrected(g_prev, m_g, m_num, m_den)
-      old = (lr, tau, m_g, m_g2, m_a, m_a2, m_ad, m_d, m_d2, m_num, m_den, g_prev, a_prev)
-      m_g = once(ema(m_g, g32))
-      m_g2 = ema(m_g2, g32 * g32)
-      sd_g = jnp.sqrt(jnp.maximum(m_g2 - m_g * m_g, 0.0))
-      outlier = jnp.abs(g32 - m_g) > 2.0 * sd_g
-
-      other = g_next.astype(dtype) if has_next else gc_prev
-      # Variance reduction (Eq. 2.44-2.45). A non-finite g' element (next_grads) is missing for
-      # that element: its two statistics stay as they were, and gamma comes from them.
-      m_num, m_den = _tree.where_finite(
-          (ema(m_num, (g32 - other) * (g32 - m_g)), ema(m_den, (g32 - m_g) * (other - m_g))),
-          (m_num, m_den))
-      corrected = _corrected(g32, m_g, m_num, m_den)
-
-      curvature = once(g32 - g_prev)  # a_t, equal to g at the first step.
+      # The temporaries, from the old buffers only: a_t (equal to g at the first step), g~_{t-1}
+      # (recomputed from the kept statistics with the previous step's operations: every
+      # element's statistics are kept or replaced together, so they belong to one step) and
       # Delta_{t-1} = -alpha_{t-1} g~_{t-1}; the first step pairs a = g with Delta_0 = -g~ / n,
       # and g~ = g there (every average is its first value, so gamma = 0 / 0 = 0).
+      curvature = once(g32 - g_prev)
+      if has_next:
+        other = g_next.astype(dtype)
+        gc_prev = _corrected(g_prev, m_g, m_num, m_den)
+      else:  # g~_{t-1} stands in for g' (the authors' workshop code), read by three passes
+        other = gc_prev = once(_corrected(g_prev, m_g, m_num, m_den))
       previous_step = once(jnp.where(first, -c * g32, -lr * gc_prev))
-      m_a = ema(m_a, curvature)
-      m_a2 = ema(m_a2, curvature * curvature)
-      m_d = ema(m_d, previous_step)
-      m_d2 = ema(m_d2, previous_step * previous_step)
-      sd_a = jnp.sqrt(jnp.maximum(m_a2 - m_a * m_a, 0.0))
-      outlier = outlier | (jnp.abs(curvature - m_a) > 2.0 * sd_a)
+
+      # The weight of this step's averages, in one buffer that every state write reads: 1/tau
+      # where the element is observed (negative where it is an outlier, for the memory reset),
+      # 0 where it is missing and keeps every statistic, its rate and its memory. The element is
+      # missing where a new statistic would not be finite (a non-finite gradient, or secant
+      # statistics that overflow: squares of 1e19 and more in float32). Given a state of finite
+      # statistics, that is where g^2, a^2 or Delta^2 is not finite: E[g], E[a] and E[Delta]
+      # then average values below the square root of the largest float in magnitude (2^64 in
+      # float32), far from overflow, |a Delta| <= max(a^2, Delta^2) is finite,
+      # the averages of squares and of a Delta are finite with their new values (above), the
+      # variance-reduction statistics keep their old values where not finite, the rate is
+      # clipped to a finite range and the memory to tau_bounds, and g~ combines g and E[g]. So
+      # this one pass reads only the old statistics that the outlier test needs.
+      inv = 1.0 / tau
+      m_g_step = ema(m_g, g32, inv)
+      sd_g = jnp.sqrt(jnp.maximum(ema_sq(m_g2, g32, inv) - m_g_step * m_g_step, 0.0))
+      m_a_step = ema(m_a, curvature, inv)
+      sd_a = jnp.sqrt(jnp.maximum(ema_sq(m_a2, curvature, inv) - m_a_step * m_a_step, 0.0))
+      outlier = ((jnp.abs(g32 - m_g_step) > 2.0 * sd_g)
+                 | (jnp.abs(curvature - m_a_step) > 2.0 * sd_a))
+      observed = (jnp.isfinite(g32 * g32) & jnp.isfinite(curvature * curvature)
+                  & jnp.isfinite(previous_step * previous_step))
+      weight = once(jnp.where(observed, jnp.where(outlier, -inv, inv), 0.0))
+
+      # The state writes, each its own pass reading the weight. A pass that needs another new
+      # statistic reads the written buffer (computed once, so that XLA does not recompute it
+      # from the old buffer, which the write has replaced in place); it differs from the new
+      # value only where the element is missing, and there this pass keeps its own old value.
+      kept = weight != 0
+      w = jnp.abs(weight)
+      new_m_g = _written(jnp.where(kept, ema(m_g, g32, w), m_g))
+      new_m_g2 = jnp.where(kept, ema_sq(m_g2, g32, w), m_g2)
+      # Variance reduction (Eq. 2.44-2.45). A non-finite g' element (next_grads) is missing for
+      # that element: its two statistics stay as they were, and gamma comes from them.
+      num = ema(m_num, (g32 - other) * (g32 - new_m_g), w)
+      den = ema(m_den, (g32 - new_m_g) * (other - new_m_g), w)
+      new_m_num = _written(jnp.where(kept & jnp.isfinite(num), num, m_num))
+      new_m_den = _written(jnp.where(kept & jnp.isfinite(den), den, m_den))
+      new_m_a = jnp.where(kept, ema(m_a, curvature, w), m_a)
+      new_m_a2 = _written(jnp.where(kept, ema_sq(m_a2, curvature, w), m_a2))
+      new_m_d = _written(jnp.where(kept, ema(m_d, previous_step, w), m_d))
+      new_m_d2 = _written(jnp.where(kept, ema_sq(m_d2, previous_step, w), m_d2))
+      # E[a Delta]: the least-squares rule pairs a_t with Delta_{t-1}; the authors' pairing
+      # ("paper") holds a_t Delta_t up to the previous step, so it folds in a_{t-1} Delta_{t-1}
+      # (a_{t-1}^2 is finite: it was observed).
+      pair = (a_prev if paper else curvature) * previous_step
+      m_ad_kept = jnp.clip(ema(m_ad, pair, w), -largest, largest)
+      if paper:
+        m_ad_kept = jnp.where(first, 0.0, m_ad_kept)
+      new_m_ad = _written(jnp.where(kept, m_ad_kept, m_ad))
+      new_g_prev = jnp.where(kept, g32, g_prev)
+      # a_{t-1} for the authors' pairing, written after E[a Delta] has read the old one (its
+      # new value is never NaN: the select only orders the two writes).
+      new_a_prev = (jnp.where(kept & ~jnp.isnan(new_m_ad), curvature, a_prev) if paper
+                    else a_prev)
 
       if paper:
-        # The authors' pairing: E[a Delta] holds a_t Delta_t up to the previous step, so it is
-        # read before this step folds in a_{t-1} Delta_{t-1}.
-        # (Computed once: it is the only reader of a_{t-1} besides the mask.)
-        m_ad = once(jnp.where(first, 0.0, ema(m_ad, a_prev * previous_step)))
-        rate = (jnp.sqrt(m_d2) / jnp.sqrt(m_a2 + eps)
-                - m_ad / (m_a2 + eps))
+        rate = (jnp.sqrt(new_m_d2) / jnp.sqrt(new_m_a2 + eps)
+                - new_m_ad / (new_m_a2 + eps))
         rate = jnp.where(first, c, rate)
       else:
-        m_ad = ema(m_ad, curvature * previous_step)
-        rate = m_d2 / (jnp.abs(m_ad) + eps)
+        rate = new_m_d2 / (jnp.abs(new_m_ad) + eps)
       # An element that has not moved yet has no secant: it restarts with the first step's
       # rate 1 / n, as in simple_adasecant.
-      rate = jnp.where(m_d2 > 0, rate, c)
+      rate = jnp.where(new_m_d2 > 0, rate, c)
       # At most max_rate on the block-normalised gradient, never against -g~ (Eq. 2.40).
-      rate = once(jnp.clip(_tree.finite_or_zero(rate), 0.0, max_rate * c))
+      rate = jnp.clip(_tree.finite_or_zero(rate), 0.0, max_rate * c)
+      new_rate = jnp.where(kept, rate, lr)
 
       # Memory (Eq. 2.42), clipped, then reset on outliers (thesis Section 3.3, steps 7-9).
-      ratio = _tree.safe_divide(m_d * m_d, m_d2)
+      ratio = _tree.safe_divide(new_m_d * new_m_d, new_m_d2)
       new_tau = jnp.clip((1.0 - ratio) * tau + 1.0, low, high)
-      new_tau = jnp.where(outlier, outlier_reset, new_tau)
+      new_tau = jnp.where(weight < 0, outlier_reset, new_tau)
       # Keep tau = 1 for the second step: the first real pair replaces the fictitious one.
-      new_tau = once(jnp.where(first, 1.0, new_tau))
+      new_tau = jnp.where(kept, jnp.where(first, 1.0, new_tau), tau)
 
-      new = (rate, new_tau, m_g, m_g2, m_a, m_a2, m_ad, m_d, m_d2, m_num, m_den, g32, curvature)
-      # An element whose gradient is not finite, or whose secant statistics overflow (squares
-      # of 1e20 and more in float32), is a missing observation: every statistic of that element,
-      # its rate and memory keep their values (one mask, so they stay consistent; g~ is in it
-      # because the next step derives g~_{t-1} from the kept statistics).
-      observed = functools.reduce(jnp.logical_and, [jnp.isfinite(x) for x in new + (corrected,)])
-      # Computed once, the mask is the one fusion that reads every old statistic; each state
-      # buffer is then written in place by a pass that reads the mask after it.
-      observed = once(jnp.where(observed, 1.0, 0.0).astype(dtype)) > 0
-      kept = tuple(jnp.where(observed, n, o).astype(o.dtype) for n, o in zip(new, old, strict=True))
-      return ((-rate * corrected).astype(g.dtype),) + kept
+      # Delta_t = -alpha g~ with the written rate and statistics (a missing element steps with
+      # its kept rate, as in simple_adasecant).
+      step = -new_rate * _corrected(g32, new_m_g, new_m_num, new_m_den)
+      return (step.astype(g.dtype), new_rate, new_tau, new_m_g, new_m_g2, new_m_a, new_m_a2,
+              new_m_ad, new_m_d, new_m_d2, new_m_num, new_m_den, new_g_prev, new_a_prev)
 
     a_prev_tree = state.previous_curvature if paper else updates
     next_tree = next_grads if has_next else updates

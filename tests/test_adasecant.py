@@ -187,8 +187,11 @@ def test_adasecant_trains_relu_network_only_with_the_rate_cap():
   # The failure on the digits MLP, in small: a few elements see a secant a ~ 0 while they move
   # and their uncapped rates reach 1e4-1e6; the run explodes (the thesis's threshold-infinity
   # divergence, Table 4.3). The cap of the authors' code (25 on the normalised gradient) trains.
+  # The trained run has loss spikes (a few steps at 10x the loss), so the criterion is the median
+  # of the last 25 steps: a single step's loss depends on float32 rounding (which fusion contracts
+  # which product into a multiply-add), the median does not.
   initial, losses = _teacher_mlp_run(optax_lr.adasecant())
-  assert bool(jnp.all(jnp.isfinite(losses))) and float(losses[-1]) < initial / 2
+  assert bool(jnp.all(jnp.isfinite(losses))) and float(jnp.median(losses[-25:])) < initial / 2
   _, uncapped = _teacher_mlp_run(optax_lr.adasecant(max_rate=math.inf))
   assert not math.isfinite(float(uncapped[-1])) or float(uncapped[-1]) > 1e6 * initial
 
@@ -258,6 +261,36 @@ def test_adasecant_trains_noisy_quadratic_without_collapse(use_next_grads):
   # median 0.008/h to 0.06/h and final loss 0.65 to 1.8, against 5.9 to 10.7 before; seed 0.)
   assert bool(jnp.all(jnp.isfinite(scaled_rates))) and bool(jnp.all(scaled_rates > 0))
   assert float(jnp.median(scaled_rates)) > 1e-3
+
+
+# Per-element fields: the statistics, the rate and the memory (not the counter or a_{t-1}).
+_ADASECANT_FIELDS = tuple(f for f in optax_lr.AdaSecantState._fields
+                          if f not in ("count", "previous_curvature"))
+
+
+@pytest.mark.parametrize("second", [1.5e19, 2e19], ids=["secant_overflows", "gradient_overflows"])
+def test_adasecant_overflowing_secant_keeps_the_element(second):
+  # float32: 1.5e19^2 = 2.25e38 is finite, 2e19^2 = 4e38 is not. Element 0 sees -1.5e19 and then
+  # +1.5e19: g^2 is finite but a = 3e19 and a^2 = 9e38 overflow; with +2e19, g^2 overflows.
+  # Either way every statistic, the rate and the memory of element 0 keep their values, while
+  # element 1 moves; element 0 steps with its kept rate and g~ from its kept statistics.
+  opt = optax_lr.adasecant()
+  params = {"w": jnp.zeros(2)}
+  state = opt.init(params)
+  for g in ([-1.5e19, 1.0], [-1.5e19, 2.0]):
+    _, state = opt.update({"w": jnp.array(g)}, state, params)
+  before = state
+  updates, state = opt.update({"w": jnp.array([second, -1.0])}, state, params)
+  for field in _ADASECANT_FIELDS:
+    old, new = np.asarray(getattr(before, field)["w"]), np.asarray(getattr(state, field)["w"])
+    assert new[0] == old[0], field
+    assert np.isfinite(new[1]), field
+  assert np.asarray(state.learning_rate["w"])[1] != np.asarray(before.learning_rate["w"])[1]
+  num, den = before.gamma_numerator_mean["w"][0], before.gamma_denominator_mean["w"][0]
+  gamma = np.clip(num / den if den != 0 else 0.0, 0.0, 1.8)
+  corrected = (second + gamma * float(before.grad_mean["w"][0])) / (1 + gamma)
+  np.testing.assert_allclose(updates["w"][0], -float(before.learning_rate["w"][0]) * corrected,
+                             rtol=1e-6)
 
 
 def test_adasecant_gamma_zero_paths_agree():
@@ -394,12 +427,16 @@ def _numpy_adasecant(grad_stream, next_stream, rate_rule="least_squares", normal
         tau = np.where(outlier, outlier_reset, tau)
         if t == 0:
           tau = np.ones_like(g)
-        step_out[k] = -rate * corrected
         new = dict(lr=rate, tau=tau, m_g=m_g, m_g2=m_g2, m_a=m_a, m_a2=m_a2, m_ad=m_ad, m_d=m_d,
                    m_d2=m_d2, num=num, den=den, g_prev=g, gc_prev=corrected, a_prev=a)
         observed = np.all([np.isfinite(v) for v in new.values()], axis=0)
         for name, value in new.items():
           s[name][k] = np.where(observed, value, old[name])
+        # Delta_t = -alpha g~ from the kept rate and statistics (the new ones where observed).
+        num, den, m_g = s["num"][k], s["den"][k], s["m_g"][k]
+        gamma = np.where(den != 0, num / np.where(den != 0, den, 1), 0)
+        gamma = np.clip(np.where(np.isfinite(gamma), gamma, 0), 0, gamma_clip)
+        step_out[k] = -s["lr"][k] * ((g + gamma * m_g) / (1 + gamma))
       updates.append(step_out)
       rates.append({k: v.copy() for k, v in s["lr"].items()})
       taus.append({k: v.copy() for k, v in s["tau"].items()})
