@@ -561,6 +561,17 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
                                jnp.zeros((), _tree.RATE_DTYPE))
       else:  # parameter
         old_leaves = treedef.flatten_up_to(old[level])
+        element_products = products
+        if previous_direction_fn is not None:
+          # The per-element rates compute d_{t-1} from the inner state themselves, read after the
+          # reductions: another computation than the reductions' (the same operations, so the
+          # same values), which XLA fuses into the rate pass instead of writing d_{t-1} to a
+          # temporary array for both (for Adam 4 bytes per parameter less: the temporary's
+          # write and two reads against one more read of each moment).
+          element_previous = treedef.flatten_up_to(previous_direction_fn(
+              _tree.written_after(state.inner_state, _tree.finite_or_zero(global_sum))))
+          element_products = [_tree._as_float32(g) * _tree._as_float32(d)
+                              for g, d in zip(grads, element_previous, strict=True)]
         if learn_weights:
           if weighted_sums is None:
             weighted_sums = [jnp.sum(rate * e) for rate, e in zip(old_leaves, products,
@@ -572,13 +583,18 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
           old[level] = treedef.unflatten(old_leaves)
         if multiplicative:
           # One element's cosine is the sign of g_p d_prev_p (0 where either is 0).
+          element_squares = squares
+          if previous_direction_fn is not None:
+            element_squares = [(_tree._as_float32(g) ** 2, _tree._as_float32(d) ** 2)
+                               for g, d in zip(grads, element_previous, strict=True)]
           new[level] = treedef.unflatten([
               _rate_rule.multiplicative(rate, step, e, *sq)
-              for rate, e, sq in zip(old_leaves, products, squares, strict=True)])
+              for rate, e, sq in zip(old_leaves, element_products, element_squares,
+                                     strict=True)])
         else:
           new[level] = treedef.unflatten([
               rate + (step * level_factor(1, total_size)) * e
-              for rate, e in zip(old_leaves, products, strict=True)])
+              for rate, e in zip(old_leaves, element_products, strict=True)])
 
     # A level rate whose hypergradient step is not finite (inf or NaN elements in its group, or an
     # overflowing sum) stays as it was: per element, per filter, per group, or the global rate.
@@ -616,9 +632,12 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
     tokens = ({k: v for k, v in new.items() if k != "parameter"}, global_sum_token)
     inner_state = state.inner_state
     if previous_direction_fn is not None:
-      # The inner update reads its state after every reduction above has read it: XLA then
-      # updates the donated buffers in place.
-      inner_state = _tree.written_after(inner_state, tokens)
+      # The inner update reads its state after every reduction above has read it, and after the
+      # per-element rates have (one element of each: they read the old state element by
+      # element): XLA then updates the donated buffers in place. One select for all tokens: a
+      # second one changes how LLVM contracts Adam's moment update into an FMA (1 ulp).
+      inner_state = _tree.written_after(
+          inner_state, (tokens, _tree.first_elements(new.get("parameter", ()))))
     directions, inner_state = inner.update(updates, inner_state, params, **extra_args)
     new_updates = _tree.scale_by_rate(treedef.unflatten(kappa), directions, True)
     return new_updates, CamHDState(

@@ -615,3 +615,31 @@ def test_adam_cam_hd_state_sizes():
                                       store_previous_direction=True)) == 4
   state = optax_lr.adam_cam_hd(mu_dtype=jnp.bfloat16).init(PARAMS)
   assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(state.inner_state.mu))
+
+
+@pytest.mark.parametrize("combination_lr, mu_dtype, expected", [
+    (0.0, None, 76.0), (0.01, None, 80.0), (0.0, jnp.bfloat16, 74.0)])
+def test_adam_cam_hd_parameter_level_memory_traffic(combination_lr, mu_dtype, expected):
+  # XLA's bytes accessed per parameter of the donated step (update and apply_updates) with the
+  # parameter level, counted by hand in float32 bytes per element: the hypergradient reduction
+  # reads g, m, v (12; with learned weights the rates too, 16); the rate pass reads a, g, m, v
+  # and writes a (20); the moment passes read m, g and v, g and write their moment (12 each);
+  # the parameter pass reads p, m', v', a' and writes p (20). 76, or 80 with learned weights:
+  # d_{t-1} is computed inside the reduction and inside the rate pass, never written to a
+  # temporary (which cost 4 more). With a bfloat16 first moment (2 bytes) the reduction reads
+  # 10, the rate pass 18, the first moment's pass 8, and the parameter pass reads g and m
+  # instead of m' (22, optax's direction uses the moment before its cast); XLA:CPU computes a
+  # bfloat16 select in float32 and writes the selected m once (4 more), so 74.
+  from tests.test_memory import compiled_update
+  from train.bench.overhead import compiled_figures
+
+  keys = iter(jax.random.split(jax.random.key(0), 4))
+  params = {"conv": {"kernel": jax.random.normal(next(keys), (3, 3, 64, 64)),
+                     "bias": jax.random.normal(next(keys), (64,))},
+            "dense": {"kernel": jax.random.normal(next(keys), (512, 64)),
+                      "bias": jax.random.normal(next(keys), (64,))}}
+  opt = optax_lr.adam_cam_hd(1e-3, levels=("parameter", "layer", "global"),
+                             combination_lr=combination_lr, mu_dtype=mu_dtype)
+  figures = compiled_figures(compiled_update(opt, params), params)
+  assert figures["copies"] == 0
+  np.testing.assert_allclose(figures["bytes_per_param"], expected, atol=0.05)
