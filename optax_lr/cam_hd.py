@@ -254,12 +254,13 @@ def _filter_sum(x: jax.Array, fused: bool = False) -> jax.Array:
   return total(x, axis=tuple(range(x.ndim - 1))) if x.ndim else x
 
 
-def _paired_sum(x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """``(sum(x), sum(y))`` of two same-shaped arrays as one reduction (one pass over the inputs)."""
-  if not x.ndim:
-    return x, y
-  return jax.lax.reduce((x, y), (jnp.zeros((), x.dtype), jnp.zeros((), y.dtype)),
-                        lambda a, b: (a[0] + b[0], a[1] + b[1]), tuple(range(x.ndim)))
+def _joint_sums(*xs: jax.Array) -> tuple[jax.Array, ...]:
+  """The sums of same-shaped arrays as one reduction (one pass over the inputs)."""
+  if not xs[0].ndim:
+    return xs
+  return jax.lax.reduce(xs, tuple(jnp.zeros((), x.dtype) for x in xs),
+                        lambda a, b: tuple(u + v for u, v in zip(a, b, strict=True)),
+                        tuple(range(xs[0].ndim)))
 
 
 def _new_combination_weights(gammas: dict[str, jax.Array], gradients: dict[str, jax.Array],
@@ -478,15 +479,32 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
     products = [_tree._as_float32(g) * _tree._as_float32(d)
                 for g, d in zip(grads, previous, strict=True)]
     weighted_sums = None  # sum_p e_p a_param_old(p) per leaf, for the parameter level's gamma
+    leaf_squares = None  # per-leaf (||g||^2, ||d_prev||^2) for the multiplicative rule
+    weighs_parameters = "parameter" in levels and learn_weights
     if "filter" in levels:
       filter_sums = [_filter_sum(e, fused) for e in products]
       leaf_sums = [jnp.sum(f) for f in filter_sums]
-    elif "parameter" in levels and learn_weights:
-      # One variadic reduction reads (g, d_prev, a_param) once for both sums.
-      pairs = [_paired_sum(e, e * rate) for e, rate in
-               zip(products, treedef.flatten_up_to(old["parameter"]), strict=True)]
-      leaf_sums = [pair[0] for pair in pairs]
-      weighted_sums = [pair[1] for pair in pairs]
+    elif weighs_parameters or multiplicative:
+      # One variadic reduction per leaf reads (g, d_prev, a_param) once for every sum: the
+      # products, the cosine's squared norms (multiplicative rule; in the order of
+      # optax_lr.hypergradient's), the products weighted by the parameter rates (learned
+      # weights). XLA:CPU hands a sum of its own to a library call that first writes its
+      # operand to a temporary array.
+      rates = (treedef.flatten_up_to(old["parameter"]) if weighs_parameters
+               else [None] * len(grads))
+      joint = []
+      for g, d, e, rate in zip(grads, previous, products, rates, strict=True):
+        operands = [e]
+        if multiplicative:
+          operands += [_tree._as_float32(g) ** 2, _tree._as_float32(d) ** 2]
+        if weighs_parameters:
+          operands.append(e * rate)
+        joint.append(_joint_sums(*operands))
+      leaf_sums = [sums[0] for sums in joint]
+      if multiplicative:
+        leaf_squares = [(sums[1], sums[2]) for sums in joint]
+      if weighs_parameters:
+        weighted_sums = [sums[-1] for sums in joint]
     else:
       leaf_sums = treedef.flatten_up_to(_tree.leaf_vdots(updates, previous_tree, fused))
     global_sum = sum(leaf_sums, jnp.zeros((), _tree.RATE_DTYPE))
@@ -498,8 +516,6 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
       if "filter" in levels:
         filter_squares = [(_filter_sum(a, fused), _filter_sum(b, fused)) for a, b in squares]
         leaf_squares = [(jnp.sum(a), jnp.sum(b)) for a, b in filter_squares]
-      else:
-        leaf_squares = [(jnp.sum(a), jnp.sum(b)) for a, b in squares]
 
       def group_squares(per_leaf, group):
         return tuple(sum((per_leaf[i][k] for i in group[1:]), per_leaf[group[0]][k])

@@ -617,9 +617,12 @@ def test_adam_cam_hd_state_sizes():
   assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(state.inner_state.mu))
 
 
-@pytest.mark.parametrize("combination_lr, mu_dtype, expected", [
-    (0.0, None, 76.0), (0.01, None, 80.0), (0.0, jnp.bfloat16, 74.0)])
-def test_adam_cam_hd_parameter_level_memory_traffic(combination_lr, mu_dtype, expected):
+@pytest.mark.parametrize("kwargs, expected", [
+    ({}, 76.0), ({"combination_lr": 0.01}, 80.0), ({"mu_dtype": jnp.bfloat16}, 74.0),
+    ({"rate_rule": "multiplicative", "hypergrad_lr": 0.01}, 76.0),
+    ({"rate_rule": "multiplicative", "hypergrad_lr": 0.01, "levels": ("layer", "global")}, 52.0)],
+    ids=["additive", "learned_weights", "bfloat16_mu", "multiplicative", "multiplicative_layer"])
+def test_adam_cam_hd_memory_traffic(kwargs, expected):
   # XLA's bytes accessed per parameter of the donated step (update and apply_updates) with the
   # parameter level, counted by hand in float32 bytes per element: the hypergradient reduction
   # reads g, m, v (12; with learned weights the rates too, 16); the rate pass reads a, g, m, v
@@ -629,7 +632,10 @@ def test_adam_cam_hd_parameter_level_memory_traffic(combination_lr, mu_dtype, ex
   # temporary (which cost 4 more). With a bfloat16 first moment (2 bytes) the reduction reads
   # 10, the rate pass 18, the first moment's pass 8, and the parameter pass reads g and m
   # instead of m' (22, optax's direction uses the moment before its cast); XLA:CPU computes a
-  # bfloat16 select in float32 and writes the selected m once (4 more), so 74.
+  # bfloat16 select in float32 and writes the selected m once (4 more), so 74. The
+  # multiplicative rule's squared norms join the same reduction (no more bytes); without the
+  # parameter level it is Adam-HD's 52: the reduction (12), the moments (24), the parameters
+  # (p, m', v': 16).
   from tests.test_memory import compiled_update
   from train.bench.overhead import compiled_figures
 
@@ -638,8 +644,7 @@ def test_adam_cam_hd_parameter_level_memory_traffic(combination_lr, mu_dtype, ex
                      "bias": jax.random.normal(next(keys), (64,))},
             "dense": {"kernel": jax.random.normal(next(keys), (512, 64)),
                       "bias": jax.random.normal(next(keys), (64,))}}
-  opt = optax_lr.adam_cam_hd(1e-3, levels=("parameter", "layer", "global"),
-                             combination_lr=combination_lr, mu_dtype=mu_dtype)
+  opt = optax_lr.adam_cam_hd(1e-3, **{"levels": ("parameter", "layer", "global"), **kwargs})
   figures = compiled_figures(compiled_update(opt, params), params)
   assert figures["copies"] == 0
   np.testing.assert_allclose(figures["bytes_per_param"], expected, atol=0.05)
