@@ -119,6 +119,18 @@ def written_after(tree: PyTree, tokens: PyTree, elementwise: PyTree | None = Non
       tree, elementwise)
 
 
+def first_elements(tree: PyTree) -> list[jax.Array]:
+  """One element of each leaf of ``tree`` (a ``(1,)`` array each): :func:`written_after` tokens.
+
+  For a write that must wait for an element-wise pass: when the pass computing ``tree`` reads a
+  buffer that the write overwrites in place (the old moments, read by the per-element rate
+  update), ``written_after(buffer, first_elements(tree))`` makes the write depend on that pass
+  while reading one element of its output, not all of it (as the ``elementwise`` argument
+  would). XLA then orders the in-place write after the pass instead of copying the buffer.
+  """
+  return [jnp.ravel(x)[:1] for x in jax.tree.leaves(tree)]
+
+
 def finite_or_zero(tree: PyTree) -> PyTree:
   """Each non-finite element replaced by 0: a missing value in a sum or a moving average input."""
   return jax.tree.map(lambda x: jnp.where(jnp.isfinite(x), x, jnp.zeros((), jnp.asarray(x).dtype)),

@@ -254,12 +254,13 @@ def _filter_sum(x: jax.Array, fused: bool = False) -> jax.Array:
   return total(x, axis=tuple(range(x.ndim - 1))) if x.ndim else x
 
 
-def _paired_sum(x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """``(sum(x), sum(y))`` of two same-shaped arrays as one reduction (one pass over the inputs)."""
-  if not x.ndim:
-    return x, y
-  return jax.lax.reduce((x, y), (jnp.zeros((), x.dtype), jnp.zeros((), y.dtype)),
-                        lambda a, b: (a[0] + b[0], a[1] + b[1]), tuple(range(x.ndim)))
+def _joint_sums(*xs: jax.Array) -> tuple[jax.Array, ...]:
+  """The sums of same-shaped arrays as one reduction (one pass over the inputs)."""
+  if not xs[0].ndim:
+    return xs
+  return jax.lax.reduce(xs, tuple(jnp.zeros((), x.dtype) for x in xs),
+                        lambda a, b: tuple(u + v for u, v in zip(a, b, strict=True)),
+                        tuple(range(xs[0].ndim)))
 
 
 def _new_combination_weights(gammas: dict[str, jax.Array], gradients: dict[str, jax.Array],
@@ -478,15 +479,32 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
     products = [_tree._as_float32(g) * _tree._as_float32(d)
                 for g, d in zip(grads, previous, strict=True)]
     weighted_sums = None  # sum_p e_p a_param_old(p) per leaf, for the parameter level's gamma
+    leaf_squares = None  # per-leaf (||g||^2, ||d_prev||^2) for the multiplicative rule
+    weighs_parameters = "parameter" in levels and learn_weights
     if "filter" in levels:
       filter_sums = [_filter_sum(e, fused) for e in products]
       leaf_sums = [jnp.sum(f) for f in filter_sums]
-    elif "parameter" in levels and learn_weights:
-      # One variadic reduction reads (g, d_prev, a_param) once for both sums.
-      pairs = [_paired_sum(e, e * rate) for e, rate in
-               zip(products, treedef.flatten_up_to(old["parameter"]), strict=True)]
-      leaf_sums = [pair[0] for pair in pairs]
-      weighted_sums = [pair[1] for pair in pairs]
+    elif weighs_parameters or multiplicative:
+      # One variadic reduction per leaf reads (g, d_prev, a_param) once for every sum: the
+      # products, the cosine's squared norms (multiplicative rule; in the order of
+      # optax_lr.hypergradient's), the products weighted by the parameter rates (learned
+      # weights). XLA:CPU hands a sum of its own to a library call that first writes its
+      # operand to a temporary array.
+      rates = (treedef.flatten_up_to(old["parameter"]) if weighs_parameters
+               else [None] * len(grads))
+      joint = []
+      for g, d, e, rate in zip(grads, previous, products, rates, strict=True):
+        operands = [e]
+        if multiplicative:
+          operands += [_tree._as_float32(g) ** 2, _tree._as_float32(d) ** 2]
+        if weighs_parameters:
+          operands.append(e * rate)
+        joint.append(_joint_sums(*operands))
+      leaf_sums = [sums[0] for sums in joint]
+      if multiplicative:
+        leaf_squares = [(sums[1], sums[2]) for sums in joint]
+      if weighs_parameters:
+        weighted_sums = [sums[-1] for sums in joint]
     else:
       leaf_sums = treedef.flatten_up_to(_tree.leaf_vdots(updates, previous_tree, fused))
     global_sum = sum(leaf_sums, jnp.zeros((), _tree.RATE_DTYPE))
@@ -498,8 +516,6 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
       if "filter" in levels:
         filter_squares = [(_filter_sum(a, fused), _filter_sum(b, fused)) for a, b in squares]
         leaf_squares = [(jnp.sum(a), jnp.sum(b)) for a, b in filter_squares]
-      else:
-        leaf_squares = [(jnp.sum(a), jnp.sum(b)) for a, b in squares]
 
       def group_squares(per_leaf, group):
         return tuple(sum((per_leaf[i][k] for i in group[1:]), per_leaf[group[0]][k])
@@ -561,6 +577,17 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
                                jnp.zeros((), _tree.RATE_DTYPE))
       else:  # parameter
         old_leaves = treedef.flatten_up_to(old[level])
+        element_products = products
+        if previous_direction_fn is not None:
+          # The per-element rates compute d_{t-1} from the inner state themselves, read after the
+          # reductions: another computation than the reductions' (the same operations, so the
+          # same values), which XLA fuses into the rate pass instead of writing d_{t-1} to a
+          # temporary array for both (for Adam 4 bytes per parameter less: the temporary's
+          # write and two reads against one more read of each moment).
+          element_previous = treedef.flatten_up_to(previous_direction_fn(
+              _tree.written_after(state.inner_state, _tree.finite_or_zero(global_sum))))
+          element_products = [_tree._as_float32(g) * _tree._as_float32(d)
+                              for g, d in zip(grads, element_previous, strict=True)]
         if learn_weights:
           if weighted_sums is None:
             weighted_sums = [jnp.sum(rate * e) for rate, e in zip(old_leaves, products,
@@ -572,13 +599,18 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
           old[level] = treedef.unflatten(old_leaves)
         if multiplicative:
           # One element's cosine is the sign of g_p d_prev_p (0 where either is 0).
+          element_squares = squares
+          if previous_direction_fn is not None:
+            element_squares = [(_tree._as_float32(g) ** 2, _tree._as_float32(d) ** 2)
+                               for g, d in zip(grads, element_previous, strict=True)]
           new[level] = treedef.unflatten([
               _rate_rule.multiplicative(rate, step, e, *sq)
-              for rate, e, sq in zip(old_leaves, products, squares, strict=True)])
+              for rate, e, sq in zip(old_leaves, element_products, element_squares,
+                                     strict=True)])
         else:
           new[level] = treedef.unflatten([
               rate + (step * level_factor(1, total_size)) * e
-              for rate, e in zip(old_leaves, products, strict=True)])
+              for rate, e in zip(old_leaves, element_products, strict=True)])
 
     # A level rate whose hypergradient step is not finite (inf or NaN elements in its group, or an
     # overflowing sum) stays as it was: per element, per filter, per group, or the global rate.
@@ -616,9 +648,12 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
     tokens = ({k: v for k, v in new.items() if k != "parameter"}, global_sum_token)
     inner_state = state.inner_state
     if previous_direction_fn is not None:
-      # The inner update reads its state after every reduction above has read it: XLA then
-      # updates the donated buffers in place.
-      inner_state = _tree.written_after(inner_state, tokens)
+      # The inner update reads its state after every reduction above has read it, and after the
+      # per-element rates have (one element of each: they read the old state element by
+      # element): XLA then updates the donated buffers in place. One select for all tokens: a
+      # second one changes how LLVM contracts Adam's moment update into an FMA (1 ulp).
+      inner_state = _tree.written_after(
+          inner_state, (tokens, _tree.first_elements(new.get("parameter", ()))))
     directions, inner_state = inner.update(updates, inner_state, params, **extra_args)
     new_updates = _tree.scale_by_rate(treedef.unflatten(kappa), directions, True)
     return new_updates, CamHDState(
