@@ -359,11 +359,16 @@ def scale_by_autodrop(learning_rate: float, steps_per_epoch: int, drop_factor: f
 
     # Only at a window's last step (see run_once_if for why this is not lax.cond).
     new_state = _tree.run_once_if(ends_window, boundary, state)
-    # The step at the rate the window ran with (a drop changes the rate from the next window on).
-    new_updates = _tree.scale_by_rate(state.learning_rate, updates, False)
+    # The step at the rate the window ran with (a drop changes the rate from the next window on),
+    # read off the loop's result: the loop's rate where it did not drop (the same value, bit for
+    # bit), the old one where it did. The step then depends on the loop, so XLA updates the
+    # parameters in place after the loop has read them; otherwise (no averaging: nothing else
+    # after the loop reads its result) it copied every parameter leaf on every step.
+    landing = new_state.num_drops != state.num_drops
+    rate = jnp.where(landing, state.learning_rate, new_state.learning_rate)
+    new_updates = _tree.scale_by_rate(rate, updates, False)
     if average:
       # At a drop, land on the average instead: it already holds x_e (with weight n_d).
-      landing = new_state.num_drops != state.num_drops
       new_updates = jax.tree.map(
           lambda u, y, p: jnp.where(landing, _landing_update(y, p).astype(u.dtype), u),
           new_updates, new_state.average, params)

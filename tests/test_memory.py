@@ -33,9 +33,8 @@ _MIN_SIZE = 64  # kernels only: a bias has the size of its kernel's filter-rate 
 # counts are exact, so that a regression and an improvement both show. Two kernels per tree:
 # a count of 2 is one parameter-sized copy per kernel.
 KNOWN_COPIES = {
-    # Not in this module's scope: the smoothing window of AutoDrop, and switch_at's lax.cond
-    # over two transforms (a cond copies the buffers one branch passes through).
-    "autodrop_nesterov_smoothed": 2,
+    # Not in this module's scope: switch_at's lax.cond over two transforms (a cond copies the
+    # buffers one branch passes through).
     "switch_clr_sgd_to_simple_adasecant": 8,
 }
 
