@@ -503,7 +503,11 @@ def with_autodrop(inner: optax.GradientTransformation, learning_rate: float,
       # here through the loop's rate, so that every read follows the loop (else XLA copies the
       # state). On the inputs, not on the new state: the new state then stays the fusion that
       # the parameter update reads, as in inner alone.
-      return inner.update(updates, _tree.written_after(state.inner, rate), params, **extra_args)
+      # Floating leaves only (the buffers that matter; a typed PRNG key has no select).
+      ordered = jax.tree.map(
+          lambda x: (_tree.written_after(x, rate)
+                     if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact) else x), state.inner)
+      return inner.update(updates, ordered, params, **extra_args)
 
     new_updates, stage_state, inner_state = update_core(state.autodrop, params, loop_direction,
                                                         step_direction)
