@@ -17,7 +17,9 @@ Each module names its paper and the sections it implements:
 
 from optax_lr.adabound import ScaleByAdaBoundState, adabound, adabound_bounds, scale_by_adabound
 from optax_lr.adasecant import AdaSecantState, SimpleAdaSecantState, adasecant, simple_adasecant
-from optax_lr.autodrop import ScaleByAutoDropState, angle_degrees, autodrop_sgd, scale_by_autodrop
+from optax_lr.autodrop import (
+    ScaleByAutoDropState, WithAutoDropState, angle_degrees, autodrop_sgd, scale_by_autodrop,
+    with_autodrop)
 from optax_lr.cam_hd import (
     CamHDState,
     adam_cam_hd,
@@ -61,7 +63,8 @@ __all__ = [
     # Hypergradient descent (Baydin et al. 2018)
     "HypergradientState", "adam_hd", "hypergradient", "sgd_hd",
     # AutoDrop (Teng, Wang, Choromanska)
-    "ScaleByAutoDropState", "angle_degrees", "autodrop_sgd", "scale_by_autodrop",
+    "ScaleByAutoDropState", "WithAutoDropState", "angle_degrees", "autodrop_sgd",
+    "scale_by_autodrop", "with_autodrop",
     # CAM-HD (Adaptive Hierarchical Hyper-gradient Descent)
     "CamHDState", "adam_cam_hd", "cam_hd", "cam_hd_effective_learning_rate",
     "cam_hd_rate_summary", "parent_module_label", "sgd_cam_hd",

@@ -29,8 +29,14 @@ the average buffer, so that the landing step needs no other code path): one extr
 parameter. The boundary work (materialising ``x_e``, the
 three reductions of the angle, the averaging, the drop and the landing step) runs once per window,
 inside a loop of at most one iteration (see :func:`optax_lr._tree.run_once_if` for why not
-``lax.cond``). State: three parameter-sized buffers (the anchor ``x_{e-1}``, the previous
-displacement and, with averaging, the running average).
+``lax.cond``). The loop reads the direction, and a loop's operands are buffers: where ``d`` is
+a state field (a heavy-ball trace) that costs nothing, where it is computed (Adam's direction, a
+Nesterov direction) XLA stores it on every step; :func:`with_autodrop` recomputes it inside the
+loop from the inner transformation's buffers instead, so that the step between boundaries is the
+inner pass itself (plus the average's read). State: three parameter-sized buffers (the anchor
+``x_{e-1}``, the previous displacement and, with averaging, the running average), the least
+the rule allows: the angle needs ``x_{e-1}`` and ``s_{e-1}``, and the average, live from a
+trigger to its drop, coexists with them because angles are still recorded during the delay.
 """
 
 from __future__ import annotations
@@ -176,6 +182,10 @@ def scale_by_autodrop(learning_rate: float, steps_per_epoch: int, drop_factor: f
   first angle exists at the second boundary and, with ``smoothing = m``, the first trigger is
   possible at boundary ``m + 2`` (``t > 2`` in Algorithm 1 for ``m = 1``).
 
+  Over a direction that is computed rather than stored (``optax.scale_by_adam()``, a Nesterov
+  trace), prefer :func:`with_autodrop`: the same rule, without storing ``d`` on every step for
+  the boundary loop.
+
   Composition over a method that owns its own rate (TLR, hypergradient descent): that method's
   output is an update ``-lr' d``; turn it back into a direction with ``optax.scale(-1.0)`` and put
   AutoDrop with ``learning_rate=1.0`` after it, so AutoDrop's rate is a multiplier on the inner
@@ -230,6 +240,34 @@ def scale_by_autodrop(learning_rate: float, steps_per_epoch: int, drop_factor: f
     >>> over_tlr = optax.chain(optax.trace(0.8), optax_lr.scale_by_tlr(0.1, update_every=130),
     ...                        optax.scale(-1.0),
     ...                        optax_lr.scale_by_autodrop(1.0, steps_per_epoch=390))
+  """
+  init_fn, update_core = _autodrop_functions(
+      learning_rate, steps_per_epoch, drop_factor, min_learning_rate, threshold, max_threshold,
+      drop_delay, average, smoothing, eps, threshold_rule, relative_threshold)
+
+  def update_fn(updates, state, params=None, **extra_args):
+    del extra_args
+    if params is None:
+      raise ValueError(NO_PARAMS_MSG)
+    # The loop reads the direction itself, so XLA stores it (a buffer anyway when it is a state
+    # field such as a momentum trace; see with_autodrop for a computed one).
+    new_updates, new_state, _ = update_core(state, params, lambda: updates,
+                                            lambda rate: (updates, None))
+    return new_updates, new_state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _autodrop_functions(learning_rate, steps_per_epoch, drop_factor, min_learning_rate, threshold,
+                        max_threshold, drop_delay, average, smoothing, eps, threshold_rule,
+                        relative_threshold):
+  """``(init_fn, update_core)`` of the AutoDrop stage, its arguments checked.
+
+  ``update_core(state, params, loop_direction, step_direction)`` returns ``(updates, state,
+  aux)``: ``loop_direction()`` gives the direction ``d`` inside the boundary loop,
+  ``step_direction(rate)`` gives ``(d, aux)`` for the step after the loop, called with the step's
+  rate read off the loop's result, so that what it computes can be ordered after the loop
+  (:func:`optax_lr._tree.written_after`).
   """
   _check_autodrop_args(learning_rate, steps_per_epoch, drop_factor, min_learning_rate, threshold,
                        max_threshold, drop_delay, smoothing, eps)
@@ -342,10 +380,7 @@ def scale_by_autodrop(learning_rate: float, steps_per_epoch: int, drop_factor: f
         anchor=anchor, previous_displacement=displacement, average=new_average,
         mean_change=mean_change, num_changes=num_changes)
 
-  def update_fn(updates, state, params=None, **extra_args):
-    del extra_args
-    if params is None:
-      raise ValueError(NO_PARAMS_MSG)
+  def update_core(state, params, loop_direction, step_direction):
     # The boundary belongs to the update whose step ends the window (Algorithm 1: the epoch's
     # last step is part of x_e and of the average; no gradient is computed and then dropped).
     ends_window = state.window_step + 1 >= steps_per_epoch
@@ -353,22 +388,130 @@ def scale_by_autodrop(learning_rate: float, steps_per_epoch: int, drop_factor: f
     def boundary(state):
       # x_e, exactly as the caller will get it. The step is recomputed here rather than passed in:
       # with the step as a loop operand XLA copied parameter-sized buffers on every call.
-      steps = _tree.scale_by_rate(state.learning_rate, updates, False)
+      steps = _tree.scale_by_rate(state.learning_rate, loop_direction(), False)
       end_point = optax.apply_updates(params, steps)
       return process_boundary(state, end_point, params)
 
     # Only at a window's last step (see run_once_if for why this is not lax.cond).
     new_state = _tree.run_once_if(ends_window, boundary, state)
-    # The step at the rate the window ran with (a drop changes the rate from the next window on).
-    new_updates = _tree.scale_by_rate(state.learning_rate, updates, False)
+    # The step at the rate the window ran with (a drop changes the rate from the next window on),
+    # read off the loop's result: the loop's rate where it did not drop (the same value, bit for
+    # bit), the old one where it did. The step then depends on the loop, so XLA updates the
+    # parameters in place after the loop has read them; otherwise (no averaging: nothing else
+    # after the loop reads its result) it copied every parameter leaf on every step.
+    landing = new_state.num_drops != state.num_drops
+    rate = jnp.where(landing, state.learning_rate, new_state.learning_rate)
+    directions, aux = step_direction(rate)
+    new_updates = _tree.scale_by_rate(rate, directions, False)
     if average:
       # At a drop, land on the average instead: it already holds x_e (with weight n_d).
-      landing = new_state.num_drops != state.num_drops
       new_updates = jax.tree.map(
           lambda u, y, p: jnp.where(landing, _landing_update(y, p).astype(u.dtype), u),
           new_updates, new_state.average, params)
     window_step = jnp.where(ends_window, 0, state.window_step + 1).astype(jnp.int32)
-    return new_updates, new_state._replace(window_step=window_step)
+    return new_updates, new_state._replace(window_step=window_step), aux
+
+  return init_fn, update_core
+
+
+class WithAutoDropState(NamedTuple):
+  """State of :func:`with_autodrop`.
+
+  Attributes:
+    inner: the state of the transformation that gives the direction.
+    autodrop: the AutoDrop stage's state, :class:`ScaleByAutoDropState`.
+  """
+
+  inner: Any
+  autodrop: ScaleByAutoDropState
+
+
+def with_autodrop(inner: optax.GradientTransformation, learning_rate: float,
+                  steps_per_epoch: int, *, drop_factor: float = 0.2,
+                  min_learning_rate: float = 1e-4, threshold: float = 0.01,
+                  max_threshold: float = 1.0, drop_delay: int = 20, average: bool = True,
+                  smoothing: int = 1, eps: float = 1e-8, threshold_rule: str = "fixed",
+                  relative_threshold: float = 0.2) -> optax.GradientTransformationExtraArgs:
+  """``inner``'s direction scaled by AutoDrop: ``chain(inner, scale_by_autodrop(...))``, cheaper.
+
+  The same updates and the same AutoDrop state as ``optax.chain(inner,
+  scale_by_autodrop(learning_rate, steps_per_epoch, ...))``, at fewer bytes per step where
+  ``inner``'s direction is computed rather than stored (Adam's ``m_hat / (sqrt(v_hat) + eps)``,
+  a Nesterov direction). The boundary work needs the window's end point ``x_e = params - lr d``,
+  inside a loop that runs once per window; a loop reads buffers, so the stage form makes XLA store
+  ``d`` on every step (12 bytes per float32 parameter for Adam: written, then read by the
+  parameter update instead of the moments). Here the loop recomputes ``d`` by calling
+  ``inner.update`` on this step's gradient, ``inner``'s previous state and the parameters, all
+  buffers already, and ``inner``'s new state is written after the loop, so that XLA updates it in
+  place; the step between boundaries is then ``inner``'s pass with ``d`` computed on the fly
+  (plus, with averaging, the read of the average). ``inner`` must be a pure function of its
+  inputs (every optax transformation is): the loop's ``d`` equals the step's bit for bit.
+
+  Args:
+    inner: the transformation whose output is the direction ``d`` (``optax.scale_by_adam()``, a
+      momentum trace, a chain). It runs twice in a boundary call (its cost is paid once more per
+      window).
+    learning_rate: as in :func:`scale_by_autodrop`.
+    steps_per_epoch: as in :func:`scale_by_autodrop`.
+
+  Keyword Args:
+    drop_factor: as in :func:`scale_by_autodrop`, with its default.
+    min_learning_rate: as in :func:`scale_by_autodrop`, with its default.
+    threshold: as in :func:`scale_by_autodrop`, with its default.
+    max_threshold: as in :func:`scale_by_autodrop`, with its default.
+    drop_delay: as in :func:`scale_by_autodrop`, with its default.
+    average: as in :func:`scale_by_autodrop`, with its default.
+    smoothing: as in :func:`scale_by_autodrop`, with its default.
+    eps: as in :func:`scale_by_autodrop`, with its default.
+    threshold_rule: as in :func:`scale_by_autodrop`, with its default.
+    relative_threshold: as in :func:`scale_by_autodrop`, with its default.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` whose state is :class:`WithAutoDropState`; its
+    ``update`` requires ``params`` and passes extra keyword arguments to ``inner``.
+
+  References:
+    Teng, Wang, Choromanska, "AutoDrop: Training Deep Learning Models with Automatic Learning
+    Rate Drop": Algorithm 1 ("a meta-scheme on top of any optimizer").
+
+  Example:
+    >>> opt = optax_lr.with_autodrop(optax.scale_by_adam(), 1e-3, steps_per_epoch=390)
+    >>> state = opt.init(params)
+    >>> updates, state = opt.update(grads, state, params)
+  """
+  if not isinstance(inner, optax.GradientTransformation):
+    raise TypeError("`inner` must be an optax.GradientTransformation; "
+                    f"got {type(inner).__name__}.")
+  inner = optax.with_extra_args_support(inner)
+  stage_init, update_core = _autodrop_functions(
+      learning_rate, steps_per_epoch, drop_factor, min_learning_rate, threshold, max_threshold,
+      drop_delay, average, smoothing, eps, threshold_rule, relative_threshold)
+
+  def init_fn(params):
+    return WithAutoDropState(inner=inner.init(params), autodrop=stage_init(params))
+
+  def update_fn(updates, state, params=None, **extra_args):
+    if params is None:
+      raise ValueError(NO_PARAMS_MSG)
+    def loop_direction():
+      # inner's update on the step's buffers (gradient, previous state, parameters): the
+      # step's d, computed in the loop instead of stored for it.
+      return inner.update(updates, state.inner, params, **extra_args)[0]
+
+    def step_direction(rate):
+      # The loop reads inner's previous state, which the new state overwrites in place: read
+      # here through the loop's rate, so that every read follows the loop (else XLA copies the
+      # state). On the inputs, not on the new state: the new state then stays the fusion that
+      # the parameter update reads, as in inner alone.
+      # Floating leaves only (the buffers that matter; a typed PRNG key has no select).
+      ordered = jax.tree.map(
+          lambda x: (_tree.written_after(x, rate)
+                     if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact) else x), state.inner)
+      return inner.update(updates, ordered, params, **extra_args)
+
+    new_updates, stage_state, inner_state = update_core(state.autodrop, params, loop_direction,
+                                                        step_direction)
+    return new_updates, WithAutoDropState(inner=inner_state, autodrop=stage_state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -392,7 +535,8 @@ def autodrop_sgd(learning_rate: float, steps_per_epoch: int, momentum: float = 0
 
   ``chain(add_decayed_weights(weight_decay), trace(momentum, nesterov), scale_by_autodrop(...))``,
   the setting of the AutoDrop paper's experiments (momentum SGD, weight decay 5e-4, one window per
-  epoch).
+  epoch), built as :func:`with_autodrop` over the first two, so that a Nesterov direction is not
+  stored on every step.
 
   Args:
     learning_rate: initial rate ``> 0``.
@@ -418,8 +562,9 @@ def autodrop_sgd(learning_rate: float, steps_per_epoch: int, momentum: float = 0
   angle history's length, a shape, so it goes in ``static_args`` there.
 
   Returns:
-    An ``optax.GradientTransformationExtraArgs``; its ``update`` requires ``params`` and ignores
-    extra keyword arguments.
+    An ``optax.GradientTransformationExtraArgs`` whose state is :class:`WithAutoDropState`
+    (the SGD direction's state, then the AutoDrop state); its ``update`` requires ``params`` and
+    ignores extra keyword arguments.
 
   References:
     Teng, Wang, Choromanska, "AutoDrop: Training Deep Learning Models with Automatic Learning
@@ -430,9 +575,10 @@ def autodrop_sgd(learning_rate: float, steps_per_epoch: int, momentum: float = 0
     >>> state = opt.init(params)
     >>> updates, state = opt.update(grads, state, params)
   """
-  stage = scale_by_autodrop(
-      learning_rate, steps_per_epoch, drop_factor=drop_factor,
+  direction = _base.with_coupled_weight_decay(_base.momentum_direction(momentum, nesterov),
+                                             weight_decay)
+  return with_autodrop(
+      direction, learning_rate, steps_per_epoch, drop_factor=drop_factor,
       min_learning_rate=min_learning_rate, threshold=threshold, max_threshold=max_threshold,
       drop_delay=drop_delay, average=average, smoothing=smoothing, eps=eps,
       threshold_rule=threshold_rule, relative_threshold=relative_threshold)
-  return _base.sgd_chain(stage, momentum, nesterov, weight_decay)

@@ -203,6 +203,73 @@ def test_over_adam_matches_adam_until_the_drop():
   assert optax_lr.learning_rates(states).keys() == {"1/learning_rate"}
 
 
+@pytest.mark.parametrize("inner", ["adam", "nesterov_decay"])
+def test_with_autodrop_is_the_chain_and_lands_on_its_own_end_points(inner):
+  # with_autodrop(inner) recomputes inner's direction inside the boundary loop instead of
+  # storing it: the same rule as chain(inner, scale_by_autodrop), on a noisy quadratic with drops
+  # and landings, in the donated jitted step a training loop uses.
+  make_inner = {"adam": optax.scale_by_adam,
+                "nesterov_decay": lambda: optax.chain(optax.add_decayed_weights(1e-3),
+                                                      optax.trace(0.9, nesterov=True))}[inner]
+  options = dict(drop_factor=0.5, threshold=180.0, max_threshold=180.0, drop_delay=2)
+  lr, window, calls = 0.05, 3, 27
+  fused = optax_lr.with_autodrop(make_inner(), lr, window, **options)
+  chained = optax.chain(make_inner(), optax_lr.scale_by_autodrop(lr, window, **options))
+  noise = jax.random.normal(jax.random.key(1), (calls, 3, 4))
+
+  def trajectory(opt):
+    step = jax.jit(lambda p, s, g: (lambda u, s: (optax.apply_updates(p, u), s, u))(
+        *opt.update(g, s, p)), donate_argnums=(0, 1))
+    params = {"w": jnp.full((3, 4), 2.0), "b": jnp.ones(4)}
+    state = opt.init(params)
+    out = []
+    for call in range(calls):
+      grads = {"w": params["w"] + 0.3 * noise[call], "b": 2.0 * params["b"]}
+      params, state, updates = step(params, state, grads)
+      # Host copies: the next call takes the buffers.
+      out.append(jax.tree.map(np.asarray, (params, _autodrop_state(state), updates)))
+    return out
+
+  fused_run, chained_run = trajectory(fused), trajectory(chained)
+  drops = [int(s.num_drops) for _, s, _ in fused_run]
+  # Triggers at boundary 3 and, the history restarting at the drop, 3 boundaries later at 7;
+  # drops one boundary after each (calls 12 and 24), landing on the k-weighted average.
+  assert drops == [int(s.num_drops) for _, s, _ in chained_run]
+  assert drops[10] == 0 and drops[11] == 1 and drops[22] == 1 and drops[23] == 2
+  for (params, state, updates), (params_c, state_c, updates_c) in zip(fused_run, chained_run,
+                                                                     strict=True):
+    # The two programs fuse inner's arithmetic differently (as Adam alone and Adam in a chain
+    # do), so they agree to float32 rounding.
+    for x, y in zip(jax.tree.leaves((params, updates, state.anchor, state.average)),
+                    jax.tree.leaves((params_c, updates_c, state_c.anchor, state_c.average)),
+                    strict=True):
+      np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=2e-6, atol=1e-7)
+    np.testing.assert_allclose(float(state.learning_rate), float(state_c.learning_rate))
+  for call in range(window - 1, calls, window):
+    params, state, _ = fused_run[call]
+    # The loop's x_e (inner's direction recomputed from its buffers) is where the step lands, to
+    # one float32 ulp: the step adds the landing select's output, the loop the plain step, and
+    # XLA:CPU rounds the two programs' p + (-lr d) differently in some elements (the chain does
+    # the same in the same elements); without averaging, bit for bit. At a drop the parameters
+    # are the average (apply_updates reproduces it exactly here).
+    for x, y in zip(jax.tree.leaves(state.anchor), jax.tree.leaves(params), strict=True):
+      np.testing.assert_array_max_ulp(x, y, maxulp=1)
+    if drops[call] != drops[call - 1]:
+      assert_trees_equal(state.average, params)
+  assert fused_run[-1][1].learning_rate == np.float32(lr) * np.float32(0.25)  # two drops
+  assert isinstance(fused.init({"w": jnp.zeros(2)}), optax_lr.WithAutoDropState)
+
+
+def test_with_autodrop_bad_inner_raises():
+  with pytest.raises(TypeError, match="`inner`"):
+    optax_lr.with_autodrop(optax.scale_by_adam, 0.1, 10)
+  with pytest.raises(ValueError, match="`steps_per_epoch`"):
+    optax_lr.with_autodrop(optax.scale_by_adam(), 0.1, 0)
+  with pytest.raises(ValueError, match="requires|params"):
+    opt = optax_lr.with_autodrop(optax.scale_by_adam(), 0.1, 10)
+    opt.update({"w": jnp.ones(2)}, opt.init({"w": jnp.ones(2)}))
+
+
 def test_over_tlr_multiplies_tlr_rate():
   # AutoDrop with learning_rate=1.0 after TLR (its update turned back into a direction) is a
   # multiplier on TLR's own rate, which keeps adapting as it would alone.

@@ -38,6 +38,13 @@ def autodrop_adam(learning_rate=0.1, steps_per_epoch=5, drop_factor=0.5, drop_de
       min_learning_rate=min_learning_rate))
 
 
+def with_autodrop_adam(learning_rate=0.1, steps_per_epoch=5, drop_factor=0.5, drop_delay=3,
+                       min_learning_rate=0.01):
+  return optax_lr.with_autodrop(optax.scale_by_adam(), learning_rate, steps_per_epoch,
+                                drop_factor=drop_factor, drop_delay=drop_delay,
+                                min_learning_rate=min_learning_rate)
+
+
 def autodrop_over_tlr(learning_rate=0.1, steps_per_epoch=5, drop_factor=0.5, drop_delay=3,
                       min_learning_rate=0.25):
   return optax.chain(optax_lr.scale_by_tlr(learning_rate), optax.scale(-1.0),
@@ -176,6 +183,8 @@ CASES = [
              threshold_rule="relative")),
     Case("autodrop_adam", autodrop_adam,
          make_for_rosenbrock=lambda: autodrop_adam(0.02, 20, 0.5, 5, 1e-3)),
+    Case("with_autodrop_adam", with_autodrop_adam,
+         make_for_rosenbrock=lambda: with_autodrop_adam(0.02, 20, 0.5, 5, 1e-3)),
     Case("autodrop_over_tlr", autodrop_over_tlr,
          make_for_rosenbrock=lambda: optax.chain(
              optax.trace(0.9), optax_lr.scale_by_tlr(1e-3, bound=0.01), optax.scale(-1.0),

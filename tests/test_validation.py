@@ -132,6 +132,7 @@ def test_momentum_true_is_refused_while_its_float_is_checked():
     (optax_lr.scale_by_tlr_fixed_meta_rate, dict(meta_learning_rate=0.01)),
     (optax_lr.autodrop_sgd, dict(steps_per_epoch=5)),
     (optax_lr.scale_by_autodrop, dict(steps_per_epoch=5)),
+    (optax_lr.with_autodrop, dict(inner=optax.scale_by_adam(), steps_per_epoch=5)),
 ])
 def test_learned_rates_refuse_a_schedule_and_say_why(factory, kwargs):
   with pytest.raises(TypeError, match="`learning_rate`.*learns its rate"):

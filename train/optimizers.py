@@ -229,13 +229,11 @@ def _autodrop_adam(learning_rate, steps_per_epoch, total_steps, b1=0.9, b2=0.999
                    drop_factor=0.2, min_learning_rate=1e-5, threshold=0.01, max_threshold=1.0,
                    drop_delay=20, average=True, threshold_rule="fixed", relative_threshold=0.2):
   del total_steps
-  return optax.chain(
-      optax.scale_by_adam(b1=b1, b2=b2),
-      _optax_lr("scale_by_autodrop")(
-          learning_rate, steps_per_epoch, drop_factor=drop_factor,
-          min_learning_rate=min_learning_rate, threshold=threshold, max_threshold=max_threshold,
-          drop_delay=drop_delay, average=average, threshold_rule=threshold_rule,
-          relative_threshold=relative_threshold))
+  return _optax_lr("with_autodrop")(
+      optax.scale_by_adam(b1=b1, b2=b2), learning_rate, steps_per_epoch,
+      drop_factor=drop_factor, min_learning_rate=min_learning_rate, threshold=threshold,
+      max_threshold=max_threshold, drop_delay=drop_delay, average=average,
+      threshold_rule=threshold_rule, relative_threshold=relative_threshold)
 
 
 # CAM-HD: the paper's Table 1 values per base ("Adaptive Hierarchical Hyper-gradient Descent").

@@ -121,13 +121,18 @@ METHODS: dict[str, Method] = {
     "adam_hd": Method(lambda: optax_lr.adam_hd(1e-3), "adam", 40.0, 2, target=1.45,
                       target_bytes=56.0),
     # AutoDrop: an epoch of 50 steps per sample, so the boundary work is averaged in. Its floor
-    # adds the averaging buffer's read to the base pass (see optax_lr/autodrop.py).
+    # adds the averaging buffer's read to the base pass (see optax_lr/autodrop.py). State floor:
+    # the base's plus 3. The angle at boundary e needs x_{e-1} (to form s_e = x_e - x_{e-1}) and
+    # s_{e-1} (for <s_e, s_{e-1}>), two vectors that no scalar summary replaces; the average z
+    # is live only from a trigger to its drop, but the angles are still recorded then (the
+    # rule's documented behaviour), so z cannot take the slot of x_{e-1} or s_{e-1}, and a
+    # state has one shape at every step. 2 plus the base without averaging.
     "autodrop_sgd": Method(lambda: optax_lr.autodrop_sgd(0.1, steps_per_epoch=50),
-                           "sgd_momentum", 24.0, 2, period=50, target=1.15),
+                           "sgd_momentum", 24.0, 4, period=50, target=1.15),
+    # with_autodrop: Adam's direction recomputed in the boundary loop rather than stored for it.
     "autodrop_adam": Method(
-        lambda: optax.chain(optax.scale_by_adam(),
-                            optax_lr.scale_by_autodrop(1e-3, steps_per_epoch=50)),
-        "adam", 32.0, 3, period=50, target=1.15),
+        lambda: optax_lr.with_autodrop(optax.scale_by_adam(), 1e-3, steps_per_epoch=50),
+        "adam", 32.0, 5, period=50, target=1.15),
     "adam_cam_hd_layer_global": Method(
         lambda: optax_lr.adam_cam_hd(1e-3, levels=("layer", "global")), "adam", 40.0, 2,
         target=1.5, target_bytes=56.0),
