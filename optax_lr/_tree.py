@@ -86,7 +86,8 @@ def where_finite(new: PyTree, old: PyTree, *, jointly: bool = False,
   return jax.tree.map(keep, new, old)
 
 
-def written_after(tree: PyTree, tokens: PyTree, elementwise: PyTree | None = None) -> PyTree:
+def written_after(tree: PyTree, tokens: PyTree, elementwise: PyTree | None = None, *,
+                  read_back: bool = False) -> PyTree:
   """``tree`` itself, each leaf computed by an operation that reads ``tokens``.
 
   For a state buffer that reductions read and the same step rewrites: a donated buffer ``b``
@@ -105,6 +106,17 @@ def written_after(tree: PyTree, tokens: PyTree, elementwise: PyTree | None = Non
       new rates.
     elementwise: optional tree with the structure of ``tree`` of arrays broadcastable to its
       leaves (per-element rates), also read before the write, element by element.
+    read_back: the same step also reads the written value (the update reads the direction it
+      stores). XLA:CPU, which has no multi-output fusion, recomputes an element-wise value inside
+      each of its consumers, so the update would read the value's inputs again (a Nesterov
+      direction: the gradient and the new trace, one buffer more per element than the written
+      direction). With ``read_back`` the value is written as ``value / 1`` (exact for every
+      float, inf, -0 and NaN included; a subnormal as the backend's arithmetic gives it: XLA:CPU
+      flushes it to zero in every operation, so any computation reading it sees the same), and
+      XLA never duplicates a division into its consumers: they read the written buffer. The
+      divisor is element-wise, as XLA turns a division by a broadcast scalar into a
+      multiplication, which it does duplicate. A NaN token then writes NaN (``value / NaN``)
+      instead of zeros; a NaN ``elementwise`` element still writes 0.
 
   Returns:
     ``tree``, leafwise in its dtypes.
@@ -112,6 +124,18 @@ def written_after(tree: PyTree, tokens: PyTree, elementwise: PyTree | None = Non
   later = functools.reduce(jnp.logical_and,
                            [~jnp.any(jnp.isnan(t)) for t in jax.tree.leaves(tokens)],
                            jnp.ones((), jnp.bool_))
+  if read_back:
+    def divided(x, e=None):
+      x = jnp.asarray(x)
+      if e is not None:
+        x = jnp.where(jnp.isnan(e), jnp.zeros((), x.dtype), x)
+      # Element-wise (a NaN element divides by 1: NaN either way), see above.
+      one = jnp.where(later | jnp.isnan(x), jnp.ones((), x.dtype), jnp.full((), jnp.nan, x.dtype))
+      return x / one
+
+    if elementwise is None:
+      return jax.tree.map(divided, tree)
+    return jax.tree.map(divided, tree, elementwise)
   if elementwise is None:
     return jax.tree.map(lambda x: jnp.where(later, x, jnp.zeros((), jnp.asarray(x).dtype)), tree)
   return jax.tree.map(

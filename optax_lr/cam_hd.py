@@ -72,6 +72,8 @@ class CamHDState(NamedTuple):
 
       - ``"parameter"``: a tree shaped like params (one rate per element);
       - ``"filter"``: a tree with one ``(last_dim,)`` vector per leaf (a scalar for 0-d leaves);
+        leaves sharing filter groups (a kernel and its bias) hold the same vector, the groups'
+        rates, each in its own buffer;
       - ``"layer"``: a tree with one scalar per leaf; leaves grouped by ``layer_labels`` hold the
         same value (the group's rate), so a leaf's rate is read off directly;
       - ``"global"``: a scalar;
@@ -252,6 +254,16 @@ def _filter_sum(x: jax.Array, fused: bool = False) -> jax.Array:
   :func:`optax_lr._tree.leaf_vdots`."""
   total = _tree.fused_sum if fused else jnp.sum
   return total(x, axis=tuple(range(x.ndim - 1))) if x.ndim else x
+
+
+def _leaf_total(filter_sums: jax.Array, fused: bool) -> jax.Array:
+  """A leaf's sum from its per-filter sums (:func:`_filter_sum` with the same ``fused``).
+
+  Library sums (``fused`` False) are added up in XLA's own reduction: XLA folds a sum of a
+  library sum into one sum over the whole leaf, a second reader of the per-element product, which
+  XLA:CPU then stores (8 more bytes per element, and a copy of the reduction's work).
+  """
+  return jnp.sum(filter_sums) if fused else _tree.fused_sum(filter_sums)
 
 
 def _joint_sums(*xs: jax.Array) -> tuple[jax.Array, ...]:
@@ -483,7 +495,7 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
     weighs_parameters = "parameter" in levels and learn_weights
     if "filter" in levels:
       filter_sums = [_filter_sum(e, fused) for e in products]
-      leaf_sums = [jnp.sum(f) for f in filter_sums]
+      leaf_sums = [_leaf_total(f, fused) for f in filter_sums]
     elif weighs_parameters or multiplicative:
       # One variadic reduction per leaf reads (g, d_prev, a_param) once for every sum: the
       # products, the cosine's squared norms (multiplicative rule; in the order of
@@ -515,7 +527,8 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
                  for g, d in zip(grads, previous, strict=True)]
       if "filter" in levels:
         filter_squares = [(_filter_sum(a, fused), _filter_sum(b, fused)) for a, b in squares]
-        leaf_squares = [(jnp.sum(a), jnp.sum(b)) for a, b in filter_squares]
+        leaf_squares = [(_leaf_total(a, fused), _leaf_total(b, fused))
+                        for a, b in filter_squares]
 
       def group_squares(per_leaf, group):
         return tuple(sum((per_leaf[i][k] for i in group[1:]), per_leaf[group[0]][k])
@@ -563,13 +576,16 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
           # Filter j of the group: the j-th last-axis slice of every leaf in it (kernel and bias).
           group_sums = sum((filter_sums[i] for i in group[1:]), filter_sums[group[0]])
           size = sum(layout.filter_sizes[i] for i in group)
-          if multiplicative:
-            updated = _rate_rule.multiplicative(old_leaves[group[0]], step, group_sums,
-                                                *group_squares(filter_squares, group))
-          else:
-            updated = old_leaves[group[0]] + (step * level_factor(size, total_size)) * group_sums
-          for n, i in enumerate(group):
-            new_leaves[i] = updated if n == 0 else jnp.copy(updated)
+          # Every leaf of the group holds the group's rates, and each is updated from its own
+          # buffer (the same values and operations, so the same result): a donated rate buffer
+          # read by another leaf's update and rewritten in place by its own makes XLA copy it.
+          for i in group:
+            if multiplicative:
+              new_leaves[i] = _rate_rule.multiplicative(old_leaves[i], step, group_sums,
+                                                        *group_squares(filter_squares, group))
+            else:
+              new_leaves[i] = (old_leaves[i]
+                               + (step * level_factor(size, total_size)) * group_sums)
         new[level] = treedef.unflatten(new_leaves)
         if learn_weights:
           descent[level] = sum((jnp.sum(rate * sums)
@@ -655,14 +671,19 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
       inner_state = _tree.written_after(
           inner_state, (tokens, _tree.first_elements(new.get("parameter", ()))))
     directions, inner_state = inner.update(updates, inner_state, params, **extra_args)
+    previous_direction = state.previous_direction
+    if previous_direction_fn is None:
+      # Written after everything that reads the old buffer (the new rates of every level and
+      # the new weights, all kept finite): XLA then updates the donated buffer in place. The
+      # update reads the written direction back instead of recomputing it from the inner
+      # transform's inputs (a Nesterov direction: one buffer more per element on XLA:CPU).
+      directions = previous_direction = _tree.written_after(
+          directions, tokens, new.get("parameter"), read_back=True)
     new_updates = _tree.scale_by_rate(treedef.unflatten(kappa), directions, True)
     return new_updates, CamHDState(
         count=optax.safe_increment(state.count),
         learning_rate=new,
-        # Written after everything that reads the old buffer (the new rates of every level and
-        # the new weights, all kept finite): XLA then updates the donated buffer in place.
-        previous_direction=(_tree.written_after(directions, tokens, new.get("parameter"))
-                            if previous_direction_fn is None else state.previous_direction),
+        previous_direction=previous_direction,
         inner_state=inner_state,
         backtrack=backtrack_state,
         searching=searching,

@@ -200,10 +200,15 @@ def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
     inner_state = (state.inner_state if keeps_previous
                    else _tree.written_after(state.inner_state, rate))
     directions, inner_state = inner.update(updates, inner_state, params, **extra_args)
+    previous_direction = state.previous_direction
+    if keeps_previous:
+      # The kept direction is written anyway: the update reads it back (one buffer) instead of
+      # recomputing it from the inner transform's inputs (a Nesterov direction from the gradient
+      # and the new trace, one buffer more per element on XLA:CPU).
+      directions = previous_direction = _tree.written_after(directions, rate, read_back=True)
     return _tree.scale_by_rate(rate, directions, False), HypergradientState(
         learning_rate=rate,
-        previous_direction=(_tree.written_after(directions, rate) if keeps_previous
-                            else state.previous_direction),
+        previous_direction=previous_direction,
         inner_state=inner_state,
         backtrack=backtrack_state,
         searching=searching)

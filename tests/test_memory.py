@@ -111,3 +111,91 @@ def test_written_after_keeps_values():
   per_element = optax_lr._tree.written_after(x, (), jnp.array([0.0, 1.0, 2.0, jnp.nan]))
   assert jnp.array_equal(per_element, jnp.array([1.5, -0.0, jnp.inf, 0.0]))
   assert jnp.array_equal(optax_lr._tree.written_after(x, jnp.float32(jnp.nan)), jnp.zeros(4))
+
+
+def test_written_after_read_back_keeps_values():
+  # The read-back form divides by 1: every float unchanged, bit for bit (inf, -0, NaN,
+  # bfloat16 included), and a subnormal kept or as the backend's own arithmetic gives it
+  # (XLA:CPU flushes subnormals to zero in every operation, so a computation reading it sees the
+  # same value); a NaN token writes NaN, a NaN per-element token 0 (as without read_back).
+  # Eager and jitted, with the token known to the compiler and not.
+  x = jnp.array([1.5, -0.0, jnp.inf, -jnp.inf, jnp.nan, 1e-40, -1e-40], jnp.float32)
+  bits = lambda a: jax.lax.bitcast_convert_type(a, jnp.int32)
+  as_computed = jax.jit(lambda x, one: x * one)(x, jnp.float32(1.0))  # a runtime 1
+  read_back = lambda x, token: optax_lr._tree.written_after({"a": x}, token,
+                                                            read_back=True)["a"]
+  for out in (read_back(x, jnp.float32(3.0)), jax.jit(read_back)(x, jnp.float32(3.0)),
+              jax.jit(lambda x: read_back(x, jnp.float32(3.0)))(x)):
+    assert out.dtype == x.dtype
+    assert jnp.array_equal(bits(out[:5]), bits(x[:5]))
+    assert jnp.all((bits(out) == bits(x)) | (bits(out) == bits(as_computed)))
+  half = x.astype(jnp.bfloat16)[:5]
+  out = optax_lr._tree.written_after(half, jnp.float32(3.0), read_back=True)
+  assert out.dtype == jnp.bfloat16 and jnp.array_equal(out, half, equal_nan=True)
+  assert jnp.all(jnp.isnan(read_back(x, jnp.float32(jnp.nan))))
+  per_element = optax_lr._tree.written_after(
+      x[:5], (), jnp.array([0.0, 1.0, jnp.nan, 2.0, 3.0]), read_back=True)
+  assert jnp.array_equal(per_element, jnp.array([1.5, -0.0, 0.0, -jnp.inf, jnp.nan]),
+                         equal_nan=True)
+  assert jnp.signbit(per_element[1]) and not jnp.signbit(per_element[2])
+
+
+def _bytes_per_param(opt, params):
+  compiled = compiled_update(opt, params)
+  analysis = compiled.cost_analysis()
+  analysis = analysis[0] if isinstance(analysis, list) else analysis
+  return analysis["bytes accessed"] / sum(x.size for x in jax.tree.leaves(params)), compiled
+
+
+_NESTEROV_HD = {
+    "sgdn_hd": lambda: optax_lr.sgd_hd(0.1, momentum=0.9, nesterov=True),
+    "sgdn_hd_multiplicative": lambda: optax_lr.sgd_hd(
+        0.1, hypergrad_lr=0.01, momentum=0.9, nesterov=True, rate_rule="multiplicative"),
+    "sgdn_cam_hd_filter_global": lambda: optax_lr.sgd_cam_hd(
+        0.1, momentum=0.9, nesterov=True, levels=("filter", "global")),
+    "sgdn_cam_hd_filter_global_multiplicative": lambda: optax_lr.sgd_cam_hd(
+        0.1, hypergrad_lr=0.01, momentum=0.9, nesterov=True, levels=("filter", "global"),
+        rate_rule="multiplicative"),
+}
+# The multiplicative filter level's squared norms per filter are two more library sums, reading
+# g_t and d_{t-1} once more (8 bytes): one variadic reduction would read them once, but XLA:CPU
+# runs its own reduction over a kernel's leading axes about 15x slower than the library's.
+_ABOVE_FLOOR = {"sgdn_cam_hd_filter_global_multiplicative": 8.0}
+
+
+@pytest.mark.parametrize("name", _NESTEROV_HD)
+def test_nesterov_hypergradient_at_its_floor(name):
+  # SGDN-HD keeps d_{t-1} = g_{t-1} + mu m_{t-1} (the new trace does not give it back). With one
+  # output per element-wise pass (XLA:CPU), the floor per float32 parameter is 44 bytes: the
+  # reduction <g_t, d_{t-1}> reads 8 (the global cosine's norms in the same pass; the per-filter
+  # sums too, their leaf totals taken from them, not from a second pass over g * d_prev), the
+  # trace pass reads g_t and m_{t-1} and writes m_t (12), the direction pass reads g_t and m_t
+  # and writes d_t (12), and the parameter pass reads the parameter and the written d_t and
+  # writes the parameter (12; recomputing d_t there from g_t and m_t would read 4 more). One
+  # 256-filter kernel, so the rates and scalars add under half a byte per parameter.
+  params = {"conv": {"kernel": jnp.ones((3, 3, 64, 256)), "bias": jnp.ones((256,))}}
+  per_param, compiled = _bytes_per_param(_NESTEROV_HD[name](), params)
+  floor = 44.0 + _ABOVE_FLOOR.get(name, 0.0)
+  assert floor <= per_param < floor + 0.5
+  assert not parameter_sized_copies(compiled.as_text(), {256, 3 * 3 * 64 * 256})
+
+
+_FILTER_LEVEL = {
+    "sgdn": lambda: optax_lr.sgd_cam_hd(0.1, momentum=0.9, nesterov=True,
+                                        levels=("filter", "global")),
+    "sgd_momentum": lambda: optax_lr.sgd_cam_hd(0.1, momentum=0.9, levels=("filter", "global")),
+    "adam": lambda: optax_lr.adam_cam_hd(1e-3, levels=("filter", "global")),
+    "sgd_multiplicative": lambda: optax_lr.sgd_cam_hd(
+        0.1, hypergrad_lr=0.01, levels=("filter", "layer", "global"), rate_rule="multiplicative"),
+}
+
+
+@pytest.mark.parametrize("make", _FILTER_LEVEL.values(), ids=_FILTER_LEVEL.keys())
+def test_filter_rates_not_copied(make):
+  # Leaves sharing filter groups (a kernel and its bias) hold the same rate vector; each is
+  # updated from its own buffer, so no donated rate vector is read by another leaf's update
+  # while its own is rewritten in place (which makes XLA copy it: bias-sized copies, below the
+  # parameter-sized counter's threshold, so counted here at the rate vectors' sizes).
+  params = _tree()
+  compiled = compiled_update(make(), params)
+  assert not parameter_sized_copies(compiled.as_text(), {8, 5})
