@@ -18,8 +18,13 @@ Each module names its paper and the sections it implements:
 from optax_lr.adabound import ScaleByAdaBoundState, adabound, adabound_bounds, scale_by_adabound
 from optax_lr.adasecant import AdaSecantState, SimpleAdaSecantState, adasecant, simple_adasecant
 from optax_lr.autodrop import (
-    ScaleByAutoDropState, WithAutoDropState, angle_degrees, autodrop_sgd, scale_by_autodrop,
-    with_autodrop)
+    ScaleByAutoDropState,
+    WithAutoDropState,
+    angle_degrees,
+    autodrop_sgd,
+    scale_by_autodrop,
+    with_autodrop,
+)
 from optax_lr.cam_hd import (
     CamHDState,
     adam_cam_hd,

@@ -454,17 +454,9 @@ def with_autodrop(inner: optax.GradientTransformation, learning_rate: float,
     learning_rate: as in :func:`scale_by_autodrop`.
     steps_per_epoch: as in :func:`scale_by_autodrop`.
 
-  Keyword Args:
-    drop_factor: as in :func:`scale_by_autodrop`, with its default.
-    min_learning_rate: as in :func:`scale_by_autodrop`, with its default.
-    threshold: as in :func:`scale_by_autodrop`, with its default.
-    max_threshold: as in :func:`scale_by_autodrop`, with its default.
-    drop_delay: as in :func:`scale_by_autodrop`, with its default.
-    average: as in :func:`scale_by_autodrop`, with its default.
-    smoothing: as in :func:`scale_by_autodrop`, with its default.
-    eps: as in :func:`scale_by_autodrop`, with its default.
-    threshold_rule: as in :func:`scale_by_autodrop`, with its default.
-    relative_threshold: as in :func:`scale_by_autodrop`, with its default.
+  The keyword-only arguments ``drop_factor``, ``min_learning_rate``, ``threshold``,
+  ``max_threshold``, ``drop_delay``, ``average``, ``smoothing``, ``eps``, ``threshold_rule`` and
+  ``relative_threshold`` are :func:`scale_by_autodrop`'s, with its defaults and ranges.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose state is :class:`WithAutoDropState`; its
@@ -545,21 +537,12 @@ def autodrop_sgd(learning_rate: float, steps_per_epoch: int, momentum: float = 0
     nesterov: Nesterov momentum.
     weight_decay: coupled L2 weight decay ``>= 0``.
 
-  Keyword Args:
-    drop_factor: as in :func:`scale_by_autodrop`, with its default.
-    min_learning_rate: as in :func:`scale_by_autodrop`, with its default.
-    threshold: as in :func:`scale_by_autodrop`, with its default.
-    max_threshold: as in :func:`scale_by_autodrop`, with its default.
-    drop_delay: as in :func:`scale_by_autodrop`, with its default.
-    average: as in :func:`scale_by_autodrop`, with its default.
-    smoothing: as in :func:`scale_by_autodrop`, with its default.
-    eps: as in :func:`scale_by_autodrop`, with its default.
-    threshold_rule: as in :func:`scale_by_autodrop`, with its default.
-    relative_threshold: as in :func:`scale_by_autodrop`, with its default.
-
-  The AutoDrop options are named keyword-only arguments rather than ``**options``, so that
-  ``optax.inject_hyperparams(autodrop_sgd)`` sees and injects each number; ``smoothing`` sets the
-  angle history's length, a shape, so it goes in ``static_args`` there.
+  The keyword-only arguments ``drop_factor``, ``min_learning_rate``, ``threshold``,
+  ``max_threshold``, ``drop_delay``, ``average``, ``smoothing``, ``eps``, ``threshold_rule`` and
+  ``relative_threshold`` are :func:`scale_by_autodrop`'s, with its defaults and ranges. They are
+  named rather than ``**options``, so that ``optax.inject_hyperparams(autodrop_sgd)`` sees and
+  injects each number; ``smoothing`` sets the angle history's length, a shape, so it goes in
+  ``static_args`` there.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose state is :class:`WithAutoDropState`

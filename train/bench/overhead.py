@@ -20,9 +20,9 @@ larger than glibc's mmap threshold (32 MiB at most), so every 4 KiB page of it i
 on first touch, every step. Each row reports the temporaries' bytes per parameter (XLA's memory
 analysis, deterministic) and the minor page faults per step (``getrusage`` around the timed
 calls). Running with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` lets those allocations use
-transparent huge pages (where the kernel offers them, ``madvise`` mode): the faults drop about
-500-fold and the timings show the memory traffic; the value in effect is recorded with the
-results.
+transparent huge pages (where the kernel offers them, ``madvise`` mode): on a layout with 52
+bytes of temporaries per parameter the faults fell from 141,840 to about 450 per step. The value
+in effect is recorded with the results.
 """
 
 from __future__ import annotations
