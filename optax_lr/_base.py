@@ -200,11 +200,3 @@ def with_coupled_weight_decay(transform: optax.GradientTransformation,
   if _checks.is_static_zero(weight_decay):  # an injected array keeps the stage (general path)
     return transform
   return optax.chain(optax.add_decayed_weights(weight_decay), transform)
-
-
-def sgd_chain(stage: optax.GradientTransformation, momentum: float, nesterov: bool,
-              weight_decay: float) -> optax.GradientTransformation:
-  """``add_decayed_weights -> trace -> stage``, leaving out what is off."""
-  direction = momentum_direction(momentum, nesterov)
-  chained = stage if _checks.is_static_zero(momentum) else optax.chain(direction, stage)
-  return with_coupled_weight_decay(chained, weight_decay)

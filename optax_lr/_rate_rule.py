@@ -137,14 +137,7 @@ def dot_and_norms(x: jax.Array, y: jax.Array, axis: Any = None):
   """
   x = _tree._as_float32(x)
   y = _tree._as_float32(y)
-  if not x.ndim:
-    return x * y, x * x, y * y
-  axes = tuple(range(x.ndim)) if axis is None else tuple(axis)
-  if not axes:
-    return x * y, x * x, y * y
-  zero = jnp.zeros((), x.dtype)
-  return jax.lax.reduce((x * y, x * x, y * y), (zero, zero, zero),
-                        lambda a, b: (a[0] + b[0], a[1] + b[1], a[2] + b[2]), axes)
+  return _tree.joint_sums(x * y, x * x, y * y, axis=axis)
 
 
 def tree_dot_and_norms(tree_x: Any, tree_y: Any):

@@ -180,11 +180,26 @@ def fused_sum(x: jax.Array, axis: Any = None) -> jax.Array:
   axes = tuple(range(x.ndim)) if axis is None else tuple(axis)
   if not axes:
     return x
-  zero = jnp.zeros((), x.dtype)
-  first, second = jax.lax.reduce((x, x), (zero, zero),
-                                 lambda a, b: (a[0] + b[0], a[1] + b[1]), axes)
+  first, second = joint_sums(x, x, axis=axes)
   # Equal (the same sums), or both NaN: the value of either.
   return jnp.where(first == second, first, second)
+
+
+def joint_sums(*xs: jax.Array, axis: Any = None) -> tuple[jax.Array, ...]:
+  """The sums of same-shaped arrays over ``axis`` (all axes when None) as one reduction.
+
+  One pass reads every input (and computes any producer of them inside the reduction); each sum
+  in XLA's own reduction order. A 0-d input, or no axis, gives the inputs themselves.
+  """
+  xs = tuple(jnp.asarray(x) for x in xs)
+  if not xs[0].ndim:
+    return xs
+  axes = tuple(range(xs[0].ndim)) if axis is None else tuple(axis)
+  if not axes:
+    return xs
+  return tuple(jax.lax.reduce(xs, tuple(jnp.zeros((), x.dtype) for x in xs),
+                              lambda a, b: tuple(u + v for u, v in zip(a, b, strict=True)),
+                              axes))
 
 
 def leaf_vdots(tree_x: PyTree, tree_y: PyTree, fused: bool = False) -> PyTree:

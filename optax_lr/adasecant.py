@@ -72,18 +72,6 @@ def _computed_once(x: jax.Array, one: jax.Array) -> jax.Array:
   return x / one
 
 
-def _written(x: jax.Array) -> jax.Array:
-  """``x`` itself, in its own buffer that later passes read instead of recomputing ``x``.
-
-  For a state write that other writes read (a pass that needs the new ``E[g]`` reads the written
-  ``grad_mean``): recomputed from the old buffer, it would read that buffer after the write that
-  replaces it in place, and XLA would copy the buffer. An optimization barrier is not fused, so
-  ``x`` is materialised once; unlike :func:`_computed_once` it survives a consumer that divides
-  by ``x`` (XLA folds ``(y / one) / z`` into ``y / (one * z)``).
-  """
-  return jax.lax.optimization_barrier(x)
-
-
 # --------------------------------------------------------------------------------------------
 # Simple AdaSecant (thesis Eq. 3.1-3.3, Algorithm 3.2).
 # --------------------------------------------------------------------------------------------
@@ -197,7 +185,7 @@ def simple_adasecant(threshold: float = 10.0,
       # rate; the previous-gradient pass reads g and g_prev only, so XLA could run it first and
       # would copy g_prev to keep the old value for the rate pass. Reading one element of the new
       # rate orders it after the rate pass at the cost of 4 bytes per leaf, not per element.
-      g_kept = _tree.written_after(jnp.where(finite, g32, g_prev), rate.reshape(-1)[:1])
+      g_kept = _tree.written_after(jnp.where(finite, g32, g_prev), _tree.first_elements(rate))
       return (-rate * g32).astype(g.dtype), rate, g_kept
 
     out = jax.tree.map(leaf, updates, state.learning_rate, state.previous_grad)
@@ -488,23 +476,25 @@ def adasecant(rate_rule: str = "least_squares", gamma_clip: float = 1.8,
       weight = once(jnp.where(observed, jnp.where(outlier, -inv, inv), 0.0))
 
       # The state writes, each its own pass reading the weight. A pass that needs another new
-      # statistic reads the written buffer (computed once, so that XLA does not recompute it
-      # from the old buffer, which the write has replaced in place); it differs from the new
-      # value only where the element is missing, and there this pass keeps its own old value.
+      # statistic uses the written value (the state output XLA materialises anyway, read back
+      # rather than recomputed from the old buffer that the write replaces in place; the
+      # compiled step has no copy); it differs from the new value only where the element is
+      # missing, and there this pass keeps its own old value. (An optimization barrier around
+      # these values compiled to the same program on XLA:CPU and was removed.)
       kept = weight != 0
       w = jnp.abs(weight)
-      new_m_g = _written(jnp.where(kept, ema(m_g, g32, w), m_g))
+      new_m_g = jnp.where(kept, ema(m_g, g32, w), m_g)
       new_m_g2 = jnp.where(kept, ema_sq(m_g2, g32, w), m_g2)
       # Variance reduction (Eq. 2.44-2.45). A non-finite g' element (next_grads) is missing for
       # that element: its two statistics stay as they were, and gamma comes from them.
       num = ema(m_num, (g32 - other) * (g32 - new_m_g), w)
       den = ema(m_den, (g32 - new_m_g) * (other - new_m_g), w)
-      new_m_num = _written(jnp.where(kept & jnp.isfinite(num), num, m_num))
-      new_m_den = _written(jnp.where(kept & jnp.isfinite(den), den, m_den))
+      new_m_num = jnp.where(kept & jnp.isfinite(num), num, m_num)
+      new_m_den = jnp.where(kept & jnp.isfinite(den), den, m_den)
       new_m_a = jnp.where(kept, ema(m_a, curvature, w), m_a)
-      new_m_a2 = _written(jnp.where(kept, ema_sq(m_a2, curvature, w), m_a2))
-      new_m_d = _written(jnp.where(kept, ema(m_d, previous_step, w), m_d))
-      new_m_d2 = _written(jnp.where(kept, ema_sq(m_d2, previous_step, w), m_d2))
+      new_m_a2 = jnp.where(kept, ema_sq(m_a2, curvature, w), m_a2)
+      new_m_d = jnp.where(kept, ema(m_d, previous_step, w), m_d)
+      new_m_d2 = jnp.where(kept, ema_sq(m_d2, previous_step, w), m_d2)
       # E[a Delta]: the least-squares rule pairs a_t with Delta_{t-1}; the authors' pairing
       # ("paper") holds a_t Delta_t up to the previous step, so it folds in a_{t-1} Delta_{t-1}
       # (a_{t-1}^2 is finite: it was observed).
@@ -512,7 +502,7 @@ def adasecant(rate_rule: str = "least_squares", gamma_clip: float = 1.8,
       m_ad_kept = jnp.clip(ema(m_ad, pair, w), -largest, largest)
       if paper:
         m_ad_kept = jnp.where(first, 0.0, m_ad_kept)
-      new_m_ad = _written(jnp.where(kept, m_ad_kept, m_ad))
+      new_m_ad = jnp.where(kept, m_ad_kept, m_ad)
       new_g_prev = jnp.where(kept, g32, g_prev)
       # a_{t-1} for the authors' pairing, written after E[a Delta] has read the old one (its
       # new value is never NaN: the select only orders the two writes).

@@ -266,15 +266,6 @@ def _leaf_total(filter_sums: jax.Array, fused: bool) -> jax.Array:
   return jnp.sum(filter_sums) if fused else _tree.fused_sum(filter_sums)
 
 
-def _joint_sums(*xs: jax.Array) -> tuple[jax.Array, ...]:
-  """The sums of same-shaped arrays as one reduction (one pass over the inputs)."""
-  if not xs[0].ndim:
-    return xs
-  return jax.lax.reduce(xs, tuple(jnp.zeros((), x.dtype) for x in xs),
-                        lambda a, b: tuple(u + v for u, v in zip(a, b, strict=True)),
-                        tuple(range(xs[0].ndim)))
-
-
 def _new_combination_weights(gammas: dict[str, jax.Array], gradients: dict[str, jax.Array],
                              step: Any, softmax: bool) -> dict[str, jax.Array]:
   """One ascent step of ``step`` on gamma along ``-dL/dgamma``, kept on the simplex."""
@@ -511,7 +502,7 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
           operands += [_tree._as_float32(g) ** 2, _tree._as_float32(d) ** 2]
         if weighs_parameters:
           operands.append(e * rate)
-        joint.append(_joint_sums(*operands))
+        joint.append(_tree.joint_sums(*operands))
       leaf_sums = [sums[0] for sums in joint]
       if multiplicative:
         leaf_squares = [(sums[1], sums[2]) for sums in joint]

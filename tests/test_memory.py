@@ -21,7 +21,7 @@ import pytest
 
 import optax_lr
 from tests.test_conformance import CASES
-from train.bench.overhead import parameter_sized_copies
+from train.bench.overhead import compiled_figures, parameter_sized_copies
 
 # Leaf sizes all distinct from every per-filter or per-leaf rate vector (a bias of 8 has the shape
 # of its kernel's filter rates), so a matched shape is a parameter-sized buffer.
@@ -142,9 +142,7 @@ def test_written_after_read_back_keeps_values():
 
 def _bytes_per_param(opt, params):
   compiled = compiled_update(opt, params)
-  analysis = compiled.cost_analysis()
-  analysis = analysis[0] if isinstance(analysis, list) else analysis
-  return analysis["bytes accessed"] / sum(x.size for x in jax.tree.leaves(params)), compiled
+  return compiled_figures(compiled, params)["bytes_per_param"], compiled
 
 
 _NESTEROV_HD = {

@@ -188,7 +188,7 @@ def parameter_sized_copies(hlo: str, sizes: set[int], loops: bool = False) -> li
 
 
 def compiled_figures(compiled, params, min_size: int = 64) -> dict[str, float]:
-  """XLA's bytes accessed per parameter and the parameter-sized copies of a compiled step.
+  """A compiled step's figures: XLA's bytes accessed and temporaries per parameter, and its copies.
 
   ``min_size`` leaves out small leaves (a bias has the size of its kernel's per-filter rates).
   """
@@ -197,7 +197,8 @@ def compiled_figures(compiled, params, min_size: int = 64) -> dict[str, float]:
   analysis = analysis[0] if isinstance(analysis, list) else analysis
   sizes = {x.size for x in jax.tree.leaves(params) if x.size >= min_size}
   return {"bytes_per_param": float(analysis["bytes accessed"]) / size,
-          "copies": len(parameter_sized_copies(compiled.as_text(), sizes))}
+          "copies": len(parameter_sized_copies(compiled.as_text(), sizes)),
+          "temp_bytes_per_param": temporary_bytes(compiled) / size}
 
 
 def _step_fn(opt, extra_args):
@@ -225,8 +226,6 @@ class _Timed:
     self.state_buffers = (sum(x.size for x in jax.tree.leaves(self.state))
                           / sum(x.size for x in jax.tree.leaves(params)))
     self.figures = compiled_figures(self.compiled, params)
-    self.figures["temp_bytes_per_param"] = temporary_bytes(self.compiled) / sum(
-        x.size for x in jax.tree.leaves(params))
     self.faults: list[float] = []
     self.sample()  # warm up
     self.faults.clear()
