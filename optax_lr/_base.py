@@ -45,11 +45,9 @@ def reuses_heavy_ball_trace(momentum: float, nesterov: bool) -> bool:
 def heavy_ball_previous_direction(momentum: float):
   """``(d_t, g_t) -> d_{t-1}`` for a heavy-ball trace ``d_t = g_t + momentum * d_{t-1}``.
 
-  Recovers the previous direction from this step's direction and gradient instead of reading the
-  trace buffer before it is overwritten: a donated buffer read by a reduction and rewritten in
-  place by the trace update makes XLA copy it every step (4-5x the update's time on CPU, see
-  ``train/bench``). The recovered ``(d_t - g_t) / momentum`` carries only the rounding of ``d_t``
-  itself: per element at most ``eps |d_t| / momentum``.
+  Recovers the previous direction from this step's direction and gradient, so the wrapper keeps
+  no copy of it (one parameter-sized buffer less). The recovered ``(d_t - g_t) / momentum``
+  carries only the rounding of ``d_t`` itself: per element at most ``eps |d_t| / momentum``.
   """
   if not momentum:
     raise ValueError("heavy_ball_previous_direction needs momentum > 0")
@@ -95,9 +93,7 @@ def trace_previous_direction():
   """``inner_state -> d_{t-1}`` for a heavy-ball ``optax.trace``: the trace before this step.
 
   The wrapper reads it from the inner state *before* this step's update, so it is the previous
-  direction exactly (no rounding, no kept buffer), and runs the trace update on that state read
-  through :func:`optax_lr._tree.written_after`, after the reduction, so XLA updates the trace in
-  place (no copy).
+  direction exactly (no rounding, no kept buffer).
   """
 
   def previous_direction(inner_state):
@@ -115,9 +111,8 @@ def adam_previous_direction(b1: float, b2: float, eps: float, eps_root: float = 
   values, so the direction that step returned, bit for bit (in a jitted step; run eagerly, each
   scalar operation compiles on its own, and a ``b2^t`` rounded differently moves
   ``1 - b2^t`` by up to 1e-5 relative). A hypergradient wrapper then keeps no copy of it: the
-  state is exactly Adam's plus the rate, and the direction is computed inside the reduction that
-  reads it, never stored. The wrapper runs Adam's update on its state read through
-  :func:`optax_lr._tree.written_after`, after that reduction, so XLA updates the moments in place.
+  state is exactly Adam's plus the rate: the direction is derived where it is read, never
+  stored.
 
   One exception: with a ``mu_dtype`` narrower than the second moment's dtype (``jnp.bfloat16``
   with float32 parameters) step ``t - 1`` divided the float32 first moment before its cast to

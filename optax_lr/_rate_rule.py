@@ -30,11 +30,9 @@ the fixed point is ``lr = 1 / lambda``; with several curvatures the rate settles
 components that still agree balance those that overshoot. On noisy gradients the noise pulls
 ``cos`` towards 0, so the fixed point lies below the deterministic one.
 
-Cost. ``||g_t||^2`` and ``||d_{t-1}||^2`` are reduced in the same pass that reduces
-``<g_t, d_{t-1}>``: in :func:`optax_lr.hypergradient` one variadic reduction over the two
-buffers (:func:`dot_and_norms`); in CAM-HD per-leaf (and per-filter) sums computed beside the
-products' sums from the same inputs, which XLA fuses into one pass (no copy in the compiled
-update, as the memory test checks). Three scalars per group instead of one; no extra
+Cost. ``||g_t||^2`` and ``||d_{t-1}||^2`` are reduced from the same inputs as
+``<g_t, d_{t-1}>`` (:func:`dot_and_norms`; per leaf, and per filter in CAM-HD), which a
+multi-output fusion reads in one pass. Three scalars per group instead of one; no extra
 parameter-sized buffer. The parameter level needs no norms (its cosine is a sign).
 
 Choosing ``beta``. It sets the speed, not the fixed point: the rate needs at least
@@ -131,13 +129,13 @@ def check(rate_rule: Any, hypergrad_lr: Any) -> bool:
 
 
 def dot_and_norms(x: jax.Array, y: jax.Array, axis: Any = None):
-  """``(sum(x y), sum(x x), sum(y y))`` over ``axis`` (all axes when None) in one reduction.
+  """``(sum(x y), sum(x x), sum(y y))`` over ``axis`` (all axes when None).
 
   Accumulates in float32 (float64 for float64 input), as every reduction of the library.
   """
   x = _tree._as_float32(x)
   y = _tree._as_float32(y)
-  return _tree.joint_sums(x * y, x * x, y * y, axis=axis)
+  return jnp.sum(x * y, axis=axis), jnp.sum(x * x, axis=axis), jnp.sum(y * y, axis=axis)
 
 
 def tree_dot_and_norms(tree_x: Any, tree_y: Any):

@@ -15,6 +15,7 @@ element therefore costs at most that step's rate update, never the rate itself.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -48,9 +49,13 @@ def rate_dtype(tree: PyTree) -> jnp.dtype:
   return dtype
 
 
-def full_rate(value: Any, dtype: Any, shape: tuple[int, ...] = ()) -> jax.Array:
-  """A fresh rate buffer holding ``value`` (a number or an injected 0-d array) in ``dtype``."""
-  return jnp.full(shape, jnp.asarray(value).astype(dtype), dtype)
+def full_rate(value: Any, dtype: Any) -> jax.Array:
+  """A fresh scalar rate holding ``value`` (a number or an injected 0-d array) in ``dtype``.
+
+  Per-element or per-filter rates are built from their parameter instead (``jnp.full_like``,
+  :func:`per_filter_like`), so that they keep its sharding.
+  """
+  return jnp.full((), jnp.asarray(value).astype(dtype), dtype)
 
 
 def where_finite(new: PyTree, old: PyTree, *, jointly: bool = False,
@@ -86,37 +91,26 @@ def where_finite(new: PyTree, old: PyTree, *, jointly: bool = False,
   return jax.tree.map(keep, new, old)
 
 
-def written_after(tree: PyTree, tokens: PyTree, elementwise: PyTree | None = None, *,
-                  read_back: bool = False) -> PyTree:
-  """``tree`` itself, each leaf computed by an operation that reads ``tokens``.
+def after(tree: PyTree, tokens: PyTree) -> PyTree:
+  """``tree`` itself, each leaf written by an operation that depends on ``tokens``.
 
-  For a state buffer that reductions read and the same step rewrites: a donated buffer ``b``
-  read by the computations behind ``tokens`` (the new rates) and overwritten by this step's value
-  makes XLA copy ``b`` on every step (copy insertion cannot prove the overwrite runs after every
-  read), and, when the new value is an input that is not donated (the gradient), copy that input
-  into the output as well. Writing the value through ``where(no token is NaN, value, 0)`` makes
-  the write depend on every read, so XLA updates the buffer in place inside the element-wise
-  fusion (no extra bytes: the select reads ``value`` and scalars only). The value is exact
-  whenever no token is NaN: rates kept by :func:`where_finite` never are; a NaN token (a NaN
-  initial rate, which poisons every update anyway) writes zeros.
+  The library's one ordering helper. A state buffer that a step reads (in a reduction, or in the
+  pass that computes the new rates) and rewrites in place must be rewritten after every read.
+  XLA's copy insertion (shared by its backends) keeps the in-place write only when it can prove
+  that order from the data flow; otherwise it copies the donated buffer on every step, a
+  parameter-sized read and write per leaf. Writing the new value through
+  ``where(no token is NaN, value, 0)`` makes the write depend on the reads' results, so the
+  buffer is updated in place; the select reads ``value`` and scalars only.
+
+  ``tokens`` are small: the new rates (scalars, per-layer or per-filter), a sum, or one element
+  of an element-wise result (:func:`one_element`), so that under sharding the dependency moves
+  no more than those.
+  The value is exact wherever no token is NaN; rates kept by :func:`where_finite` never are, and
+  a NaN token (a NaN initial rate, which poisons every update anyway) writes zeros.
 
   Args:
     tree: the new values of the buffer.
-    tokens: a tree of (small) arrays computed from every read of the old buffer, typically the
-      new rates.
-    elementwise: optional tree with the structure of ``tree`` of arrays broadcastable to its
-      leaves (per-element rates), also read before the write, element by element.
-    read_back: the same step also reads the written value (the update reads the direction it
-      stores). XLA:CPU, which has no multi-output fusion, recomputes an element-wise value inside
-      each of its consumers, so the update would read the value's inputs again (a Nesterov
-      direction: the gradient and the new trace, one buffer more per element than the written
-      direction). With ``read_back`` the value is written as ``value / 1`` (exact for every
-      float, inf, -0 and NaN included; a subnormal as the backend's arithmetic gives it: XLA:CPU
-      flushes it to zero in every operation, so any computation reading it sees the same), and
-      XLA never duplicates a division into its consumers: they read the written buffer. The
-      divisor is element-wise, as XLA turns a division by a broadcast scalar into a
-      multiplication, which it does duplicate. A NaN token then writes NaN (``value / NaN``)
-      instead of zeros; a NaN ``elementwise`` element still writes 0.
+    tokens: a tree of small arrays computed from every read of the old buffer.
 
   Returns:
     ``tree``, leafwise in its dtypes.
@@ -124,35 +118,16 @@ def written_after(tree: PyTree, tokens: PyTree, elementwise: PyTree | None = Non
   later = functools.reduce(jnp.logical_and,
                            [~jnp.any(jnp.isnan(t)) for t in jax.tree.leaves(tokens)],
                            jnp.ones((), jnp.bool_))
-  if read_back:
-    def divided(x, e=None):
-      x = jnp.asarray(x)
-      if e is not None:
-        x = jnp.where(jnp.isnan(e), jnp.zeros((), x.dtype), x)
-      # Element-wise (a NaN element divides by 1: NaN either way), see above.
-      one = jnp.where(later | jnp.isnan(x), jnp.ones((), x.dtype), jnp.full((), jnp.nan, x.dtype))
-      return x / one
-
-    if elementwise is None:
-      return jax.tree.map(divided, tree)
-    return jax.tree.map(divided, tree, elementwise)
-  if elementwise is None:
-    return jax.tree.map(lambda x: jnp.where(later, x, jnp.zeros((), jnp.asarray(x).dtype)), tree)
-  return jax.tree.map(
-      lambda x, e: jnp.where(later & ~jnp.isnan(e), x, jnp.zeros((), jnp.asarray(x).dtype)),
-      tree, elementwise)
+  return jax.tree.map(lambda x: jnp.where(later, x, jnp.zeros((), jnp.asarray(x).dtype)), tree)
 
 
-def first_elements(tree: PyTree) -> list[jax.Array]:
-  """One element of each leaf of ``tree`` (a ``(1,)`` array each): :func:`written_after` tokens.
+def one_element(x: jax.Array) -> jax.Array:
+  """The first element of ``x`` as a scalar: an :func:`after` token for an element-wise pass.
 
-  For a write that must wait for an element-wise pass: when the pass computing ``tree`` reads a
-  buffer that the write overwrites in place (the old moments, read by the per-element rate
-  update), ``written_after(buffer, first_elements(tree))`` makes the write depend on that pass
-  while reading one element of its output, not all of it (as the ``elementwise`` argument
-  would). XLA then orders the in-place write after the pass instead of copying the buffer.
+  Indexing one element moves one scalar under sharding (never the array).
   """
-  return [jnp.ravel(x)[:1] for x in jax.tree.leaves(tree)]
+  x = jnp.asarray(x)
+  return x[(0,) * x.ndim] if x.size else jnp.zeros((), x.dtype)
 
 
 def finite_or_zero(tree: PyTree) -> PyTree:
@@ -161,66 +136,18 @@ def finite_or_zero(tree: PyTree) -> PyTree:
                       tree)
 
 
-def fused_sum(x: jax.Array, axis: Any = None) -> jax.Array:
-  """``jnp.sum(x, axis)`` (all axes when None), as a reduction that computes ``x`` inside it.
-
-  XLA:CPU (jax 0.10) hands a single-operand sum over a large array to its YNNPACK library fusion,
-  which takes neither an element-wise select nor a broadcast scalar from its producer: the
-  producer of ``x`` (Adam's direction from its moments and bias corrections) is then written to a
-  temporary array and read back, 8 bytes per element for nothing. A two-operand reduction stays
-  XLA's own reduction fusion, which computes the producer element by element inside the
-  reduction. Both operands are ``x`` and both results are used (their select keeps XLA from
-  dropping the second): the sum of ``x`` in XLA's own reduction order, at one more add per
-  element and no memory. Only for such a computed ``x``: on a stored operand the library fusion
-  is faster (XLA's own reduction loop is not vectorised like it).
-  """
-  x = jnp.asarray(x)
-  if not x.ndim:
-    return x
-  axes = tuple(range(x.ndim)) if axis is None else tuple(axis)
-  if not axes:
-    return x
-  first, second = joint_sums(x, x, axis=axes)
-  # Equal (the same sums), or both NaN: the value of either.
-  return jnp.where(first == second, first, second)
-
-
-def joint_sums(*xs: jax.Array, axis: Any = None) -> tuple[jax.Array, ...]:
-  """The sums of same-shaped arrays over ``axis`` (all axes when None) as one reduction.
-
-  One pass reads every input (and computes any producer of them inside the reduction); each sum
-  in XLA's own reduction order. A 0-d input, or no axis, gives the inputs themselves.
-  """
-  xs = tuple(jnp.asarray(x) for x in xs)
-  if not xs[0].ndim:
-    return xs
-  axes = tuple(range(xs[0].ndim)) if axis is None else tuple(axis)
-  if not axes:
-    return xs
-  return tuple(jax.lax.reduce(xs, tuple(jnp.zeros((), x.dtype) for x in xs),
-                              lambda a, b: tuple(u + v for u, v in zip(a, b, strict=True)),
-                              axes))
-
-
-def leaf_vdots(tree_x: PyTree, tree_y: PyTree, fused: bool = False) -> PyTree:
+def leaf_vdots(tree_x: PyTree, tree_y: PyTree) -> PyTree:
   """Per-leaf inner products ``<x_l, y_l>`` (float32 accumulation), one scalar per leaf.
 
-  ``fused``: each in a reduction that computes ``x`` and ``y`` inside it (:func:`fused_sum`),
-  for a ``y`` computed element-wise from buffers (Adam's direction from its moments), which is
-  then never stored. Otherwise ``jnp.sum``, which XLA:CPU runs faster on stored operands (its
-  own reduction loop is not vectorised like the library fusion: 7 ms against 2.3 ms for
-  ``<g, g>`` over 11.2M float32 parameters).
+  Each is a ``jnp.sum`` over its leaf, so under sharding a leaf's partial sums are combined as
+  one scalar; the tree's total adds those scalars.
   """
-  total = fused_sum if fused else jnp.sum
-  return jax.tree.map(lambda x, y: total(_as_float32(x) * _as_float32(y)), tree_x, tree_y)
+  return jax.tree.map(lambda x, y: jnp.sum(_as_float32(x) * _as_float32(y)), tree_x, tree_y)
 
 
-def vdot(tree_x: PyTree, tree_y: PyTree, fused: bool = False) -> jax.Array:
-  """Global inner product ``<x, y>`` over the whole tree (float32 accumulation).
-
-  ``fused``: as :func:`leaf_vdots`.
-  """
-  return sum(jax.tree.leaves(leaf_vdots(tree_x, tree_y, fused)), jnp.zeros((), RATE_DTYPE))
+def vdot(tree_x: PyTree, tree_y: PyTree) -> jax.Array:
+  """Global inner product ``<x, y>`` over the whole tree (float32 accumulation)."""
+  return sum(jax.tree.leaves(leaf_vdots(tree_x, tree_y)), jnp.zeros((), RATE_DTYPE))
 
 
 def squared_norm(tree: PyTree) -> jax.Array:
@@ -247,7 +174,7 @@ def scale_invariant_dots(tree_x: PyTree, tree_y: PyTree, per_leaf: bool = False)
   overflows (gradients of 1e19 and more overflow a float32 sum of squares), recomputed from
   ``x / s`` and ``y / s`` with ``s`` a power of two near the largest ``|x|, |y|`` element, so
   the pair is then ``(<x, y> / s^2, ||x||^2 / s^2)``: the same ratio, without overflow. The
-  rescaled pass runs inside :func:`run_once_if`, so the common case costs nothing extra. A
+  rescaled pass runs under ``lax.cond``, so the common case costs nothing extra. A
   non-finite element (inf or NaN) still gives a non-finite pair, which the caller's
   :func:`where_finite` turns into "rate unchanged".
 
@@ -279,19 +206,42 @@ def scale_invariant_dots(tree_x: PyTree, tree_y: PyTree, per_leaf: bool = False)
   else:
     first = jnp.stack([vdot(tree_x, tree_y), squared_norm(tree_x)])
   overflowed = ~jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(first)]))
-  result = run_once_if(overflowed, rescaled, first)
+  result = jax.lax.cond(overflowed, rescaled, lambda _: first, None)
   if per_leaf:
     return jax.tree.map(lambda r: r[0], result), jax.tree.map(lambda r: r[1], result)
   return result[0], result[1]
 
 
-def zeros_like(tree: PyTree) -> PyTree:
-  """Fresh zero buffers shaped like ``tree``.
+def zeros_like(tree: PyTree, dtype: Any = None) -> PyTree:
+  """Fresh zero buffers shaped like ``tree``, each with its leaf's sharding.
 
   Every call allocates new arrays: no buffer is shared with ``tree`` or with another state field,
-  so a training step can donate both the parameters and the optimizer state.
+  so a training step can donate both the parameters and the optimizer state. Made with
+  ``jnp.zeros_like``, so a state buffer of a sharded parameter is sharded the same way, eagerly
+  and under ``jit``.
+
+  Args:
+    tree: the parameters (or any tree of arrays).
+    dtype: the buffers' dtype; ``None`` keeps each leaf's.
   """
-  return jax.tree.map(lambda x: jnp.zeros(jnp.shape(x), jnp.asarray(x).dtype), tree)
+  return jax.tree.map(lambda x: jnp.zeros_like(x, dtype=dtype), tree)
+
+
+def full_like(tree: PyTree, value: Any, dtype: Any = None) -> PyTree:
+  """Fresh buffers shaped like ``tree`` holding ``value``, each with its leaf's sharding."""
+  return jax.tree.map(lambda x: jnp.full_like(x, value, dtype=dtype), tree)
+
+
+def per_filter_like(x: jax.Array, value: Any, dtype: Any) -> jax.Array:
+  """A fresh vector holding ``value``, one element per index of ``x``'s last axis.
+
+  Built from ``x``'s first row along its leading axes (one per-filter vector read, never the
+  whole parameter), so that a kernel sharded on its filter axis gets filter values sharded the
+  same way. A 0-d ``x`` gives a scalar.
+  """
+  x = jnp.asarray(x)
+  row = x[(0,) * (x.ndim - 1)] if x.ndim > 1 else x
+  return jnp.full_like(row, value, dtype=dtype)
 
 
 def scalar_per_leaf(tree: PyTree, value: float | jax.Array) -> PyTree:
@@ -321,16 +271,17 @@ def tree_add(tree_x: PyTree, tree_y: PyTree) -> PyTree:
   return jax.tree.map(lambda x, y: (x + y).astype(x.dtype), tree_x, tree_y)
 
 
-def run_once_if(predicate: jax.Array, body, operand):
+def run_once_if(predicate: jax.Array, body: Callable[[Any], Any], operand: Any) -> Any:
   """``body(operand)`` when ``predicate`` holds, else ``operand`` unchanged.
 
-  The semantics of ``lax.cond(predicate, body, identity, operand)``, written as a while loop of at
-  most one iteration because XLA keeps a loop's carried buffers in place. With ``lax.cond``, XLA
-  copies every parameter-sized buffer that one branch passes through while the other rewrites it
-  from another buffer, on every step (jax 0.10, XLA:CPU: a 12.5M-parameter SGD step went from
-  7 ms to 70-170 ms). In a loop those copies sit in the body, which runs only when ``predicate``
-  holds. (A while loop is not reverse-differentiable; nothing differentiates an optimizer's rate
-  bookkeeping here.)
+  The semantics of ``lax.cond(predicate, body, identity, operand)``, for work that runs at a
+  window's end and rewrites parameter-sized state (TLR's window sums, AutoDrop's anchor and
+  average, ``switch_at``'s states). Written as a while loop of at most one iteration: XLA updates
+  a loop's carried buffers in place, whereas a conditional whose branches place buffers in
+  different outputs (the identity passes a buffer through, the body moves or replaces it) makes
+  XLA's copy insertion, which every backend runs, copy each such buffer on every step, whichever
+  branch is taken. (A while loop is not reverse-differentiable; nothing differentiates an
+  optimizer's rate bookkeeping here.)
   """
   def cond_fn(carry):
     return carry[0]

@@ -120,7 +120,7 @@ def scale_by_adabound(learning_rate: optax.ScalarOrSchedule = 1e-3,
         # Rates in float32 (float64 for float64 leaves): a float16 rate would round the clipped
         # Adam rate to 3 digits and flush the lower bound's first steps (1e-5 to 1e-4) to 0.
         learning_rate=jax.tree.map(
-            lambda x: _tree.full_rate(0.0, _tree.rate_dtype(x), jnp.shape(x)), params))
+            lambda x: jnp.zeros_like(x, dtype=_tree.rate_dtype(x)), params))
 
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args  # AdaBound reads only the gradient; other keywords are ignored

@@ -21,7 +21,6 @@ exactly ``1 / h_i`` (the secant property).
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any, NamedTuple
 
@@ -42,11 +41,12 @@ def _stat_dtype(x: jax.Array) -> jnp.dtype:
 
 
 def _zeros_f32(tree: Any) -> Any:
-  return jax.tree.map(lambda x: jnp.zeros(jnp.shape(x), _stat_dtype(x)), tree)
+  """Fresh statistics buffers, each with its parameter's shape and sharding."""
+  return jax.tree.map(lambda x: jnp.zeros_like(x, dtype=_stat_dtype(x)), tree)
 
 
 def _full_f32(tree: Any, value: float) -> Any:
-  return jax.tree.map(lambda x: jnp.full(jnp.shape(x), value, _stat_dtype(x)), tree)
+  return jax.tree.map(lambda x: jnp.full_like(x, value, dtype=_stat_dtype(x)), tree)
 
 
 def _unzip(tree_def_source: Any, leaves_tuple_tree: Any, n: int) -> tuple[Any, ...]:
@@ -54,22 +54,6 @@ def _unzip(tree_def_source: Any, leaves_tuple_tree: Any, n: int) -> tuple[Any, .
   treedef = jax.tree.structure(tree_def_source)
   tuples = treedef.flatten_up_to(leaves_tuple_tree)
   return tuple(treedef.unflatten([t[k] for t in tuples]) for k in range(n))
-
-
-def _computed_once(x: jax.Array, one: jax.Array) -> jax.Array:
-  """``x`` itself (divided by a runtime ``one`` that equals 1, which is exact), computed once.
-
-  XLA:CPU has no multi-output fusion: every state buffer is written by its own element-wise pass,
-  and a cheap intermediate that several of them need (a new moving average, the secant) is
-  re-computed inside each, re-reading the old buffers it comes from. A pass that reads an old
-  buffer after the pass that rewrites it in place makes XLA copy that buffer on every step. A
-  division is an expensive operation to XLA's fusion heuristics, which do not duplicate it, so
-  ``x`` gets its own buffer (4 bytes written, 4 read per consumer) and every consumer reads it.
-  ``one`` is not a constant, so that XLA's simplifier does not remove the division. (Each such
-  buffer, like each copy, is a temporary that XLA:CPU allocates and first touches on every call:
-  on a 2.4M-element leaf its page faults took about half of AdaSecant's update CPU time.)
-  """
-  return x / one
 
 
 # --------------------------------------------------------------------------------------------
@@ -103,14 +87,7 @@ def simple_adasecant(threshold: float = 10.0,
   stored rate and gradient, bit for bit the product the previous update computed: the state is
   two parameter-sized buffers (rates and the previous gradient), and an update reads
   ``g, g_prev, rates`` and writes ``g_prev, rates``: a floor of 28 bytes per f32 parameter with
-  the parameter read and write, 1.4x ``optax.sgd(momentum=...)``'s 20. XLA:CPU writes each of
-  the three buffers in its own pass: the rates (read ``g, g_prev, rates``, 16 bytes), the
-  previous gradient (read ``g, g_prev``, 12 bytes: the old value is read where it is kept) and
-  the parameters (read ``p, g, rates``, 16 bytes), 44 bytes per parameter on the ResNet-18-shaped
-  benchmark tree and no parameter-sized copy. Storing the step ``Delta`` instead of the rate
-  costs the same 44 with the non-finite handling below (the parameter pass must read ``g`` to
-  give a non-finite element its non-finite update), 40 without that, 36 without keeping the
-  previous gradient either; the rate is then no longer exact in the state.
+  the parameter read and write, 1.4x ``optax.sgd(momentum=...)``'s 20.
 
   On a quadratic with a diagonal Hessian ``h`` the second step's rates are exactly ``1 / h_i``
   and the iterate lands on the minimum (the secant property). Rates at or above ``threshold``
@@ -181,11 +158,8 @@ def simple_adasecant(threshold: float = 10.0,
       # rate and takes the gradient.
       finite = jnp.isfinite(g32)
       rate = _tree.where_finite(rate, rate_prev, finite=finite)
-      # XLA:CPU writes each buffer in its own pass: the rate pass reads g, g_prev and the old
-      # rate; the previous-gradient pass reads g and g_prev only, so XLA could run it first and
-      # would copy g_prev to keep the old value for the rate pass. Reading one element of the new
-      # rate orders it after the rate pass at the cost of 4 bytes per leaf, not per element.
-      g_kept = _tree.written_after(jnp.where(finite, g32, g_prev), _tree.first_elements(rate))
+      # Written after the rate pass has read the old g_prev (in place: _tree.after).
+      g_kept = _tree.after(jnp.where(finite, g32, g_prev), _tree.one_element(rate))
       return (-rate * g32).astype(g.dtype), rate, g_kept
 
     out = jax.tree.map(leaf, updates, state.learning_rate, state.previous_grad)
@@ -208,8 +182,8 @@ class AdaSecantState(NamedTuple):
   one the rule reads on the next step and none can be rebuilt from the others; the previous
   corrected gradient ``g~_{t-1}`` is not stored: it is recomputed from ``previous_grad``,
   ``grad_mean`` and the two ``gamma_*`` statistics with the operations the previous step used
-  (the same value up to rounding: XLA:CPU contracts ``a * b + c`` into fused multiply-adds where
-  a pass holds both, so a recomputation in another pass can differ in the last bit).
+  (the same value up to rounding: a compiler may contract ``a * b + c`` into a fused
+  multiply-add in one place and not in the other).
 
   Attributes:
     count: int32, number of updates taken.
@@ -328,15 +302,7 @@ def adasecant(rate_rule: str = "least_squares", gamma_clip: float = 1.8,
   Cost. 12 parameter-sized float32 buffers (13 with ``rate_rule="paper"``): the floor of a
   single fused pass is about 100 bytes per float32 parameter (each statistic read and written,
   the gradient, ``next_grads`` and the parameters read, the parameters written), 3.6x
-  ``optax.adam``. XLA:CPU has no multi-output fusion, so each of the 13 written buffers (12
-  statistics and the parameters) is its own element-wise pass. On the ResNet-18-shaped benchmark
-  tree the compiled step moves 328 bytes per parameter with no parameter-sized copy: one
-  reduction per leaf for the block norm (``E[g]`` computed inside it), three temporaries
-  (``a_t``, ``Delta_{t-1}``, and the weight ``1/tau`` of this step's averages that also carries
-  the missing-element mask and the outlier flag), then one pass per state buffer that reads its
-  old value, the weight and the values its average takes; a write that needs another new
-  statistic (the memory, the rate, the variance reduction, the parameters) reads the written
-  buffer, so every old buffer is read before the pass that replaces it in place.
+  ``optax.adam``, plus one reduction per leaf for the block norm.
 
   Args:
     rate_rule: ``"least_squares"`` (default) or ``"paper"`` (Eq. 2.43 with the authors' pairing;
@@ -404,11 +370,11 @@ def adasecant(rate_rule: str = "least_squares", gamma_clip: float = 1.8,
   def inverse_norms(updates, state):
     """``1 / ||E[g]_t||`` per leaf (or one for the tree); 1 where the norm is 0 or not finite.
 
-    The one reduction before the element-wise pass; ``E[g]_t`` is recomputed there (fused)."""
+    The one reduction before the element-wise pass."""
     if normalize == "none":
       return jax.tree.map(lambda m: jnp.ones((), m.dtype), state.grad_mean)
     squares = jax.tree.map(
-        lambda g, m, tau: _tree.fused_sum(jnp.square(((tau - 1) * m + g.astype(m.dtype)) / tau)),
+        lambda g, m, tau: jnp.sum(jnp.square(((tau - 1) * m + g.astype(m.dtype)) / tau)),
         updates, state.grad_mean, state.tau)
     if normalize == "global":
       total = sum(jax.tree.leaves(squares))
@@ -423,14 +389,9 @@ def adasecant(rate_rule: str = "least_squares", gamma_clip: float = 1.8,
     has_next = next_grads is not None
     inv_norm = inverse_norms(updates, state)
 
-    # A 1 that XLA cannot fold (the count is never negative, which XLA does not know), for
-    # _computed_once.
-    one = jnp.where(state.count >= 0, 1.0, 2.0)
-
     def leaf(g, g_next, c, lr, tau, m_g, m_g2, m_a, m_a2, m_ad, m_d, m_d2, m_num, m_den, g_prev,
              a_prev):
       dtype = lr.dtype
-      once = functools.partial(_computed_once, one=one.astype(dtype))
       largest = jnp.finfo(dtype).max
       g32 = g.astype(dtype)
       ema = lambda mean, value, w: (1.0 - w) * mean + w * value  # noqa: E731 - Eq. 2.41, w = 1/tau
@@ -439,20 +400,20 @@ def adasecant(rate_rule: str = "least_squares", gamma_clip: float = 1.8,
       # of squares and of a * Delta are finite exactly when their new values are.
       ema_sq = lambda mean, value, w: jnp.minimum(ema(mean, value * value, w), largest)  # noqa: E731
 
-      # The temporaries, from the old buffers only: a_t (equal to g at the first step), g~_{t-1}
+      # From the old buffers only: a_t (equal to g at the first step), g~_{t-1}
       # (recomputed from the kept statistics with the previous step's operations: every
       # element's statistics are kept or replaced together, so they belong to one step) and
       # Delta_{t-1} = -alpha_{t-1} g~_{t-1}; the first step pairs a = g with Delta_0 = -g~ / n,
       # and g~ = g there (every average is its first value, so gamma = 0 / 0 = 0).
-      curvature = once(g32 - g_prev)
+      curvature = g32 - g_prev
       if has_next:
         other = g_next.astype(dtype)
         gc_prev = _corrected(g_prev, m_g, m_num, m_den)
       else:  # g~_{t-1} stands in for g' (the authors' workshop code), read by three passes
-        other = gc_prev = once(_corrected(g_prev, m_g, m_num, m_den))
-      previous_step = once(jnp.where(first, -c * g32, -lr * gc_prev))
+        other = gc_prev = _corrected(g_prev, m_g, m_num, m_den)
+      previous_step = jnp.where(first, -c * g32, -lr * gc_prev)
 
-      # The weight of this step's averages, in one buffer that every state write reads: 1/tau
+      # The weight of this step's averages, which every state write reads: 1/tau
       # where the element is observed (negative where it is an outlier, for the memory reset),
       # 0 where it is missing and keeps every statistic, its rate and its memory. The element is
       # missing where a new statistic would not be finite (a non-finite gradient, or secant
@@ -463,7 +424,7 @@ def adasecant(rate_rule: str = "least_squares", gamma_clip: float = 1.8,
       # the averages of squares and of a Delta are finite with their new values (above), the
       # variance-reduction statistics keep their old values where not finite, the rate is
       # clipped to a finite range and the memory to tau_bounds, and g~ combines g and E[g]. So
-      # this one pass reads only the old statistics that the outlier test needs.
+      # the weight needs only the old statistics that the outlier test reads.
       inv = 1.0 / tau
       m_g_step = ema(m_g, g32, inv)
       sd_g = jnp.sqrt(jnp.maximum(ema_sq(m_g2, g32, inv) - m_g_step * m_g_step, 0.0))
@@ -473,14 +434,11 @@ def adasecant(rate_rule: str = "least_squares", gamma_clip: float = 1.8,
                  | (jnp.abs(curvature - m_a_step) > 2.0 * sd_a))
       observed = (jnp.isfinite(g32 * g32) & jnp.isfinite(curvature * curvature)
                   & jnp.isfinite(previous_step * previous_step))
-      weight = once(jnp.where(observed, jnp.where(outlier, -inv, inv), 0.0))
+      weight = jnp.where(observed, jnp.where(outlier, -inv, inv), 0.0)
 
-      # The state writes, each its own pass reading the weight. A pass that needs another new
-      # statistic uses the written value (the state output XLA materialises anyway, read back
-      # rather than recomputed from the old buffer that the write replaces in place; the
-      # compiled step has no copy); it differs from the new value only where the element is
-      # missing, and there this pass keeps its own old value. (An optimization barrier around
-      # these values compiled to the same program on XLA:CPU and was removed.)
+      # The state writes. A statistic that needs another new one uses its written value (which
+      # differs from the new value only where the element is missing, and there this statistic
+      # keeps its own old value too).
       kept = weight != 0
       w = jnp.abs(weight)
       new_m_g = jnp.where(kept, ema(m_g, g32, w), m_g)
@@ -504,10 +462,8 @@ def adasecant(rate_rule: str = "least_squares", gamma_clip: float = 1.8,
         m_ad_kept = jnp.where(first, 0.0, m_ad_kept)
       new_m_ad = jnp.where(kept, m_ad_kept, m_ad)
       new_g_prev = jnp.where(kept, g32, g_prev)
-      # a_{t-1} for the authors' pairing, written after E[a Delta] has read the old one (its
-      # new value is never NaN: the select only orders the two writes).
-      new_a_prev = (jnp.where(kept & ~jnp.isnan(new_m_ad), curvature, a_prev) if paper
-                    else a_prev)
+      # a_{t-1} for the authors' pairing.
+      new_a_prev = jnp.where(kept, curvature, a_prev) if paper else a_prev
 
       if paper:
         rate = (jnp.sqrt(new_m_d2) / jnp.sqrt(new_m_a2 + eps)

@@ -26,17 +26,13 @@ averaging, with smoothing) to float64 rounding.
 
 Cost. Between boundaries the stage is ``-lr * d`` (plus, with averaging on, a select that reads
 the average buffer, so that the landing step needs no other code path): one extra read per
-parameter. The boundary work (materialising ``x_e``, the
-three reductions of the angle, the averaging, the drop and the landing step) runs once per window,
-inside a loop of at most one iteration (see :func:`optax_lr._tree.run_once_if` for why not
-``lax.cond``). The loop reads the direction, and a loop's operands are buffers: where ``d`` is
-a state field (a heavy-ball trace) that costs nothing, where it is computed (Adam's direction, a
-Nesterov direction) XLA stores it on every step; :func:`with_autodrop` recomputes it inside the
-loop from the inner transformation's buffers instead, so that the step between boundaries is the
-inner pass itself (plus the average's read). State: three parameter-sized buffers (the anchor
-``x_{e-1}``, the previous displacement and, with averaging, the running average), the least
-the rule allows: the angle needs ``x_{e-1}`` and ``s_{e-1}``, and the average, live from a
-trigger to its drop, coexists with them because angles are still recorded during the delay.
+parameter. The boundary work (the window's end point ``x_e``, the three reductions of the angle,
+the averaging, the drop and the landing step) runs once per window, in
+:func:`optax_lr._tree.run_once_if`. State:
+three parameter-sized buffers (the anchor ``x_{e-1}``, the previous displacement and, with
+averaging, the running average), the least the rule allows: the angle needs ``x_{e-1}`` and
+``s_{e-1}``, and the average, live from a trigger to its drop, coexists with them because angles
+are still recorded during the delay.
 """
 
 from __future__ import annotations
@@ -182,9 +178,7 @@ def scale_by_autodrop(learning_rate: float, steps_per_epoch: int, drop_factor: f
   first angle exists at the second boundary and, with ``smoothing = m``, the first trigger is
   possible at boundary ``m + 2`` (``t > 2`` in Algorithm 1 for ``m = 1``).
 
-  Over a direction that is computed rather than stored (``optax.scale_by_adam()``, a Nesterov
-  trace), prefer :func:`with_autodrop`: the same rule, without storing ``d`` on every step for
-  the boundary loop.
+  :func:`with_autodrop` is the same rule over an inner transformation, as one transformation.
 
   Composition over a method that owns its own rate (TLR, hypergradient descent): that method's
   output is an update ``-lr' d``; turn it back into a direction with ``optax.scale(-1.0)`` and put
@@ -249,11 +243,7 @@ def scale_by_autodrop(learning_rate: float, steps_per_epoch: int, drop_factor: f
     del extra_args
     if params is None:
       raise ValueError(NO_PARAMS_MSG)
-    # The loop reads the direction itself, so XLA stores it (a buffer anyway when it is a state
-    # field such as a momentum trace; see with_autodrop for a computed one).
-    new_updates, new_state, _ = update_core(state, params, lambda: updates,
-                                            lambda rate: (updates, None))
-    return new_updates, new_state
+    return update_core(state, params, updates)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -263,11 +253,8 @@ def _autodrop_functions(learning_rate, steps_per_epoch, drop_factor, min_learnin
                         relative_threshold):
   """``(init_fn, update_core)`` of the AutoDrop stage, its arguments checked.
 
-  ``update_core(state, params, loop_direction, step_direction)`` returns ``(updates, state,
-  aux)``: ``loop_direction()`` gives the direction ``d`` inside the boundary loop,
-  ``step_direction(rate)`` gives ``(d, aux)`` for the step after the loop, called with the step's
-  rate read off the loop's result, so that what it computes can be ordered after the loop
-  (:func:`optax_lr._tree.written_after`).
+  ``update_core(state, params, directions)`` returns ``(updates, state)`` for the direction
+  ``d`` of this step.
   """
   _check_autodrop_args(learning_rate, steps_per_epoch, drop_factor, min_learning_rate, threshold,
                        max_threshold, drop_delay, smoothing, eps)
@@ -380,28 +367,24 @@ def _autodrop_functions(learning_rate, steps_per_epoch, drop_factor, min_learnin
         anchor=anchor, previous_displacement=displacement, average=new_average,
         mean_change=mean_change, num_changes=num_changes)
 
-  def update_core(state, params, loop_direction, step_direction):
+  def update_core(state, params, directions):
     # The boundary belongs to the update whose step ends the window (Algorithm 1: the epoch's
     # last step is part of x_e and of the average; no gradient is computed and then dropped).
     ends_window = state.window_step + 1 >= steps_per_epoch
 
     def boundary(state):
-      # x_e, exactly as the caller will get it. The step is recomputed here rather than passed in:
-      # with the step as a loop operand XLA copied parameter-sized buffers on every call.
-      steps = _tree.scale_by_rate(state.learning_rate, loop_direction(), False)
-      end_point = optax.apply_updates(params, steps)
+      # x_e, exactly as the caller will get it.
+      end_point = optax.apply_updates(
+          params, _tree.scale_by_rate(state.learning_rate, directions, False))
       return process_boundary(state, end_point, params)
 
-    # Only at a window's last step (see run_once_if for why this is not lax.cond).
     new_state = _tree.run_once_if(ends_window, boundary, state)
     # The step at the rate the window ran with (a drop changes the rate from the next window on),
-    # read off the loop's result: the loop's rate where it did not drop (the same value, bit for
-    # bit), the old one where it did. The step then depends on the loop, so XLA updates the
-    # parameters in place after the loop has read them; otherwise (no averaging: nothing else
-    # after the loop reads its result) it copied every parameter leaf on every step.
+    # read off the loop's result: the loop's rate where it did not drop (the same value), the
+    # old one where it did. The parameters' in-place update then follows the loop's reads of
+    # them (_tree.after's reason, through the data flow itself).
     landing = new_state.num_drops != state.num_drops
     rate = jnp.where(landing, state.learning_rate, new_state.learning_rate)
-    directions, aux = step_direction(rate)
     new_updates = _tree.scale_by_rate(rate, directions, False)
     if average:
       # At a drop, land on the average instead: it already holds x_e (with weight n_d).
@@ -409,7 +392,7 @@ def _autodrop_functions(learning_rate, steps_per_epoch, drop_factor, min_learnin
           lambda u, y, p: jnp.where(landing, _landing_update(y, p).astype(u.dtype), u),
           new_updates, new_state.average, params)
     window_step = jnp.where(ends_window, 0, state.window_step + 1).astype(jnp.int32)
-    return new_updates, new_state._replace(window_step=window_step), aux
+    return new_updates, new_state._replace(window_step=window_step)
 
   return init_fn, update_core
 
@@ -432,25 +415,15 @@ def with_autodrop(inner: optax.GradientTransformation, learning_rate: float,
                   max_threshold: float = 1.0, drop_delay: int = 20, average: bool = True,
                   smoothing: int = 1, eps: float = 1e-8, threshold_rule: str = "fixed",
                   relative_threshold: float = 0.2) -> optax.GradientTransformationExtraArgs:
-  """``inner``'s direction scaled by AutoDrop: ``chain(inner, scale_by_autodrop(...))``, cheaper.
+  """``inner``'s direction scaled by AutoDrop: ``chain(inner, scale_by_autodrop(...))``.
 
-  The same updates and the same AutoDrop state as ``optax.chain(inner,
-  scale_by_autodrop(learning_rate, steps_per_epoch, ...))``, at fewer bytes per step where
-  ``inner``'s direction is computed rather than stored (Adam's ``m_hat / (sqrt(v_hat) + eps)``,
-  a Nesterov direction). The boundary work needs the window's end point ``x_e = params - lr d``,
-  inside a loop that runs once per window; a loop reads buffers, so the stage form makes XLA store
-  ``d`` on every step (12 bytes per float32 parameter for Adam: written, then read by the
-  parameter update instead of the moments). Here the loop recomputes ``d`` by calling
-  ``inner.update`` on this step's gradient, ``inner``'s previous state and the parameters, all
-  buffers already, and ``inner``'s new state is written after the loop, so that XLA updates it in
-  place; the step between boundaries is then ``inner``'s pass with ``d`` computed on the fly
-  (plus, with averaging, the read of the average). ``inner`` must be a pure function of its
-  inputs (every optax transformation is): the loop's ``d`` equals the step's bit for bit.
+  AutoDrop as a meta-scheme over any optimizer, in one transformation: the same updates and the
+  same AutoDrop state as ``optax.chain(inner, scale_by_autodrop(learning_rate, steps_per_epoch,
+  ...))``, with the two states named (:class:`WithAutoDropState`).
 
   Args:
     inner: the transformation whose output is the direction ``d`` (``optax.scale_by_adam()``, a
-      momentum trace, a chain). It runs twice in a boundary call (its cost is paid once more per
-      window).
+      momentum trace, a chain).
     learning_rate: as in :func:`scale_by_autodrop`.
     steps_per_epoch: as in :func:`scale_by_autodrop`.
 
@@ -485,24 +458,8 @@ def with_autodrop(inner: optax.GradientTransformation, learning_rate: float,
   def update_fn(updates, state, params=None, **extra_args):
     if params is None:
       raise ValueError(NO_PARAMS_MSG)
-    def loop_direction():
-      # inner's update on the step's buffers (gradient, previous state, parameters): the
-      # step's d, computed in the loop instead of stored for it.
-      return inner.update(updates, state.inner, params, **extra_args)[0]
-
-    def step_direction(rate):
-      # The loop reads inner's previous state, which the new state overwrites in place: read
-      # here through the loop's rate, so that every read follows the loop (else XLA copies the
-      # state). On the inputs, not on the new state: the new state then stays the fusion that
-      # the parameter update reads, as in inner alone.
-      # Floating leaves only (the buffers that matter; a typed PRNG key has no select).
-      ordered = jax.tree.map(
-          lambda x: (_tree.written_after(x, rate)
-                     if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact) else x), state.inner)
-      return inner.update(updates, ordered, params, **extra_args)
-
-    new_updates, stage_state, inner_state = update_core(state.autodrop, params, loop_direction,
-                                                        step_direction)
+    directions, inner_state = inner.update(updates, state.inner, params, **extra_args)
+    new_updates, stage_state = update_core(state.autodrop, params, directions)
     return new_updates, WithAutoDropState(inner=inner_state, autodrop=stage_state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -527,8 +484,7 @@ def autodrop_sgd(learning_rate: float, steps_per_epoch: int, momentum: float = 0
 
   ``chain(add_decayed_weights(weight_decay), trace(momentum, nesterov), scale_by_autodrop(...))``,
   the setting of the AutoDrop paper's experiments (momentum SGD, weight decay 5e-4, one window per
-  epoch), built as :func:`with_autodrop` over the first two, so that a Nesterov direction is not
-  stored on every step.
+  epoch), built as :func:`with_autodrop` over the first two.
 
   Args:
     learning_rate: initial rate ``> 0``.

@@ -217,10 +217,11 @@ def _layout(params: Any, layer_labels: LayerLabels, filter_labels: LayerLabels =
 
 def _rate_arrays(level: str, leaves: list[Any], learning_rate: Any,
                  dtype: Any) -> list[jax.Array]:
+  # Built from each parameter, so that a sharded parameter's rates are sharded alike.
   if level == "parameter":
-    return [_tree.full_rate(learning_rate, dtype, jnp.shape(x)) for x in leaves]
+    return [jnp.full_like(x, learning_rate, dtype=dtype) for x in leaves]
   if level == "filter":
-    return [_tree.full_rate(learning_rate, dtype, jnp.shape(x)[-1:]) for x in leaves]
+    return [_tree.per_filter_like(x, learning_rate, dtype) for x in leaves]
   return [_tree.full_rate(learning_rate, dtype) for _ in leaves]
 
 
@@ -249,21 +250,9 @@ def _combined_rates(rates: dict[str, Any], gammas: dict[str, jax.Array], treedef
   return combined
 
 
-def _filter_sum(x: jax.Array, fused: bool = False) -> jax.Array:
-  """Sum over every axis but the last (the identity for a 0-d leaf); ``fused``: as
-  :func:`optax_lr._tree.leaf_vdots`."""
-  total = _tree.fused_sum if fused else jnp.sum
-  return total(x, axis=tuple(range(x.ndim - 1))) if x.ndim else x
-
-
-def _leaf_total(filter_sums: jax.Array, fused: bool) -> jax.Array:
-  """A leaf's sum from its per-filter sums (:func:`_filter_sum` with the same ``fused``).
-
-  Library sums (``fused`` False) are added up in XLA's own reduction: XLA folds a sum of a
-  library sum into one sum over the whole leaf, a second reader of the per-element product, which
-  XLA:CPU then stores (8 more bytes per element, and a copy of the reduction's work).
-  """
-  return jnp.sum(filter_sums) if fused else _tree.fused_sum(filter_sums)
+def _filter_sum(x: jax.Array) -> jax.Array:
+  """Sum over every axis but the last (the identity for a 0-d leaf)."""
+  return jnp.sum(x, axis=tuple(range(x.ndim - 1))) if x.ndim else x
 
 
 def _new_combination_weights(gammas: dict[str, jax.Array], gradients: dict[str, jax.Array],
@@ -300,7 +289,7 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
            previous_direction_fn: Any = None,
            safeguard: str = "none", backtrack_factor: float = 0.5, loss_tolerance: float = 1.0,
            loss_decay: float = 0.9, rate_search: bool = False, search_factor: float = 2.0,
-           search_start: float = 1.0, fused_sums: bool | None = None,
+           search_start: float = 1.0,
            ) -> optax.GradientTransformationExtraArgs:
   """Wrap a direction transform with CAM-HD: hypergradient rates at several combined levels.
 
@@ -359,9 +348,6 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
       ``optax_lr._base.adam_previous_direction(b1, b2, eps)``): the state then keeps no copy of
       it, and every level, the per-element one included, sees the same values as with the kept
       buffer, bit for bit.
-    fused_sums: how the levels' sums are reduced, as in :func:`optax_lr.hypergradient`
-      (``None``: fused exactly when ``previous_direction_fn`` is given; :func:`adam_cam_hd`
-      fuses both its paths, so they agree bit for bit).
     rate_rule: ``"additive"`` (default, Algorithm 1) or ``"multiplicative"``: each level's rate
       of group ``j`` becomes ``a^l_j (1 + beta gamma_l tau cos_j)``, ``cos_j`` the cosine of
       ``g_t`` and ``d_{t-1}`` restricted to the group (the whole tree for ``global``, the layer
@@ -420,10 +406,6 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
       # Structure is checked against the params at init; here only that it is a tree at all.
       jax.tree.structure(labels)
   inner = optax.with_extra_args_support(inner)
-  if fused_sums is not None:
-    _checks.flag("fused_sums", fused_sums)
-  # A direction read off the inner state is computed inside the reductions, never stored.
-  fused = previous_direction_fn is not None if fused_sums is None else fused_sums
   blending = not _is_static_zero(decay_rate)
   learn_weights = not _is_static_zero(combination_lr) and len(levels) > 1
   softmax = weight_parametrization == "softmax"
@@ -467,7 +449,7 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
       # Read from the inner state before this step's update: d_{t-1} exactly.
       previous_tree = previous_direction_fn(state.inner_state)
     previous = treedef.flatten_up_to(previous_tree)
-    old = dict(state.learning_rate)  # a copy: the parameter level may order its reads below
+    old = state.learning_rate
     gammas = old[COMBINATION_WEIGHTS]
     total_size = layout.total_size
     tau = jnp.exp(-decay_rate * state.count.astype(_tree.RATE_DTYPE)) if blending else None
@@ -482,44 +464,22 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
     products = [_tree._as_float32(g) * _tree._as_float32(d)
                 for g, d in zip(grads, previous, strict=True)]
     weighted_sums = None  # sum_p e_p a_param_old(p) per leaf, for the parameter level's gamma
-    leaf_squares = None  # per-leaf (||g||^2, ||d_prev||^2) for the multiplicative rule
-    weighs_parameters = "parameter" in levels and learn_weights
     if "filter" in levels:
-      filter_sums = [_filter_sum(e, fused) for e in products]
-      leaf_sums = [_leaf_total(f, fused) for f in filter_sums]
-    elif weighs_parameters or multiplicative:
-      # One variadic reduction per leaf reads (g, d_prev, a_param) once for every sum: the
-      # products, the cosine's squared norms (multiplicative rule; in the order of
-      # optax_lr.hypergradient's), the products weighted by the parameter rates (learned
-      # weights). XLA:CPU hands a sum of its own to a library call that first writes its
-      # operand to a temporary array.
-      rates = (treedef.flatten_up_to(old["parameter"]) if weighs_parameters
-               else [None] * len(grads))
-      joint = []
-      for g, d, e, rate in zip(grads, previous, products, rates, strict=True):
-        operands = [e]
-        if multiplicative:
-          operands += [_tree._as_float32(g) ** 2, _tree._as_float32(d) ** 2]
-        if weighs_parameters:
-          operands.append(e * rate)
-        joint.append(_tree.joint_sums(*operands))
-      leaf_sums = [sums[0] for sums in joint]
-      if multiplicative:
-        leaf_squares = [(sums[1], sums[2]) for sums in joint]
-      if weighs_parameters:
-        weighted_sums = [sums[-1] for sums in joint]
+      filter_sums = [_filter_sum(e) for e in products]
+      leaf_sums = [jnp.sum(f) for f in filter_sums]
     else:
-      leaf_sums = treedef.flatten_up_to(_tree.leaf_vdots(updates, previous_tree, fused))
+      leaf_sums = [jnp.sum(e) for e in products]
     global_sum = sum(leaf_sums, jnp.zeros((), _tree.RATE_DTYPE))
     if multiplicative:
       # The cosine's squared norms per group, ||g||^2 and ||d_prev||^2, as per-leaf (and
-      # per-filter) sums that XLA fuses into the reduction of the products above.
+      # per-filter) sums of the same inputs as the products above.
       squares = [(_tree._as_float32(g) ** 2, _tree._as_float32(d) ** 2)
                  for g, d in zip(grads, previous, strict=True)]
       if "filter" in levels:
-        filter_squares = [(_filter_sum(a, fused), _filter_sum(b, fused)) for a, b in squares]
-        leaf_squares = [(_leaf_total(a, fused), _leaf_total(b, fused))
-                        for a, b in filter_squares]
+        filter_squares = [(_filter_sum(a), _filter_sum(b)) for a, b in squares]
+        leaf_squares = [(jnp.sum(a), jnp.sum(b)) for a, b in filter_squares]
+      else:
+        leaf_squares = [(jnp.sum(a), jnp.sum(b)) for a, b in squares]
 
       def group_squares(per_leaf, group):
         return tuple(sum((per_leaf[i][k] for i in group[1:]), per_leaf[group[0]][k])
@@ -567,9 +527,8 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
           # Filter j of the group: the j-th last-axis slice of every leaf in it (kernel and bias).
           group_sums = sum((filter_sums[i] for i in group[1:]), filter_sums[group[0]])
           size = sum(layout.filter_sizes[i] for i in group)
-          # Every leaf of the group holds the group's rates, and each is updated from its own
-          # buffer (the same values and operations, so the same result): a donated rate buffer
-          # read by another leaf's update and rewritten in place by its own makes XLA copy it.
+          # Every leaf of the group holds the group's rates, each updated from its own buffer
+          # (the same values and operations, so the same result).
           for i in group:
             if multiplicative:
               new_leaves[i] = _rate_rule.multiplicative(old_leaves[i], step, group_sums,
@@ -584,40 +543,21 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
                                jnp.zeros((), _tree.RATE_DTYPE))
       else:  # parameter
         old_leaves = treedef.flatten_up_to(old[level])
-        element_products = products
-        if previous_direction_fn is not None:
-          # The per-element rates compute d_{t-1} from the inner state themselves, read after the
-          # reductions: another computation than the reductions' (the same operations, so the
-          # same values), which XLA fuses into the rate pass instead of writing d_{t-1} to a
-          # temporary array for both (for Adam 4 bytes per parameter less: the temporary's
-          # write and two reads against one more read of each moment).
-          element_previous = treedef.flatten_up_to(previous_direction_fn(
-              _tree.written_after(state.inner_state, _tree.finite_or_zero(global_sum))))
-          element_products = [_tree._as_float32(g) * _tree._as_float32(d)
-                              for g, d in zip(grads, element_previous, strict=True)]
         if learn_weights:
-          if weighted_sums is None:
-            weighted_sums = [jnp.sum(rate * e) for rate, e in zip(old_leaves, products,
-                                                                  strict=True)]
+          weighted_sums = [jnp.sum(rate * e) for rate, e in zip(old_leaves, products,
+                                                                strict=True)]
           descent[level] = sum(weighted_sums, jnp.zeros((), _tree.RATE_DTYPE))
-          # The new rates read the old ones after the weights' reduction has (a finite token):
-          # XLA then updates the donated buffer in place instead of copying it.
-          old_leaves = _tree.written_after(old_leaves, _tree.finite_or_zero(descent[level]))
-          old[level] = treedef.unflatten(old_leaves)
+          # The new rates overwrite the old ones after the weights' reduction has read them.
+          old_leaves = _tree.after(old_leaves, _tree.finite_or_zero(descent[level]))
         if multiplicative:
           # One element's cosine is the sign of g_p d_prev_p (0 where either is 0).
-          element_squares = squares
-          if previous_direction_fn is not None:
-            element_squares = [(_tree._as_float32(g) ** 2, _tree._as_float32(d) ** 2)
-                               for g, d in zip(grads, element_previous, strict=True)]
           new[level] = treedef.unflatten([
               _rate_rule.multiplicative(rate, step, e, *sq)
-              for rate, e, sq in zip(old_leaves, element_products, element_squares,
-                                     strict=True)])
+              for rate, e, sq in zip(old_leaves, products, squares, strict=True)])
         else:
           new[level] = treedef.unflatten([
               rate + (step * level_factor(1, total_size)) * e
-              for rate, e in zip(old_leaves, element_products, strict=True)])
+              for rate, e in zip(old_leaves, products, strict=True)])
 
     # A level rate whose hypergradient step is not finite (inf or NaN elements in its group, or an
     # overflowing sum) stays as it was: per element, per filter, per group, or the global rate.
@@ -649,27 +589,17 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
     if min_learning_rate is not None:
       kappa = [jnp.maximum(rate, min_learning_rate).astype(rate.dtype) for rate in kappa]
     new[COMBINATION_WEIGHTS] = new_gammas
-    # The global sum reads every element of the old direction (a finite stand-in: the levels'
-    # rates already hold it, but a level may be absent).
-    global_sum_token = _tree.finite_or_zero(global_sum)
-    tokens = ({k: v for k, v in new.items() if k != "parameter"}, global_sum_token)
+    # The buffers the reductions read (the kept direction, or the inner state it is derived
+    # from, which the per-element rates read too) are rewritten after every new rate, so that
+    # they are updated in place (_tree.after).
+    tokens = ({k: v for k, v in new.items() if k != "parameter"}, _tree.finite_or_zero(global_sum),
+              [_tree.one_element(r) for r in jax.tree.leaves(new.get("parameter", ()))])
     inner_state = state.inner_state
     if previous_direction_fn is not None:
-      # The inner update reads its state after every reduction above has read it, and after the
-      # per-element rates have (one element of each: they read the old state element by
-      # element): XLA then updates the donated buffers in place. One select for all tokens: a
-      # second one changes how LLVM contracts Adam's moment update into an FMA (1 ulp).
-      inner_state = _tree.written_after(
-          inner_state, (tokens, _tree.first_elements(new.get("parameter", ()))))
+      inner_state = _tree.after(inner_state, tokens)
     directions, inner_state = inner.update(updates, inner_state, params, **extra_args)
-    previous_direction = state.previous_direction
-    if previous_direction_fn is None:
-      # Written after everything that reads the old buffer (the new rates of every level and
-      # the new weights, all kept finite): XLA then updates the donated buffer in place. The
-      # update reads the written direction back instead of recomputing it from the inner
-      # transform's inputs (a Nesterov direction: one buffer more per element on XLA:CPU).
-      directions = previous_direction = _tree.written_after(
-          directions, tokens, new.get("parameter"), read_back=True)
+    previous_direction = (_tree.after(directions, tokens) if previous_direction_fn is None
+                          else state.previous_direction)
     new_updates = _tree.scale_by_rate(treedef.unflatten(kappa), directions, True)
     return new_updates, CamHDState(
         count=optax.safe_increment(state.count),
@@ -813,7 +743,7 @@ def adam_cam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8,
                      safeguard=safeguard, backtrack_factor=backtrack_factor,
                      loss_tolerance=loss_tolerance, loss_decay=loss_decay,
                      rate_search=rate_search, search_factor=search_factor,
-                     search_start=search_start, fused_sums=True)
+                     search_start=search_start)
   return _base.with_coupled_weight_decay(transform, weight_decay)
 
 

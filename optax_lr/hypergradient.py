@@ -61,7 +61,7 @@ def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
                   safeguard: str = "none", backtrack_factor: float = 0.5,
                   loss_tolerance: float = 1.0, loss_decay: float = 0.9,
                   rate_search: bool = False, search_factor: float = 2.0,
-                  search_start: float = 1.0, fused_sums: bool | None = None,
+                  search_start: float = 1.0,
                   ) -> optax.GradientTransformationExtraArgs:
   """Wrap a direction transform with a hypergradient-descent learning rate (Baydin et al. 2018).
 
@@ -80,15 +80,7 @@ def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
       (``optax_lr._base.trace_previous_direction()``) or Adam's moments
       (``optax_lr._base.adam_previous_direction(b1, b2, eps)``). The wrapper then keeps no copy of
       ``d_{t-1}`` (one parameter-sized buffer less, and its read and write per step); the values
-      are those of the kept buffer, bit for bit. The inner update then runs after the new rate
-      (its state read through :func:`optax_lr._tree.written_after`), so XLA updates the inner
-      state's donated buffers in place.
-    fused_sums: how ``<g_t, d_{t-1}>`` is reduced: ``True`` with
-      :func:`optax_lr._tree.fused_sum`, which computes a ``d_{t-1}`` derived from the inner state
-      inside the reduction (on XLA:CPU a plain sum stores it first), ``False`` with ``jnp.sum``
-      (faster on a stored buffer). ``None`` (default): fused exactly when
-      ``previous_direction_fn`` is given. The two orders round differently; :func:`adam_hd`
-      fuses both its paths, so they agree bit for bit.
+      are those of the kept buffer, bit for bit.
     rate_rule: ``"additive"`` (default, the paper's rule ``lr += beta <g_t, d_{t-1}>``) or
       ``"multiplicative"``: ``lr *= 1 + beta cos(g_t, d_{t-1})``, Baydin et al.'s normalised
       multiplicative rule, which does not depend on the scale of the gradients or of the rate
@@ -150,9 +142,6 @@ def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
   if min_learning_rate is not None:
     _checks.non_negative("min_learning_rate", min_learning_rate)
   inner = optax.with_extra_args_support(inner)
-  if fused_sums is not None:
-    _checks.flag("fused_sums", fused_sums)
-  fused = previous_direction_fn is not None if fused_sums is None else fused_sums
 
   def init_fn(params):
     return HypergradientState(
@@ -182,7 +171,7 @@ def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
         grows, searching = _rate_rule.search_decision(searching, *sums)
         rate = _rate_rule.scaled_where(grows, search_factor, rate, old_rate)
     else:
-      dot = _tree.vdot(updates, previous, fused=fused)
+      dot = _tree.vdot(updates, previous)
       rate = _tree.where_finite(old_rate + hypergrad_lr * dot, old_rate)
     backtrack_state = state.backtrack
     if backtracks:
@@ -195,17 +184,12 @@ def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
         searching = searching & ~rose
     if min_learning_rate is not None:
       rate = jnp.maximum(rate, min_learning_rate).astype(old_rate.dtype)
-    # A buffer the reduction above read (the kept direction, or the inner state it was read from)
-    # is rewritten after the new rate: XLA then updates the donated buffer in place, no copy.
-    inner_state = (state.inner_state if keeps_previous
-                   else _tree.written_after(state.inner_state, rate))
+    # A buffer the reduction above read (the kept direction, or the inner state it was derived
+    # from) is rewritten after the new rate, so that it is updated in place (_tree.after).
+    inner_state = state.inner_state if keeps_previous else _tree.after(state.inner_state, rate)
     directions, inner_state = inner.update(updates, inner_state, params, **extra_args)
-    previous_direction = state.previous_direction
-    if keeps_previous:
-      # The kept direction is written anyway: the update reads it back (one buffer) instead of
-      # recomputing it from the inner transform's inputs (a Nesterov direction from the gradient
-      # and the new trace, one buffer more per element on XLA:CPU).
-      directions = previous_direction = _tree.written_after(directions, rate, read_back=True)
+    previous_direction = (_tree.after(directions, rate) if keeps_previous
+                          else state.previous_direction)
     return _tree.scale_by_rate(rate, directions, False), HypergradientState(
         learning_rate=rate,
         previous_direction=previous_direction,
@@ -323,5 +307,5 @@ def adam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8, b1: float =
                     rate_rule=rate_rule, safeguard=safeguard, backtrack_factor=backtrack_factor,
                     loss_tolerance=loss_tolerance, loss_decay=loss_decay,
                     rate_search=rate_search, search_factor=search_factor,
-                    search_start=search_start, fused_sums=True),
+                    search_start=search_start),
       weight_decay)

@@ -37,14 +37,10 @@ def switch_at(boundary_step: int, first: optax.GradientTransformation,
   so ``second`` starts from its fresh ``init`` state at the boundary (its own step counters and
   schedules start there) and ``first``'s state is frozen. Each transformation runs in a loop of at
   most one iteration on the step count (:func:`optax_lr._tree.run_once_if`, the semantics of
-  ``jax.lax.cond``): only the active one runs, the idle state is left bit-identical, and every
-  state buffer is updated in place. (A ``lax.cond`` over both states makes XLA copy each state
-  buffer on every step: those the idle branch passes through, and all of them out of the cond
-  into the donated outputs.) The update leaves the loop as a buffer of its own, written once
-  before it (4 bytes per element) and read by the parameter update after it: XLA does not fuse
-  across the loop. Under ``vmap`` with a batched step count both run, each element keeping its
-  idle state. Extra ``update`` arguments (``next_grads``, ``value``, ...) are forwarded to both
-  (``optax.with_extra_args_support``).
+  ``jax.lax.cond`` with every state buffer updated in place): only the active one runs, and the
+  idle state is left bit-identical. Under ``vmap`` with a batched step count both run, each
+  element keeping its idle state. Extra ``update`` arguments (``next_grads``, ``value``, ...) are
+  forwarded to both (``optax.with_extra_args_support``).
 
   Args:
     boundary_step: integer ``>= 0``; 0 means ``second`` from the start.
@@ -82,9 +78,9 @@ def switch_at(boundary_step: int, first: optax.GradientTransformation,
       return jax.tree.map(_cast_like, new_updates, updates)
 
     def like_before(new_state, old_state):
-      # A loop's body must return its carry's types. A transformation whose state changes dtype
-      # on its first update (optax.adam's moments of an integer leaf start as integers and come
-      # back as floats) would not, so each state keeps its dtypes from init.
+      # A loop's body must return its carry's types. A transformation whose state changes dtype on
+      # its first update (optax.adam's moments of an integer leaf start as integers and come back
+      # as floats) would not, so each state keeps its dtypes from init.
       return jax.tree.map(_cast_like, new_state, old_state)
 
     def run(transform):
@@ -94,9 +90,7 @@ def switch_at(boundary_step: int, first: optax.GradientTransformation,
         return like_grads(new_updates), like_before(new_state, transform_state)
       return body
 
-    # Two loops of at most one iteration, not one lax.cond over both states (see the docstring):
-    # a loop updates its carry in place. Exactly one of the two runs, so the updates' initial
-    # value is never returned (_placeholders).
+    # Exactly one of the two loops runs, so the updates' initial value is never returned.
     before = state.count < boundary_step
     new_updates, first_state = _tree.run_once_if(
         before, run(first), (_placeholders(updates), state.first_state))
@@ -117,15 +111,16 @@ def _cast_like(new: jax.Array, like: jax.Array) -> jax.Array:
 
 
 def _placeholders(updates: Any) -> Any:
-  """Arrays shaped like ``updates``, written once (4 bytes per element) and never returned.
+  """Arrays shaped like ``updates``, the loops' initial carry, never returned.
 
-  Each leaf is the broadcast of its own gradient's first element, not zeros: XLA merges equal
-  broadcasts, and two loop carries that start from one buffer make it copy that buffer into each.
-  Gradients of integer leaves (``float0``) and empty leaves stand for themselves.
+  Each leaf is the broadcast of one element of its own gradient (one scalar read, under sharding
+  too), not zeros: equal broadcasts are merged, and two loop carries that start from one buffer
+  are each given a copy of it. Gradients of integer leaves (``float0``) and empty leaves stand
+  for themselves.
   """
   def leaf(g):
     g = jnp.asarray(g)
     if g.size == 0 or g.dtype == jax.dtypes.float0:
       return g
-    return jnp.broadcast_to(g.reshape(-1)[0], g.shape)
+    return jnp.broadcast_to(_tree.one_element(g), g.shape)
   return jax.tree.map(leaf, updates)

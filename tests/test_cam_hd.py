@@ -620,37 +620,24 @@ def test_adam_cam_hd_state_sizes():
 _PARAMETER_LEVEL = {"levels": ("parameter", "layer", "global")}
 
 
-@pytest.mark.parametrize("alias, kwargs, expected", [
-    ("adam_cam_hd", _PARAMETER_LEVEL, 76.0),
-    ("adam_cam_hd", {**_PARAMETER_LEVEL, "combination_lr": 0.01}, 80.0),
-    ("adam_cam_hd", {**_PARAMETER_LEVEL, "mu_dtype": jnp.bfloat16}, 74.0),
-    ("adam_cam_hd", {**_PARAMETER_LEVEL, "rate_rule": "multiplicative", "hypergrad_lr": 0.01},
-     76.0),
+@pytest.mark.parametrize("alias, kwargs", [
+    ("adam_cam_hd", _PARAMETER_LEVEL),
+    ("adam_cam_hd", {**_PARAMETER_LEVEL, "combination_lr": 0.01}),
+    ("adam_cam_hd", {**_PARAMETER_LEVEL, "mu_dtype": jnp.bfloat16}),
+    ("adam_cam_hd", {**_PARAMETER_LEVEL, "rate_rule": "multiplicative", "hypergrad_lr": 0.01}),
     ("adam_cam_hd", {"levels": ("layer", "global"), "rate_rule": "multiplicative",
-                     "hypergrad_lr": 0.01}, 52.0),
-    ("sgd_cam_hd", {**_PARAMETER_LEVEL, "momentum": 0.9}, 52.0),
-    ("sgd_cam_hd", {**_PARAMETER_LEVEL, "momentum": 0.9, "combination_lr": 0.01}, 56.0)],
+                     "hypergrad_lr": 0.01}),
+    ("sgd_cam_hd", {**_PARAMETER_LEVEL, "momentum": 0.9}),
+    ("sgd_cam_hd", {**_PARAMETER_LEVEL, "momentum": 0.9, "combination_lr": 0.01})],
     ids=["adam", "adam_learned_weights", "adam_bfloat16_mu", "adam_multiplicative",
          "adam_multiplicative_no_parameter_level", "sgd_momentum", "sgd_momentum_learned_weights"])
-def test_cam_hd_memory_traffic(alias, kwargs, expected):
-  # XLA's bytes accessed per parameter of the donated step (update and apply_updates), counted
-  # by hand in bytes per element (float32: 4 per buffer read or written). Adam with the
-  # parameter level: the hypergradient reduction reads g, m, v (12; with learned weights the
-  # rates too, 16); the rate pass reads a, g, m, v and writes a (20); the moment passes read
-  # m, g and v, g and write their moment (12 each); the parameter pass reads p, m', v', a' and
-  # writes p (20): 76, or 80 with learned weights. d_{t-1} is computed inside the reduction and
-  # inside the rate pass, never written to a temporary (which cost 4 more), and no buffer is
-  # copied. With a bfloat16 first moment (2 bytes) the reduction reads 10, the rate pass 18,
-  # the first moment's pass 8, and the parameter pass reads g and m instead of m' (22: optax's
-  # direction uses the moment before its cast); the old m, read there and overwritten in place
-  # by its own pass, goes through a bfloat16 temporary (4 more, 74; optax.adam itself copies
-  # it). The multiplicative rule's squared norms join the same reduction (no more bytes);
-  # without the parameter level it is Adam-HD's 52: the reduction (12), the moments (24), the
-  # parameters (p, m', v': 16). Heavy-ball SGD with the parameter level, the trace being
-  # d_{t-1}: the reduction reads g, d (8; +4 with learned weights), the rate pass a, g, d and
-  # writes a (16), the trace pass 12, the parameter pass reads p, d', a' and writes p (16): 52.
-  from tests.test_memory import compiled_update
-  from train.bench.overhead import compiled_figures
+def test_cam_hd_updates_in_place(alias, kwargs):
+  # The donated step (update and apply_updates) copies no parameter-sized buffer in each of
+  # these configurations: the per-element rates, the moments (or the trace, d_{t-1} itself)
+  # and the parameters are all updated in place, though the rates' pass and the reductions
+  # read the old values. (optax.adam with a bfloat16 first moment copies its own moment: a
+  # buffer of half the size, below the counter's threshold.)
+  from tests.test_memory import compiled_update, parameter_sized_copies
 
   keys = iter(jax.random.split(jax.random.key(0), 4))
   params = {"conv": {"kernel": jax.random.normal(next(keys), (3, 3, 64, 64)),
@@ -658,6 +645,5 @@ def test_cam_hd_memory_traffic(alias, kwargs, expected):
             "dense": {"kernel": jax.random.normal(next(keys), (512, 64)),
                       "bias": jax.random.normal(next(keys), (64,))}}
   opt = getattr(optax_lr, alias)(1e-3, **kwargs)
-  figures = compiled_figures(compiled_update(opt, params), params)
-  assert figures["copies"] == 0
-  np.testing.assert_allclose(figures["bytes_per_param"], expected, atol=0.05)
+  hlo = compiled_update(opt, params).as_text()
+  assert parameter_sized_copies(hlo, {3 * 3 * 64 * 64, 512 * 64}) == []
