@@ -15,6 +15,7 @@ Each module names its paper and the sections it implements:
   - ``telemetry``: reading every rate out of any optimizer state.
 """
 
+from optax_lr._version import __version__ as __version__
 from optax_lr.adabound import ScaleByAdaBoundState, adabound, adabound_bounds, scale_by_adabound
 from optax_lr.adasecant import AdaSecantState, SimpleAdaSecantState, adasecant, simple_adasecant
 from optax_lr.autodrop import (
@@ -57,8 +58,6 @@ from optax_lr.tlr import (
     tlr_sgd,
     update_every_from_fraction,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     # Trainable Learning Rate

@@ -176,10 +176,19 @@ def loss_backtrack(safeguard: Any, backtrack_factor: Any, loss_tolerance: Any) -
 
 
 def training_loss(value: Any, method: str) -> Any:
-  """The ``value`` a loss backtrack reads; a ``ValueError`` naming ``method`` when it is missing."""
+  """The training loss ``value`` that ``method`` reads in ``update``.
+
+  A ``ValueError`` when it is missing, naming ``method`` and saying how each kind of training
+  loop passes it (Flax's ``TrainState.apply_gradients`` passes no keyword to the optimizer).
+  """
   if value is None:
-    raise ValueError(f"{method} with safeguard='backtrack' needs the training loss: call "
-                     "update(..., value=loss).")
+    raise ValueError(
+        f"{method} needs the training loss, as the keyword `value` of update: "
+        "opt.update(grads, opt_state, params, value=loss) in an optax loop, "
+        "optimizer.update(model, grads, value=loss) with flax.nnx.Optimizer. Flax's "
+        "TrainState.apply_gradients passes no keyword to the optimizer: there call "
+        "state.tx.update(grads, state.opt_state, state.params, value=loss) and "
+        "state.replace(...) with the new params and opt_state.")
   return value
 
 

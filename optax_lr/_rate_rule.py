@@ -249,7 +249,9 @@ def loss_rose(value: Any, state: LossBacktrackState, loss_tolerance: float, loss
     in when finite.
   """
   average = state.loss_average
-  value = jnp.asarray(_checks.training_loss(value, "hypergradient descent"), average.dtype)
+  value = jnp.asarray(
+      _checks.training_loss(value, "hypergradient descent with safeguard='backtrack'"),
+      average.dtype)
   finite = jnp.isfinite(value)
   threshold = average + loss_tolerance * jnp.abs(average)
   # A NaN or inf loss is a rise; a NaN comparison (no average yet) is not.

@@ -58,8 +58,9 @@ def scale_by_l4(inner: optax.GradientTransformation | None = None, fraction: flo
 
   ``update`` needs the keyword argument ``value``: the loss at ``params`` (the loss whose
   gradient ``updates`` is; a scalar), the keyword ``optax.contrib.reduce_on_plateau`` reads, so
-  one ``value=loss`` serves both in a chain. Without it ``update`` raises a ``TypeError``; other
-  keywords are ignored (or forwarded to ``inner``, with ``value``).
+  one ``value=loss`` serves both in a chain. Without it ``update`` raises a ``ValueError`` that
+  says how to pass it (Flax's ``TrainState.apply_gradients`` passes no keyword); other keywords
+  are ignored (or forwarded to ``inner``, with ``value``).
 
   Args:
     inner: a unit-rate direction transform (``optax.scale_by_adam(eps=1e-4)`` for L4Adam);
@@ -108,7 +109,8 @@ def scale_by_l4(inner: optax.GradientTransformation | None = None, fraction: flo
         gradient_average=_tree.zeros_like(params),
         inner_state=optax.EmptyState() if inner is None else inner.init(params))
 
-  def update_fn(updates, state, params=None, *, value, **extra_args):
+  def update_fn(updates, state, params=None, *, value=None, **extra_args):
+    value = _checks.training_loss(value, "L4")
     count = optax.safe_int32_increment(state.count)
     gradient_average = optax.tree.update_moment(updates, state.gradient_average,
                                                 gradient_decay, 1)

@@ -271,7 +271,8 @@ def _windowed_rate(inner: optax.GradientTransformation, learning_rate: float, up
           (state.learning_rate, window_total, state.previous_direction_sum))
     backtrack_state = state.backtrack
     if backtracks:
-      rate, backtrack_state = backtrack(state, rate, _checks.training_loss(value, "TLR"))
+      rate, backtrack_state = backtrack(
+          state, rate, _checks.training_loss(value, "TLR with safeguard='backtrack'"))
     new_updates = _tree.scale_by_rate(rate, directions, per_tensor)
     return new_updates, ScaleByTLRState(
         count=optax.safe_increment(count),

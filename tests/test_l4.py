@@ -108,8 +108,13 @@ def test_non_finite_loss_keeps_min_loss_and_gives_rate_zero():
 def test_needs_value_and_forwards_extra_args():
   opt = optax_lr.l4_adam()
   grads = {"w": jnp.ones(2)}
-  with pytest.raises(TypeError, match="value"):
+  # The loss is missing: the error names L4 and the keyword, and says how to pass it.
+  with pytest.raises(ValueError, match=r"^L4 needs the training loss, as the keyword `value`") as e:
     opt.update(grads, opt.init(grads), grads)
+  assert "value=loss" in str(e.value)
+  assert "TrainState" in str(e.value) and "nnx.Optimizer" in str(e.value)
+  with pytest.raises(ValueError, match="`value`"):
+    jax.jit(lambda g, s: opt.update(g, s, g))(grads, opt.init(grads))
   # Unused extra keywords are accepted (optax's contract).
   opt.update(grads, opt.init(grads), grads, value=1.0, next_grads=grads)
 
