@@ -386,6 +386,10 @@ def test_main_job_through_the_cli(tmp_path, capsys):
   rows = train.read_metrics(str(workdir))
   assert [r["epoch"] for r in rows] == list(range(1, 16))
   assert rows[-1]["test_accuracy"] >= 0.95
+  # A run that learns is not diverged: every epoch's loss is below log(10) = 2.30, the chance
+  # level, far below the divergence bound 230.3.
+  assert [r["diverged"] for r in rows] == [False] * 15
+  assert max(r["train_loss"] for r in rows) < np.log(10.0)
   required = {"epoch", "step", "train_loss", "test_loss", "test_accuracy", "epoch_time",
               "images_per_second"}
   assert required <= set(rows[0]) and 0 < rows[0][_rate_key(rows[0])] < 1

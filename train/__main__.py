@@ -7,7 +7,8 @@ models and datasets; ``--help`` lists every ``--set`` key with its type and the 
 
 Every argument is checked before JAX is imported and before anything is written: a bad one fails
 at once with a one-line ``error: ...`` and exit status 2. A run whose training loss stops being
-finite ends with exit status 3 (``--set stop_on_divergence=false`` keeps it going).
+finite or goes above 100 times the chance-level loss (``train.reporting.divergence_bound``)
+ends with exit status 3 (``--set stop_on_divergence=false`` keeps it going).
 
 Multi-host: start one process per host with the same ``--coordinator HOST:PORT`` and
 ``--num_processes N`` and its own ``--process_id``; ``jax.distributed.initialize`` runs before
@@ -17,13 +18,14 @@ anything else touches JAX (on CPU hosts, with the gloo collectives).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
 
 from train import config_schema, configs
 
-#: Exit status of a run stopped because its training loss is not finite.
+#: Exit status of a diverged run (training loss not finite or above the divergence bound).
 EXIT_DIVERGED = 3
 
 
@@ -52,7 +54,8 @@ def _set_keys_help(preset: str) -> str:
                "comes from the dataset):")
   lines.append(config_schema.models_help())
   lines.append(f"Exit status: 0 done, 2 bad arguments (nothing written), {EXIT_DIVERGED} the "
-               "training loss became non-finite.")
+               "run diverged (an epoch's training loss not finite, or above "
+               "train.reporting.divergence_bound: 100 x the chance-level loss).")
   return "\n".join(lines)
 
 
@@ -195,11 +198,16 @@ def main(argv: list[str] | None = None) -> int:
       os.rmdir(created)
     print(f"error: {error}", file=sys.stderr)
     return 2
+  from train import reporting
+
   if rows and rows[-1].get("diverged"):
     how = ("; stopped there (--set stop_on_divergence=false keeps going)"
            if config.stop_on_divergence else " and did not recover by the last epoch")
-    first = next(r["epoch"] for r in rows if r.get("diverged"))
-    print(f"error: training diverged at epoch {first} (the training loss is not finite){how}",
+    first = next(r for r in rows if r.get("diverged"))
+    loss = first["train_loss"]
+    reason = (f"is {loss:.3e}, above {reporting.DIVERGENCE_FACTOR:g} x the chance-level loss"
+              if loss is not None and math.isfinite(loss) else "is not finite")
+    print(f"error: training diverged at epoch {first['epoch']} (the training loss {reason}){how}",
           file=sys.stderr)
     return EXIT_DIVERGED
   return 0

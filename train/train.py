@@ -499,7 +499,8 @@ def train_and_evaluate(config: Config, workdir: str,
 
   Each epoch logs one line with its losses, accuracy and rate(s) (:mod:`train.reporting`); the
   rows go to ``metrics.jsonl`` and ``curves.png`` is redrawn at most every
-  ``plot_every_seconds`` and at the end. An epoch whose training loss is not finite is logged
+  ``plot_every_seconds`` and at the end. An epoch whose mean training loss is not finite or
+  above :func:`train.reporting.divergence_bound` (100 times the chance-level loss) is logged
   with ``"diverged": true`` and, with ``stop_on_divergence`` (default), ends the run there
   without checkpointing its state.
 
@@ -609,7 +610,8 @@ def _train_locked(setup: Setup, dataset: input_pipeline.Dataset, workdir: str,
         row = {"epoch": epoch, "step": int(to_host(canonical.step)), "train_loss": train_loss,
                "test_loss": test["test_loss"], "test_accuracy": test["test_accuracy"]}
         row.update(optimizer_metrics(canonical.opt_state, canonical.params, config))
-        row["diverged"] = not math.isfinite(train_loss)
+        reason = reporting.divergence(train_loss, setup.info.num_classes)
+        row["diverged"] = reason is not None
         row["epoch_time"] = time.perf_counter() - start
         row["images_per_second"] = (done - epoch_start_step) * config.batch_size / train_time
         if bar is not None:
@@ -624,7 +626,7 @@ def _train_locked(setup: Setup, dataset: input_pipeline.Dataset, workdir: str,
             curves.update(rows)
         log(reporting.epoch_line(row, config.num_epochs))
         if row["diverged"]:
-          log(reporting.diverged_message(row, stopping=config.stop_on_divergence))
+          log(reporting.diverged_message(row, reason, stopping=config.stop_on_divergence))
           if config.stop_on_divergence:  # before the checkpoint: the diverged state is not saved
             break
         epoch_loss = jnp.zeros((), jnp.float32)
