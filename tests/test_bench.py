@@ -183,7 +183,7 @@ def test_goal_markdown_states_the_numbers():
 
 def test_a_rate_the_constructor_rejects_is_reported_not_run():
   # AutoDrop-SGD's floor is 1e-4: an initial rate of 1e-5 is below it; 1e-2 is valid.
-  rejected = compare.rejected_rates("autodrop_sgd", [1e-5, 1e-2], 10, 100, 5e-4, {})
+  rejected = compare.rejected_rates("autodrop_sgd", [1e-5, 1e-2], 10, 100, {})
   assert list(rejected) == [1e-5] and "min_learning_rate" in rejected[1e-5]
   entry = compare.rejected_entry("autodrop_sgd", "optax_lr", 1e-5, rejected[1e-5], 3)
   assert entry["final_accuracy"]["n"] == 0 and entry["final_accuracy"]["mean"] is None
@@ -208,7 +208,7 @@ def test_cyclical_entries_keep_a_cycle_below_their_floor():
   assert optimizers._cycle_floor(1e-3, 0.1) == 1e-3
   traced = jax.jit(lambda lr: optimizers._cycle_floor(1e-3, lr))
   np.testing.assert_allclose([float(traced(1e-4)), float(traced(0.1))], [1e-5, 1e-3], rtol=1e-6)
-  assert compare.rejected_rates("clr_sgd", [1e-4, 1e-2], 10, 100, 5e-4, {}) == {}
+  assert compare.rejected_rates("clr_sgd", [1e-4, 1e-2], 10, 100, {}) == {}
 
 
 def test_unknown_option_fails_before_training():

@@ -22,7 +22,9 @@ def _floats(values):
 
 def test_a_single_rate_is_learning_rate_whatever_the_chain():
   for name in ("tlr_sgd", "sgd", "sgd_multistep", "cus_adam", "autodrop_sgd"):
-    state = optimizers.create_optimizer(name, 0.05, 10, 100, weight_decay=1e-4).init(PARAMS)
+    tx = optax.chain(optax.add_decayed_weights(1e-4),
+                     optimizers.create_optimizer(name, 0.05, 10, 100))
+    state = tx.init(PARAMS)
     values = _floats(reporting.rate_values(state, PARAMS))
     assert values["learning_rate"] == pytest.approx(0.05), name
     assert not any(k.startswith(("0/", "1/", "hyperparams")) for k in values), values

@@ -129,8 +129,9 @@ def build(config: Config, info: input_pipeline.DatasetInfo, num_train: int | Non
                      "examples")
   total_steps = steps_per_epoch * config.num_epochs
   spec = optimizers.get_spec(config.optimizer)
+  # No weight decay here: train_step adds it to the objective (its one place).
   tx = optimizers.create_optimizer(config.optimizer, config.learning_rate, steps_per_epoch,
-                                   total_steps, config.weight_decay, config.optimizer_options)
+                                   total_steps, config.optimizer_options)
   model = create_model(config, info)
   eval_batch = -(-config.eval_batch_size // len(devices)) * len(devices)
   return Setup(config, info, model, spec, tx, devices, steps_per_epoch, total_steps, eval_batch)
@@ -186,25 +187,31 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], next_batch: dict 
   loss_fn = functools.partial(_loss_fn, model=setup.model)
   (loss, (batch_stats, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.params, state.batch_stats, x, y, dropout_key)
-  grads = jax.lax.pmean(grads, AXIS)
   loss = jax.lax.pmean(loss, AXIS)
+  # The objective the optimizer minimises is the device-averaged batch loss plus the coupled
+  # weight decay wd/2 ||w||^2. This step is the one place the decay enters, in the gradient
+  # (`decayed`) and in the value (`objective_value`): the optimizer itself has no decay term, so
+  # the gradient, `value`, `value_fn`, `grad_fn` and `next_grads` all see the same objective.
+  wd = setup.config.weight_decay
+
+  def decayed(data_grad, params):
+    """The objective's gradient from the device-averaged data gradient: ``g + wd * w``, the
+    expression of ``optax.add_decayed_weights`` (torch SGD's coupled decay)."""
+    if not wd:
+      return data_grad
+    return jax.tree.map(lambda g, p: g + wd * p, data_grad, params)
 
   def objective_grad(params, x, y):
-    """The gradient the optimizer's direction sees: the data term averaged over devices, plus
-    the coupled weight decay that ``create_optimizer`` chains in front (for extra arguments)."""
     g = jax.grad(lambda p: loss_fn(p, state.batch_stats, x, y, dropout_key)[0])(params)
-    g = jax.lax.pmean(g, AXIS)
-    if setup.config.weight_decay:
-      g = jax.tree.map(lambda gi, p: gi + setup.config.weight_decay * p, g, params)
-    return g
+    return decayed(jax.lax.pmean(g, AXIS), params)
 
   def objective_value(params, data_loss):
-    """The objective whose gradient the optimizer receives: the device-averaged batch loss plus
-    the coupled weight decay ``wd/2 ||w||^2`` (its gradient is what ``create_optimizer`` adds)."""
-    if not setup.config.weight_decay:
+    if not wd:
       return data_loss
-    return data_loss + 0.5 * setup.config.weight_decay * sum(
+    return data_loss + 0.5 * wd * sum(
         jnp.sum(jnp.square(p.astype(jnp.float32))) for p in jax.tree.leaves(params))
+
+  grads = decayed(jax.lax.pmean(grads, AXIS), state.params)
 
   extra = {}
   if "value" in setup.spec.extra_args:

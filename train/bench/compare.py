@@ -420,8 +420,9 @@ class GridRunner:
     def one_run(learning_rate, run):
       seed, orders = run  # orders: the training loop's batches, (epochs + 1, steps, batch)
       following_batches = orders.reshape(-1, orders.shape[-1])
+      # The decay is config.weight_decay, which training.train_step adds to the objective.
       tx = optimizers.create_optimizer(config.optimizer, learning_rate, steps, setup.total_steps,
-                                       config.weight_decay, config.optimizer_options)
+                                       config.optimizer_options)
       run_setup = dataclasses.replace(setup, tx=tx)
       # The initialisation key of train_and_evaluate (``training.run_keys``).
       init_key, _ = jax.random.split(jax.random.PRNGKey(seed))
@@ -595,8 +596,7 @@ def summarize_grid(name: str, result: GridResult, extra: dict[str, Any] | None =
 
 
 def rejected_rates(name: str, learning_rates: Sequence[float], steps_per_epoch: int,
-                   total_steps: int, weight_decay: float,
-                   options: dict[str, Any]) -> dict[float, str]:
+                   total_steps: int, options: dict[str, Any]) -> dict[float, str]:
   """The initial rates whose registry constructor raises ``ValueError``, with the message.
 
   A cyclical schedule whose floor (``min_learning_rate``) is above the initial (peak) rate is no
@@ -605,8 +605,7 @@ def rejected_rates(name: str, learning_rates: Sequence[float], steps_per_epoch: 
   rejected = {}
   for lr in learning_rates:
     try:
-      optimizers.create_optimizer(name, float(lr), steps_per_epoch, total_steps, weight_decay,
-                                  options)
+      optimizers.create_optimizer(name, float(lr), steps_per_epoch, total_steps, options)
     except ValueError as error:
       rejected[lr] = str(error)
   return rejected
@@ -656,8 +655,7 @@ def run_compare(methods: Sequence[str] | None = None, *, epochs: int | None = No
     steps = runner.dataset.info.num_train // batch_size
     rates = list(learning_rates) if spec.takes_learning_rate else None
     kind = method_kind(name)
-    rejected = rejected_rates(name, rates or [], steps, steps * epochs, config.weight_decay,
-                              options)
+    rejected = rejected_rates(name, rates or [], steps, steps * epochs, options)
     method_entries = []
     compile_s = run_s = 0.0
     if rates is None or len(rejected) < len(rates):
