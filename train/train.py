@@ -524,8 +524,8 @@ def train_and_evaluate(config: Config, workdir: str,
       the device count, a workdir holding a different run or in use by another process, no
       intact checkpoint, or a dataset that is not prepared or damaged.
   """
-  # Everything that can fail on bad input fails before the workdir is touched.
-  validate(config)
+  # Everything that can fail on bad input fails before the workdir is touched (build validates
+  # the config and builds the optimizer, once).
   dataset = input_pipeline.load(config.dataset, config.data_dir)
   setup = build(config, dataset.info, dataset.info.num_train)
   _check_workdir_config(workdir, config)
