@@ -19,35 +19,35 @@ import optax_lr
 from train import optimizers
 from train import train as training
 from train.bench import __main__ as dispatcher
-from train.bench import claims, compare
+from train.bench import claims, compare, grid, report, stats
 
 # --- aggregation ----------------------------------------------------------------------------------
 
 def test_epochs_to_fraction_of_best_on_hand_made_curves():
   # best 1.0; 95% of it is 0.95: epoch 3 (0.96) is the first to reach it.
-  assert compare.epochs_to_fraction_of_best([0.5, 0.9, 0.96, 1.0]) == 3
+  assert stats.epochs_to_fraction_of_best([0.5, 0.9, 0.96, 1.0]) == 3
   # Fraction 1: the first epoch at the best, not a later tie.
-  assert compare.epochs_to_fraction_of_best([0.2, 0.8, 0.8, 0.7], 1.0) == 2
+  assert stats.epochs_to_fraction_of_best([0.2, 0.8, 0.8, 0.7], 1.0) == 2
   # NaN never counts as reached and does not poison the best.
-  assert compare.epochs_to_fraction_of_best([math.nan, 0.4, 0.39], 0.95) == 2
-  assert compare.epochs_to_fraction_of_best([0.1, 0.5], 0.1) == 1
-  assert compare.epochs_to_fraction_of_best([math.nan, math.nan]) is None
+  assert stats.epochs_to_fraction_of_best([math.nan, 0.4, 0.39], 0.95) == 2
+  assert stats.epochs_to_fraction_of_best([0.1, 0.5], 0.1) == 1
+  assert stats.epochs_to_fraction_of_best([math.nan, math.nan]) is None
 
 
 def test_mean_and_standard_error():
-  stats = compare.mean_and_standard_error([1.0, 2.0, 3.0, None, math.nan])
-  assert stats["mean"] == 2.0 and stats["n"] == 3
-  assert stats["se"] == pytest.approx(1.0 / math.sqrt(3.0))  # std(ddof=1) = 1
-  assert stats["values"] == [1.0, 2.0, 3.0, None, None]
-  assert compare.mean_and_standard_error([0.5])["se"] is None
-  assert compare.mean_and_standard_error([None])["mean"] is None
+  summary = stats.mean_and_standard_error([1.0, 2.0, 3.0, None, math.nan])
+  assert summary["mean"] == 2.0 and summary["n"] == 3
+  assert summary["se"] == pytest.approx(1.0 / math.sqrt(3.0))  # std(ddof=1) = 1
+  assert summary["values"] == [1.0, 2.0, 3.0, None, None]
+  assert stats.mean_and_standard_error([0.5])["se"] is None
+  assert stats.mean_and_standard_error([None])["mean"] is None
 
 
 def test_summarize_setting_on_hand_made_runs():
   accuracy = np.array([[0.50, 0.80, 0.90, 0.85],   # best 0.90, final 0.85, 95% (0.855) at 3
                        [0.70, 0.96, 0.97, 0.10]])  # best 0.97, final 0.10, 95% (0.9215) at 2
   loss = np.array([[1.0, 0.5, 0.4, 0.3], [1.0, 0.5, 0.4, math.nan]])
-  summary = compare.summarize_setting(accuracy, loss)
+  summary = stats.summarize_setting(accuracy, loss)
   assert summary["best_accuracy"]["mean"] == pytest.approx(0.935)
   assert summary["best_accuracy"]["se"] == pytest.approx(0.035)  # |0.97 - 0.90| / 2
   assert summary["final_accuracy"]["mean"] == pytest.approx(0.475)
@@ -65,7 +65,7 @@ def _entry(lr, best, final, epochs, se=None, diverged=0):
 def test_worst_case_over_initial_rates():
   entries = [_entry(1e-3, 0.90, 0.88, 9.0), _entry(1e-2, 0.97, 0.96, 4.0),
              _entry(1e-1, 0.95, 0.20, 2.0, se=0.05, diverged=2)]
-  worst = compare.worst_case(entries)
+  worst = stats.worst_case(entries)
   assert worst["best_accuracy"] == {"value": 0.90, "se": None, "learning_rate": 1e-3}
   # The standard error is the one of the setting where the worst case happens.
   assert worst["final_accuracy"] == {"value": 0.20, "se": 0.05, "learning_rate": 1e-1}
@@ -74,17 +74,17 @@ def test_worst_case_over_initial_rates():
   assert worst["settings"] == 3 and worst["diverged_seeds"] == 2
   # A setting without numbers (every seed NaN) is left out, not taken as the worst.
   nothing = _entry(1.0, None, None, None)
-  assert compare.worst_case([*entries, nothing])["final_accuracy"]["value"] == 0.20
-  assert compare.worst_case([nothing])["final_accuracy"] == {"value": None, "se": None,
+  assert stats.worst_case([*entries, nothing])["final_accuracy"]["value"] == 0.20
+  assert stats.worst_case([nothing])["final_accuracy"] == {"value": None, "se": None,
                                                               "learning_rate": None}
   # The markdown cell: value ± se (at rate), in points.
-  assert compare._fmt_worst(worst["final_accuracy"]) == "20.0 ± 5.0 (0.1)"
-  assert compare._fmt_worst(worst["epochs_to_fraction_of_best"], 1.0) == "9.0 (0.001)"
+  assert report.fmt_worst(worst["final_accuracy"]) == "20.0 ± 5.0 (0.1)"
+  assert report.fmt_worst(worst["epochs_to_fraction_of_best"], 1.0) == "9.0 (0.001)"
 
 
 def test_curve_standard_error_per_epoch():
   # Epoch 1: seeds 0.5 and 0.7, std(ddof=1) = 0.1414, se = 0.1; epoch 2: one finite seed.
-  se = compare._curve_se(np.array([[0.5, math.nan], [0.7, 0.2]]))
+  se = stats.curve_se(np.array([[0.5, math.nan], [0.7, 0.2]]))
   assert se[0] == pytest.approx(0.1) and se[1] is None
 
 
@@ -97,7 +97,7 @@ def _method_entries(method, kind, finals_per_rate, diverged_at=()):
     loss = np.array([[1.0, math.nan if lr in diverged_at and i == 0 else 0.5]
                      for i in range(len(finals))])
     entries.append({"method": method, "kind": kind, "learning_rate": lr,
-                    **compare.summarize_setting(accuracy, loss)})
+                    **stats.summarize_setting(accuracy, loss)})
   return entries
 
 
@@ -113,7 +113,7 @@ def _document(prodigy=(0.80, 0.82), diverge=True):
   for name, kind, finals, diverged in methods:
     own = _method_entries(name, kind, finals, diverged)
     entries += own
-    worst.append({"method": name, "kind": kind, **compare.worst_case(own)})
+    worst.append({"method": name, "kind": kind, **stats.worst_case(own)})
   return {"entries": entries, "worst_case": worst}
 
 
@@ -183,12 +183,12 @@ def test_goal_markdown_states_the_numbers():
 
 def test_a_rate_the_constructor_rejects_is_reported_not_run():
   # AutoDrop-SGD's floor is 1e-4: an initial rate of 1e-5 is below it; 1e-2 is valid.
-  rejected = compare.rejected_rates("autodrop_sgd", [1e-5, 1e-2], 10, 100, 5e-4, {})
+  rejected = grid.rejected_rates("autodrop_sgd", [1e-5, 1e-2], 10, 100, {})
   assert list(rejected) == [1e-5] and "min_learning_rate" in rejected[1e-5]
-  entry = compare.rejected_entry("autodrop_sgd", "optax_lr", 1e-5, rejected[1e-5], 3)
+  entry = grid.rejected_entry("autodrop_sgd", "optax_lr", 1e-5, rejected[1e-5], 3)
   assert entry["final_accuracy"]["n"] == 0 and entry["final_accuracy"]["mean"] is None
   valid = _method_entries("autodrop_sgd", "optax_lr", {1e-2: (0.9, 0.92)})
-  worst = compare.worst_case(valid)
+  worst = stats.worst_case(valid)
   assert worst["final_accuracy"]["value"] == pytest.approx(0.91) and worst["settings"] == 1
   document = {"dataset": "digits", "model": "mlp", "batch_size": 64, "weight_decay": 5e-4,
               "epochs": 2, "seeds": [0, 1], "platform": "cpu", "wall_s": 1.0,
@@ -208,7 +208,7 @@ def test_cyclical_entries_keep_a_cycle_below_their_floor():
   assert optimizers._cycle_floor(1e-3, 0.1) == 1e-3
   traced = jax.jit(lambda lr: optimizers._cycle_floor(1e-3, lr))
   np.testing.assert_allclose([float(traced(1e-4)), float(traced(0.1))], [1e-5, 1e-3], rtol=1e-6)
-  assert compare.rejected_rates("clr_sgd", [1e-4, 1e-2], 10, 100, 5e-4, {}) == {}
+  assert grid.rejected_rates("clr_sgd", [1e-4, 1e-2], 10, 100, {}) == {}
 
 
 def test_unknown_option_fails_before_training():
@@ -222,12 +222,12 @@ def test_autodrop_events_on_hand_made_read_outs():
   # the last epoch, still pending.
   drops = np.array([[0, 0, 1, 1, 2], [0, 0, 0, 0, 0]])
   pending = np.array([[0, 1, 0, 1, 0], [0, 0, 0, 0, 1]])
-  assert compare.autodrop_events(drops, pending) == {
+  assert grid.autodrop_events(drops, pending) == {
       "drops": [2, 0], "drop_epochs": [[3, 5], []], "triggers": [2, 1],
       "first_trigger_epoch": [2, 5]}
   # A drop with drop_delay = 1 happens at its trigger: never seen pending.
-  assert compare.autodrop_events(np.array([[0, 1]]), np.array([[0, 0]]))["triggers"] == [1]
-  assert compare.autodrop_events(np.array([[0, 0]]), np.array([[0, 0]]))[
+  assert grid.autodrop_events(np.array([[0, 1]]), np.array([[0, 0]]))["triggers"] == [1]
+  assert grid.autodrop_events(np.array([[0, 0]]), np.array([[0, 0]]))[
       "first_trigger_epoch"] == [None]
 
 
@@ -261,46 +261,46 @@ PARAMS = {"dense": {"kernel": jnp.ones((3, 2)), "bias": jnp.zeros(2)}}
 
 
 def test_rate_metrics_reads_rates_and_skips_schedule_counters():
-  tlr = compare.rate_metrics(optimizers.create_optimizer("tlr_sgd", 0.1, 10, 100).init(PARAMS))
+  tlr = grid.rate_metrics(optimizers.create_optimizer("tlr_sgd", 0.1, 10, 100).init(PARAMS))
   assert float(tlr["rate"]) == pytest.approx(0.1)
   multistep = optimizers.create_optimizer("sgd_multistep", 0.05, 10, 100)
-  values = compare.rate_metrics(multistep.init(PARAMS))
+  values = grid.rate_metrics(multistep.init(PARAMS))
   assert float(values["rate"]) == pytest.approx(0.05)
   assert not any(k.endswith("/count") for k in values)  # a step counter is not a rate
   # Per-tensor rates: one scalar key per leaf, the representative is their mean.
   per_tensor = optax_lr.tlr_sgd(0.2, per_tensor=True)
-  values = compare.rate_metrics(per_tensor.init(PARAMS))
+  values = grid.rate_metrics(per_tensor.init(PARAMS))
   assert {k for k in values if k.startswith("rate/")} == {
       "rate/learning_rate/dense/bias", "rate/learning_rate/dense/kernel"}
   # AutoDrop's drop count and latch, 0 at the start.
-  autodrop = compare.rate_metrics(optimizers.create_optimizer("autodrop_sgd", 0.1, 10, 100)
+  autodrop = grid.rate_metrics(optimizers.create_optimizer("autodrop_sgd", 0.1, 10, 100)
                                   .init(PARAMS))
   assert float(autodrop["autodrop/num_drops"]) == 0.0
   assert float(autodrop["autodrop/drop_pending"]) == 0.0
   assert "autodrop/num_drops" not in tlr
   # Prodigy's step size is its d estimate; COCOB has none.
   prodigy = optax.contrib.prodigy(1.0, estim_lr0=1e-5)
-  assert float(compare.rate_metrics(prodigy.init(PARAMS))["rate"]) == pytest.approx(1e-5)
-  assert math.isnan(float(compare.rate_metrics(optax.contrib.cocob().init(PARAMS))["rate"]))
+  assert float(grid.rate_metrics(prodigy.init(PARAMS))["rate"]) == pytest.approx(1e-5)
+  assert math.isnan(float(grid.rate_metrics(optax.contrib.cocob().init(PARAMS))["rate"]))
 
 
 def test_method_kind_follows_the_registry_sections():
-  assert compare.method_kind("tlr_sgd") == "optax_lr"
-  assert compare.method_kind("clr_simple_adasecant") == "optax_lr"
-  assert compare.method_kind("sgd") == "peer"
-  assert compare.method_kind("prodigy") == "peer"
+  assert grid.method_kind("tlr_sgd") == "optax_lr"
+  assert grid.method_kind("clr_simple_adasecant") == "optax_lr"
+  assert grid.method_kind("sgd") == "peer"
+  assert grid.method_kind("prodigy") == "peer"
 
 
 # --- the grid runner and the command --------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def runner():
-  return compare.GridRunner("digits")
+  return grid.GridRunner("digits")
 
 
 def test_grid_run_matches_train_and_evaluate(runner, tmp_path):
   """The vmapped grid reproduces the training loop's own numbers for the same config."""
-  config = compare.make_config("sgd", num_epochs=2, learning_rate=0.05)
+  config = grid.make_config("sgd", num_epochs=2, learning_rate=0.05)
   rows = training.train_and_evaluate(config, str(tmp_path), log=lambda _: None)
   result = runner.run(config, [0.05, 0.01], [0])
   assert result.traced_rate
@@ -321,7 +321,7 @@ def test_grid_falls_back_to_one_program_per_rate(runner, monkeypatch):
 
   spec = optimizers.OptimizerSpec("inspecting_sgd", inspecting, "test only")
   monkeypatch.setitem(optimizers.OPTIMIZERS, "inspecting_sgd", spec)
-  config = compare.make_config("inspecting_sgd", num_epochs=1)
+  config = grid.make_config("inspecting_sgd", num_epochs=1)
   fallback = runner.run(config, [0.1, 0.01], [0])
   traced = runner.run(dataclasses.replace(config, optimizer="sgd"), [0.1, 0.01], [0])
   assert not fallback.traced_rate and traced.traced_rate
@@ -421,7 +421,7 @@ def test_claims_select_papers_by_name_with_real_citations(tmp_path):
 
 def _peer_entry(method, batch, values):
   return {"method": method, "batch_size": batch,
-          "final_accuracy": compare.mean_and_standard_error(values)}
+          "final_accuracy": stats.mean_and_standard_error(values)}
 
 
 def test_figure3_verdict_on_hand_made_entries():

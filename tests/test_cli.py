@@ -13,7 +13,7 @@ import pytest
 import models
 import optax_lr
 from train import __main__ as cli
-from train import config_schema, configs, input_pipeline, optimizers, plotting, train
+from train import config_schema, configs, input_pipeline, optimizers, plotting, reporting, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -123,7 +123,7 @@ def test_a_workdir_holding_another_run_is_refused_before_jax(tmp_path):
   assert os.listdir(other) == ["config.json"] and os.listdir(broken) == ["config.json"]
 
 
-def test_an_option_out_of_range_fails_before_the_data_and_model_libraries_load(tmp_path):
+def test_an_option_out_of_range_fails_where_the_optimizer_is_built_once(tmp_path, monkeypatch):
   workdir = tmp_path / "run"
   results, temporary = _run_child(tmp_path, [
       ["--set", "optimizer_options.momentum=1.5", "--workdir", str(workdir)],
@@ -132,8 +132,18 @@ def test_an_option_out_of_range_fails_before_the_data_and_model_libraries_load(t
       "error: `momentum` must be in [0.0, 1.0); got 1.5.\n",
       "error: `drop_factor` must be in (0.0, 1.0); got 2.\n"]
   assert [r["status"] for r in results] == [2, 2]
-  assert not any(r["heavy"] for r in results)  # the optimizer's own check, after jax only
+  # The optimizer's own check, where the run builds it with the real step counts (after the
+  # data and model libraries load: seconds, not minutes; bound loosely on a shared machine).
+  assert max(r["seconds"] for r in results) < 30.0
   assert not workdir.exists() and os.listdir(temporary) == []
+  # Built once: one construction, with the dataset's step counts (1437 // 64 = 22 per epoch).
+  built = []
+  create = optimizers.create_optimizer
+  monkeypatch.setattr(optimizers, "create_optimizer", lambda *args, **kwargs: built.append(
+      args[2:4]) or create(*args, **kwargs))
+  assert cli.main(["--workdir", str(tmp_path / "once"), "--set", "num_epochs=1", "--set",
+                   "progress=false", "--set", "plot=false"]) == 0
+  assert built == [(22, 22)]
 
 
 def test_a_check_that_needs_the_devices_leaves_no_temporary_folder(tmp_path, monkeypatch, capsys):
@@ -163,6 +173,7 @@ def test_help_lists_every_set_key_with_its_type_and_default():
       assert f"{option}={config_schema._shown(default)} ({config_schema.kind(default)})" \
           in joined, (name, option)
   assert "stop_on_divergence" in joined and "Exit status" in joined
+  assert f"{reporting.DIVERGENCE_FACTOR:g} x the chance-level loss" in joined
 
 
 def test_help_shows_the_chosen_presets_values(capsys):
@@ -224,6 +235,33 @@ def test_a_diverging_run_stops_with_status_3_and_says_so(tmp_path, capsys):
   args[1] = str(workdir)
   assert cli.main([*args, "--set", "stop_on_divergence=false"]) == cli.EXIT_DIVERGED
   assert [r["epoch"] for r in train.read_metrics(str(workdir))] == [1, 2, 3, 4]
+
+
+def test_an_exploding_finite_loss_is_divergence_too(tmp_path, capsys):
+  # Rate 100 on the main job: the training loss is finite but enormous (about 2.7e15 in epoch 1,
+  # 2.3e31 by epoch 3, test accuracy 10%, chance); it is far above the bound 100 x log(10) =
+  # 230.3 from the first epoch on, so the run stops there with status 3.
+  workdir = tmp_path / "run"
+  args = ["--workdir", str(workdir), "--set", "learning_rate=100", "--set", "num_epochs=3",
+          "--set", "progress=false", "--set", "plot=false"]
+  assert cli.main(args) == cli.EXIT_DIVERGED
+  captured = capsys.readouterr()
+  rows = train.read_metrics(str(workdir))
+  assert [r["epoch"] for r in rows] == [1] and rows[0]["diverged"] is True
+  assert rows[0]["train_loss"] > 1e3 * reporting.divergence_bound(10)
+  assert rows[0]["test_accuracy"] == pytest.approx(0.1, abs=0.02)
+  assert "diverged: the training loss of epoch 1 is " in captured.out
+  assert "above 230.3 = 100 x log(10), the chance-level loss" in captured.out
+  assert captured.err.startswith("error: training diverged at epoch 1 (the training loss is ")
+  assert "above 100 x the chance-level loss" in captured.err and captured.err.count("\n") == 1
+  assert not os.path.exists(workdir / "checkpoints") or not os.listdir(workdir / "checkpoints")
+  # Going on: all three epochs diverge, and the exit status still says so.
+  workdir = tmp_path / "on"
+  args[1] = str(workdir)
+  assert cli.main([*args, "--set", "stop_on_divergence=false"]) == cli.EXIT_DIVERGED
+  rows = train.read_metrics(str(workdir))
+  assert [r["diverged"] for r in rows] == [True, True, True]
+  assert rows[-1]["train_loss"] > 1e25
 
 
 def test_curves_are_drawn_once_at_the_end_of_a_short_run(tmp_path, monkeypatch):

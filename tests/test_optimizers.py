@@ -47,9 +47,10 @@ _TEST_OPTIONS = {"sps": {"c": 0.5}}
 @pytest.mark.parametrize("name", list(optimizers.OPTIMIZERS))
 def test_every_entry_builds_and_steps(name):
   spec = optimizers.get_spec(name)
-  tx = optimizers.create_optimizer(name, 0.05 if spec.takes_learning_rate else None,
-                                   STEPS_PER_EPOCH, TOTAL_STEPS, weight_decay=1e-4,
-                                   options=_TEST_OPTIONS.get(name))
+  # With the coupled decay in front, as the training step's objective adds it.
+  tx = optax.chain(optax.add_decayed_weights(1e-4), optimizers.create_optimizer(
+      name, 0.05 if spec.takes_learning_rate else None, STEPS_PER_EPOCH, TOTAL_STEPS,
+      options=_TEST_OPTIONS.get(name)))
   params, batch, next_batch = _problem()
 
   @jax.jit
@@ -107,17 +108,6 @@ def test_metadata():
       "window_sum": "gradient"}
 
 
-def test_sgd_with_weight_decay_is_the_hand_computed_step():
-  # chain(add_decayed_weights(wd), sgd(lr, momentum)): the first step is -lr (g + wd p).
-  params, batch, _ = _problem()
-  tx = optimizers.create_optimizer("sgd", 0.1, STEPS_PER_EPOCH, TOTAL_STEPS, weight_decay=0.01)
-  grads = jax.grad(_loss)(params, batch)
-  updates, state = tx.update(grads, tx.init(params), params)
-  expected = jax.tree.map(lambda g, p: -0.1 * (g + 0.01 * p), grads, params)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), updates, expected)
-  assert optax_lr.learning_rates(state) == {"1/hyperparams/learning_rate": pytest.approx(0.1)}
-
-
 def test_multistep_rates_at_the_milestones():
   # Milestones at 30%, 60%, 80% of 30 steps -> steps 9, 18, 24, each x0.2.
   tx = optimizers.create_optimizer("sgd_multistep", 0.1, STEPS_PER_EPOCH, TOTAL_STEPS)
@@ -171,8 +161,8 @@ def test_tlr_window_is_a_third_of_an_epoch():
 
 def test_schedule_free_eval_params():
   spec = optimizers.get_spec("schedule_free_sgd")
-  tx = optimizers.create_optimizer("schedule_free_sgd", 0.1, STEPS_PER_EPOCH, TOTAL_STEPS,
-                                   weight_decay=1e-3)
+  tx = optax.chain(optax.add_decayed_weights(1e-3), optimizers.create_optimizer(
+      "schedule_free_sgd", 0.1, STEPS_PER_EPOCH, TOTAL_STEPS))
   params, batch, _ = _problem()
   state = tx.init(params)
   for _ in range(3):
@@ -195,8 +185,6 @@ def test_bad_input_lists_choices():
     optimizers.create_optimizer("adam", -1.0, 10, 100)
   with pytest.raises(ValueError, match="steps_per_epoch"):
     optimizers.create_optimizer("tlr_sgd", 0.1, 0, 100)
-  with pytest.raises(ValueError, match="weight_decay"):
-    optimizers.create_optimizer("sgd", 0.1, 10, 100, weight_decay=-1.0)
   with pytest.raises(ValueError, match="bad options for optimizer 'adasecant'"):
     optimizers.create_optimizer("adasecant", None, 10, 100, options={"nonsense": 1})
   with pytest.raises(ValueError, match="milestones"):

@@ -22,7 +22,9 @@ def _floats(values):
 
 def test_a_single_rate_is_learning_rate_whatever_the_chain():
   for name in ("tlr_sgd", "sgd", "sgd_multistep", "cus_adam", "autodrop_sgd"):
-    state = optimizers.create_optimizer(name, 0.05, 10, 100, weight_decay=1e-4).init(PARAMS)
+    tx = optax.chain(optax.add_decayed_weights(1e-4),
+                     optimizers.create_optimizer(name, 0.05, 10, 100))
+    state = tx.init(PARAMS)
     values = _floats(reporting.rate_values(state, PARAMS))
     assert values["learning_rate"] == pytest.approx(0.05), name
     assert not any(k.startswith(("0/", "1/", "hyperparams")) for k in values), values
@@ -152,9 +154,30 @@ def test_summary_table_marks_divergence_and_keeps_huge_losses_readable():
   assert lines[2].split()[:2] == ["1", "2.300e+30"]
   assert lines[3].split()[:3] == ["2", "nan", "nan"] and lines[3].endswith("diverged")
   assert lines[-1] == "the run diverged at epoch 2"
-  message = reporting.diverged_message(rows[1], stopping=True)
+  message = reporting.diverged_message(rows[1], reporting.divergence(float("nan"), 10),
+                                       stopping=True)
   assert "epoch 2 is not finite" in message and "stop_on_divergence=false" in message
   assert "\n" not in message
+
+
+def test_divergence_is_a_non_finite_loss_or_100_times_the_chance_level_loss():
+  # Chance level for 10 classes: log(10) = 2.302585; the bound is 100 times that.
+  assert reporting.divergence_bound(10) == pytest.approx(230.2585, rel=1e-6)
+  assert reporting.divergence_bound(1000) == pytest.approx(690.7755, rel=1e-6)
+  assert reporting.divergence(2.302585, 10) is None  # a run at chance level is slow, not diverged
+  assert reporting.divergence(230.0, 10) is None
+  assert reporting.divergence(231.0, 10) == ("is 231.0000, above 230.3 = 100 x log(10), the "
+                                             "chance-level loss")
+  assert reporting.divergence(500.0, 1000) is None  # below 690.8 with 1000 classes
+  # The run of `--set learning_rate=100`: finite, 1e13 times the bound.
+  assert reporting.divergence(2.662e15, 10).startswith("is 2.662e+15, above 230.3")
+  for loss in (float("nan"), float("inf"), None):
+    assert reporting.divergence(loss, 10) == "is not finite"
+  with pytest.raises(ValueError, match="`num_classes` must be >= 2; got 1"):
+    reporting.divergence_bound(1)
+  message = reporting.diverged_message(_row(1, learning_rate=100.0, train_loss=2.662e15),
+                                       reporting.divergence(2.662e15, 10), stopping=True)
+  assert message.startswith("diverged: the training loss of epoch 1 is 2.662e+15, above 230.3")
 
 
 def test_rate_curves_keep_one_kind_of_quantity():

@@ -202,9 +202,9 @@ def test_cam_hd_levels_two_steps_by_hand():
 def test_auto_entries_on_digits_do_not_depend_on_the_initial_rate(name):
   # The MLP on digits (10 epochs, batch 64, 2 seeds) from initial rates two orders of magnitude
   # apart ends within a few points.
-  from train.bench import compare
-  runner = compare.GridRunner("digits")
-  result = runner.run(compare.make_config(name, num_epochs=10), [1e-3, 1e-2, 1e-1], [0, 1])
+  from train.bench import grid
+  runner = grid.GridRunner("digits")
+  result = runner.run(grid.make_config(name, num_epochs=10), [1e-3, 1e-2, 1e-1], [0, 1])
   final = np.asarray(result.metrics["test_accuracy"])[..., -1].mean(axis=1) * 100
   assert final.min() >= 94.0, final
   assert final.max() - final.min() <= 4.0, final

@@ -126,8 +126,8 @@ def test_extra_args_reach_the_optimizer(digits):
     return optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
 
   # value: the objective whose gradient the optimizer gets: the loss of this step's global batch
-  # (averaged over the devices) plus the coupled decay wd/2 ||w||^2 that create_optimizer's
-  # add_decayed_weights differentiates.
+  # (averaged over the devices) plus the coupled decay wd/2 ||w||^2, whose gradient wd * w the
+  # step adds to the data gradient.
   wd = config.weight_decay
   assert wd == 5e-4
   squared_norm = sum(float(np.sum(p.astype(np.float64) ** 2)) for p in jax.tree.leaves(params0))
@@ -139,15 +139,66 @@ def test_extra_args_reach_the_optimizer(digits):
   # value, at zero parameters the network outputs zero logits, a loss of log(10) and no decay.
   assert float(recorded.value_fn_at_params) == pytest.approx(float(recorded.value), rel=1e-6)
   assert float(recorded.value_fn_at_zero) == pytest.approx(np.log(10.0), rel=1e-6)
-  # grad_fn: the gradient of the same batch plus the coupled decay that create_optimizer
-  # chains in front (the objective the direction follows), so at the same params it differs
-  # from the raw gradient by exactly wd * params.
-  assert float(recorded.grad_fn_gap) == pytest.approx(wd ** 2 * squared_norm, rel=1e-3)
+  # grad_fn: the gradient of the same objective, so at the same params it is the gradient the
+  # optimizer received (the data gradient plus wd * params; without the decay the gap would be
+  # wd^2 ||w||^2).
+  assert float(recorded.grad_fn_gap) < 1e-6 * wd ** 2 * squared_norm
+  # The recording optimizer is SGD(0.1): its step is -0.1 (g + wd w), by hand.
+  stepped = jax.tree.map(lambda p, g: p - 0.1 * (g + wd * p), params0,
+                         jax.grad(loss)(params0, first))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+               runner.to_canonical(state).params, stepped)
   # next_grads: that objective's gradient on the next batch of the stream at the same
   # (pre-update) params.
   expected = jax.tree.map(lambda g, p: g + wd * p, jax.grad(loss)(params0, second), params0)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7),
                recorded.next_grads, expected)
+
+
+def test_weight_decay_enters_the_objective_once(digits):
+  # Three steps of the run (TLR-SGD, momentum 0.8, weight_decay 5e-4) equal a hand-built
+  # optax.chain with one add_decayed_weights(wd) in front of the same method, fed the raw data
+  # gradients; the chain with the decay twice (what adding it in both the optimizer and the
+  # objective did) is measurably elsewhere.
+  config = _config("num_devices=1")
+  wd = config.weight_decay
+  assert (config.optimizer, wd) == ("tlr_sgd", 5e-4)
+  setup = train.build(config, digits.info)
+  assert setup.spec.extra_args == ()
+  runner = train.Runner(setup)
+  state = train.create_train_state(jax.random.PRNGKey(0), setup)
+  params0 = jax.tree.map(np.array, state.params)
+  batches = _first_batches(digits, config.batch_size, n=3)
+  state = runner.to_runner(state)
+  for batch in batches:
+    state, _ = runner.train(state, runner.put_batch(batch))
+  trained = runner.to_canonical(state).params
+
+  def loss(params, batch):
+    x = input_pipeline.normalize(jnp.asarray(batch["image"]), digits.info)
+    logits = setup.model.apply({"params": params}, x)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+
+  def by_hand(*stages):
+    method = optimizers.create_optimizer(config.optimizer, config.learning_rate,
+                                         setup.steps_per_epoch, setup.total_steps,
+                                         config.optimizer_options)
+    tx = optax.chain(*stages, method)
+    params, opt_state = params0, tx.init(params0)
+    for batch in batches:
+      updates, opt_state = tx.update(jax.grad(loss)(params, batch), opt_state, params)
+      params = optax.apply_updates(params, updates)
+    return params
+
+  def largest_gap(a, b):
+    return max(float(np.max(np.abs(x - y))) for x, y in
+               zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+
+  once = by_hand(optax.add_decayed_weights(wd))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), trained,
+               once)
+  twice = by_hand(optax.add_decayed_weights(wd), optax.add_decayed_weights(wd))
+  assert largest_gap(trained, twice) > 100 * max(largest_gap(trained, once), 1e-9)
 
 
 class _TinyBatchNormNet(nn.Module):
@@ -386,6 +437,10 @@ def test_main_job_through_the_cli(tmp_path, capsys):
   rows = train.read_metrics(str(workdir))
   assert [r["epoch"] for r in rows] == list(range(1, 16))
   assert rows[-1]["test_accuracy"] >= 0.95
+  # A run that learns is not diverged: every epoch's loss is below log(10) = 2.30, the chance
+  # level, far below the divergence bound 230.3.
+  assert [r["diverged"] for r in rows] == [False] * 15
+  assert max(r["train_loss"] for r in rows) < np.log(10.0)
   required = {"epoch", "step", "train_loss", "test_loss", "test_accuracy", "epoch_time",
               "images_per_second"}
   assert required <= set(rows[0]) and 0 < rows[0][_rate_key(rows[0])] < 1

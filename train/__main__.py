@@ -5,9 +5,13 @@ trainable learning rate) in a fresh temporary workdir. With ``--workdir`` an int
 resumes from its latest checkpoint. ``--list`` prints presets, optimizers (with their options),
 models and datasets; ``--help`` lists every ``--set`` key with its type and the preset's value.
 
-Every argument is checked before JAX is imported and before anything is written: a bad one fails
-at once with a one-line ``error: ...`` and exit status 2. A run whose training loss stops being
-finite ends with exit status 3 (``--set stop_on_divergence=false`` keeps it going).
+Every argument is checked before anything is written, and all but the optimizer's option ranges
+and the device and data checks before JAX is imported: a bad one fails at once with a one-line
+``error: ...`` and exit status 2. The option ranges are checked where the optimizer is built, once,
+with the dataset's real step counts (``train.train.build``, a few seconds in). A run whose
+training loss stops being finite or goes above 100 times the chance-level loss
+(``train.reporting.divergence_bound``) ends with exit status 3 (``--set
+stop_on_divergence=false`` keeps it going).
 
 Multi-host: start one process per host with the same ``--coordinator HOST:PORT`` and
 ``--num_processes N`` and its own ``--process_id``; ``jax.distributed.initialize`` runs before
@@ -17,13 +21,14 @@ anything else touches JAX (on CPU hosts, with the gloo collectives).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
 
 from train import config_schema, configs
 
-#: Exit status of a run stopped because its training loss is not finite.
+#: Exit status of a diverged run (training loss not finite or above the divergence bound).
 EXIT_DIVERGED = 3
 
 
@@ -52,7 +57,8 @@ def _set_keys_help(preset: str) -> str:
                "comes from the dataset):")
   lines.append(config_schema.models_help())
   lines.append(f"Exit status: 0 done, 2 bad arguments (nothing written), {EXIT_DIVERGED} the "
-               "training loss became non-finite.")
+               "run diverged (an epoch's training loss not finite, or above "
+               "train.reporting.divergence_bound: 100 x the chance-level loss).")
   return "\n".join(lines)
 
 
@@ -143,17 +149,6 @@ def _check_args(args: argparse.Namespace) -> None:
     raise ValueError(f"--process_id must be in [0, {args.num_processes}); got {args.process_id}")
 
 
-def _check_optimizer(config: configs.Config) -> None:
-  """Builds the optimizer once, before the data and model libraries load, so that its own range
-  checks (``momentum`` in [0, 1), ...) fail in about a second. The step counts are placeholders
-  (the real ones need the dataset); the run builds its optimizer again with them."""
-  from train import optimizers
-
-  optimizers.create_optimizer(config.optimizer, config.learning_rate, steps_per_epoch=100,
-                              total_steps=100 * config.num_epochs,
-                              weight_decay=config.weight_decay, options=config.optimizer_options)
-
-
 def main(argv: list[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else argv
   # The --help epilog shows the chosen preset's values, so --config is read first.
@@ -175,11 +170,6 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
   initialize_jax(args.cpu_devices, args.coordinator, args.num_processes, args.process_id)
-  try:
-    _check_optimizer(config)
-  except ValueError as error:
-    print(f"error: {error}", file=sys.stderr)
-    return 2
   from train import train
 
   created = None
@@ -190,16 +180,22 @@ def main(argv: list[str] | None = None) -> int:
     print(f"workdir: {workdir}")
     rows = train.train_and_evaluate(config, workdir)
   except ValueError as error:
-    # A check that needs the data or the devices failed before anything was written.
+    # A check that needs JAX, the data or the devices (the optimizer's own ranges, built once with
+    # the real step counts; the batch against the devices) failed before anything was written.
     if created is not None and not os.listdir(created):
       os.rmdir(created)
     print(f"error: {error}", file=sys.stderr)
     return 2
+  from train import reporting
+
   if rows and rows[-1].get("diverged"):
     how = ("; stopped there (--set stop_on_divergence=false keeps going)"
            if config.stop_on_divergence else " and did not recover by the last epoch")
-    first = next(r["epoch"] for r in rows if r.get("diverged"))
-    print(f"error: training diverged at epoch {first} (the training loss is not finite){how}",
+    first = next(r for r in rows if r.get("diverged"))
+    loss = first["train_loss"]
+    reason = (f"is {loss:.3e}, above {reporting.DIVERGENCE_FACTOR:g} x the chance-level loss"
+              if loss is not None and math.isfinite(loss) else "is not finite")
+    print(f"error: training diverged at epoch {first['epoch']} (the training loss {reason}){how}",
           file=sys.stderr)
     return EXIT_DIVERGED
   return 0

@@ -606,9 +606,12 @@ def get_spec(name: str) -> OptimizerSpec:
 
 
 def create_optimizer(name: str, learning_rate: float | None, steps_per_epoch: int,
-                     total_steps: int, weight_decay: float = 0.0,
-                     options: dict[str, Any] | None = None) -> optax.GradientTransformation:
-  """Builds the registered optimizer ``name``.
+                     total_steps: int, options: dict[str, Any] | None = None
+                     ) -> optax.GradientTransformation:
+  """Builds the registered optimizer ``name``, without weight decay: the training step adds the
+  coupled decay ``wd/2 ||w||^2`` to the objective (``train.train.train_step``), so that the
+  gradient and the extra arguments (``value``, ``grad_fn``...) see the same objective. Outside
+  the loop, ``optax.chain(optax.add_decayed_weights(wd), tx)`` is the same method.
 
   Args:
     name: a key of :data:`OPTIMIZERS`.
@@ -616,8 +619,6 @@ def create_optimizer(name: str, learning_rate: float | None, steps_per_epoch: in
       methods with ``takes_learning_rate=False``.
     steps_per_epoch: optimizer steps per epoch, ``>= 1`` (windows, boundaries, schedules).
     total_steps: steps of the whole run, ``>= 1`` (schedules over the run).
-    weight_decay: coupled L2 decay ``>= 0``, added to the gradient before the optimizer
-      (``optax.add_decayed_weights``, as torch's SGD does and the papers' runs use).
     options: the method's own keyword options (see :meth:`OptimizerSpec.options`).
 
   Returns:
@@ -630,7 +631,6 @@ def create_optimizer(name: str, learning_rate: float | None, steps_per_epoch: in
   spec = get_spec(name)
   _checks.integer_at_least("steps_per_epoch", steps_per_epoch, 1)
   _checks.integer_at_least("total_steps", total_steps, 1)
-  _checks.non_negative("weight_decay", weight_decay)
   if spec.takes_learning_rate:
     if learning_rate is None or (isinstance(learning_rate, float) and math.isnan(learning_rate)):
       raise ValueError(f"`learning_rate` must be a finite number > 0 for {name!r}; got "
@@ -648,8 +648,6 @@ def create_optimizer(name: str, learning_rate: float | None, steps_per_epoch: in
     tx = spec.builder(learning_rate, steps_per_epoch, total_steps, **options)
   except TypeError as error:  # an option the forwarded-to constructor does not take
     raise ValueError(f"bad options for optimizer {name!r}: {error}") from error
-  if weight_decay:
-    tx = optax.chain(optax.add_decayed_weights(weight_decay), tx)
   return tx
 
 

@@ -1,5 +1,5 @@
 """What a run reports about itself: its rates under readable metric keys, the epoch line, the
-summary table and the divergence check.
+summary table and the divergence rule (:func:`divergence`).
 
 Metric keys (one value per epoch in ``metrics.jsonl``, read at the end of the epoch):
 
@@ -200,12 +200,45 @@ def is_finite(value: float | None) -> bool:
   return value is not None and math.isfinite(value)
 
 
-def diverged_message(row: Mapping[str, Any], stopping: bool) -> str:
-  """The line a run prints at its first epoch with a non-finite training loss."""
+#: An epoch whose mean training loss exceeds this many times the chance-level loss
+#: ``log(num_classes)`` has diverged (see :func:`divergence_bound`).
+DIVERGENCE_FACTOR = 100.0
+
+
+def divergence_bound(num_classes: int) -> float:
+  """The largest mean training loss of an epoch that is not divergence:
+  ``DIVERGENCE_FACTOR * log(num_classes)`` (230.3 for 10 classes).
+
+  ``log(num_classes)`` is the cross-entropy of predicting every class with equal probability,
+  and about the loss of a freshly initialised classifier, so the bound is also about 100 times
+  the run's starting loss. A mean loss 100 times larger means the correct class is given
+  probability ``num_classes ** -100`` on average: the logits have blown up, not a slow or noisy
+  run (a run that learns stays below ``log(num_classes)`` after its first epoch). The bound needs
+  no state of the run, so a resumed run judges every epoch exactly as an uninterrupted one.
+  """
+  if num_classes < 2:
+    raise ValueError(f"`num_classes` must be >= 2; got {num_classes}")
+  return DIVERGENCE_FACTOR * math.log(num_classes)
+
+
+def divergence(train_loss: float | None, num_classes: int) -> str | None:
+  """Why an epoch with this mean training loss diverged (``"is not finite"``, ``"is 2.662e+15,
+  above 230.3 = 100 x log(10), the chance-level loss"``), or None when it did not."""
+  if not is_finite(train_loss):
+    return "is not finite"
+  bound = divergence_bound(num_classes)
+  if train_loss > bound:
+    return (f"is {_metric(train_loss)}, above {bound:.1f} = {DIVERGENCE_FACTOR:g} x "
+            f"log({num_classes}), the chance-level loss")
+  return None
+
+
+def diverged_message(row: Mapping[str, Any], reason: str, stopping: bool) -> str:
+  """The line a run prints at its first diverged epoch; ``reason`` from :func:`divergence`."""
   action = ("stopping (the state of this epoch is not checkpointed; --set "
             "stop_on_divergence=false keeps going)" if stopping else "going on "
             "(stop_on_divergence=false)")
-  return (f"diverged: the training loss of epoch {row['epoch']} is not finite "
+  return (f"diverged: the training loss of epoch {row['epoch']} {reason} "
           f"({rate_text(row)} at its end); {action}. A lower learning_rate usually helps.")
 
 

@@ -129,8 +129,9 @@ def build(config: Config, info: input_pipeline.DatasetInfo, num_train: int | Non
                      "examples")
   total_steps = steps_per_epoch * config.num_epochs
   spec = optimizers.get_spec(config.optimizer)
+  # No weight decay here: train_step adds it to the objective (its one place).
   tx = optimizers.create_optimizer(config.optimizer, config.learning_rate, steps_per_epoch,
-                                   total_steps, config.weight_decay, config.optimizer_options)
+                                   total_steps, config.optimizer_options)
   model = create_model(config, info)
   eval_batch = -(-config.eval_batch_size // len(devices)) * len(devices)
   return Setup(config, info, model, spec, tx, devices, steps_per_epoch, total_steps, eval_batch)
@@ -186,25 +187,31 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], next_batch: dict 
   loss_fn = functools.partial(_loss_fn, model=setup.model)
   (loss, (batch_stats, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.params, state.batch_stats, x, y, dropout_key)
-  grads = jax.lax.pmean(grads, AXIS)
   loss = jax.lax.pmean(loss, AXIS)
+  # The objective the optimizer minimises is the device-averaged batch loss plus the coupled
+  # weight decay wd/2 ||w||^2. This step is the one place the decay enters, in the gradient
+  # (`decayed`) and in the value (`objective_value`): the optimizer itself has no decay term, so
+  # the gradient, `value`, `value_fn`, `grad_fn` and `next_grads` all see the same objective.
+  wd = setup.config.weight_decay
+
+  def decayed(data_grad, params):
+    """The objective's gradient from the device-averaged data gradient: ``g + wd * w``, the
+    expression of ``optax.add_decayed_weights`` (torch SGD's coupled decay)."""
+    if not wd:
+      return data_grad
+    return jax.tree.map(lambda g, p: g + wd * p, data_grad, params)
 
   def objective_grad(params, x, y):
-    """The gradient the optimizer's direction sees: the data term averaged over devices, plus
-    the coupled weight decay that ``create_optimizer`` chains in front (for extra arguments)."""
     g = jax.grad(lambda p: loss_fn(p, state.batch_stats, x, y, dropout_key)[0])(params)
-    g = jax.lax.pmean(g, AXIS)
-    if setup.config.weight_decay:
-      g = jax.tree.map(lambda gi, p: gi + setup.config.weight_decay * p, g, params)
-    return g
+    return decayed(jax.lax.pmean(g, AXIS), params)
 
   def objective_value(params, data_loss):
-    """The objective whose gradient the optimizer receives: the device-averaged batch loss plus
-    the coupled weight decay ``wd/2 ||w||^2`` (its gradient is what ``create_optimizer`` adds)."""
-    if not setup.config.weight_decay:
+    if not wd:
       return data_loss
-    return data_loss + 0.5 * setup.config.weight_decay * sum(
+    return data_loss + 0.5 * wd * sum(
         jnp.sum(jnp.square(p.astype(jnp.float32))) for p in jax.tree.leaves(params))
+
+  grads = decayed(jax.lax.pmean(grads, AXIS), state.params)
 
   extra = {}
   if "value" in setup.spec.extra_args:
@@ -499,7 +506,8 @@ def train_and_evaluate(config: Config, workdir: str,
 
   Each epoch logs one line with its losses, accuracy and rate(s) (:mod:`train.reporting`); the
   rows go to ``metrics.jsonl`` and ``curves.png`` is redrawn at most every
-  ``plot_every_seconds`` and at the end. An epoch whose training loss is not finite is logged
+  ``plot_every_seconds`` and at the end. An epoch whose mean training loss is not finite or
+  above :func:`train.reporting.divergence_bound` (100 times the chance-level loss) is logged
   with ``"diverged": true`` and, with ``stop_on_divergence`` (default), ends the run there
   without checkpointing its state.
 
@@ -516,8 +524,8 @@ def train_and_evaluate(config: Config, workdir: str,
       the device count, a workdir holding a different run or in use by another process, no
       intact checkpoint, or a dataset that is not prepared or damaged.
   """
-  # Everything that can fail on bad input fails before the workdir is touched.
-  validate(config)
+  # Everything that can fail on bad input fails before the workdir is touched (build validates
+  # the config and builds the optimizer, once).
   dataset = input_pipeline.load(config.dataset, config.data_dir)
   setup = build(config, dataset.info, dataset.info.num_train)
   _check_workdir_config(workdir, config)
@@ -609,7 +617,8 @@ def _train_locked(setup: Setup, dataset: input_pipeline.Dataset, workdir: str,
         row = {"epoch": epoch, "step": int(to_host(canonical.step)), "train_loss": train_loss,
                "test_loss": test["test_loss"], "test_accuracy": test["test_accuracy"]}
         row.update(optimizer_metrics(canonical.opt_state, canonical.params, config))
-        row["diverged"] = not math.isfinite(train_loss)
+        reason = reporting.divergence(train_loss, setup.info.num_classes)
+        row["diverged"] = reason is not None
         row["epoch_time"] = time.perf_counter() - start
         row["images_per_second"] = (done - epoch_start_step) * config.batch_size / train_time
         if bar is not None:
@@ -624,7 +633,7 @@ def _train_locked(setup: Setup, dataset: input_pipeline.Dataset, workdir: str,
             curves.update(rows)
         log(reporting.epoch_line(row, config.num_epochs))
         if row["diverged"]:
-          log(reporting.diverged_message(row, stopping=config.stop_on_divergence))
+          log(reporting.diverged_message(row, reason, stopping=config.stop_on_divergence))
           if config.stop_on_divergence:  # before the checkpoint: the diverged state is not saved
             break
         epoch_loss = jnp.zeros((), jnp.float32)

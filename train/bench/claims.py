@@ -41,8 +41,9 @@ from typing import Any
 import numpy as np
 
 from train import io_utils
-from train.bench import compare
-from train.bench.compare import GridResult, GridRunner
+from train.bench import grid, report, stats
+from train.bench.grid import GridResult, GridRunner
+from train.bench.stats import beats, difference, pooled
 
 #: The papers by name, with the citation each claim's output carries.
 CITATIONS = {
@@ -93,25 +94,25 @@ class Arm:
 def train_arm(runner: GridRunner, arm: Arm, epochs: int, seeds: Sequence[int],
               log: Callable[[str], None] = print) -> tuple[GridResult, list[dict[str, Any]]]:
   """Trains every rate x seed of ``arm``; returns the raw result and one JSON entry per rate."""
-  config = compare.make_config(arm.optimizer, num_epochs=epochs, model=arm.model,
+  config = grid.make_config(arm.optimizer, num_epochs=epochs, model=arm.model,
                                model_options=arm.model_options, batch_size=arm.batch_size,
                                optimizer_options=arm.options)
   steps = runner.dataset.info.num_train // arm.batch_size
   result = runner.run(config, list(arm.learning_rates) if arm.learning_rates else None, seeds,
-                      compare.switch_boundary(arm.optimizer, arm.options, steps))
-  entries = compare.summarize_grid(
+                      grid.switch_boundary(arm.optimizer, arm.options, steps))
+  entries = grid.summarize_grid(
       arm.label, result, {"optimizer": arm.optimizer, "options": _jsonable(arm.options),
                           "batch_size": arm.batch_size, "model": arm.model},
       keep_rate_keys=True)
   for i, entry in enumerate(entries):
     accuracy = result.metrics["test_accuracy"][i]
-    entry["epochs_to_best"] = compare.mean_and_standard_error(
-        [compare.epochs_to_fraction_of_best(a, 1.0) for a in accuracy])
+    entry["epochs_to_best"] = stats.mean_and_standard_error(
+        [stats.epochs_to_fraction_of_best(a, 1.0) for a in accuracy])
     entry["rate_drop_epochs"] = [rate_drop_epochs(r) for r in result.metrics["rate"][i]]
   log(f"  {arm.label:>28}: compile {result.compile_seconds:5.1f}s run {result.run_seconds:5.1f}s"
-      f" | " + ", ".join(f"{compare._fmt_lr(e['learning_rate'])}: best "
-                         f"{compare._fmt(e['best_accuracy'])} final "
-                         f"{compare._fmt(e['final_accuracy'])}" for e in entries))
+      f" | " + ", ".join(f"{report.fmt_lr(e['learning_rate'])}: best "
+                         f"{report.fmt(e['best_accuracy'])} final "
+                         f"{report.fmt(e['final_accuracy'])}" for e in entries))
   return result, entries
 
 
@@ -209,21 +210,6 @@ def rate_drop_epochs(rate: Sequence[float]) -> list[int]:
   """Epochs (1-based) at whose end the rate is lower than at the end of the epoch before."""
   rate = np.asarray(rate, np.float64)
   return [int(i) + 2 for i in np.flatnonzero(rate[1:] < rate[:-1] * (1 - 1e-6))]
-
-
-def difference(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-  """``a - b`` of two :func:`~train.bench.compare.mean_and_standard_error` summaries, its
-  standard error ``sqrt(se_a^2 + se_b^2)``, and whether it exceeds twice that."""
-  if a["mean"] is None or b["mean"] is None:
-    return {"difference": None, "se": None, "beyond_2se": False}
-  value = a["mean"] - b["mean"]
-  se = math.sqrt((a["se"] or 0.0) ** 2 + (b["se"] or 0.0) ** 2)
-  return {"difference": value, "se": se, "beyond_2se": abs(value) > 2 * se}
-
-
-def pooled(entries: Sequence[dict[str, Any]], key: str) -> dict[str, Any]:
-  """:func:`~train.bench.compare.mean_and_standard_error` over the seeds of several settings."""
-  return compare.mean_and_standard_error([v for e in entries for v in e[key]["values"]])
 
 
 # --- Trainable Learning Rate ----------------------------------------------------------------------
@@ -400,16 +386,6 @@ def _figure3_verdict(entries: Sequence[dict[str, Any]], methods: Sequence[str],
 
 
 # --- Adaptive Hierarchical Hyper-gradient Descent (CAM-HD) ---------------------------------------
-
-#: Accuracies closer than this are a tie: a mean over seeds of k/360 accuracies differs from an
-#: equal one only by float rounding (1e-8), and one test image in 5 seeds is 5.6e-4.
-TIE = 1e-6
-
-
-def beats(a: float | None, b: float | None) -> bool:
-  """``a > b`` beyond float rounding (:data:`TIE`); False when either is missing."""
-  return a is not None and b is not None and a - b > TIE
-
 
 def cam_hd_orderings(final: dict[str, float | None]) -> dict[str, bool]:
   """Table 2's orderings from the final mean accuracies by arm label (ties are not wins)."""
@@ -680,10 +656,10 @@ def run_claims(papers: Sequence[str], quick: bool, figure_prefix: str,
 
   Figures go to ``{figure_prefix}_{file_stem(paper)}.png``.
   """
-  plt = compare._pyplot()
+  plt = report.pyplot()
   runner = GridRunner("digits")
   document: dict[str, Any] = {"benchmark": "claims", "quick": quick,
-                              "platform": compare._platform(), "claims": {}}
+                              "platform": report.platform_name(), "claims": {}}
   for paper in papers:
     start = time.perf_counter()
     log(f"{TITLES[paper]}:")
@@ -691,7 +667,7 @@ def run_claims(papers: Sequence[str], quick: bool, figure_prefix: str,
     section["citation"] = CITATIONS[paper]
     section["wall_s"] = time.perf_counter() - start
     path = f"{figure_prefix}_{file_stem(paper)}.png"
-    compare.save_figure(figure(plt), path)
+    report.save_figure(figure(plt), path)
     section["figure"] = path
     document["claims"][paper] = section
     log(f"{TITLES[paper]}: {section['wall_s']:.0f} s; verdict "
@@ -713,9 +689,9 @@ def markdown(document: dict[str, Any]) -> str:
             + section.get("batch_comparison", []))
     for e in rows:
       extra = f", bs {e['batch_size']}" if paper == "tlr" else ""
-      lines.append(f"| {e['method']} @ {compare._fmt_lr(e['learning_rate'])}{extra} | "
-                   f"{compare._fmt(e['best_accuracy'])} | {compare._fmt(e['final_accuracy'])} | "
-                   f"{compare._fmt(e['epochs_to_best'], 1.0)} | {e['diverged_seeds']} |")
+      lines.append(f"| {e['method']} @ {report.fmt_lr(e['learning_rate'])}{extra} | "
+                   f"{report.fmt(e['best_accuracy'])} | {report.fmt(e['final_accuracy'])} | "
+                   f"{report.fmt(e['epochs_to_best'], 1.0)} | {e['diverged_seeds']} |")
     lines += ["", "Verdict:", ""]
     for key, value in section["verdict"].items():
       if key != "table":
@@ -730,8 +706,8 @@ def output_paths(paper: str, quick: bool, out_dir: str | None) -> tuple[str, str
   ``docs/figures/bench_claims[_quick]_<paper>.png`` (``<paper>`` as :func:`file_stem` writes it);
   everything in ``out_dir`` when given."""
   stem = "claims" + ("_quick" if quick else "")
-  results = compare.RESULTS_DIR if out_dir is None else out_dir
-  figures = compare.FIGURES_DIR if out_dir is None else out_dir
+  results = report.RESULTS_DIR if out_dir is None else out_dir
+  figures = report.FIGURES_DIR if out_dir is None else out_dir
   base = os.path.join(results, f"{stem}_{file_stem(paper)}")
   return base + ".json", base + ".md", os.path.join(figures, f"bench_{stem}")
 
@@ -766,7 +742,7 @@ def main(argv: list[str]) -> None:
   for paper in papers:
     json_path, md_path, figure_prefix = output_paths(paper, args.quick, args.out)
     document = _jsonable_document(run_claims([paper], args.quick, figure_prefix))
-    compare.write_json(json_path, document)
+    report.write_json(json_path, document)
     table = markdown(document)
     io_utils.write_atomic(md_path, table)
     print(table)
@@ -784,5 +760,5 @@ def _jsonable_document(value: Any) -> Any:
   if isinstance(value, np.integer):
     return int(value)
   if isinstance(value, float | np.floating):
-    return compare._finite_or_none(value)
+    return stats.finite_or_none(value)
   return value

@@ -29,25 +29,39 @@ checks it), and the loss-based baselines get what they declare from that step: t
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import json
 import math
 import os
-import platform
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 
-import optax_lr
 from train import input_pipeline, io_utils, optimizers
-from train import train as training
-from train.configs import Config, get_config
+from train.bench.grid import (
+  GridRunner,
+  make_config,
+  method_kind,
+  rejected_entry,
+  rejected_rates,
+  summarize_grid,
+  switch_boundary,
+)
+from train.bench.report import (
+  FIGURES_DIR,
+  RESULTS_DIR,
+  fmt,
+  fmt_lr,
+  fmt_value,
+  fmt_versus,
+  fmt_worst,
+  platform_name,
+  pyplot,
+  save_figure,
+  write_json,
+)
+from train.bench.stats import BEST_FRACTION, TIE, difference, worst_case
 
 #: The initial rates of the grid (for methods that take one): three orders of magnitude.
 LEARNING_RATES = (1e-4, 1e-3, 1e-2, 1e-1)
@@ -63,108 +77,12 @@ FULL_EPOCHS = {"digits": 30, "digits_warped": 20}
 REFERENCES = ("prodigy", "dadapt_adamw")
 #: Registry entries named with this suffix are the library's "auto" (robust-default) entries.
 AUTO_SUFFIX = "_auto"
-#: "Epochs to reach this fraction of the best test accuracy" is the speed measure.
-BEST_FRACTION = 0.95
 
 #: The lower end of the accuracy axis of the figures, per dataset (others: 0).
 ACCURACY_AXIS_FLOOR = {"digits": 0.5, "digits_warped": 0.3}
 
-RESULTS_DIR = os.path.join("docs", "results")
-FIGURES_DIR = os.path.join("docs", "figures")
 
 PyTree = Any
-
-
-# --- aggregation (pure numpy; tested on hand-made curves)
-
-def epochs_to_fraction_of_best(accuracy: Sequence[float],
-                               fraction: float = BEST_FRACTION) -> int | None:
-  """The first epoch (1-based) whose accuracy reaches ``fraction`` of the curve's best.
-
-  Non-finite entries never count as reached. None when the curve has no finite value.
-
-  Example: ``[0.5, 0.9, 0.96, 1.0]`` with 0.95 -> 3 (0.96 >= 0.95 * 1.0).
-  """
-  values = np.asarray(accuracy, np.float64)
-  finite = np.isfinite(values)
-  if not finite.any():
-    return None
-  target = fraction * np.max(values[finite])
-  reached = np.flatnonzero(finite & (values >= target))
-  return int(reached[0]) + 1
-
-
-def mean_and_standard_error(values: Sequence[float | None]) -> dict[str, Any]:
-  """``{"mean", "se", "n", "values"}`` over the finite values (None and NaN are left out).
-
-  The standard error is ``std(ddof=1) / sqrt(n)``; None when fewer than two values remain.
-  """
-  kept = [float(v) for v in values if v is not None and math.isfinite(v)]
-  n = len(kept)
-  mean = float(np.mean(kept)) if n else None
-  se = float(np.std(kept, ddof=1) / math.sqrt(n)) if n > 1 else None
-  return {"mean": mean, "se": se, "n": n, "values": [_finite_or_none(v) for v in values]}
-
-
-def summarize_setting(accuracy: np.ndarray, train_loss: np.ndarray | None = None,
-                      fraction: float = BEST_FRACTION) -> dict[str, Any]:
-  """Best and final test accuracy and epochs to ``fraction`` of the best, over seeds.
-
-  Args:
-    accuracy: ``(seeds, epochs)`` test accuracy.
-    train_loss: ``(seeds, epochs)`` training loss; a seed whose final loss is not finite counts as
-      diverged.
-    fraction: the share of the best accuracy that counts as reached.
-
-  Returns:
-    ``{"best_accuracy", "final_accuracy", "epochs_to_fraction_of_best"}`` (each
-    :func:`mean_and_standard_error` over seeds; epochs measured on each seed's own curve) and
-    ``"diverged_seeds"``.
-  """
-  accuracy = np.asarray(accuracy, np.float64)
-  best = [float(np.nanmax(a)) if np.isfinite(a).any() else None for a in accuracy]
-  final = [float(a[-1]) for a in accuracy]
-  epochs = [epochs_to_fraction_of_best(a, fraction) for a in accuracy]
-  diverged = 0
-  if train_loss is not None:
-    diverged = int(np.sum(~np.isfinite(np.asarray(train_loss)[:, -1])))
-  return {"best_accuracy": mean_and_standard_error(best),
-          "final_accuracy": mean_and_standard_error(final),
-          "epochs_to_fraction_of_best": mean_and_standard_error(epochs),
-          "diverged_seeds": diverged}
-
-
-def worst_case(entries: Sequence[dict[str, Any]]) -> dict[str, Any]:
-  """The worst case of one method over its settings (initial rates).
-
-  Lowest mean best accuracy, lowest mean final accuracy and highest mean epochs-to-95%, each with
-  its standard error over seeds and the rate where it happens (the first such setting on a tie),
-  plus the spread (max - min) of the mean final accuracy.
-
-  Args:
-    entries: the method's entries as :func:`summarize_setting` returns them, each with a
-      ``"learning_rate"`` key.
-
-  Returns:
-    ``{"best_accuracy", "final_accuracy", "epochs_to_fraction_of_best"}``, each
-    ``{"value", "se", "learning_rate"}`` (all None when no setting has a number), and
-    ``"final_accuracy_spread"``, ``"diverged_seeds"`` (summed over the settings), ``"settings"``.
-  """
-  def pick(key: str, worst: Callable[[Sequence[float]], float]) -> dict[str, Any]:
-    scored = [e for e in entries if e[key]["mean"] is not None]
-    if not scored:
-      return {"value": None, "se": None, "learning_rate": None}
-    value = worst([e[key]["mean"] for e in scored])
-    chosen = next(e for e in scored if e[key]["mean"] == value)
-    return {"value": value, "se": chosen[key].get("se"), "learning_rate": chosen["learning_rate"]}
-
-  finals = [e["final_accuracy"]["mean"] for e in entries if e["final_accuracy"]["mean"] is not None]
-  return {"best_accuracy": pick("best_accuracy", min),
-          "final_accuracy": pick("final_accuracy", min),
-          "epochs_to_fraction_of_best": pick("epochs_to_fraction_of_best", max),
-          "final_accuracy_spread": (max(finals) - min(finals)) if finals else None,
-          "diverged_seeds": sum(e.get("diverged_seeds", 0) for e in entries),
-          "settings": len(entries)}
 
 
 def goal(document: dict[str, Any], references: Sequence[str] = REFERENCES) -> dict[str, Any]:
@@ -186,14 +104,13 @@ def goal(document: dict[str, Any], references: Sequence[str] = REFERENCES) -> di
     final accuracy and ``"versus"``: reference -> ``{"difference", "se", "beyond_2se",
     "in_se"}`` (accuracy as a fraction; ``in_se`` = difference / se, None when se is 0);
     ``"best_optax_lr"``: the first of those (None without any); ``"best_at_least_references"``:
-    whether its difference to every reference is >= 0 up to float rounding (``claims.TIE``;
+    whether its difference to every reference is >= 0 up to float rounding (``stats.TIE``;
     None without a reference); ``"best_within_2se_of_references"``: whether it is at most two
     standard errors of the difference below every reference;
     ``"auto_diverged"``: ``{"method", "learning_rate", "diverged_seeds", "seeds"}`` of every
     setting of an auto entry with a diverged seed; ``"auto_methods"``: the auto entries found;
     ``"met"``: both parts of the goal hold.
   """
-  from train.bench.claims import TIE, difference  # claims imports this module
 
   def worst_final(w: dict[str, Any]) -> dict[str, Any]:
     final = w["final_accuracy"]
@@ -233,395 +150,7 @@ def goal(document: dict[str, Any], references: Sequence[str] = REFERENCES) -> di
           "auto_diverged": diverged, "met": bool(at_least) and not diverged}
 
 
-def _finite_or_none(value: Any) -> Any:
-  if value is None:
-    return None
-  value = float(value)
-  return value if math.isfinite(value) else None
-
-
-def _curve(values: np.ndarray) -> list[float | None]:
-  """Mean over seeds per epoch (NaN where every seed is NaN) as JSON-safe floats."""
-  values = np.asarray(values, np.float64)
-  with np.errstate(all="ignore"):
-    finite = np.isfinite(values)
-    counts = finite.sum(axis=0)
-    sums = np.where(finite, values, 0.0).sum(axis=0)
-    mean = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-  return [_finite_or_none(v) for v in mean]
-
-
-def _curve_se(values: np.ndarray) -> list[float | None]:
-  """Standard error over seeds per epoch of :func:`_curve` (finite seeds; None below two)."""
-  return [mean_and_standard_error(column)["se"] for column in np.asarray(values, np.float64).T]
-
-
-#: The curves of every entry; their standard errors over seeds are in ``"curves_se"``.
-CURVES = ("test_accuracy", "train_loss", "test_loss", "rate")
-#: The curves that get ``"curves_se"`` (what the figures draw as bands).
-SE_CURVES = ("test_accuracy", "rate")
-
-
-# --- what the optimizer state says about its rate
-
-def _find(tree: PyTree, cls: type) -> list[Any]:
-  return [x for x in jax.tree.leaves(tree, is_leaf=lambda x: isinstance(x, cls))
-          if isinstance(x, cls)]
-
-
-def _mean_rate(rates: dict[str, jax.Array]) -> jax.Array:
-  """Mean over every rate element of every field (NaN when there is none)."""
-  if not rates:
-    return jnp.float32(jnp.nan)
-  return optax_lr.rate_summary(list(rates.values()))["mean"]
-
-
-def rate_metrics(opt_state: PyTree, boundary_step: int | None = None) -> dict[str, jax.Array]:
-  """The rates of an optimizer state as float32 scalars, inside ``jit``.
-
-  ``"rate"`` is one representative number per method (what the plots show): the mean over every
-  element of every ``learning_rate`` field; for CAM-HD the mean effective rate
-  (``optax_lr.cam_hd_rate_summary``); for ``switch_at`` the active transformation's rates
-  (``boundary_step`` says when the second takes over); for the ``optax.contrib`` peers their own
-  step-size variable: Prodigy's and D-Adaptation's ``estim_lr`` (d, which scales an Adam
-  direction), DoG's ``max_dist / sqrt(sum of squared gradient norms)``, Mechanic's ``sum(s)``;
-  NaN when the state holds none (COCOB, schedule-free). The other keys are
-  ``"rate/<field>"`` for scalar fields and ``"rate/<field>/<mean|min|max|norm>"`` for arrays, and
-  AutoDrop's ``"angular_velocity"`` (degrees) when the state has one
-  (``train.train.rate_values``), with its ``"autodrop/num_drops"`` (drops so far) and
-  ``"autodrop/drop_pending"`` (1 while a triggered drop waits for its averaging delay).
-  """
-  rates = optax_lr.learning_rates(opt_state)
-  # The training loop's own read-out, with the rate keys under "rate/".
-  values = {key if key.startswith("angular_velocity") else f"rate/{key}": value
-            for key, value in training.rate_values(opt_state).items()}
-  switches = _find(opt_state, optax_lr.SwitchState)
-  if _find(opt_state, optax_lr.CamHDState):
-    representative = optax_lr.cam_hd_rate_summary(opt_state)["mean"]
-  elif switches and boundary_step is not None:
-    switch = switches[0]
-    first = optax_lr.learning_rates(switch.first_state)
-    second = optax_lr.learning_rates(switch.second_state)
-    representative = jnp.where(switch.count <= boundary_step, _mean_rate(first),
-                               _mean_rate(second))
-  elif rates:
-    representative = _mean_rate(rates)
-  else:
-    representative = _peer_step_size(opt_state)
-  values["rate"] = jnp.asarray(representative, jnp.float32)
-  autodrop = _find(opt_state, optax_lr.ScaleByAutoDropState)
-  if autodrop:
-    values["autodrop/num_drops"] = sum(jnp.asarray(a.num_drops, jnp.float32) for a in autodrop)
-    values["autodrop/drop_pending"] = sum(jnp.asarray(a.drop_pending, jnp.float32)
-                                          for a in autodrop)
-  return values
-
-
-def _peer_step_size(opt_state: PyTree) -> jax.Array:
-  estimates = [v for _, v in optax.tree.get_all_with_path(opt_state, "estim_lr")]
-  if estimates:
-    return jnp.reshape(estimates[0], ()).astype(jnp.float32)
-  dog = _find(opt_state, optax.contrib.DoGState)
-  if dog:
-    ratios = jax.tree.map(lambda d, g: d / jnp.sqrt(jnp.maximum(g, 1e-30)), dog[0].max_dist,
-                          dog[0].sum_sq_norm_grads)
-    return optax_lr.rate_summary(ratios)["mean"]
-  mechanic = _find(opt_state, optax.contrib.MechanicState)
-  if mechanic:
-    return jnp.sum(mechanic[0].s).astype(jnp.float32)
-  return jnp.float32(jnp.nan)
-
-
-# --- the grid runner
-
-@dataclasses.dataclass
-class GridResult:
-  """Per-epoch metrics of every run of a grid.
-
-  Attributes:
-    metrics: name -> ``(settings, seeds, epochs)`` array; ``train_loss``, ``test_loss``,
-      ``test_accuracy``, ``rate`` and the ``rate/...`` keys of :func:`rate_metrics`.
-    learning_rates: the settings' initial rates (``[None]`` for a method that takes none).
-    seeds: the seeds.
-    compile_seconds: compile time of the grid's program(s).
-    run_seconds: time to run them.
-    traced_rate: whether one program served every rate (False: one program per rate).
-  """
-
-  metrics: dict[str, np.ndarray]
-  learning_rates: list[float | None]
-  seeds: list[int]
-  compile_seconds: float
-  run_seconds: float
-  traced_rate: bool
-
-
-def make_config(optimizer: str, *, num_epochs: int, dataset: str = "digits", model: str = "mlp",
-                model_options: dict[str, Any] | None = None, batch_size: int = 64,
-                weight_decay: float = 5e-4,
-                optimizer_options: dict[str, Any] | None = None,
-                learning_rate: float | None = 0.1, data_dir: str | None = None) -> Config:
-  """The main job's config (``train/configs/default.py``: MLP, weight decay 5e-4, batch 64) with
-  another optimizer, on one device, without checkpoints, plots or progress bars."""
-  config = get_config("default")
-  return dataclasses.replace(
-      config, dataset=dataset, data_dir=data_dir, model=model,
-      model_options=dict(model_options or {}), optimizer=optimizer,
-      optimizer_options=dict(optimizer_options or {}), learning_rate=learning_rate,
-      weight_decay=weight_decay, batch_size=batch_size, num_epochs=num_epochs, num_devices=1,
-      checkpoint=False, progress=False, plot=False)
-
-
-def _one_device(fn: Callable[..., Any]) -> Callable[..., Any]:
-  """``fn`` under the training loop's named axis with one device (``pmean`` is the identity)."""
-  mapped = jax.vmap(fn, in_axes=None, axis_size=1, axis_name=training.AXIS)
-  return lambda *args: jax.tree.map(lambda x: x[0], mapped(*args))
-
-
-def _traced_value_error(error: BaseException) -> bool:
-  while error is not None:
-    if isinstance(error, jax.errors.ConcretizationTypeError):
-      return True
-    error = error.__cause__ or error.__context__
-  return False
-
-
-class GridRunner:
-  """Trains grids of (initial rate x seed) runs of one config in one compiled program.
-
-  The data is loaded and placed on the device once; :meth:`run` compiles per config.
-  """
-
-  def __init__(self, dataset: str = "digits", data_dir: str | None = None):
-    self.dataset = input_pipeline.load(dataset, data_dir)
-    # The grid trains whole runs inside one compiled program, so the splits live on the device
-    # and batches are gathered there (no augmentation: the grids run on the digits).
-    train_images, train_labels = input_pipeline.read_all(self.dataset.train)
-    test_images, test_labels = input_pipeline.read_all(self.dataset.test)
-    self.train_images, self.train_labels = jnp.asarray(train_images), jnp.asarray(train_labels)
-    self.test_images, self.test_labels = jnp.asarray(test_images), jnp.asarray(test_labels)
-
-  def _eval_indices(self, width: int) -> tuple[jax.Array, jax.Array]:
-    """The test set in order, padded to whole batches of ``width`` (padded rows masked)."""
-    count = self.dataset.info.num_test
-    rows = -(-count // width)
-    order = np.arange(rows * width)
-    return (jnp.asarray((order % count).astype(np.int32).reshape(rows, width)),
-            jnp.asarray((order < count).astype(np.float32).reshape(rows, width)))
-
-  def _program(self, config: Config, setup: training.Setup,
-               boundary_step: int | None) -> Callable[[Any, jax.Array], dict[str, jax.Array]]:
-    """``(learning_rate, seed) -> per-epoch metrics`` of one run, as a traceable function."""
-    steps = setup.steps_per_epoch
-    needs_next = "next_grads" in setup.spec.extra_args
-    eval_indices, eval_mask = self._eval_indices(setup.eval_batch_size)
-    images, labels = self.train_images, self.train_labels
-
-    def one_run(learning_rate, run):
-      seed, orders = run  # orders: the training loop's batches, (epochs + 1, steps, batch)
-      following_batches = orders.reshape(-1, orders.shape[-1])
-      tx = optimizers.create_optimizer(config.optimizer, learning_rate, steps, setup.total_steps,
-                                       config.weight_decay, config.optimizer_options)
-      run_setup = dataclasses.replace(setup, tx=tx)
-      # The initialisation key of train_and_evaluate (``training.run_keys``).
-      init_key, _ = jax.random.split(jax.random.PRNGKey(seed))
-      state = training.create_train_state(init_key, run_setup)
-      train_step = _one_device(functools.partial(training.train_step, setup=run_setup))
-      eval_step = _one_device(functools.partial(training.eval_step, setup=run_setup))
-
-      def epoch(state, number):
-        indices = orders[number - 1]
-
-        def gather(rows):
-          return {"image": images[rows], "label": labels[rows]}
-
-        def step(state, index):
-          # AdaSecant's next batch: the next one of the stream, as in the training loop.
-          following = gather(following_batches[(number - 1) * steps + index + 1]) \
-              if needs_next else None
-          state, metrics = train_step(state, gather(indices[index]), following)
-          return state, metrics["loss"]
-
-        def evaluate(totals, i):
-          rows = eval_indices[i]
-          sums = eval_step(state, {"image": self.test_images[rows],
-                                   "label": self.test_labels[rows], "mask": eval_mask[i]})
-          return jax.tree.map(jnp.add, totals, sums), None
-
-        state, losses = jax.lax.scan(step, state, jnp.arange(steps, dtype=jnp.int32))
-        zero = jnp.zeros((), jnp.float32)
-        sums, _ = jax.lax.scan(evaluate, {"loss": zero, "correct": zero, "count": zero},
-                               jnp.arange(eval_indices.shape[0]))
-        test = {"test_loss": sums["loss"] / sums["count"],
-                "test_accuracy": sums["correct"] / sums["count"]}
-        row = {"train_loss": jnp.mean(losses), **test,
-               **rate_metrics(state.opt_state, boundary_step)}
-        return state, row
-
-      _, rows = jax.lax.scan(epoch, state, jnp.arange(1, config.num_epochs + 1))
-      return rows
-
-    return one_run
-
-  def run(self, config: Config, learning_rates: Sequence[float] | None,
-          seeds: Sequence[int], boundary_step: int | None = None,
-          sequential_seeds: bool | None = None) -> GridResult:
-    """Trains ``config`` for every initial rate and seed.
-
-    Args:
-      config: the run's config (its ``learning_rate`` is replaced by each of ``learning_rates``).
-      learning_rates: the initial rates, or None for a method that takes none.
-      seeds: seeds (``config.seed`` is ignored).
-      boundary_step: for a ``switch_at`` optimizer, the step of the switch (see
-        :func:`rate_metrics`).
-      sequential_seeds: run the seeds one after the other (``lax.map``) instead of vmapped.
-        Vmapping convolutions over per-seed weights turns them into grouped convolutions, which
-        are slow on CPU; the default (None) is sequential for every model but the MLP.
-
-    Returns:
-      A :class:`GridResult`.
-    """
-    data = self.dataset
-    placeholder = learning_rates[0] if learning_rates else None
-    setup = training.build(dataclasses.replace(config, learning_rate=placeholder), data.info)
-    one_run = self._program(config, setup, boundary_step)
-    # Each seed with the data order the training loop would read (from its grain stream).
-    orders = np.stack([input_pipeline.epoch_orders(
-        data.info.num_train, config.batch_size, training.run_keys(int(s))[1],
-        config.num_epochs + 1) for s in seeds])
-    seed_array = (jnp.asarray(list(seeds), jnp.int32), jnp.asarray(orders))
-    rates = list(learning_rates) if learning_rates else [None]
-
-    def compile_and_run(fn, *args):
-      start = time.perf_counter()
-      compiled = jax.jit(fn).lower(*args).compile()
-      middle = time.perf_counter()
-      out = jax.device_get(compiled(*args))
-      return out, middle - start, time.perf_counter() - middle
-
-    if sequential_seeds is None:
-      sequential_seeds = config.model != "mlp"
-
-    def over_seeds(lr):
-      if sequential_seeds:
-        return lambda seeds: jax.lax.map(lambda seed: one_run(lr, seed), seeds)
-      return jax.vmap(lambda seed: one_run(lr, seed))
-
-    if learning_rates is None:
-      out, compile_s, run_s = compile_and_run(over_seeds(None), seed_array)
-      return GridResult({k: np.asarray(v)[None] for k, v in out.items()}, rates, list(seeds),
-                        compile_s, run_s, traced_rate=True)
-    rate_array = jnp.asarray(rates, jnp.float32)
-    grid = jax.vmap(lambda lr, s: over_seeds(lr)(s), (0, None))
-    try:
-      jax.eval_shape(grid, rate_array, seed_array)
-    except Exception as error:  # noqa: BLE001 - only "a traced rate was inspected" falls back
-      if not _traced_value_error(error):
-        raise
-    else:
-      out, compile_s, run_s = compile_and_run(grid, rate_array, seed_array)
-      return GridResult({k: np.asarray(v) for k, v in out.items()}, rates, list(seeds),
-                        compile_s, run_s, traced_rate=True)
-    outs, compile_s, run_s = [], 0.0, 0.0
-    for lr in rates:
-      out, c, r = compile_and_run(over_seeds(float(lr)), seed_array)
-      outs.append(out)
-      compile_s, run_s = compile_s + c, run_s + r
-    metrics = {k: np.stack([np.asarray(o[k]) for o in outs]) for k in outs[0]}
-    return GridResult(metrics, rates, list(seeds), compile_s, run_s, traced_rate=False)
-
-
 # --- the comparison
-
-def method_kind(name: str) -> str:
-  """``"optax_lr"`` for the registry's library methods, ``"peer"`` for its baselines and peers."""
-  return optimizers.get_spec(name).family
-
-
-def switch_boundary(name: str, options: dict[str, Any], steps_per_epoch: int) -> int | None:
-  """The switch step of a registry entry with a ``switch_epoch`` option, else None."""
-  defaults = optimizers.get_spec(name).options()
-  if "switch_epoch" not in defaults:
-    return None
-  return max(1, round(options.get("switch_epoch", defaults["switch_epoch"]) * steps_per_epoch))
-
-
-def autodrop_events(num_drops: np.ndarray, drop_pending: np.ndarray) -> dict[str, Any]:
-  """AutoDrop's drops and triggers per seed, from its per-epoch state read-out.
-
-  Args:
-    num_drops: ``(seeds, epochs)`` drops so far at the end of each epoch.
-    drop_pending: ``(seeds, epochs)`` 1 where a triggered drop waits (its averaging delay).
-
-  Returns:
-    Per seed (lists): ``"drops"`` (the final count), ``"drop_epochs"`` (1-based epochs whose end
-    has more drops than the epoch before), ``"triggers"`` (drops plus a drop still pending at the
-    end: the rule latches one trigger at a time) and ``"first_trigger_epoch"`` (the first epoch
-    ending with a drop done or pending; None when none).
-  """
-  num_drops = np.asarray(num_drops, np.float64)
-  drop_pending = np.asarray(drop_pending, np.float64)
-  out = {"drops": [], "drop_epochs": [], "triggers": [], "first_trigger_epoch": []}
-  for drops, pending in zip(num_drops, drop_pending, strict=True):
-    before = np.concatenate([[0.0], drops[:-1]])
-    out["drops"].append(int(drops[-1]))
-    out["drop_epochs"].append([int(i) + 1 for i in np.flatnonzero(drops > before)])
-    out["triggers"].append(int(drops[-1]) + int(pending[-1] > 0))
-    fired = np.flatnonzero((drops > 0) | (pending > 0))
-    out["first_trigger_epoch"].append(int(fired[0]) + 1 if fired.size else None)
-  return out
-
-
-def summarize_grid(name: str, result: GridResult, extra: dict[str, Any] | None = None,
-                   keep_rate_keys: bool = False) -> list[dict[str, Any]]:
-  """One JSON entry per setting of ``result``: summaries, mean curves over seeds (``"curves"``)
-  and their standard errors (``"curves_se"``, for :data:`SE_CURVES`), and for AutoDrop the drops
-  and triggers per seed (``"autodrop"``, :func:`autodrop_events`)."""
-  entries = []
-  for i, lr in enumerate(result.learning_rates):
-    metrics = {k: v[i] for k, v in result.metrics.items()}
-    entry = {"method": name, "learning_rate": lr, **(extra or {}),
-             **summarize_setting(metrics["test_accuracy"], metrics["train_loss"]),
-             "curves": {k: _curve(metrics[k]) for k in CURVES},
-             "curves_se": {k: _curve_se(metrics[k]) for k in SE_CURVES}}
-    if "autodrop/num_drops" in metrics:
-      entry["autodrop"] = autodrop_events(metrics["autodrop/num_drops"],
-                                          metrics["autodrop/drop_pending"])
-    if keep_rate_keys:
-      entry["curves"].update({k: _curve(v) for k, v in metrics.items()
-                               if k.startswith("rate/") or k == "angular_velocity"})
-    entries.append(entry)
-  return entries
-
-
-def rejected_rates(name: str, learning_rates: Sequence[float], steps_per_epoch: int,
-                   total_steps: int, weight_decay: float,
-                   options: dict[str, Any]) -> dict[float, str]:
-  """The initial rates whose registry constructor raises ``ValueError``, with the message.
-
-  A cyclical schedule whose floor (``min_learning_rate``) is above the initial (peak) rate is no
-  schedule at all; such a setting is reported as rejected instead of stopping the whole run.
-  """
-  rejected = {}
-  for lr in learning_rates:
-    try:
-      optimizers.create_optimizer(name, float(lr), steps_per_epoch, total_steps, weight_decay,
-                                  options)
-    except ValueError as error:
-      rejected[lr] = str(error)
-  return rejected
-
-
-def rejected_entry(name: str, kind: str, learning_rate: float, message: str,
-                   seeds: int) -> dict[str, Any]:
-  """The entry of a setting :func:`rejected_rates` found: no numbers, the constructor's message
-  under ``"rejected"``; :func:`worst_case` leaves it out."""
-  nothing = mean_and_standard_error([None] * seeds)
-  return {"method": name, "learning_rate": learning_rate, "kind": kind, "rejected": message,
-          "best_accuracy": nothing, "final_accuracy": nothing,
-          "epochs_to_fraction_of_best": nothing, "diverged_seeds": 0,
-          "curves": {k: [] for k in CURVES}, "curves_se": {k: [] for k in SE_CURVES}}
-
 
 def run_compare(methods: Sequence[str] | None = None, *, epochs: int | None = None,
                 seeds: Sequence[int] = SEEDS, learning_rates: Sequence[float] = LEARNING_RATES,
@@ -656,8 +185,7 @@ def run_compare(methods: Sequence[str] | None = None, *, epochs: int | None = No
     steps = runner.dataset.info.num_train // batch_size
     rates = list(learning_rates) if spec.takes_learning_rate else None
     kind = method_kind(name)
-    rejected = rejected_rates(name, rates or [], steps, steps * epochs, config.weight_decay,
-                              options)
+    rejected = rejected_rates(name, rates or [], steps, steps * epochs, options)
     method_entries = []
     compile_s = run_s = 0.0
     if rates is None or len(rejected) < len(rates):
@@ -675,58 +203,19 @@ def run_compare(methods: Sequence[str] | None = None, *, epochs: int | None = No
     order = {lr: i for i, lr in enumerate(rates or [None])}
     method_entries.sort(key=lambda e: order[e["learning_rate"]])
     entries.extend(method_entries)
-    summary = ", ".join(f"{_fmt_lr(e['learning_rate'])}: best {_fmt(e['best_accuracy'])} final "
-                        f"{_fmt(e['final_accuracy'])}" if "rejected" not in e else
-                        f"{_fmt_lr(e['learning_rate'])}: rejected" for e in method_entries)
+    summary = ", ".join(f"{fmt_lr(e['learning_rate'])}: best {fmt(e['best_accuracy'])} final "
+                        f"{fmt(e['final_accuracy'])}" if "rejected" not in e else
+                        f"{fmt_lr(e['learning_rate'])}: rejected" for e in method_entries)
     log(f"{name:>22} compile {compile_s:5.1f}s run {run_s:5.1f}s | {summary}")
   document = {"benchmark": "compare", "dataset": dataset, "model": model,
               "batch_size": batch_size,
               "weight_decay": make_config("sgd", num_epochs=1).weight_decay, "epochs": epochs,
               "seeds": list(seeds), "learning_rates": list(learning_rates),
               "optimizer_options": options, "best_fraction": BEST_FRACTION,
-              "platform": _platform(), "wall_s": time.perf_counter() - start,
+              "platform": platform_name(), "wall_s": time.perf_counter() - start,
               "entries": entries, "worst_case": worst}
   document["goal"] = goal(document)
   return document
-
-
-def _platform() -> str:
-  return f"{jax.devices()[0].platform}, {os.cpu_count()} cores, {platform.machine()}"
-
-
-def _fmt(stats: dict[str, Any], scale: float = 100.0, digits: int = 1) -> str:
-  if stats["mean"] is None:
-    return "-"
-  text = f"{scale * stats['mean']:.{digits}f}"
-  if stats["se"] is not None:
-    text += f" ± {scale * stats['se']:.{digits}f}"
-  return text
-
-
-def _fmt_lr(lr: float | None) -> str:
-  return "own" if lr is None else f"{lr:g}"
-
-
-def _fmt_value(value: float | None, scale: float = 100.0, digits: int = 1) -> str:
-  return "-" if value is None else f"{scale * value:.{digits}f}"
-
-
-def _fmt_worst(worst: dict[str, Any], scale: float = 100.0) -> str:
-  """``value ± se (at rate)`` of one :func:`worst_case` pick."""
-  text = _fmt({"mean": worst["value"], "se": worst.get("se")}, scale)
-  return text if worst["value"] is None else f"{text} ({_fmt_lr(worst['learning_rate'])})"
-
-
-def _fmt_versus(diff: dict[str, Any]) -> str:
-  """A :func:`goal` difference: ``+0.3 (1.2 s.e.)`` in accuracy points."""
-  if diff["difference"] is None:
-    return "-"
-  from train.bench.claims import TIE
-
-  if abs(diff["difference"]) <= TIE:
-    return "0.0 (tie)"
-  in_se = "-" if diff["in_se"] is None else f"{diff['in_se']:+.1f}"
-  return f"{100 * diff['difference']:+.1f} ({in_se} s.e.)"
 
 
 def goal_markdown(section: dict[str, Any]) -> list[str]:
@@ -734,7 +223,7 @@ def goal_markdown(section: dict[str, Any]) -> list[str]:
   refs = section["references"]
 
   def final(x: dict[str, Any]) -> str:
-    return f"{_fmt(x)} ({_fmt_lr(x['learning_rate'])})"
+    return f"{fmt(x)} ({fmt_lr(x['learning_rate'])})"
 
   lines = ["**The goal** (worst case over the initial rates, final test accuracy in %): the best "
            "`optax_lr` method's worst case at least that of each learning-rate-free reference, "
@@ -748,7 +237,7 @@ def goal_markdown(section: dict[str, Any]) -> list[str]:
   if best is None:
     lines.append("No `optax_lr` method was run.")
   else:
-    versus = ", ".join(f"{_fmt_versus(d)} against `{n}`" for n, d in best["versus"].items())
+    versus = ", ".join(f"{fmt_versus(d)} against `{n}`" for n, d in best["versus"].items())
     verdict = {True: "at least", False: "below", None: "not compared with"}[
         section["best_at_least_references"]]
     noise = ""
@@ -764,7 +253,7 @@ def goal_markdown(section: dict[str, Any]) -> list[str]:
     lines.append("No \"auto\" entry was run.")
   elif section["auto_diverged"]:
     lines.append("\"Auto\" entries that diverged: " + "; ".join(
-        f"`{d['method']}` at {_fmt_lr(d['learning_rate'])} ({d['diverged_seeds']} of "
+        f"`{d['method']}` at {fmt_lr(d['learning_rate'])} ({d['diverged_seeds']} of "
         f"{d['seeds']} seeds)"
         for d in section["auto_diverged"]) + f" (of {', '.join(f'`{a}`' for a in auto)}).")
   else:
@@ -777,7 +266,7 @@ def goal_markdown(section: dict[str, Any]) -> list[str]:
              "".join(f" minus `{n}`: points (s.e.) |" for n in refs),
              "| --- | --- |" + " --- |" * len(refs)]
     for m in section["methods"]:
-      cells = "".join(f" {_fmt_versus(m['versus'][n])} |" for n in refs)
+      cells = "".join(f" {fmt_versus(m['versus'][n])} |" for n in refs)
       text.append(f"| {m['method']} | {final(m)} |{cells}")
   return text
 
@@ -801,51 +290,34 @@ def markdown(document: dict[str, Any]) -> str:
   for w in ranked:
     spread = w["final_accuracy_spread"] if w["settings"] > 1 else None
     lines.append(
-        f"| {w['method']} | {w['kind']} | {_fmt_worst(w['best_accuracy'])} | "
-        f"{_fmt_worst(w['final_accuracy'])} | {_fmt_value(spread)} | "
-        f"{_fmt_worst(w['epochs_to_fraction_of_best'], 1.0)} | {w.get('diverged_seeds', 0)} |")
+        f"| {w['method']} | {w['kind']} | {fmt_worst(w['best_accuracy'])} | "
+        f"{fmt_worst(w['final_accuracy'])} | {fmt_value(spread)} | "
+        f"{fmt_worst(w['epochs_to_fraction_of_best'], 1.0)} | {w.get('diverged_seeds', 0)} |")
   rejected = [e for e in document["entries"] if "rejected" in e]
   if rejected:
     lines += ["", "Left out (the constructor rejects the initial rate): " + "; ".join(
-        f"{e['method']} at {_fmt_lr(e['learning_rate'])} ({e['rejected'].split(';')[0]})"
+        f"{e['method']} at {fmt_lr(e['learning_rate'])} ({e['rejected'].split(';')[0]})"
         for e in rejected) + "."]
   lines += ["", "Every setting:", "",
             "| method | initial rate | best acc. | final acc. | epochs to 95% of best | "
             "diverged seeds |", "| --- | --- | --- | --- | --- | --- |"]
   for e in document["entries"]:
     if "rejected" in e:
-      lines.append(f"| {e['method']} | {_fmt_lr(e['learning_rate'])} | rejected | - | - | - |")
+      lines.append(f"| {e['method']} | {fmt_lr(e['learning_rate'])} | rejected | - | - | - |")
       continue
-    lines.append(f"| {e['method']} | {_fmt_lr(e['learning_rate'])} | {_fmt(e['best_accuracy'])} "
-                 f"| {_fmt(e['final_accuracy'])} | "
-                 f"{_fmt(e['epochs_to_fraction_of_best'], 1.0)} | {e['diverged_seeds']} |")
+    lines.append(f"| {e['method']} | {fmt_lr(e['learning_rate'])} | {fmt(e['best_accuracy'])} "
+                 f"| {fmt(e['final_accuracy'])} | "
+                 f"{fmt(e['epochs_to_fraction_of_best'], 1.0)} | {e['diverged_seeds']} |")
   return "\n".join(lines) + "\n"
 
 
 # --- figures
 
-def _pyplot():
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  return plt
-
-
-def save_figure(fig: Any, path: str) -> None:
-  """Writes a PNG atomically, then closes the figure."""
-  try:
-    io_utils.write_atomic(path, io_utils.figure_png(fig))
-  finally:
-    _pyplot().close(fig)
-
-
 def plot_compare(document: dict[str, Any], key: str, path: str, ylabel: str,
                  log_scale: bool = False) -> None:
   """One panel per method, one curve per initial rate of ``curves[key]``: the mean over seeds
   with a band of ± one standard error where the entry has ``curves_se[key]``."""
-  plt = _pyplot()
+  plt = pyplot()
   methods = list(dict.fromkeys(e["method"] for e in document["entries"]))
   columns = min(6, len(methods))
   rows = -(-len(methods) // columns)
@@ -855,7 +327,7 @@ def plot_compare(document: dict[str, Any], key: str, path: str, ylabel: str,
     for e in (e for e in document["entries"] if e["method"] == name):
       values = np.array([np.nan if v is None else v for v in e["curves"][key]], np.float64)
       epochs = np.arange(1, len(values) + 1)
-      (line,) = ax.plot(epochs, values, label=_fmt_lr(e["learning_rate"]))
+      (line,) = ax.plot(epochs, values, label=fmt_lr(e["learning_rate"]))
       se = e.get("curves_se", {}).get(key)
       if se is not None:
         se = np.array([np.nan if v is None else v for v in se], np.float64)
@@ -905,10 +377,6 @@ def default_paths(benchmark: str, quick: bool, out: str | None,
   return (json_path, os.path.splitext(json_path)[0] + ".md",
           os.path.join(FIGURES_DIR if out is None else os.path.dirname(json_path) or ".",
                        f"bench_{stem}"))
-
-
-def write_json(path: str, document: dict[str, Any]) -> None:
-  io_utils.write_atomic(path, json.dumps(document, indent=1, allow_nan=False) + "\n")
 
 
 def main(argv: list[str]) -> None:

@@ -7,7 +7,7 @@ x 3 seeds, 30 epochs, on the embedded digits with the default MLP. Both readings
 run (``window_sum="gradient"``, the default, and ``"displacement"``); the verdict is whether every
 run of each reading ends at or above :data:`TARGET` test accuracy.
 
-Each (reading, batch) pair is one compiled program of :class:`train.bench.compare.GridRunner`:
+Each (reading, batch) pair is one compiled program of :class:`train.bench.grid.GridRunner`:
 the training loop's own ``train_step`` under ``jax.vmap`` over the initial rates and the seeds, so
 the whole grid is six programs (about a minute on two CPU cores). Results go to
 ``docs/results/tlr_grid.json`` and ``.md``.
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from train import io_utils
-from train.bench import compare
+from train.bench import grid, report, stats
 
 #: The grid of the paper's Figure 1.
 LEARNING_RATES = (1e-3, 1e-2, 1e-1)
@@ -45,11 +45,11 @@ def run_grid(*, epochs: int = EPOCHS, readings: Sequence[str] = READINGS,
              log: Callable[[str], None] = print) -> dict[str, Any]:
   """Trains the grid for each reading; returns the JSON document (entries and verdict)."""
   start = time.perf_counter()
-  runner = compare.GridRunner("digits")
+  runner = grid.GridRunner("digits")
   entries = []
   for reading in readings:
     for batch in batch_sizes:
-      config = compare.make_config(
+      config = grid.make_config(
           "tlr_sgd", num_epochs=epochs, batch_size=batch, weight_decay=WEIGHT_DECAY,
           optimizer_options={**OPTIONS, "window_sum": reading})
       with warnings.catch_warnings():
@@ -64,24 +64,24 @@ def run_grid(*, epochs: int = EPOCHS, readings: Sequence[str] = READINGS,
         entry = {"window_sum": reading, "batch_size": batch, "learning_rate": lr,
                  "steps_per_epoch": steps,
                  "update_every": max(1, round(OPTIONS["window_fraction"] * steps)),
-                 **compare.summarize_setting(accuracy, result.metrics["train_loss"][i]),
+                 **stats.summarize_setting(accuracy, result.metrics["train_loss"][i]),
                  "min_final_accuracy": min(finals),
-                 "final_rate": [compare._finite_or_none(r[-1]) for r in rate],
-                 "max_rate": [compare._finite_or_none(np.nanmax(r)) if np.isfinite(r).any()
+                 "final_rate": [stats.finite_or_none(r[-1]) for r in rate],
+                 "max_rate": [stats.finite_or_none(np.nanmax(r)) if np.isfinite(r).any()
                               else None for r in rate],
-                 "curves": {k: compare._curve(result.metrics[k][i])
+                 "curves": {k: stats.curve(result.metrics[k][i])
                             for k in ("test_accuracy", "train_loss", "rate")},
                  "compile_s": result.compile_seconds, "run_s": result.run_seconds}
         entries.append(entry)
       log(f"{reading:>12} batch {batch:3d}: compile {result.compile_seconds:5.1f}s run "
           f"{result.run_seconds:5.1f}s | " + ", ".join(
-              f"{e['learning_rate']:g}: final {compare._fmt(e['final_accuracy'])} "
+              f"{e['learning_rate']:g}: final {report.fmt(e['final_accuracy'])} "
               f"(min {100 * e['min_final_accuracy']:.1f})"
               for e in entries if e["window_sum"] == reading and e["batch_size"] == batch))
   return {"benchmark": "tlr-grid", "dataset": "digits", "model": "mlp", "optimizer": "tlr_sgd",
           "options": OPTIONS, "weight_decay": WEIGHT_DECAY, "epochs": epochs,
           "seeds": list(seeds), "learning_rates": list(learning_rates),
-          "batch_sizes": list(batch_sizes), "target": TARGET, "platform": compare._platform(),
+          "batch_sizes": list(batch_sizes), "target": TARGET, "platform": report.platform_name(),
           "wall_s": time.perf_counter() - start, "entries": entries,
           "verdict": verdict(entries, readings)}
 
@@ -130,7 +130,7 @@ def markdown(document: dict[str, Any]) -> str:
           row = f"| {batch} | {e['update_every']} | {lr:g} |"
         rates = [r for r in e["final_rate"] if r is not None]
         rate = f"{np.mean(rates):.3g}" if rates else "nan"
-        row += (f" {compare._fmt(e['final_accuracy'])} | {100 * e['min_final_accuracy']:.1f} | "
+        row += (f" {report.fmt(e['final_accuracy'])} | {100 * e['min_final_accuracy']:.1f} | "
                 f"{rate} |")
       lines.append(row)
   lines.append("")
@@ -157,6 +157,6 @@ def main(argv: list[str]) -> None:
   md_path = json_path.rsplit(".", 1)[0] + ".md"
   table = markdown(document)
   print(table)
-  compare.write_json(json_path, document)
+  report.write_json(json_path, document)
   io_utils.write_atomic(md_path, table)
   print(f"wrote {json_path}, {md_path}")

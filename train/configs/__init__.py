@@ -48,7 +48,8 @@ class Config:
     progress: show a tqdm progress bar per epoch.
     plot: write ``curves.png`` (at most every ``plot_every_seconds`` and at the end).
     plot_every_seconds: the least time between two ``curves.png`` writes during a run.
-    stop_on_divergence: stop at the first epoch whose training loss is not finite (exit status 3).
+    stop_on_divergence: stop at the first diverged epoch, one whose training loss is not finite or
+      above 100 times the chance-level loss (``train.reporting.divergence_bound``; exit status 3).
   """
 
   dataset: str = "digits"
