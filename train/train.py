@@ -118,6 +118,12 @@ def select_devices(config: Config) -> tuple[Any, ...]:
 def build(config: Config, info: input_pipeline.DatasetInfo, num_train: int | None = None) -> Setup:
   """Model, optimizer and step counts; every config error is raised here, before any output."""
   validate(config)
+  return _assemble(config, info, num_train)
+
+
+def _assemble(config: Config, info: input_pipeline.DatasetInfo, num_train: int | None) -> Setup:
+  """:func:`build` for a validated config: the checks that need the devices and the data, and
+  the optimizer's own option ranges, where it is constructed (once, with the real step counts)."""
   devices = select_devices(config)
   if config.batch_size % len(devices):
     raise ValueError(f"`batch_size` {config.batch_size} is not divisible by the number of "
@@ -524,10 +530,13 @@ def train_and_evaluate(config: Config, workdir: str,
       the device count, a workdir holding a different run or in use by another process, no
       intact checkpoint, or a dataset that is not prepared or damaged.
   """
-  # Everything that can fail on bad input fails before the workdir is touched (build validates
-  # the config and builds the optimizer, once).
+  # Everything that can fail on bad input fails before the workdir is touched: the config is
+  # validated once, before the data is opened (a bad name is not reported as missing data), then
+  # the optimizer is built once with the real step counts, and a workdir holding another run is
+  # refused.
+  validate(config)
   dataset = input_pipeline.load(config.dataset, config.data_dir)
-  setup = build(config, dataset.info, dataset.info.num_train)
+  setup = _assemble(config, dataset.info, dataset.info.num_train)
   _check_workdir_config(workdir, config)
   lead = jax.process_index() == 0
   log = log if lead else (lambda _: None)
