@@ -119,7 +119,7 @@ def test_a_bad_argument_fails_within_seconds_from_a_fresh_start(tmp_path):
     child = subprocess.run([sys.executable, "-m", "train", *args, "--workdir", str(workdir)],
                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     seconds = time.perf_counter() - start
-    assert (child.returncode, child.stderr) == (2, message)
+    assert (child.returncode, child.stderr, child.stdout) == (2, message, "")
     assert seconds < 20.0, seconds
   assert not workdir.exists() and os.listdir(tmp_path / "tmp") == []
 

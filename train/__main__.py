@@ -173,8 +173,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.workdir is None:
       created = tempfile.mkdtemp(prefix=f"optax_lr_{args.config}_")
     workdir = args.workdir or created
-    print(f"workdir: {workdir}")
-    rows = train.train_and_evaluate(config, workdir)
+    announced = []
+
+    def log(line: str) -> None:
+      # The workdir is named with the run's first line, after every check has passed: a bad
+      # argument's output is the error line alone, not a folder that was never written.
+      if not announced:
+        print(f"workdir: {workdir}")
+        announced.append(True)
+      print(line)
+
+    rows = train.train_and_evaluate(config, workdir, log=log)
   except ValueError as error:
     # The config's validation, the optimizer's own ranges (built once with the real step counts),
     # the batch against the devices, or a workdir holding another run: all fail before anything
