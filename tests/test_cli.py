@@ -1,5 +1,5 @@
-"""The command line (train/__main__.py) and the config checks it makes before JAX is imported
-(train/configs, train/config_schema.py)."""
+"""The command line (train/__main__.py) and the config checks of a run (train/configs,
+train/config_schema.py), made once before anything is written."""
 
 import inspect
 import json
@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -17,7 +18,7 @@ from train import config_schema, configs, input_pipeline, optimizers, plotting, 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# (arguments, a fragment of the one-line message); every case fails before JAX is imported.
+# (arguments, a fragment of the one-line message); every case fails before anything is written.
 BAD_ARGUMENTS = [
     (["--set", "optimizer_options.momentum=abc"],
      "`optimizer_options.momentum` must be a number (default 0.8); got 'abc'"),
@@ -26,6 +27,9 @@ BAD_ARGUMENTS = [
      "unknown option(s) momentun for optimizer 'tlr_sgd'; valid options: momentum, nesterov"),
     (["--set", "optimizer=adasecant", "--set", "optimizer_options.max_rate=big"],
      "`optimizer_options.max_rate` must be a number (default 25.0)"),
+    # adasecant's builder forwards **options to optax_lr.adasecant: its keywords are the options.
+    (["--set", "optimizer=adasecant", "--set", "optimizer_options.max_rat=30"],
+     "unknown option(s) max_rat for optimizer 'adasecant'; valid options: rate_rule, gamma_clip"),
     (["--config", "adam_cam_hd_lenet5_cifar10", "--set", "optimizer_options.levels=global"],
      "`optimizer_options.levels` must be a sequence"),
     (["--set", "model_options.features=wide"],
@@ -52,7 +56,7 @@ BAD_ARGUMENTS = [
 ]
 
 _CHILD = textwrap.dedent("""
-    import contextlib, io, json, os, sys, time
+    import contextlib, io, json, sys, time
     from train import __main__ as cli
     results = []
     for args in json.loads(sys.argv[1]):
@@ -60,10 +64,8 @@ _CHILD = textwrap.dedent("""
       start = time.perf_counter()
       with contextlib.redirect_stderr(err):
         status = cli.main(args)
-      loaded = lambda *names: any(m.split(".")[0] in names for m in sys.modules)
       results.append({"status": status, "err": err.getvalue(),
-                      "seconds": time.perf_counter() - start, "jax": loaded("jax"),
-                      "heavy": loaded("flax", "tensorflow_datasets", "grain", "orbax")})
+                      "seconds": time.perf_counter() - start})
     print(json.dumps(results))
 """)
 
@@ -80,7 +82,7 @@ def _run_child(tmp_path, argument_lists):
   return json.loads(child.stdout.strip().splitlines()[-1]), temporary
 
 
-def test_every_bad_argument_fails_in_one_line_before_jax_and_writes_nothing(tmp_path):
+def test_every_bad_argument_fails_in_one_line_and_writes_nothing(tmp_path):
   file = tmp_path / "a_file"
   file.write_text("not a folder")
   cases = [([a.format(file=file) for a in args], message.format(file=file))
@@ -96,15 +98,33 @@ def test_every_bad_argument_fails_in_one_line_before_jax_and_writes_nothing(tmp_
     assert result["status"] == 2, (args, result)
     assert result["err"].startswith("error: ") and result["err"].count("\n") == 1, result
     assert message in result["err"], (message, result["err"])
-    assert not result["jax"], f"{args} imported JAX before failing"
   assert not workdir.exists()
   assert os.listdir(temporary) == []  # no empty optax_lr_* folder
   assert file.read_text() == "not a folder"
-  # The timing is the point of checking before the imports; bound it loosely (shared machine).
-  assert max(r["seconds"] for r in results) < 2.0
 
 
-def test_a_workdir_holding_another_run_is_refused_before_jax(tmp_path):
+def test_a_bad_argument_fails_within_seconds_from_a_fresh_start(tmp_path):
+  # What a user sees: a fresh `python -m train` pays the JAX, Flax and data-library imports (about
+  # 2.5 s on a 2-core machine) and then fails at validation, before the data is opened or
+  # anything is written. Bound loosely: the machine is shared.
+  (tmp_path / "tmp").mkdir()
+  env = dict(os.environ, TMPDIR=str(tmp_path / "tmp"), PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+  workdir = tmp_path / "run"
+  for args, message in [
+      (["--set", "optimizer_options.momentum=abc"],
+       "error: `optimizer_options.momentum` must be a number (default 0.8); got 'abc'\n"),
+      (["--set", "optimizer_options.momentum=1.5"],
+       "error: `momentum` must be in [0.0, 1.0); got 1.5.\n")]:
+    start = time.perf_counter()
+    child = subprocess.run([sys.executable, "-m", "train", *args, "--workdir", str(workdir)],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    seconds = time.perf_counter() - start
+    assert (child.returncode, child.stderr, child.stdout) == (2, message, "")
+    assert seconds < 20.0, seconds
+  assert not workdir.exists() and os.listdir(tmp_path / "tmp") == []
+
+
+def test_a_workdir_holding_another_run_is_refused_before_anything_is_written(tmp_path):
   other, broken = tmp_path / "other", tmp_path / "broken"
   for folder, text in ((other, configs.get_config("default", ["learning_rate=0.5"]).to_json()),
                        (broken, "{not json")):
@@ -118,8 +138,9 @@ def test_a_workdir_holding_another_run_is_refused_before_jax(tmp_path):
                                "(learning_rate differ); resume with the same config or use a "
                                "new --workdir\n")
   assert results[1]["err"].startswith(f"error: {broken / 'config.json'} cannot be read (")
+  # The config is validated before the workdir is looked at.
   assert "`num_epochs` must be an integer >= 1" in results[2]["err"]
-  assert all(r["err"].count("\n") == 1 and not r["jax"] for r in results)
+  assert all(r["err"].count("\n") == 1 for r in results)
   assert os.listdir(other) == ["config.json"] and os.listdir(broken) == ["config.json"]
 
 
@@ -137,13 +158,15 @@ def test_an_option_out_of_range_fails_where_the_optimizer_is_built_once(tmp_path
   assert max(r["seconds"] for r in results) < 30.0
   assert not workdir.exists() and os.listdir(temporary) == []
   # Built once: one construction, with the dataset's step counts (1437 // 64 = 22 per epoch).
-  built = []
-  create = optimizers.create_optimizer
+  # Validated once too.
+  built, validated = [], []
+  create, validate = optimizers.create_optimizer, configs.validate
   monkeypatch.setattr(optimizers, "create_optimizer", lambda *args, **kwargs: built.append(
       args[2:4]) or create(*args, **kwargs))
+  monkeypatch.setattr(train, "validate", lambda c: validated.append(c.optimizer) or validate(c))
   assert cli.main(["--workdir", str(tmp_path / "once"), "--set", "num_epochs=1", "--set",
                    "progress=false", "--set", "plot=false"]) == 0
-  assert built == [(22, 22)]
+  assert built == [(22, 22)] and validated == ["tlr_sgd"]
 
 
 def test_a_check_that_needs_the_devices_leaves_no_temporary_folder(tmp_path, monkeypatch, capsys):
@@ -184,26 +207,30 @@ def test_help_shows_the_chosen_presets_values(capsys):
   assert line.rstrip().endswith("'cifar10'")
 
 
-def test_static_registry_reading_equals_the_live_registries():
-  registry = config_schema.optimizer_registry()
-  assert list(registry) == list(optimizers.OPTIMIZERS)
-  for name, spec in optimizers.OPTIMIZERS.items():
-    entry = registry[name]
-    assert (entry.description, entry.takes_learning_rate, entry.extra_args) == (
-        spec.description, spec.takes_learning_rate, spec.extra_args), name
-    live = spec.options()
-    forwards = any(p.kind is inspect.Parameter.VAR_KEYWORD
-                   for p in inspect.signature(spec.builder).parameters.values())
-    if forwards:  # options forwarded to an optax_lr factory: its keyword defaults
-      factory = getattr(optax_lr, name)  # the registry's `adasecant` forwards to its namesake
-      live = {p.name: p.default for p in inspect.signature(factory).parameters.values()}
-    assert entry.complete and entry.options == live, name
-  assert config_schema.model_names() == tuple(models.MODELS)
+def test_the_schema_reads_the_live_registries():
+  # A **options builder's options are the keywords of the optax_lr factory it forwards to.
+  assert config_schema.option_defaults("adasecant") == {
+      p.name: p.default for p in inspect.signature(optax_lr.adasecant).parameters.values()}
+  assert config_schema.option_defaults("tlr_sgd") == optimizers.get_spec("tlr_sgd").options()
   attributes = config_schema.model_attributes()
+  assert list(attributes) == list(models.MODELS)
   for name, constructor in models.MODELS.items():
     live = set(models.registry._attributes(constructor)) - {"num_classes"}
     assert set(attributes[name]) == live, name
+  assert attributes["mlp"]["features"] == (1000,)  # a literal default gives the type
   assert config_schema.dataset_names() == tuple(input_pipeline.DATASETS)
+  # An entry registered at run time with a **options builder and no named factory (a benchmark's
+  # own) takes any option name; its builder is the check.
+  spec = optimizers.OptimizerSpec("open", lambda lr, steps, total, **options: None, "test")
+  assert spec.open_options and not optimizers.get_spec("adasecant").open_options
+
+
+def test_parsing_does_not_validate():
+  # get_config only parses: the range check comes from validate, which the run calls once (the
+  # main-job test above counts it).
+  config = configs.get_config("default", ["num_epochs=0"])
+  with pytest.raises(ValueError, match="`num_epochs` must be an integer >= 1; got 0"):
+    configs.validate(config)
 
 
 def test_overrides_take_the_declared_types():

@@ -5,10 +5,11 @@ trainable learning rate) in a fresh temporary workdir. With ``--workdir`` an int
 resumes from its latest checkpoint. ``--list`` prints presets, optimizers (with their options),
 models and datasets; ``--help`` lists every ``--set`` key with its type and the preset's value.
 
-Every argument is checked before anything is written, and all but the optimizer's option ranges
-and the device and data checks before JAX is imported: a bad one fails at once with a one-line
-``error: ...`` and exit status 2. The option ranges are checked where the optimizer is built, once,
-with the dataset's real step counts (``train.train.build``, a few seconds in). A run whose
+Every argument is checked once, before anything is written: the command line parses the options
+and the config's values, and the run validates the config (``train.configs.validate``, against the
+live registries), then builds the optimizer once with the dataset's real step counts (its option
+ranges) and checks the devices, the data and the workdir. A bad argument fails within a few
+seconds (the JAX imports) with a one-line ``error: ...`` and exit status 2. A run whose
 training loss stops being finite or goes above 100 times the chance-level loss
 (``train.reporting.divergence_bound``) ends with exit status 3 (``--set
 stop_on_divergence=false`` keeps it going).
@@ -62,11 +63,13 @@ def _set_keys_help(preset: str) -> str:
   return "\n".join(lines)
 
 
-def _parser(preset: str = "default") -> argparse.ArgumentParser:
+def _parser(preset: str = "default", full_help: bool = True) -> argparse.ArgumentParser:
+  """The argument parser; ``full_help`` adds the epilog listing every key and option (it reads
+  the registries, so only ``--help`` pays for it)."""
   if preset not in configs.presets():
     preset = "default"
   parser = argparse.ArgumentParser(prog="python -m train", description=__doc__.split("\n")[0],
-                                   epilog=_set_keys_help(preset),
+                                   epilog=_set_keys_help(preset) if full_help else None,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--config", default="default", help="preset name (see --list)")
   parser.add_argument("--set", dest="overrides", action="append", default=[],
@@ -102,25 +105,17 @@ def initialize_jax(cpu_devices: int | None = None, coordinator: str | None = Non
 
 
 def _listing() -> str:
-  registry = config_schema.optimizer_registry()
-  models, datasets = config_schema.model_names(), config_schema.dataset_names()
-  if registry is None or models is None or datasets is None:  # not readable statically
-    import models as model_registry
-    from train import input_pipeline, optimizers
+  from train import input_pipeline, optimizers
 
-    models, datasets = tuple(model_registry.MODELS), input_pipeline.DATASETS
-    registry = {name: config_schema.OptimizerEntry(
-        name, spec.description, spec.options(), spec.takes_learning_rate, spec.extra_args)
-                for name, spec in optimizers.OPTIMIZERS.items()}
   lines = ["presets:    " + ", ".join(configs.presets()),
-           "models:     " + ", ".join(models),
-           "datasets:   " + ", ".join(datasets),
+           "models:     " + ", ".join(config_schema.model_attributes()),
+           "datasets:   " + ", ".join(input_pipeline.DATASETS),
            "optimizers:"]
-  for name, entry in registry.items():
-    extra = f" [needs {', '.join(entry.extra_args)}]" if entry.extra_args else ""
-    rate = "" if entry.takes_learning_rate else " [sets its own rate]"
-    lines.append(f"  {name:22s} {entry.description}{extra}{rate}")
-    options = ", ".join(f"{k}={v!r}" for k, v in entry.options.items())
+  for name, spec in optimizers.OPTIMIZERS.items():
+    extra = f" [needs {', '.join(spec.extra_args)}]" if spec.extra_args else ""
+    rate = "" if spec.takes_learning_rate else " [sets its own rate]"
+    lines.append(f"  {name:22s} {spec.description}{extra}{rate}")
+    options = ", ".join(f"{k}={v!r}" for k, v in config_schema.option_defaults(name).items())
     if options:
       lines.append(f"  {'':22s}   options: {options}")
   return "\n".join(lines)
@@ -155,16 +150,17 @@ def main(argv: list[str] | None = None) -> int:
   pre = argparse.ArgumentParser(add_help=False)
   pre.add_argument("--config", default="default")
   known, _ = pre.parse_known_args(argv)
-  args = _parser(known.config).parse_args(argv)
+  wants_help = any(a in ("-h", "--help") for a in argv)
+  args = _parser(known.config, full_help=wants_help).parse_args(argv)
   try:
     _check_args(args)
     if args.list:
       print(_listing())
       return 0
+    # Parsed here; validated once, by the run, before it writes anything.
     config = configs.get_config(args.config, args.overrides)
     if args.workdir is not None:
       check_workdir(args.workdir)
-      configs.check_resumable(args.workdir, config)
   except ValueError as error:
     print(f"error: {error}", file=sys.stderr)
     return 2
@@ -177,11 +173,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.workdir is None:
       created = tempfile.mkdtemp(prefix=f"optax_lr_{args.config}_")
     workdir = args.workdir or created
-    print(f"workdir: {workdir}")
-    rows = train.train_and_evaluate(config, workdir)
+    announced = []
+
+    def log(line: str) -> None:
+      # The workdir is named with the run's first line, after every check has passed: a bad
+      # argument's output is the error line alone, not a folder that was never written.
+      if not announced:
+        print(f"workdir: {workdir}")
+        announced.append(True)
+      print(line)
+
+    rows = train.train_and_evaluate(config, workdir, log=log)
   except ValueError as error:
-    # A check that needs JAX, the data or the devices (the optimizer's own ranges, built once with
-    # the real step counts; the batch against the devices) failed before anything was written.
+    # The config's validation, the optimizer's own ranges (built once with the real step counts),
+    # the batch against the devices, or a workdir holding another run: all fail before anything
+    # is written (the temporary folder made above is still empty).
     if created is not None and not os.listdir(created):
       os.rmdir(created)
     print(f"error: {error}", file=sys.stderr)

@@ -62,6 +62,8 @@ class OptimizerSpec:
     eval_params: ``eval_params(opt_state, params)`` -> the parameters to evaluate, for methods
       whose iterate is not the point to evaluate (schedule-free); None means ``params``.
     family: ``"optax_lr"`` for the library's methods, ``"peer"`` for baselines and peers.
+    forwards_to: for a builder taking ``**options``, the ``optax_lr`` factory it forwards them
+      to; its keyword parameters are then the entry's options (one list, not a second copy).
   """
 
   name: str
@@ -71,11 +73,24 @@ class OptimizerSpec:
   takes_learning_rate: bool = True
   eval_params: Callable[[Any, PyTree], PyTree] | None = None
   family: str = "optax_lr"
+  forwards_to: str | None = None
 
   def options(self) -> dict[str, Any]:
-    """The builder's keyword options and their defaults."""
+    """The builder's keyword options and their defaults (with those of the factory that a
+    ``**options`` builder forwards to; :data:`inspect.Parameter.empty` marks a required one)."""
     parameters = list(inspect.signature(self.builder).parameters.values())[3:]
-    return {p.name: p.default for p in parameters if p.kind is not inspect.Parameter.VAR_KEYWORD}
+    if self.forwards_to is not None:
+      parameters += list(inspect.signature(_optax_lr(self.forwards_to)).parameters.values())
+    return {p.name: p.default for p in parameters
+            if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)}
+
+  @property
+  def open_options(self) -> bool:
+    """True for a ``**options`` builder that names no factory (an entry registered at run time
+    by a benchmark or test): its options are then not known ahead and any name is passed on."""
+    return self.forwards_to is None and any(
+        p.kind is inspect.Parameter.VAR_KEYWORD
+        for p in inspect.signature(self.builder).parameters.values())
 
 
 def _optax_lr(name: str) -> Callable[..., Any]:
@@ -550,7 +565,7 @@ _SPECS = [
                   "Nesterov SGD with CAM-HD rates (Table 1 SGDN values)"),
     OptimizerSpec("adam_cam_hd", _adam_cam_hd, "Adam with CAM-HD rates (Table 1 Adam MLP values)"),
     OptimizerSpec("adasecant", _adasecant, "AdaSecant, per-element secant rates (Sasse's thesis)",
-                  extra_args=("next_grads",), takes_learning_rate=False),
+                  extra_args=("next_grads",), takes_learning_rate=False, forwards_to="adasecant"),
     OptimizerSpec("simple_adasecant", _simple_adasecant,
                   "Simple AdaSecant (Sasse's thesis, Eq. 3.1)", takes_learning_rate=False),
     OptimizerSpec("cus_adam", _cus_adam,
@@ -638,9 +653,7 @@ def create_optimizer(name: str, learning_rate: float | None, steps_per_epoch: in
     _checks.positive("learning_rate", learning_rate)
   options = dict(options or {})
   valid = spec.options()
-  accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD
-                    for p in inspect.signature(spec.builder).parameters.values())
-  unknown = sorted(set(options) - set(valid)) if not accepts_any else []
+  unknown = [] if spec.open_options else sorted(set(options) - set(valid))
   if unknown:
     raise ValueError(f"unknown option(s) {', '.join(unknown)} for optimizer {name!r}; valid "
                      f"options: {', '.join(o for o in valid) or 'none'}")

@@ -118,6 +118,12 @@ def select_devices(config: Config) -> tuple[Any, ...]:
 def build(config: Config, info: input_pipeline.DatasetInfo, num_train: int | None = None) -> Setup:
   """Model, optimizer and step counts; every config error is raised here, before any output."""
   validate(config)
+  return _assemble(config, info, num_train)
+
+
+def _assemble(config: Config, info: input_pipeline.DatasetInfo, num_train: int | None) -> Setup:
+  """:func:`build` for a validated config: the checks that need the devices and the data, and
+  the optimizer's own option ranges, where it is constructed (once, with the real step counts)."""
   devices = select_devices(config)
   if config.batch_size % len(devices):
     raise ValueError(f"`batch_size` {config.batch_size} is not divisible by the number of "
@@ -272,23 +278,35 @@ class Runner:
     self.mesh = Mesh(np.asarray(self.devices), (AXIS,))
     self.replicated = NamedSharding(self.mesh, P())
     self.rows = NamedSharding(self.mesh, P(AXIS))
-    train_fn = functools.partial(train_step, setup=setup)
-    eval_fn = functools.partial(eval_step, setup=setup)
+    # The one place the two mappings differ: how a per-device function is compiled and the layout
+    # of its inputs and outputs. Everything else (the step functions, placing batches, the state
+    # conversions, reading metrics) is shared code through these four members.
     if self.mode == "shard_map":
-      # check_vma=False gives pmap's semantics: gradients of the replicated params are per-device
-      # values that the step averages itself with lax.pmean. (With the check on, autodiff would
-      # already sum them over devices, and one step function could not serve both mappings.)
-      self._train = jax.jit(
-          jax.shard_map(train_fn, mesh=self.mesh, in_specs=(P(), P(AXIS), P(AXIS)),
-                        out_specs=(P(), P()), check_vma=False),
-          donate_argnums=(0,))
-      self._eval = jax.jit(jax.shard_map(eval_fn, mesh=self.mesh, in_specs=(P(), P(AXIS)),
-                                         out_specs=P(), check_vma=False))
+      def compile_step(fn, in_specs, out_specs, donate):
+        # check_vma=False gives pmap's semantics: gradients of the replicated params are
+        # per-device values that the step averages itself with lax.pmean. (With the check on,
+        # autodiff would already sum them over devices, and one step function could not serve
+        # both mappings.)
+        return jax.jit(jax.shard_map(fn, mesh=self.mesh, in_specs=in_specs, out_specs=out_specs,
+                                     check_vma=False), donate_argnums=donate)
+
+      self._to_runner = lambda tree: jax.device_put(tree, self.replicated)
+      self._first = lambda tree: tree  # outputs are replicated arrays already
+      self._device_rows = lambda x: x  # a batch is one row axis, split over the mesh
     else:
-      # State and batches carry a leading device axis.
-      self._train = jax.pmap(train_fn, axis_name=AXIS, devices=self.devices,
-                             donate_argnums=(0,))
-      self._eval = jax.pmap(eval_fn, axis_name=AXIS, devices=self.devices)
+      def compile_step(fn, in_specs, out_specs, donate):
+        del in_specs, out_specs  # pmap maps every argument and output over its leading axis
+        return jax.pmap(fn, axis_name=AXIS, devices=self.devices, donate_argnums=donate)
+
+      # State, batches and outputs carry a leading device axis.
+      self._to_runner = self._stack
+      self._first = lambda tree: jax.tree.map(lambda x: x[0], tree)
+      local_devices = len(self.devices) // jax.process_count()
+      self._device_rows = lambda x: x.reshape(local_devices, x.shape[0] // local_devices,
+                                              *x.shape[1:])
+    self._train = compile_step(functools.partial(train_step, setup=setup),
+                               (P(), P(AXIS), P(AXIS)), (P(), P()), (0,))
+    self._eval = compile_step(functools.partial(eval_step, setup=setup), (P(), P(AXIS)), P(), ())
 
   def put_batch(self, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
     """This process's rows of a global batch -> global arrays split over the mesh's devices.
@@ -297,42 +315,31 @@ class Runner:
     is how ``make_array_from_process_local_data`` assembles rows sharded over ``"batch"``.
     For pmap the global batch is reshaped to ``(devices, rows per device, ...)``.
     """
-    n, processes = len(self.devices), jax.process_count()
+    processes = jax.process_count()
 
     def put(x):
-      x = np.asarray(x)
-      rows = x.shape[0] * processes
-      if self.mode == "pmap":
-        local_devices = n // processes
-        x = x.reshape(local_devices, x.shape[0] // local_devices, *x.shape[1:])
-        return jax.make_array_from_process_local_data(self.rows, x, (n, rows // n, *x.shape[2:]))
-      return jax.make_array_from_process_local_data(self.rows, x, (rows, *x.shape[1:]))
+      x = self._device_rows(np.asarray(x))
+      return jax.make_array_from_process_local_data(
+          self.rows, x, (x.shape[0] * processes, *x.shape[1:]))
 
     return {k: put(v) for k, v in local.items()}
 
   # State layout.
   def _stack(self, tree: PyTree) -> PyTree:
     """One copy per device along a new leading axis, the layout pmap takes."""
-    stacked = NamedSharding(self.mesh, P(AXIS))
     n = len(self.devices)
-    return jax.tree.map(lambda x: jax.device_put(np.broadcast_to(x, (n, *np.shape(x))), stacked),
-                        tree)
+    return jax.tree.map(lambda x: jax.device_put(np.broadcast_to(x, (n, *np.shape(x))),
+                                                 self.rows), tree)
 
   def to_runner(self, state: TrainState) -> TrainState:
-    if self.mode == "pmap":
-      return self._stack(state)
-    return jax.device_put(state, self.replicated)
+    return self._to_runner(state)
 
   def to_canonical(self, state: TrainState) -> TrainState:
-    if self.mode == "pmap":
-      return jax.tree.map(lambda x: x[0], state)
-    return state
+    return self._first(state)
 
   def train(self, state, batch, next_batch=None):
     state, metrics = self._train(state, batch, next_batch)
-    if self.mode == "pmap":
-      metrics = jax.tree.map(lambda x: x[0], metrics)
-    return state, metrics
+    return state, self._first(metrics)
 
   def evaluate(self, state, batches) -> dict[str, float]:
     """``{"test_loss", "test_accuracy"}`` over the global test batches of ``batches``
@@ -341,9 +348,7 @@ class Runner:
     iterator = iter(batches)
     try:
       for local in iterator:
-        sums = self._eval(state, self.put_batch(local))
-        if self.mode == "pmap":
-          sums = jax.tree.map(lambda x: x[0], sums)
+        sums = self._first(self._eval(state, self.put_batch(local)))
         totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
     finally:
       if hasattr(iterator, "close"):
@@ -524,10 +529,13 @@ def train_and_evaluate(config: Config, workdir: str,
       the device count, a workdir holding a different run or in use by another process, no
       intact checkpoint, or a dataset that is not prepared or damaged.
   """
-  # Everything that can fail on bad input fails before the workdir is touched (build validates
-  # the config and builds the optimizer, once).
+  # Everything that can fail on bad input fails before the workdir is touched: the config is
+  # validated once, before the data is opened (a bad name is not reported as missing data), then
+  # the optimizer is built once with the real step counts, and a workdir holding another run is
+  # refused.
+  validate(config)
   dataset = input_pipeline.load(config.dataset, config.data_dir)
-  setup = build(config, dataset.info, dataset.info.num_train)
+  setup = _assemble(config, dataset.info, dataset.info.num_train)
   _check_workdir_config(workdir, config)
   lead = jax.process_index() == 0
   log = log if lead else (lambda _: None)

@@ -219,9 +219,11 @@ def _number(value: Any) -> bool:
 
 
 def validate(config: Config) -> None:
-  """Checks everything that needs no data, devices or JAX: field types and ranges, and (read
-  statically, see :mod:`train.config_schema`) the optimizer, model and dataset names and the
-  optimizer options' names and types. Each failure is a one-line ValueError naming the key.
+  """Checks everything that needs no data or devices: field types and ranges, the optimizer,
+  model and dataset names and the optimizer options' names and types (from the live registries,
+  :mod:`train.config_schema`; importing them imports JAX). Each failure is a one-line ValueError
+  naming the key. A run calls it once (``train.train.build`` / ``train_and_evaluate``); the
+  options' ranges are checked there too, where the optimizer is built with the real step counts.
   """
   types = field_types()
   for name in Config.field_names():
@@ -250,8 +252,9 @@ def validate(config: Config) -> None:
       raise ValueError(f"`{name}` must be a finite number >= 0; got {value!r}")
   config_schema.check_names(config.optimizer, config.model, config.dataset,
                             config.optimizer_options, config.model_options)
-  entry = (config_schema.optimizer_registry() or {}).get(config.optimizer)
-  if entry is not None and entry.takes_learning_rate and not (
+  from train import optimizers  # JAX: a second or two, once per run
+
+  if optimizers.get_spec(config.optimizer).takes_learning_rate and not (
       _number(config.learning_rate) and config.learning_rate > 0):
     raise ValueError(f"`learning_rate` must be a finite number > 0 for {config.optimizer!r}; "
                      f"got {config.learning_rate!r}")
@@ -280,14 +283,14 @@ def check_resumable(workdir: str, config: Config) -> None:
 
 
 def get_config(name: str = "default", overrides: Sequence[str] = ()) -> Config:
-  """The preset ``name`` with ``overrides`` applied.
+  """The preset ``name`` with ``overrides`` applied (parsed, not yet validated: the run checks
+  the whole config once, with :func:`validate`, before it writes anything).
 
   Raises:
-    ValueError: unknown preset or key (the message lists the valid choices), or a bad value.
+    ValueError: unknown preset or key (the message lists the valid choices), or a value that
+      does not parse as the field's type.
   """
   if name not in presets():
     raise ValueError(f"unknown config {name!r}; valid choices: {', '.join(presets())}")
   module = importlib.import_module(f"{__name__}.{name}")
-  config = apply_overrides(module.get_config(), overrides)
-  validate(config)
-  return config
+  return apply_overrides(module.get_config(), overrides)
