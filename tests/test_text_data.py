@@ -57,3 +57,14 @@ def test_bad_arguments():
     text_data.load_corpus(held_out=1.0)
   with pytest.raises(ValueError, match="too short"):
     text_data.sample_batch(np.zeros(5, np.uint8), np.random.default_rng(0), 1, 5)
+
+
+def test_lm_bench_divergence_check_flags_finite_blow_ups():
+  from train.bench import lm
+
+  # The exploded AdaSecant run: finite, 321.5 nats at the end from 5.5 at the start.
+  assert lm.diverged([434.0] * 50, initial=5.5, final=321.5)
+  assert lm.diverged([2.0, float("nan")], initial=5.5, final=2.0)
+  assert not lm.diverged([2.4] * 50, initial=5.9, final=2.4)
+  assert lm.param_group("params/block_0/attn/key/bias") == "attn_qkv"
+  assert lm.param_group("learning_rate/block_1/ln_mlp/scale") == "ln_scale"

@@ -78,6 +78,10 @@ def rate_group_max(opt_state: Any) -> dict[str, float]:
   return out
 
 
+# A run whose loss ends this many times above its loss at initialisation is reported as diverged.
+DIVERGENCE_FACTOR = 3.0
+
+
 @dataclasses.dataclass(frozen=True)
 class LMTask:
   """The task's sizes (defaults: the AdaSecant issue's model, batch 32, 64-byte windows).
@@ -121,7 +125,8 @@ def train_lm(tx: optax.GradientTransformation, *, seed: int = 0, needs_next: boo
 
   Returns:
     A dict: ``train_loss`` (list, per step), ``val_loss`` (held-out mean loss at the end),
-    ``initial_val_loss``, ``rate_max`` (per-group largest rate at the end), ``seconds``.
+    ``initial_val_loss``, ``rate_max`` (per-group largest rate at the end), ``seconds``,
+    ``diverged`` (:func:`diverged`: finite losses far above the start count too).
   """
   corpus = text_data.load_corpus(max_bytes=task.corpus_bytes, held_out=0.1)
   model = models.TransformerLM(num_layers=task.num_layers, width=task.width,
@@ -160,8 +165,20 @@ def train_lm(tx: optax.GradientTransformation, *, seed: int = 0, needs_next: boo
       probe(t, old, params, grads, opt_state, float(loss))
     batch = following
   seconds = time.perf_counter() - start
-  return {"train_loss": losses, "val_loss": held_out(params), "initial_val_loss": initial,
-          "rate_max": rate_group_max(opt_state), "seconds": seconds}
+  val = held_out(params)
+  return {"train_loss": losses, "val_loss": val, "initial_val_loss": initial,
+          "rate_max": rate_group_max(opt_state), "seconds": seconds,
+          "diverged": diverged(losses, initial, val)}
+
+
+def diverged(train_loss: Sequence[float], initial: float, final: float,
+             factor: float = DIVERGENCE_FACTOR) -> bool:
+  """A run diverged when a loss is not finite, or the held-out loss at the end or the mean
+  training loss of the last 50 steps is above ``factor`` times the loss at initialisation (a
+  byte model starts near ln 256 = 5.5 nats; an exploded one ends at hundreds)."""
+  last = float(np.mean(train_loss[-50:])) if len(train_loss) else initial
+  values = [initial, final, last]
+  return (not all(np.isfinite(values))) or final > factor * initial or last > factor * initial
 
 
 def make_optimizer(name: str, learning_rate: float | None = None,
@@ -182,7 +199,8 @@ def summary(result: dict[str, Any]) -> str:
   rates = " ".join(f"{k}={v:.3g}" for k, v in result["rate_max"].items())
   return (f"train[:50]={losses[:50].mean():.3f} train[-50:]={losses[-50:].mean():.3f} "
           f"val={result['val_loss']:.3f} (init {result['initial_val_loss']:.3f}) "
-          f"{result['seconds']:.0f}s max_rate: {rates or '-'}")
+          f"{result['seconds']:.0f}s max_rate: {rates or '-'}"
+          + ("  DIVERGED (loss far above its start)" if result["diverged"] else ""))
 
 
 def main(argv: Sequence[str]) -> None:
