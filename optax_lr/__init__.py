@@ -12,6 +12,7 @@ Each module names its paper and the sections it implements:
     2021).
   - ``l4``: L4 stepsize adaptation (Rolínek and Martius, NeurIPS 2018), a baseline of CAM-HD.
   - ``adabound``: AdaBound / AMSBound (Luo et al., ICLR 2019), a baseline of CAM-HD.
+  - ``safeguards``: the options that guard a learned rate (rate search, loss backtracks).
   - ``telemetry``: reading every rate out of any optimizer state.
 """
 
@@ -38,6 +39,7 @@ from optax_lr.cam_hd import (
 from optax_lr.cus_adam import cus_adam, scale_by_cus_adam
 from optax_lr.hypergradient import HypergradientState, adam_hd, hypergradient, sgd_hd
 from optax_lr.l4 import ScaleByL4State, l4_adam, l4_momentum, scale_by_l4
+from optax_lr.safeguards import LossBacktrack, RateSearch, WindowBacktrack
 from optax_lr.schedules import (
     cyclical_schedule,
     exponential_decay_rate,
@@ -80,6 +82,8 @@ __all__ = [
     # Baselines the papers compare with: L4 (Rolinek and Martius 2018), AdaBound (Luo et al. 2019)
     "ScaleByL4State", "l4_adam", "l4_momentum", "scale_by_l4",
     "ScaleByAdaBoundState", "adabound", "adabound_bounds", "scale_by_adabound",
+    # Safeguards of the learned rates (options of the factories above)
+    "LossBacktrack", "RateSearch", "WindowBacktrack",
     # Telemetry
     "learning_rates", "rate_summary",
 ]

@@ -49,6 +49,7 @@ import numpy as np
 import optax
 
 from optax_lr import _base, _checks, _rate_rule, _tree, telemetry
+from optax_lr.safeguards import LossBacktrack, RateSearch
 
 LEVELS = ("parameter", "filter", "layer", "global")
 """The levels CAM-HD knows, finest to coarsest."""
@@ -83,9 +84,11 @@ class CamHDState(NamedTuple):
       ``"learning_rate/layer/Dense_0/kernel"`` and ``"learning_rate/combination_weights/global"``).
     previous_direction: ``d_{t-1}`` in each leaf's dtype (zeros at first).
     inner_state: the state of the wrapped direction transform.
-    backtrack: :class:`optax_lr._rate_rule.LossBacktrackState` (the loss average) with
-      ``safeguard="backtrack"``, else empty.
-    searching: bool scalar, the rate search is on (``rate_search=True``), else empty.
+    backtrack: the loss backtrack's state, a ``NamedTuple`` holding ``loss_average`` (the
+      exponential average of the training losses, a scalar), with a
+      :class:`~optax_lr.LossBacktrack`, else empty.
+    searching: bool scalar, the rate search is on (with a :class:`~optax_lr.RateSearch`), else
+      empty.
   """
 
   count: jax.Array
@@ -287,9 +290,8 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
            min_learning_rate: float | None = None,
            rate_rule: str = "additive",
            previous_direction_fn: Any = None,
-           safeguard: str = "none", backtrack_factor: float = 0.5, loss_tolerance: float = 1.0,
-           loss_decay: float = 0.9, rate_search: bool = False, search_factor: float = 2.0,
-           search_start: float = 1.0,
+           search: RateSearch | None = None,
+           backtrack: LossBacktrack | None = None,
            ) -> optax.GradientTransformationExtraArgs:
   """Wrap a direction transform with CAM-HD: hypergradient rates at several combined levels.
 
@@ -358,16 +360,16 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
       ``tau``) scales the step as in the additive rule, so that ``levels=("global",)`` is
       :func:`optax_lr.hypergradient` with the same rule; the combination weights keep their
       additive step.
-    safeguard, backtrack_factor, loss_tolerance, loss_decay: the loss backtrack
-      (``"backtrack"`` needs ``update(..., value=loss)``), as in :func:`optax_lr.hypergradient`;
-      off by default.
-    rate_search, search_factor, search_start: the rate search of
-      :func:`optax_lr.hypergradient`, off by default (``search_start`` scales the initial rate
-      of every level). The search and the backtrack act on every level's rates at once (the
-      search reads the global ``<g_t, d_{t-1}>``; a cut scales every level rate, so the
-      combined rate ``kappa`` by the same factor when ``decay_rate = 0``), with one scalar of
-      state each, so ``levels=("global",)`` stays :func:`optax_lr.hypergradient` with the same
-      options; the combination weights are not touched.
+    search: ``None`` (default: off) or a :class:`~optax_lr.RateSearch`, the rate search of
+      :func:`optax_lr.hypergradient` (``search.start`` scales the initial rate of every level).
+    backtrack: ``None`` (default: off) or a :class:`~optax_lr.LossBacktrack`, the loss backtrack
+      of :func:`optax_lr.hypergradient` (needs ``update(..., value=loss)``).
+
+      The search and the backtrack act on every level's rates at once (the search reads the
+      global ``<g_t, d_{t-1}>``; a cut scales every level rate, so the combined rate ``kappa``
+      by the same factor when ``decay_rate = 0``), with one scalar of state each, so
+      ``levels=("global",)`` stays :func:`optax_lr.hypergradient` with the same options; the
+      combination weights are not touched.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose state is :class:`CamHDState`.
@@ -397,8 +399,8 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
   _checks.one_of("level_scaling", level_scaling, ("same_scale", "mean"))
   _checks.one_of("weight_parametrization", weight_parametrization, ("clip", "softmax"))
   multiplicative = _rate_rule.check(rate_rule, hypergrad_lr)
-  backtracks = _rate_rule.check_safeguard(safeguard, backtrack_factor, loss_tolerance, loss_decay)
-  _rate_rule.check_search(rate_search, search_factor, multiplicative, search_start)
+  rate_search = _rate_rule.check_search(search, multiplicative)
+  backtracks = _rate_rule.check_backtrack(backtrack)
   if min_learning_rate is not None:
     _checks.non_negative("min_learning_rate", min_learning_rate)
   for labels in (layer_labels, filter_labels):
@@ -421,7 +423,7 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
     if "filter" in levels:
       _filter_groups(params, filter_labels)
     dtype = _tree.rate_dtype(params)
-    start = learning_rate * search_start if rate_search else learning_rate
+    start = _rate_rule.initial_rate(learning_rate, search)
     rates: dict[str, Any] = {}
     for level in levels:
       if level == "global":
@@ -567,13 +569,12 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
     if rate_search:
       grows, searching = _rate_rule.search_decision(
           searching, global_sum, *group_squares(leaf_squares, range(len(grads))))
-      new = {level: _rate_rule.scaled_where(grows, search_factor, new[level], old[level])
+      new = {level: _rate_rule.scaled_where(grows, search.factor, new[level], old[level])
              for level in levels}
     backtrack_state = state.backtrack
     if backtracks:
       rose, cut, backtrack_state = _rate_rule.loss_rose(extra_args.get("value"), backtrack_state,
-                                                   loss_tolerance, loss_decay,
-                                                   backtrack_factor)
+                                                        backtrack)
       new = {level: _rate_rule.scaled_where(rose, cut, new[level], old[level])
              for level in levels}
       if rate_search:
@@ -621,11 +622,8 @@ def sgd_cam_hd(learning_rate: float, hypergrad_lr: float = 1e-6, combination_lr:
                layer_labels: LayerLabels = None, *,
                filter_labels: LayerLabels = "module",
                min_learning_rate: float | None = None,
-               rate_rule: str = "additive", safeguard: str = "none",
-               backtrack_factor: float = 0.5, loss_tolerance: float = 1.0,
-               loss_decay: float = 0.9, rate_search: bool = False,
-               search_factor: float = 2.0,
-               search_start: float = 1.0) -> optax.GradientTransformation:
+               rate_rule: str = "additive", search: RateSearch | None = None,
+               backtrack: LossBacktrack | None = None) -> optax.GradientTransformation:
   """SGD-CAM-HD (``momentum = 0``), SGDN-CAM-HD (``nesterov=True``): SGD with CAM-HD rates.
 
   Hypergradient rates of the paper's Table 1 for the SGD/SGDN base: ``1e-6`` on ResNet-18/34
@@ -645,9 +643,9 @@ def sgd_cam_hd(learning_rate: float, hypergrad_lr: float = 1e-6, combination_lr:
       filter groups; no floor).
     rate_rule: ``"additive"`` (default, the paper's rule) or ``"multiplicative"`` (scale-free,
       per group; ``beta`` in ``[0, 1)``), as :func:`cam_hd`.
-    safeguard, backtrack_factor, loss_tolerance, loss_decay: the loss backtrack, as
-      :func:`cam_hd`; off by default.
-    rate_search, search_factor, search_start: the rate search, as :func:`cam_hd`; off by default.
+    search: ``None`` (default: off) or a :class:`~optax_lr.RateSearch`, as :func:`cam_hd`.
+    backtrack: ``None`` (default: off) or a :class:`~optax_lr.LossBacktrack`, as
+      :func:`cam_hd`.
 
   Returns:
     An ``optax.GradientTransformation``; ``levels=("global",)`` with ``combination_lr = 0`` and
@@ -668,10 +666,7 @@ def sgd_cam_hd(learning_rate: float, hypergrad_lr: float = 1e-6, combination_lr:
                      combination_lr, levels, weights, decay_rate, final_learning_rate,
                      layer_labels, filter_labels=filter_labels,
                      min_learning_rate=min_learning_rate, rate_rule=rate_rule,
-                     safeguard=safeguard, backtrack_factor=backtrack_factor,
-                     loss_tolerance=loss_tolerance, loss_decay=loss_decay,
-                     rate_search=rate_search, search_factor=search_factor,
-                     search_start=search_start,
+                     search=search, backtrack=backtrack,
                      previous_direction_fn=(_base.trace_previous_direction() if reads_trace
                                             else None))
   return _base.with_coupled_weight_decay(transform, weight_decay)
@@ -686,12 +681,9 @@ def adam_cam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8,
                 layer_labels: LayerLabels = None, *,
                 filter_labels: LayerLabels = "module",
                 min_learning_rate: float | None = None,
-               rate_rule: str = "additive", mu_dtype: Any = None,
-                store_previous_direction: bool = False, safeguard: str = "none",
-                backtrack_factor: float = 0.5, loss_tolerance: float = 1.0,
-                loss_decay: float = 0.9, rate_search: bool = False,
-                search_factor: float = 2.0,
-                search_start: float = 1.0) -> optax.GradientTransformation:
+                rate_rule: str = "additive", mu_dtype: Any = None,
+                store_previous_direction: bool = False, search: RateSearch | None = None,
+                backtrack: LossBacktrack | None = None) -> optax.GradientTransformation:
   """Adam-CAM-HD: Adam directions ``m_hat / (sqrt(v_hat) + eps)`` with CAM-HD rates.
 
   Args:
@@ -707,9 +699,9 @@ def adam_cam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8,
     filter_labels, min_learning_rate: as :func:`cam_hd`.
     rate_rule: ``"additive"`` (default, the paper's rule) or ``"multiplicative"`` (scale-free,
       per group; ``beta`` in ``[0, 1)``), as :func:`cam_hd`.
-    safeguard, backtrack_factor, loss_tolerance, loss_decay: the loss backtrack, as
-      :func:`cam_hd`; off by default.
-    rate_search, search_factor, search_start: the rate search, as :func:`cam_hd`; off by default.
+    search: ``None`` (default: off) or a :class:`~optax_lr.RateSearch`, as :func:`cam_hd`.
+    backtrack: ``None`` (default: off) or a :class:`~optax_lr.LossBacktrack`, as
+      :func:`cam_hd`.
     mu_dtype: optax's option: the first moment's dtype (``jnp.bfloat16`` halves its memory);
       ``None`` (default) keeps the parameters' dtype.
     store_previous_direction: keep ``d_{t-1}`` as a state buffer. By default it is computed
@@ -740,10 +732,7 @@ def adam_cam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8,
                      min_learning_rate=min_learning_rate, rate_rule=rate_rule,
                      previous_direction_fn=(_base.adam_previous_direction(b1, b2, eps)
                                             if derived else None),
-                     safeguard=safeguard, backtrack_factor=backtrack_factor,
-                     loss_tolerance=loss_tolerance, loss_decay=loss_decay,
-                     rate_search=rate_search, search_factor=search_factor,
-                     search_start=search_start)
+                     search=search, backtrack=backtrack)
   return _base.with_coupled_weight_decay(transform, weight_decay)
 
 
