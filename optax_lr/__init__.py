@@ -16,6 +16,7 @@ Each module names its paper and the sections it implements:
   - ``telemetry``: reading every rate out of any optimizer state.
 """
 
+from optax_lr._base import adam_previous_direction, trace_previous_direction
 from optax_lr._version import __version__ as __version__
 from optax_lr.adabound import ScaleByAdaBoundState, adabound, adabound_bounds, scale_by_adabound
 from optax_lr.adasecant import AdaSecantState, SimpleAdaSecantState, adasecant, simple_adasecant
@@ -67,7 +68,8 @@ __all__ = [
     "scale_by_naive_tlr", "scale_by_tlr", "scale_by_tlr_fixed_meta_rate", "tlr_sgd",
     "update_every_from_fraction",
     # Hypergradient descent (Baydin et al. 2018)
-    "HypergradientState", "adam_hd", "hypergradient", "sgd_hd",
+    "HypergradientState", "adam_hd", "hypergradient", "sgd_hd", "adam_previous_direction",
+    "trace_previous_direction",
     # AutoDrop (Teng, Wang, Choromanska)
     "ScaleByAutoDropState", "WithAutoDropState", "angle_degrees", "autodrop_sgd",
     "scale_by_autodrop", "with_autodrop",

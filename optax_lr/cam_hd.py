@@ -303,7 +303,7 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
 
   Non-finite input: a rate whose hypergradient step is not finite stays as it was, per element
   (parameter level), per filter, per layer group and for the global rate, and the combination
-  weights keep their values when their step is not finite (:func:`optax_lr._tree.where_finite`):
+  weights keep their values when their step is not finite:
   an inf or NaN gradient element freezes, for that step, only the rates whose groups contain it.
 
   Args:
@@ -346,15 +346,15 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
       ``None`` (default) leaves it unbounded.
     previous_direction_fn: optional ``inner_state -> d_{t-1}``, reading the previous direction
       off the inner state before this step's update (as in :func:`optax_lr.hypergradient`; a
-      trace's: ``optax_lr._base.trace_previous_direction()``, Adam's:
-      ``optax_lr._base.adam_previous_direction(b1, b2, eps)``): the state then keeps no copy of
+      trace's: :func:`optax_lr.trace_previous_direction`, Adam's:
+      :func:`optax_lr.adam_previous_direction`): the state then keeps no copy of
       it, and every level, the per-element one included, sees the same values as with the kept
       buffer, bit for bit.
     rate_rule: ``"additive"`` (default, Algorithm 1) or ``"multiplicative"``: each level's rate
       of group ``j`` becomes ``a^l_j (1 + beta gamma_l tau cos_j)``, ``cos_j`` the cosine of
       ``g_t`` and ``d_{t-1}`` restricted to the group (the whole tree for ``global``, the layer
       group, the filter group, and for ``parameter`` the sign of ``g_p d_{t-1,p}``), Baydin et
-      al.'s normalised multiplicative rule applied per group (:mod:`optax_lr._rate_rule`):
+      al.'s normalised multiplicative rule applied per group (:doc:`/methods/hypergradient`):
       independent of the gradients' and the rate's scale, so ``level_scaling`` has no effect;
       ``beta`` in ``[0, 1)`` (1e-2 is a good untuned value). The level weight ``gamma_l`` (and
       ``tau``) scales the step as in the additive rule, so that ``levels=("global",)`` is
@@ -706,7 +706,7 @@ def adam_cam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8,
       ``None`` (default) keeps the parameters' dtype.
     store_previous_direction: keep ``d_{t-1}`` as a state buffer. By default it is computed
       from Adam's moments before this step's update
-      (:func:`optax_lr._base.adam_previous_direction`: the same values bit for bit, at every
+      (:func:`optax_lr.adam_previous_direction`: the same values bit for bit, at every
       level), so the state is Adam's plus the rates. With a bfloat16 ``mu_dtype`` the two
       differ by the rounding of the stored first moment (``2^-8`` relative per element).
 

@@ -14,7 +14,7 @@ SGDN-HD a Nesterov trace, Adam-HD ``optax.scale_by_adam``.
 
 Non-finite input: a step whose hypergradient step ``hypergrad_lr * h_t`` is not finite (an inf or
 NaN gradient element, or finite gradients so large that ``h_t`` overflows) leaves the rate
-unchanged (:func:`optax_lr._tree.where_finite`); the update of that step is still
+unchanged (the new rate is kept only where finite); the update of that step is still
 ``-lr * d_t`` as the inner transform made it, as ``optax.sgd`` would give, so
 ``optax.apply_if_finite`` remains the tool that skips a whole step. With ``hypergrad_lr = 0`` the
 rate never moves and the wrapper is the inner transform followed by
@@ -78,8 +78,8 @@ def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
     previous_direction_fn: optional ``inner_state -> d_{t-1}``, for inner transforms whose
       state holds the direction they returned at the previous step (``inner_state`` is the
       state *before* this step's update): a heavy-ball trace
-      (``optax_lr._base.trace_previous_direction()``) or Adam's moments
-      (``optax_lr._base.adam_previous_direction(b1, b2, eps)``). The wrapper then keeps no copy of
+      (:func:`optax_lr.trace_previous_direction`) or Adam's moments
+      (:func:`optax_lr.adam_previous_direction`). The wrapper then keeps no copy of
       ``d_{t-1}`` (one parameter-sized buffer less, and its read and write per step); the values
       are those of the kept buffer, bit for bit.
     rate_rule: ``"additive"`` (default, the paper's rule ``lr += beta <g_t, d_{t-1}>``) or
@@ -90,7 +90,7 @@ def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
       at 1e-2; several times more in practice, where ``|E cos| < 1``). Stationary where
       consecutive directions decorrelate (``E cos = 0``); the two norms come from the
       reduction pass of the inner product (one variadic reduction). See
-      :mod:`optax_lr._rate_rule` for the derivation.
+      :doc:`/methods/hypergradient` for the derivation.
     search: ``None`` (default: off) or a :class:`~optax_lr.RateSearch` (``rate_rule=
       "multiplicative"`` only): a bracketing phase before the rule, multiplying the rate by
       ``search.factor`` per step while ``<g_t, d_{t-1}> > 0`` and ending for good at the first
@@ -242,7 +242,7 @@ def adam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8, b1: float =
 
   The hypergradient ``<g_t, d_{t-1}>`` reads Adam's previous direction. By default it is
   computed from Adam's moments before this step's update
-  (:func:`optax_lr._base.adam_previous_direction`: the operations Adam applied at step ``t - 1``,
+  (:func:`optax_lr.adam_previous_direction`: the operations Adam applied at step ``t - 1``,
   so the same values bit for bit), inside the reduction that reads the gradient, so the state is
   exactly Adam's plus one scalar rate and no buffer is stored for it.
   ``store_previous_direction=True`` keeps the buffer, as the reference code does (the same

@@ -154,12 +154,12 @@ def _windowed_rate(inner: optax.GradientTransformation, learning_rate: float, up
   under ``"displacement"`` its outputs. At the last step of each window the rate is updated from
   ``(u_t, u_{t-1})`` and the new rate already scales that step's update, so ``update_every == 1``
   is exactly Algorithm 2 (lines 5-6). The first window only fills ``previous_direction_sum``.
-  Window-closing work (two reductions and the buffer swap) runs only at window ends, in
-  :func:`optax_lr._tree.run_once_if`.
+  Window-closing work (two reductions and the buffer swap) runs only at window ends, inside a
+  conditional taken only then.
 
   ``previous_direction_fn(d_t, g_t)``, when given (only with ``update_every == 1`` and the
   displacement reading), gives ``d_{t-1}`` from this step's direction and gradient instead of a
-  kept copy (a heavy-ball trace: :func:`optax_lr._base.heavy_ball_previous_direction`), saving a
+  kept copy (a heavy-ball trace: ``(d_t - g_t) / momentum``), saving a
   parameter-sized buffer and its write per step. The gradient reading always keeps ``g_{t-1}``
   (or the two window sums): a gradient cannot be recovered from the trace alone.
   """
@@ -332,7 +332,7 @@ def scale_by_tlr(learning_rate: float, update_every: int = 1, bound: float = 0.2
   ``update_every == 1`` recovers ``d_{t-1}`` from the trace and keeps none.
 
   Non-finite and extreme input: a window whose Newton factor cannot be computed (an inf or NaN
-  element in either window sum) leaves the rate unchanged (:func:`optax_lr._tree.where_finite`);
+  element in either window sum) leaves the rate unchanged (the new rate is kept only where finite);
   finite sums whose squares overflow (gradients of 1e19 and more in float32) are recomputed
   rescaled by a power of two, so 1e30 gradients give the factor of the unscaled ones. The
   update of a bad step is still ``-lr * d`` as computed (``optax.apply_if_finite`` skips steps).
@@ -445,7 +445,7 @@ def tlr_sgd(learning_rate: float, update_every: int = 1, momentum: float = 0.0,
   ``update_every < 10 / (1 - momentum)`` (:func:`shortest_displacement_window`), where the
   correlation of consecutive windows' momentum makes the rate grow on pure noise. With heavy-ball
   momentum, ``update_every == 1`` and the displacement reading the previous direction is
-  recovered from the trace (:func:`optax_lr._base.heavy_ball_previous_direction`, equal to a kept
+  recovered from the trace (``(d_t - g_t) / momentum``, equal to a kept
   copy to float32 rounding) instead of kept.
 
   Args:
