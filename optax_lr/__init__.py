@@ -12,9 +12,11 @@ Each module names its paper and the sections it implements:
     2021).
   - ``l4``: L4 stepsize adaptation (Rolínek and Martius, NeurIPS 2018), a baseline of CAM-HD.
   - ``adabound``: AdaBound / AMSBound (Luo et al., ICLR 2019), a baseline of CAM-HD.
+  - ``safeguards``: the options that guard a learned rate (rate search, loss backtracks).
   - ``telemetry``: reading every rate out of any optimizer state.
 """
 
+from optax_lr._base import adam_previous_direction, trace_previous_direction
 from optax_lr._version import __version__ as __version__
 from optax_lr.adabound import ScaleByAdaBoundState, adabound, adabound_bounds, scale_by_adabound
 from optax_lr.adasecant import AdaSecantState, SimpleAdaSecantState, adasecant, simple_adasecant
@@ -38,6 +40,7 @@ from optax_lr.cam_hd import (
 from optax_lr.cus_adam import cus_adam, scale_by_cus_adam
 from optax_lr.hypergradient import HypergradientState, adam_hd, hypergradient, sgd_hd
 from optax_lr.l4 import ScaleByL4State, l4_adam, l4_momentum, scale_by_l4
+from optax_lr.safeguards import LossBacktrack, RateSearch, WindowBacktrack
 from optax_lr.schedules import (
     cyclical_schedule,
     exponential_decay_rate,
@@ -65,7 +68,8 @@ __all__ = [
     "scale_by_naive_tlr", "scale_by_tlr", "scale_by_tlr_fixed_meta_rate", "tlr_sgd",
     "update_every_from_fraction",
     # Hypergradient descent (Baydin et al. 2018)
-    "HypergradientState", "adam_hd", "hypergradient", "sgd_hd",
+    "HypergradientState", "adam_hd", "hypergradient", "sgd_hd", "adam_previous_direction",
+    "trace_previous_direction",
     # AutoDrop (Teng, Wang, Choromanska)
     "ScaleByAutoDropState", "WithAutoDropState", "angle_degrees", "autodrop_sgd",
     "scale_by_autodrop", "with_autodrop",
@@ -80,6 +84,8 @@ __all__ = [
     # Baselines the papers compare with: L4 (Rolinek and Martius 2018), AdaBound (Luo et al. 2019)
     "ScaleByL4State", "l4_adam", "l4_momentum", "scale_by_l4",
     "ScaleByAdaBoundState", "adabound", "adabound_bounds", "scale_by_adabound",
+    # Safeguards of the learned rates (options of the factories above)
+    "LossBacktrack", "RateSearch", "WindowBacktrack",
     # Telemetry
     "learning_rates", "rate_summary",
 ]

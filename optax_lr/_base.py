@@ -92,8 +92,20 @@ def previous_direction_source(inner_state: Any) -> Any:
 def trace_previous_direction():
   """``inner_state -> d_{t-1}`` for a heavy-ball ``optax.trace``: the trace before this step.
 
-  The wrapper reads it from the inner state *before* this step's update, so it is the previous
-  direction exactly (no rounding, no kept buffer).
+  For the ``previous_direction_fn`` of :func:`optax_lr.hypergradient` and
+  :func:`optax_lr.cam_hd`, whose hypergradient ``<g_t, d_{t-1}>`` (Baydin et al. 2018, Section 2)
+  needs the previous direction. A heavy-ball trace ``d_t = g_t + momentum * d_{t-1}`` (not
+  Nesterov's, whose direction is not the trace) *is* that direction: the wrapper reads it from
+  the inner state *before* this step's update, so it is the previous direction exactly (no
+  rounding) and the wrapper keeps no copy of it (one parameter-sized buffer less).
+
+  Returns:
+    A function of the inner state (holding exactly one ``optax.TraceState``) returning its
+    ``trace``.
+
+  Example:
+    >>> opt = optax_lr.hypergradient(optax.trace(0.9), 0.1, 1e-3,
+    ...                              previous_direction_fn=optax_lr.trace_previous_direction())
   """
 
   def previous_direction(inner_state):
@@ -120,13 +132,22 @@ def adam_previous_direction(b1: float, b2: float, eps: float, eps_root: float = 
   stored moment, upcast) differs from the returned one by at most the relative rounding of the
   cast per element (``2^-8 |d_{t-1}|`` for bfloat16, plus float32 roundings).
 
+  For the ``previous_direction_fn`` of :func:`optax_lr.hypergradient` and
+  :func:`optax_lr.cam_hd` (Adam-HD, Baydin et al. 2018, Section 2; :func:`optax_lr.adam_hd` uses
+  it by default).
+
   Args:
     b1, b2, eps, eps_root: those of the ``optax.scale_by_adam`` it reads (decays in ``[0, 1)``,
-      Python numbers or injected arrays; ``eps >= 0``).
+      Python numbers or injected arrays; ``eps >= 0``; ``eps_root`` default 0).
 
   Returns:
     A function of the inner state (holding one ``optax.ScaleByAdamState``) returning ``d_{t-1}``
     with the structure of the moments, in the second moment's precision.
+
+  Example:
+    >>> opt = optax_lr.hypergradient(
+    ...     optax.scale_by_adam(0.9, 0.999, 1e-8), 1e-3, 1e-8,
+    ...     previous_direction_fn=optax_lr.adam_previous_direction(0.9, 0.999, 1e-8))
   """
   check_adam_arguments(b1, b2, eps)
 

@@ -161,20 +161,6 @@ def one_of(name: str, value: Any, choices: tuple[str, ...]) -> None:
     _fail(name, value, "one of " + ", ".join(repr(c) for c in choices))
 
 
-#: The rate safeguards of TLR and of the hypergradient family: none (the rule alone) or a
-#: backtrack of the rate when the training loss rises.
-SAFEGUARDS = ("none", "backtrack")
-
-
-def loss_backtrack(safeguard: Any, backtrack_factor: Any, loss_tolerance: Any) -> bool:
-  """The options every loss backtrack shares: ``safeguard`` one of :data:`SAFEGUARDS`,
-  ``backtrack_factor`` in ``(0, 1)``, ``loss_tolerance >= 0``. Returns True for the backtrack."""
-  one_of("safeguard", safeguard, SAFEGUARDS)
-  in_range("backtrack_factor", backtrack_factor, 0.0, 1.0, low_open=True, high_open=True)
-  non_negative("loss_tolerance", loss_tolerance)
-  return safeguard == "backtrack"
-
-
 def training_loss(value: Any, method: str) -> Any:
   """The training loss ``value`` that ``method`` reads in ``update``.
 

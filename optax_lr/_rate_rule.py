@@ -52,38 +52,37 @@ Grosse, "Understanding Short-Horizon Bias in Stochastic Meta-Optimization", ICLR
 far too large, the loss grows geometrically, faster than the ``x(1 - beta)`` per step the rule
 takes off.
 
-- The rate search (``rate_search=True``, multiplicative rule only) is the bracketing phase of a
-  line search, applied to the rate: while ``<g_t, d_{t-1}> > 0`` (the previous step stopped short
-  of the minimum along its direction, so the sign of the hypergradient asks for a larger rate) the
-  rate is multiplied by ``search_factor`` (2) per step; the first step with a previous direction
-  where the inner product is not positive (the rate has passed the minimum along ``d_{t-1}``), or a
-  backtrack, ends the search for good, and the rule takes over. A rate ``k`` times too small is
-  corrected in ``log_2 k`` steps (10 for 1000x), early, where gradients agree most (far from any
-  minimum), so the search lands near the edge of stable rates rather than at the noisy fixed
-  point. It overshoots by at most ``search_factor`` (times the lag of a momentum trace), which the
-  rule and the backtrack then take off. From a rate too large it ends at the second step, after
-  one step at that rate, which can already ruin a network (Adam's first step moves every weight
-  by about the rate: on LeNet-5 from 0.1 every seed ended at chance). ``search_start`` below 1
-  (the auto entries: 1e-3) starts the search that far below the given rate, so it brackets from
-  below and a rate that is too large is never applied; the given rate is then an upper guess
-  that costs ``log2(1 / search_start)`` steps. Scale-free like the rule (a sign); no fixed
-  point of its own (a one-off phase). Cost: a boolean scalar; the sign is the inner product's,
-  from the same reduction.
-- The loss backtrack (``safeguard="backtrack"``, either rule) reads the training loss ``value``
-  (``update(..., value=loss)``): a step whose loss is above ``m + loss_tolerance |m|``, ``m`` the
-  loss's exponential average (decay ``loss_decay``, 0.9: about 10 steps), or is not finite,
-  multiplies the rate by ``min(backtrack_factor, sqrt(threshold / loss))`` (``backtrack_factor``
-  0.5; ``threshold = m + loss_tolerance |m|``) instead of the rule's step. The square root: along
-  a direction of curvature ``lambda`` a step multiplies the error by ``|1 - lr lambda|`` and the
-  loss by its square, so a loss ``L`` times the threshold asks for a rate about ``sqrt(L)`` times
-  smaller; halving alone cannot catch a loss that grows more than 4x per step (SGD after the
-  search on Rosenbrock: with halving the iterate overflows, with the square root it converges
-  from every initial rate 1e-5 to 1e-1). Every finite loss
-  joins the average, the rising ones too, so a loss that settles at a higher level stops the cuts
-  once the average catches up (a rate never collapses to 0 on one jump). Invariant to scaling the
-  loss by a positive constant, not to shifting it. Cost: one scalar and a comparison per step.
-  The tolerance must clear the noise of a mini-batch loss: at 1 (a loss twice its average) it
-  fires in the first steps from a rate that is too large and rarely afterwards.
+- The rate search (``search=RateSearch(factor, start)``, multiplicative rule only) is the bracketing
+  phase of a line search, applied to the rate: while ``<g_t, d_{t-1}> > 0`` (the previous step
+  stopped short of the minimum along its direction, so the sign of the hypergradient asks for a
+  larger rate) the rate is multiplied by ``factor`` (2) per step; the first step with a previous
+  direction where the inner product is not positive (the rate has passed the minimum along
+  ``d_{t-1}``), or a backtrack, ends the search for good, and the rule takes over. A rate ``k``
+  times too small is corrected in ``log_2 k`` steps (10 for 1000x), early, where gradients agree
+  most (far from any minimum), so the search lands near the edge of stable rates rather than at the
+  noisy fixed point. It overshoots by at most ``factor`` (times the lag of a momentum trace), which
+  the rule and the backtrack then take off. From a rate too large it ends at the second step, after
+  one step at that rate, which can already ruin a network (Adam's first step moves every weight by
+  about the rate: on LeNet-5 from 0.1 every seed ended at chance). ``start`` below 1 (the auto
+  entries: 1e-3) starts the search that far below the given rate, so it brackets from below and a
+  rate that is too large is never applied; the given rate is then an upper guess that costs ``log2(1
+  / start)`` steps. Scale-free like the rule (a sign); no fixed point of its own (a one-off phase).
+  Cost: a boolean scalar; the sign is the inner product's, from the same reduction.
+- The loss backtrack (``backtrack=LossBacktrack(factor, tolerance, decay)``, either rule) reads the
+  training loss ``value`` (``update(..., value=loss)``): a step whose loss is above ``m + tolerance
+  |m|``, ``m`` the loss's exponential average (decay ``decay``, 0.9: about 10 steps), or is not
+  finite, multiplies the rate by ``min(factor, sqrt(threshold / loss))`` (``factor`` 0.5;
+  ``threshold = m + tolerance |m|``) instead of the rule's step. The square root: along a direction
+  of curvature ``lambda`` a step multiplies the error by ``|1 - lr lambda|`` and the loss by its
+  square, so a loss ``L`` times the threshold asks for a rate about ``sqrt(L)`` times smaller;
+  halving alone cannot catch a loss that grows more than 4x per step (SGD after the search on
+  Rosenbrock: with halving the iterate overflows, with the square root it converges from every
+  initial rate 1e-5 to 1e-1). Every finite loss joins the average, the rising ones too, so a loss
+  that settles at a higher level stops the cuts once the average catches up (a rate never collapses
+  to 0 on one jump). Invariant to scaling the loss by a positive constant, not to shifting it. Cost:
+  one scalar and a comparison per step. The tolerance must clear the noise of a mini-batch loss: at
+  1 (a loss twice its average) it fires in the first steps from a rate that is too large and rarely
+  afterwards.
 
 Rejected after measurement (digits_warped, MLP, 10 epochs, 2 seeds, initial rates 1e-4 to 1e-1):
 a larger ``beta`` alone (0.1: Nesterov SGD from 1e-4 ends at 75%, the fixed point is too low); a
@@ -102,13 +101,12 @@ the search.
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from optax_lr import _checks, _tree
+from optax_lr import _checks, _tree, safeguards
 
 RATE_RULES = ("additive", "multiplicative")
 """The rate rules of the hypergradient family: ``"additive"`` (paper-exact) and
@@ -170,29 +168,29 @@ def multiplicative(rate: Any, step: Any, dot: Any, x_squared: Any, y_squared: An
   return _tree.where_finite(new, rate)
 
 
-def check_search(rate_search: Any, search_factor: Any, multiplicative: bool,
-                 search_start: Any = 1.0) -> None:
-  """Validates the rate search options (the search needs the multiplicative rule)."""
-  _checks.flag("rate_search", rate_search)
-  if rate_search:
-    if not multiplicative:
-      raise ValueError("`rate_search=True` needs rate_rule='multiplicative' (the search ends where "
-                       "the cosine of the multiplicative rule turns non-positive).")
-    _checks.in_range("search_factor", search_factor, 1.0, math.inf, low_open=True,
-                     high_open=True)
-  _checks.in_range("search_start", search_start, 0.0, 1.0, low_open=True)
-  start = _checks.static_number(search_start)
-  if not rate_search and start is not None and start != 1.0:
-    raise ValueError(f"`search_start` applies to rate_search=True only; got {search_start!r}.")
+def check_search(search: Any, multiplicative: bool) -> bool:
+  """Validates the ``search`` option (a :class:`optax_lr.RateSearch` or None; the search needs
+  the multiplicative rule). Returns True when the search is on."""
+  if not safeguards.check_option("search", search, safeguards.RateSearch):
+    return False
+  if not multiplicative:
+    raise ValueError("`search` needs rate_rule='multiplicative' (the search ends where the "
+                     "cosine of the multiplicative rule turns non-positive).")
+  return True
+
+
+def initial_rate(learning_rate: Any, search: Any) -> Any:
+  """The rate a method starts from: ``learning_rate``, times ``search.start`` under the search."""
+  return learning_rate if search is None else learning_rate * search.start
 
 
 def search_decision(searching: jax.Array, dot: Any, x_squared: Any,
                     y_squared: Any) -> tuple[jax.Array, jax.Array]:
   """One step of the rate search: whether the rate grows, and whether the search goes on.
 
-  The rate grows (by ``search_factor``) while ``<g_t, d_{t-1}> > 0``; the search ends at the first
-  step with a previous direction (both norms positive) whose inner product is not positive. Before
-  a previous direction exists, and at a step whose sums are not finite, it neither grows nor
+  The rate grows (by the search's ``factor``) while ``<g_t, d_{t-1}> > 0``; the search ends at the
+  first step with a previous direction (both norms positive) whose inner product is not positive.
+  Before a previous direction exists, and at a step whose sums are not finite, it neither grows nor
   ends.
 
   Returns:
@@ -211,7 +209,7 @@ def scaled_where(condition: jax.Array, factor: float, new: Any, old: Any) -> Any
 
 
 class LossBacktrackState(NamedTuple):
-  """State of the loss backtrack (``safeguard="backtrack"``), a scalar.
+  """State of the loss backtrack (``backtrack=LossBacktrack(...)``), a scalar.
 
   Attributes:
     loss_average: the exponential moving average of the finite ``value`` arguments (training
@@ -221,37 +219,37 @@ class LossBacktrackState(NamedTuple):
   loss_average: jax.Array
 
 
-def check_safeguard(safeguard: Any, backtrack_factor: Any, loss_tolerance: Any,
-                    loss_decay: Any) -> bool:
-  """Validates the safeguard options. Returns True for the backtrack."""
-  backtracks = _checks.loss_backtrack(safeguard, backtrack_factor, loss_tolerance)
-  _checks.in_range("loss_decay", loss_decay, 0.0, 1.0, high_open=True)
-  return backtracks
+def check_backtrack(backtrack: Any) -> bool:
+  """Validates the ``backtrack`` option (a :class:`optax_lr.LossBacktrack` or None). Returns True
+  when the backtrack is on."""
+  return safeguards.check_option("backtrack", backtrack, safeguards.LossBacktrack)
 
 
 def backtrack_init(dtype: Any) -> LossBacktrackState:
   return LossBacktrackState(loss_average=jnp.full((), jnp.nan, dtype))
 
 
-def loss_rose(value: Any, state: LossBacktrackState, loss_tolerance: float, loss_decay: float,
-              backtrack_factor: float) -> tuple[jax.Array, jax.Array, LossBacktrackState]:
-  """Whether ``value`` rose past ``threshold = average + loss_tolerance |average|``, and the cut.
+def loss_rose(value: Any, state: LossBacktrackState, backtrack: safeguards.LossBacktrack,
+              ) -> tuple[jax.Array, jax.Array, LossBacktrackState]:
+  """Whether ``value`` rose past ``threshold = average + tolerance |average|``, and the cut.
 
-  The cut is ``min(backtrack_factor, sqrt(threshold / value))``: along a direction of curvature
+  With ``backtrack``'s ``factor``, ``tolerance`` and ``decay``, the cut is
+  ``min(factor, sqrt(threshold / value))``: along a direction of curvature
   ``lambda`` a step multiplies the error by ``|1 - lr lambda|`` and the loss by its square, so a
   loss ``L`` times the threshold asks for a rate about ``sqrt(L)`` times smaller to be stable
   again; halving alone cannot catch a loss that grows faster than 4x per step. A non-finite loss
-  (or a threshold that is not positive) cuts by ``backtrack_factor``.
+  (or a threshold that is not positive) cuts by ``factor``.
 
   Returns:
     ``(rose, cut, new_state)``: a boolean scalar (False at the first finite value, where there is
     no average yet), the factor for the rate where it rose, and the state with ``value`` averaged
     in when finite.
   """
+  backtrack_factor, loss_tolerance, loss_decay = (backtrack.factor, backtrack.tolerance,
+                                                  backtrack.decay)
   average = state.loss_average
   value = jnp.asarray(
-      _checks.training_loss(value, "hypergradient descent with safeguard='backtrack'"),
-      average.dtype)
+      _checks.training_loss(value, "hypergradient descent with a LossBacktrack"), average.dtype)
   finite = jnp.isfinite(value)
   threshold = average + loss_tolerance * jnp.abs(average)
   # A NaN or inf loss is a rise; a NaN comparison (no average yet) is not.

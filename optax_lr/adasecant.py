@@ -96,7 +96,7 @@ def simple_adasecant(threshold: float = 10.0,
   The thesis trained ResNets with thresholds 3 and 10; infinity diverged (Table 4.3).
 
   Non-finite input: an element whose gradient is not finite keeps its rate and previous gradient
-  unchanged on that step (:func:`optax_lr._tree.where_finite`), so an inf or NaN element is a
+  unchanged on that step (a new value is kept only where finite), so an inf or NaN element is a
   missing observation, not a permanent NaN; its update is still ``-alpha * g`` as computed
   (``optax.apply_if_finite`` skips whole steps). A finite gradient whose rate comes out non-finite
   keeps its rate and becomes the previous gradient: an inf rate (``threshold=math.inf`` in
@@ -228,7 +228,7 @@ def adasecant(rate_rule: str = "least_squares", gamma_clip: float = 1.8,
 
   Non-finite input: an element whose gradient is not finite, or whose secant statistics overflow,
   keeps every statistic, its rate and its memory unchanged on that step
-  (:func:`optax_lr._tree.where_finite`); a non-finite ``next_grads`` element is missing for that
+  (a new value is kept only where finite); a non-finite ``next_grads`` element is missing for that
   element (its two variance-reduction statistics stay as they were). Rates are therefore finite
   after any input, 1e30 gradients included. The update of such an element is ``-alpha g~`` with
   its kept rate and ``g~`` from its kept statistics and this step's gradient, as in

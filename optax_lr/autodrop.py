@@ -27,8 +27,8 @@ averaging, with smoothing) to float64 rounding.
 Cost. Between boundaries the stage is ``-lr * d`` (plus, with averaging on, a select that reads
 the average buffer, so that the landing step needs no other code path): one extra read per
 parameter. The boundary work (the window's end point ``x_e``, the three reductions of the angle,
-the averaging, the drop and the landing step) runs once per window, in
-:func:`optax_lr._tree.run_once_if`. State:
+the averaging, the drop and the landing step) runs once per window, inside a conditional taken
+only at a boundary. State:
 three parameter-sized buffers (the anchor ``x_{e-1}``, the previous displacement and, with
 averaging, the running average), the least the rule allows: the angle needs ``x_{e-1}`` and
 ``s_{e-1}``, and the average, live from a trigger to its drop, coexists with them because angles

@@ -49,6 +49,7 @@ import numpy as np
 import optax
 
 from optax_lr import _base, _checks, _rate_rule, _tree, telemetry
+from optax_lr.safeguards import LossBacktrack, RateSearch
 
 LEVELS = ("parameter", "filter", "layer", "global")
 """The levels CAM-HD knows, finest to coarsest."""
@@ -83,9 +84,11 @@ class CamHDState(NamedTuple):
       ``"learning_rate/layer/Dense_0/kernel"`` and ``"learning_rate/combination_weights/global"``).
     previous_direction: ``d_{t-1}`` in each leaf's dtype (zeros at first).
     inner_state: the state of the wrapped direction transform.
-    backtrack: :class:`optax_lr._rate_rule.LossBacktrackState` (the loss average) with
-      ``safeguard="backtrack"``, else empty.
-    searching: bool scalar, the rate search is on (``rate_search=True``), else empty.
+    backtrack: the loss backtrack's state, a ``NamedTuple`` holding ``loss_average`` (the
+      exponential average of the training losses, a scalar), with a
+      :class:`~optax_lr.LossBacktrack`, else empty.
+    searching: bool scalar, the rate search is on (with a :class:`~optax_lr.RateSearch`), else
+      empty.
   """
 
   count: jax.Array
@@ -277,6 +280,188 @@ def _new_combination_weights(gammas: dict[str, jax.Array], gradients: dict[str, 
   return {level: new[i] for i, level in enumerate(levels)}
 
 
+class _Rule(NamedTuple):
+  """Static choices of a CAM-HD level step."""
+
+  multiplicative: bool  # rate_rule="multiplicative"
+  same_scale: bool  # level_scaling="same_scale"
+  learn_weights: bool  # the combination weights move: each level returns its -dL/dgamma term
+
+  def level_factor(self, group_size: int, total_size: int) -> float:
+    """Eq. 8's normalisation of a group of ``group_size``: ``N / n_j`` (or ``1 / n_j``)."""
+    if group_size == 0:
+      return 0.0
+    return (total_size if self.same_scale else 1) / group_size
+
+
+class _Sums(NamedTuple):
+  """The reduction pass over ``(g_t, d_{t-1})``: every level's hypergradient comes from these."""
+
+  products: list[jax.Array]  # e = g * d_prev, per leaf (float32)
+  leaf_sums: list[jax.Array]  # sum of e per leaf
+  filter_sums: list[jax.Array] | None  # sum of e per last-axis index (filter level only)
+  global_sum: jax.Array  # <g_t, d_{t-1}>
+  squares: list[tuple[jax.Array, jax.Array]] | None  # (g^2, d_prev^2) per leaf (cosine only)
+  leaf_squares: list[tuple[jax.Array, jax.Array]] | None  # their per-leaf sums
+  filter_squares: list[tuple[jax.Array, jax.Array]] | None  # their per-filter sums
+
+
+def _reduction_pass(grads: list[Any], previous: list[Any], filters: bool,
+                    multiplicative: bool) -> _Sums:
+  """Per-leaf (and per-filter) partial sums of ``e = g_t * d_{t-1}`` and, for the cosine, of the
+  squares: one pass over this step's gradient and the previous direction, which does not wait on
+  the inner transform."""
+  products = [_tree._as_float32(g) * _tree._as_float32(d)
+              for g, d in zip(grads, previous, strict=True)]
+  filter_sums = None
+  if filters:
+    filter_sums = [_filter_sum(e) for e in products]
+    leaf_sums = [jnp.sum(f) for f in filter_sums]
+  else:
+    leaf_sums = [jnp.sum(e) for e in products]
+  global_sum = sum(leaf_sums, jnp.zeros((), _tree.RATE_DTYPE))
+  squares = leaf_squares = filter_squares = None
+  if multiplicative:
+    # The cosine's squared norms per group, ||g||^2 and ||d_prev||^2, as per-leaf (and
+    # per-filter) sums of the same inputs as the products above.
+    squares = [(_tree._as_float32(g) ** 2, _tree._as_float32(d) ** 2)
+               for g, d in zip(grads, previous, strict=True)]
+    if filters:
+      filter_squares = [(_filter_sum(a), _filter_sum(b)) for a, b in squares]
+      leaf_squares = [(jnp.sum(a), jnp.sum(b)) for a, b in filter_squares]
+    else:
+      leaf_squares = [(jnp.sum(a), jnp.sum(b)) for a, b in squares]
+  return _Sums(products, leaf_sums, filter_sums, global_sum, squares, leaf_squares,
+               filter_squares)
+
+
+def _group_squares(per_leaf: list[tuple[Any, Any]], group: Sequence[int]) -> tuple[Any, Any]:
+  """``(||g||^2, ||d_prev||^2)`` of a group of leaves, from their per-leaf (or per-filter) sums."""
+  return tuple(sum((per_leaf[i][k] for i in group[1:]), per_leaf[group[0]][k]) for k in range(2))
+
+
+def _all_leaves(sums: _Sums) -> range:
+  return range(len(sums.leaf_sums))
+
+
+# The levels, one function each: ``(new rates, sum_p e_p a^l_old(p))``, the second being
+# ``-dL/dgamma_l / tau``, the level's term in the combination weights' step (None when the weights
+# are fixed). ``step`` is ``beta gamma_l tau``.
+
+def _global_level(rate: jax.Array, step: Any, sums: _Sums, rule: _Rule, layout: _Layout,
+                  treedef: Any) -> tuple[Any, Any]:
+  """``a_global += step * h``, ``h = <g_t, d_{t-1}>`` (Eq. 6-8 with ``n_j = N``: Baydin's HD)."""
+  del treedef
+  if rule.multiplicative:
+    new = _rate_rule.multiplicative(rate, step, sums.global_sum,
+                                    *_group_squares(sums.leaf_squares, _all_leaves(sums)))
+  else:
+    factor = rule.level_factor(layout.total_size, layout.total_size)
+    hypergradient = sums.global_sum if factor == 1 else factor * sums.global_sum
+    new = rate + step * hypergradient
+  return new, (rate * sums.global_sum if rule.learn_weights else None)
+
+
+def _layer_level(rates: Any, step: Any, sums: _Sums, rule: _Rule, layout: _Layout,
+                 treedef: Any) -> tuple[Any, Any]:
+  """``a_j += step * (N / n_j) sum_{p in j} e_p`` for every layer group ``j`` (Eq. 6-8)."""
+  old_leaves = treedef.flatten_up_to(rates)
+  new_leaves: list[Any] = [None] * len(old_leaves)
+  terms = []
+  for group in layout.groups:
+    group_sum = sum((sums.leaf_sums[i] for i in group[1:]), sums.leaf_sums[group[0]])
+    size = sum(layout.sizes[i] for i in group)
+    rate = old_leaves[group[0]]
+    if rule.multiplicative:
+      updated = _rate_rule.multiplicative(rate, step, group_sum,
+                                          *_group_squares(sums.leaf_squares, group))
+    else:
+      updated = rate + step * (rule.level_factor(size, layout.total_size) * group_sum)
+    # One value per group, but a fresh buffer per leaf: a state holding one array twice cannot
+    # be donated (the eager path would otherwise return the same array object).
+    for n, i in enumerate(group):
+      new_leaves[i] = updated if n == 0 else jnp.copy(updated)
+    terms.append(rate * group_sum)
+  descent = sum(terms, jnp.zeros((), _tree.RATE_DTYPE)) if rule.learn_weights else None
+  return treedef.unflatten(new_leaves), descent
+
+
+def _filter_level(rates: Any, step: Any, sums: _Sums, rule: _Rule, layout: _Layout,
+                  treedef: Any) -> tuple[Any, Any]:
+  """``a_j += step * (N / n_j) sum_{p in j} e_p`` for every filter ``j`` (Eq. 6-8): filter ``j``
+  of a group is the ``j``-th last-axis slice of every leaf in it (a kernel and its bias)."""
+  old_leaves = treedef.flatten_up_to(rates)
+  new_leaves: list[Any] = [None] * len(old_leaves)
+  for group in layout.filter_groups:
+    group_sums = sum((sums.filter_sums[i] for i in group[1:]), sums.filter_sums[group[0]])
+    size = sum(layout.filter_sizes[i] for i in group)
+    # Every leaf of the group holds the group's rates, each updated from its own buffer (the same
+    # values and operations, so the same result).
+    for i in group:
+      if rule.multiplicative:
+        new_leaves[i] = _rate_rule.multiplicative(old_leaves[i], step, group_sums,
+                                                  *_group_squares(sums.filter_squares, group))
+      else:
+        new_leaves[i] = (old_leaves[i]
+                         + (step * rule.level_factor(size, layout.total_size)) * group_sums)
+  descent = None
+  if rule.learn_weights:
+    descent = sum((jnp.sum(rate * s) for rate, s in zip(old_leaves, sums.filter_sums, strict=True)),
+                  jnp.zeros((), _tree.RATE_DTYPE))
+  return treedef.unflatten(new_leaves), descent
+
+
+def _parameter_level(rates: Any, step: Any, sums: _Sums, rule: _Rule, layout: _Layout,
+                     treedef: Any) -> tuple[Any, Any]:
+  """``a_p += step * N e_p`` for every element ``p`` (Eq. 6-8 with ``n_j = 1``)."""
+  old_leaves = treedef.flatten_up_to(rates)
+  descent = None
+  if rule.learn_weights:
+    weighted_sums = [jnp.sum(rate * e) for rate, e in zip(old_leaves, sums.products, strict=True)]
+    descent = sum(weighted_sums, jnp.zeros((), _tree.RATE_DTYPE))
+    # The new rates overwrite the old ones after the weights' reduction has read them.
+    old_leaves = _tree.after(old_leaves, _tree.finite_or_zero(descent))
+  if rule.multiplicative:
+    # One element's cosine is the sign of g_p d_prev_p (0 where either is 0).
+    new = [_rate_rule.multiplicative(rate, step, e, *sq)
+           for rate, e, sq in zip(old_leaves, sums.products, sums.squares, strict=True)]
+  else:
+    new = [rate + (step * rule.level_factor(1, layout.total_size)) * e
+           for rate, e in zip(old_leaves, sums.products, strict=True)]
+  return treedef.unflatten(new), descent
+
+
+_LEVEL_STEPS = {"global": _global_level, "layer": _layer_level, "filter": _filter_level,
+                "parameter": _parameter_level}
+
+
+def _safeguards(new: dict[str, Any], old: dict[str, Any], sums: _Sums,
+                search: RateSearch | None, backtrack: LossBacktrack | None, searching: Any,
+                backtrack_state: Any, value: Any) -> tuple[dict[str, Any], Any, Any]:
+  """The rate search and the loss backtrack, on every level's rates at once.
+
+  The search reads the global ``<g_t, d_{t-1}>`` and multiplies every level's old rates by
+  ``search.factor`` while it is positive; a rise of the loss cuts every level's old rates (so
+  ``kappa`` by the same factor when ``decay_rate = 0``) and ends the search. One scalar of state
+  each, so that ``levels=("global",)`` is :func:`optax_lr.hypergradient` with the same options.
+
+  Returns:
+    ``(new, searching, backtrack_state)``.
+  """
+  if search is not None:
+    grows, searching = _rate_rule.search_decision(
+        searching, sums.global_sum, *_group_squares(sums.leaf_squares, _all_leaves(sums)))
+    new = {level: _rate_rule.scaled_where(grows, search.factor, rates, old[level])
+           for level, rates in new.items()}
+  if backtrack is not None:
+    rose, cut, backtrack_state = _rate_rule.loss_rose(value, backtrack_state, backtrack)
+    new = {level: _rate_rule.scaled_where(rose, cut, rates, old[level])
+           for level, rates in new.items()}
+    if search is not None:
+      searching = searching & ~rose
+  return new, searching, backtrack_state
+
+
 def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_lr: float,
            combination_lr: float = 0.0, levels: Sequence[str] = ("layer", "global"),
            weights: Sequence[float] | None = None, decay_rate: float = 0.0,
@@ -287,9 +472,8 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
            min_learning_rate: float | None = None,
            rate_rule: str = "additive",
            previous_direction_fn: Any = None,
-           safeguard: str = "none", backtrack_factor: float = 0.5, loss_tolerance: float = 1.0,
-           loss_decay: float = 0.9, rate_search: bool = False, search_factor: float = 2.0,
-           search_start: float = 1.0,
+           search: RateSearch | None = None,
+           backtrack: LossBacktrack | None = None,
            ) -> optax.GradientTransformationExtraArgs:
   """Wrap a direction transform with CAM-HD: hypergradient rates at several combined levels.
 
@@ -301,7 +485,7 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
 
   Non-finite input: a rate whose hypergradient step is not finite stays as it was, per element
   (parameter level), per filter, per layer group and for the global rate, and the combination
-  weights keep their values when their step is not finite (:func:`optax_lr._tree.where_finite`):
+  weights keep their values when their step is not finite:
   an inf or NaN gradient element freezes, for that step, only the rates whose groups contain it.
 
   Args:
@@ -344,30 +528,30 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
       ``None`` (default) leaves it unbounded.
     previous_direction_fn: optional ``inner_state -> d_{t-1}``, reading the previous direction
       off the inner state before this step's update (as in :func:`optax_lr.hypergradient`; a
-      trace's: ``optax_lr._base.trace_previous_direction()``, Adam's:
-      ``optax_lr._base.adam_previous_direction(b1, b2, eps)``): the state then keeps no copy of
+      trace's: :func:`optax_lr.trace_previous_direction`, Adam's:
+      :func:`optax_lr.adam_previous_direction`): the state then keeps no copy of
       it, and every level, the per-element one included, sees the same values as with the kept
       buffer, bit for bit.
     rate_rule: ``"additive"`` (default, Algorithm 1) or ``"multiplicative"``: each level's rate
       of group ``j`` becomes ``a^l_j (1 + beta gamma_l tau cos_j)``, ``cos_j`` the cosine of
       ``g_t`` and ``d_{t-1}`` restricted to the group (the whole tree for ``global``, the layer
       group, the filter group, and for ``parameter`` the sign of ``g_p d_{t-1,p}``), Baydin et
-      al.'s normalised multiplicative rule applied per group (:mod:`optax_lr._rate_rule`):
+      al.'s normalised multiplicative rule applied per group (:doc:`/methods/hypergradient`):
       independent of the gradients' and the rate's scale, so ``level_scaling`` has no effect;
       ``beta`` in ``[0, 1)`` (1e-2 is a good untuned value). The level weight ``gamma_l`` (and
       ``tau``) scales the step as in the additive rule, so that ``levels=("global",)`` is
       :func:`optax_lr.hypergradient` with the same rule; the combination weights keep their
       additive step.
-    safeguard, backtrack_factor, loss_tolerance, loss_decay: the loss backtrack
-      (``"backtrack"`` needs ``update(..., value=loss)``), as in :func:`optax_lr.hypergradient`;
-      off by default.
-    rate_search, search_factor, search_start: the rate search of
-      :func:`optax_lr.hypergradient`, off by default (``search_start`` scales the initial rate
-      of every level). The search and the backtrack act on every level's rates at once (the
-      search reads the global ``<g_t, d_{t-1}>``; a cut scales every level rate, so the
-      combined rate ``kappa`` by the same factor when ``decay_rate = 0``), with one scalar of
-      state each, so ``levels=("global",)`` stays :func:`optax_lr.hypergradient` with the same
-      options; the combination weights are not touched.
+    search: ``None`` (default: off) or a :class:`~optax_lr.RateSearch`, the rate search of
+      :func:`optax_lr.hypergradient` (``search.start`` scales the initial rate of every level).
+    backtrack: ``None`` (default: off) or a :class:`~optax_lr.LossBacktrack`, the loss backtrack
+      of :func:`optax_lr.hypergradient` (needs ``update(..., value=loss)``).
+
+      The search and the backtrack act on every level's rates at once (the search reads the
+      global ``<g_t, d_{t-1}>``; a cut scales every level rate, so the combined rate ``kappa``
+      by the same factor when ``decay_rate = 0``), with one scalar of state each, so
+      ``levels=("global",)`` stays :func:`optax_lr.hypergradient` with the same options; the
+      combination weights are not touched.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose state is :class:`CamHDState`.
@@ -397,8 +581,8 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
   _checks.one_of("level_scaling", level_scaling, ("same_scale", "mean"))
   _checks.one_of("weight_parametrization", weight_parametrization, ("clip", "softmax"))
   multiplicative = _rate_rule.check(rate_rule, hypergrad_lr)
-  backtracks = _rate_rule.check_safeguard(safeguard, backtrack_factor, loss_tolerance, loss_decay)
-  _rate_rule.check_search(rate_search, search_factor, multiplicative, search_start)
+  rate_search = _rate_rule.check_search(search, multiplicative)
+  backtracks = _rate_rule.check_backtrack(backtrack)
   if min_learning_rate is not None:
     _checks.non_negative("min_learning_rate", min_learning_rate)
   for labels in (layer_labels, filter_labels):
@@ -410,10 +594,8 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
   learn_weights = not _is_static_zero(combination_lr) and len(levels) > 1
   softmax = weight_parametrization == "softmax"
 
-  def level_factor(group_size: int, total_size: int) -> float:
-    if group_size == 0:
-      return 0.0
-    return (total_size if level_scaling == "same_scale" else 1) / group_size
+  rule = _Rule(multiplicative=multiplicative, same_scale=level_scaling == "same_scale",
+               learn_weights=learn_weights)
 
   def init_fn(params):
     leaves, treedef = jax.tree.flatten(params)
@@ -421,7 +603,7 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
     if "filter" in levels:
       _filter_groups(params, filter_labels)
     dtype = _tree.rate_dtype(params)
-    start = learning_rate * search_start if rate_search else learning_rate
+    start = _rate_rule.initial_rate(learning_rate, search)
     rates: dict[str, Any] = {}
     for level in levels:
       if level == "global":
@@ -451,140 +633,31 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
     previous = treedef.flatten_up_to(previous_tree)
     old = state.learning_rate
     gammas = old[COMBINATION_WEIGHTS]
-    total_size = layout.total_size
     tau = jnp.exp(-decay_rate * state.count.astype(_tree.RATE_DTYPE)) if blending else None
 
-    def step_size(level):
-      step = hypergrad_lr * gammas[level]
-      return step if tau is None else step * tau
-
-    # The reduction pass: per-leaf partial sums of e = g * d_prev (and per last-axis index for the
-    # filter level) give every level's hypergradient. It needs only this step's gradient and the
-    # stored direction, so it does not wait on the inner transform.
-    products = [_tree._as_float32(g) * _tree._as_float32(d)
-                for g, d in zip(grads, previous, strict=True)]
-    weighted_sums = None  # sum_p e_p a_param_old(p) per leaf, for the parameter level's gamma
-    if "filter" in levels:
-      filter_sums = [_filter_sum(e) for e in products]
-      leaf_sums = [jnp.sum(f) for f in filter_sums]
-    else:
-      leaf_sums = [jnp.sum(e) for e in products]
-    global_sum = sum(leaf_sums, jnp.zeros((), _tree.RATE_DTYPE))
-    if multiplicative:
-      # The cosine's squared norms per group, ||g||^2 and ||d_prev||^2, as per-leaf (and
-      # per-filter) sums of the same inputs as the products above.
-      squares = [(_tree._as_float32(g) ** 2, _tree._as_float32(d) ** 2)
-                 for g, d in zip(grads, previous, strict=True)]
-      if "filter" in levels:
-        filter_squares = [(_filter_sum(a), _filter_sum(b)) for a, b in squares]
-        leaf_squares = [(jnp.sum(a), jnp.sum(b)) for a, b in filter_squares]
-      else:
-        leaf_squares = [(jnp.sum(a), jnp.sum(b)) for a, b in squares]
-
-      def group_squares(per_leaf, group):
-        return tuple(sum((per_leaf[i][k] for i in group[1:]), per_leaf[group[0]][k])
-                     for k in range(2))
-
+    # Algorithm 1, step 1: the sums of e = g_t * d_{t-1} that every level's hypergradient needs.
+    sums = _reduction_pass(grads, previous, "filter" in levels, multiplicative)
+    # Step 2: each level's rates take their hypergradient step beta gamma_l tau h_j. A rate whose
+    # step is not finite (inf or NaN elements in its group, or an overflowing sum) stays as it
+    # was: per element, per filter, per group, or the global rate.
     new: dict[str, Any] = {}
-    descent: dict[str, jax.Array] = {}  # sum_p e_p a^l_old(p), i.e. -dL/dgamma_l / tau
+    descent: dict[str, Any] = {}  # sum_p e_p a^l_old(p), i.e. -dL/dgamma_l / tau
     for level in levels:
-      step = step_size(level)
-      if level == "global":
-        factor = level_factor(total_size, total_size)
-        hypergradient = global_sum if factor == 1 else factor * global_sum
-        if multiplicative:
-          new[level] = _rate_rule.multiplicative(
-              old[level], step, global_sum, *group_squares(leaf_squares, range(len(grads))))
-        else:
-          new[level] = old[level] + step * hypergradient
-        if learn_weights:
-          descent[level] = old[level] * global_sum
-      elif level == "layer":
-        old_leaves = treedef.flatten_up_to(old[level])
-        new_leaves: list[Any] = [None] * len(grads)
-        terms = []
-        for group in layout.groups:
-          group_sum = sum((leaf_sums[i] for i in group[1:]), leaf_sums[group[0]])
-          size = sum(layout.sizes[i] for i in group)
-          rate = old_leaves[group[0]]
-          if multiplicative:
-            updated = _rate_rule.multiplicative(rate, step, group_sum,
-                                                *group_squares(leaf_squares, group))
-          else:
-            updated = rate + step * (level_factor(size, total_size) * group_sum)
-          # One value per group, but a fresh buffer per leaf: a state holding one array twice
-          # cannot be donated (the eager path would otherwise return the same array object).
-          for n, i in enumerate(group):
-            new_leaves[i] = updated if n == 0 else jnp.copy(updated)
-          terms.append(rate * group_sum)
-        new[level] = treedef.unflatten(new_leaves)
-        if learn_weights:
-          descent[level] = sum(terms, jnp.zeros((), _tree.RATE_DTYPE))
-      elif level == "filter":
-        old_leaves = treedef.flatten_up_to(old[level])
-        new_leaves = [None] * len(grads)
-        for group in layout.filter_groups:
-          # Filter j of the group: the j-th last-axis slice of every leaf in it (kernel and bias).
-          group_sums = sum((filter_sums[i] for i in group[1:]), filter_sums[group[0]])
-          size = sum(layout.filter_sizes[i] for i in group)
-          # Every leaf of the group holds the group's rates, each updated from its own buffer
-          # (the same values and operations, so the same result).
-          for i in group:
-            if multiplicative:
-              new_leaves[i] = _rate_rule.multiplicative(old_leaves[i], step, group_sums,
-                                                        *group_squares(filter_squares, group))
-            else:
-              new_leaves[i] = (old_leaves[i]
-                               + (step * level_factor(size, total_size)) * group_sums)
-        new[level] = treedef.unflatten(new_leaves)
-        if learn_weights:
-          descent[level] = sum((jnp.sum(rate * sums)
-                                for rate, sums in zip(old_leaves, filter_sums, strict=True)),
-                               jnp.zeros((), _tree.RATE_DTYPE))
-      else:  # parameter
-        old_leaves = treedef.flatten_up_to(old[level])
-        if learn_weights:
-          weighted_sums = [jnp.sum(rate * e) for rate, e in zip(old_leaves, products,
-                                                                strict=True)]
-          descent[level] = sum(weighted_sums, jnp.zeros((), _tree.RATE_DTYPE))
-          # The new rates overwrite the old ones after the weights' reduction has read them.
-          old_leaves = _tree.after(old_leaves, _tree.finite_or_zero(descent[level]))
-        if multiplicative:
-          # One element's cosine is the sign of g_p d_prev_p (0 where either is 0).
-          new[level] = treedef.unflatten([
-              _rate_rule.multiplicative(rate, step, e, *sq)
-              for rate, e, sq in zip(old_leaves, products, squares, strict=True)])
-        else:
-          new[level] = treedef.unflatten([
-              rate + (step * level_factor(1, total_size)) * e
-              for rate, e in zip(old_leaves, products, strict=True)])
-
-    # A level rate whose hypergradient step is not finite (inf or NaN elements in its group, or an
-    # overflowing sum) stays as it was: per element, per filter, per group, or the global rate.
-    new = {level: _tree.where_finite(new[level], old[level]) for level in levels}
-    # The search and the backtrack act on every level's rates at once, from the global sums.
-    searching = state.searching
-    if rate_search:
-      grows, searching = _rate_rule.search_decision(
-          searching, global_sum, *group_squares(leaf_squares, range(len(grads))))
-      new = {level: _rate_rule.scaled_where(grows, search_factor, new[level], old[level])
-             for level in levels}
-    backtrack_state = state.backtrack
-    if backtracks:
-      rose, cut, backtrack_state = _rate_rule.loss_rose(extra_args.get("value"), backtrack_state,
-                                                   loss_tolerance, loss_decay,
-                                                   backtrack_factor)
-      new = {level: _rate_rule.scaled_where(rose, cut, new[level], old[level])
-             for level in levels}
-      if rate_search:
-        searching = searching & ~rose
+      step = hypergrad_lr * gammas[level]
+      step = step if tau is None else step * tau
+      rates, descent[level] = _LEVEL_STEPS[level](old[level], step, sums, rule, layout, treedef)
+      new[level] = _tree.where_finite(rates, old[level])
+    new, searching, backtrack_state = _safeguards(
+        new, old, sums, search, backtrack, state.searching, state.backtrack,
+        extra_args.get("value"))
+    # Step 3: the combination weights step along -dL/dgamma, on the simplex.
     if learn_weights:
       gradients = descent if tau is None else {k: tau * v for k, v in descent.items()}
       new_gammas = _new_combination_weights(gammas, gradients, combination_lr, softmax)
     else:
       new_gammas = gammas
-
-    # Algorithm 1: the applied rate combines the new level rates with the previous weights.
+    # Step 4: the applied rate combines the new level rates with the previous weights, blended
+    # towards a_inf (Section 2.4).
     kappa = _combined_rates(new, gammas, treedef, tau, final_learning_rate)
     if min_learning_rate is not None:
       kappa = [jnp.maximum(rate, min_learning_rate).astype(rate.dtype) for rate in kappa]
@@ -592,7 +665,8 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
     # The buffers the reductions read (the kept direction, or the inner state it is derived
     # from, which the per-element rates read too) are rewritten after every new rate, so that
     # they are updated in place (_tree.after).
-    tokens = ({k: v for k, v in new.items() if k != "parameter"}, _tree.finite_or_zero(global_sum),
+    tokens = ({k: v for k, v in new.items() if k != "parameter"},
+              _tree.finite_or_zero(sums.global_sum),
               [_tree.one_element(r) for r in jax.tree.leaves(new.get("parameter", ()))])
     inner_state = state.inner_state
     if previous_direction_fn is not None:
@@ -621,11 +695,8 @@ def sgd_cam_hd(learning_rate: float, hypergrad_lr: float = 1e-6, combination_lr:
                layer_labels: LayerLabels = None, *,
                filter_labels: LayerLabels = "module",
                min_learning_rate: float | None = None,
-               rate_rule: str = "additive", safeguard: str = "none",
-               backtrack_factor: float = 0.5, loss_tolerance: float = 1.0,
-               loss_decay: float = 0.9, rate_search: bool = False,
-               search_factor: float = 2.0,
-               search_start: float = 1.0) -> optax.GradientTransformation:
+               rate_rule: str = "additive", search: RateSearch | None = None,
+               backtrack: LossBacktrack | None = None) -> optax.GradientTransformation:
   """SGD-CAM-HD (``momentum = 0``), SGDN-CAM-HD (``nesterov=True``): SGD with CAM-HD rates.
 
   Hypergradient rates of the paper's Table 1 for the SGD/SGDN base: ``1e-6`` on ResNet-18/34
@@ -645,9 +716,9 @@ def sgd_cam_hd(learning_rate: float, hypergrad_lr: float = 1e-6, combination_lr:
       filter groups; no floor).
     rate_rule: ``"additive"`` (default, the paper's rule) or ``"multiplicative"`` (scale-free,
       per group; ``beta`` in ``[0, 1)``), as :func:`cam_hd`.
-    safeguard, backtrack_factor, loss_tolerance, loss_decay: the loss backtrack, as
-      :func:`cam_hd`; off by default.
-    rate_search, search_factor, search_start: the rate search, as :func:`cam_hd`; off by default.
+    search: ``None`` (default: off) or a :class:`~optax_lr.RateSearch`, as :func:`cam_hd`.
+    backtrack: ``None`` (default: off) or a :class:`~optax_lr.LossBacktrack`, as
+      :func:`cam_hd`.
 
   Returns:
     An ``optax.GradientTransformation``; ``levels=("global",)`` with ``combination_lr = 0`` and
@@ -668,10 +739,7 @@ def sgd_cam_hd(learning_rate: float, hypergrad_lr: float = 1e-6, combination_lr:
                      combination_lr, levels, weights, decay_rate, final_learning_rate,
                      layer_labels, filter_labels=filter_labels,
                      min_learning_rate=min_learning_rate, rate_rule=rate_rule,
-                     safeguard=safeguard, backtrack_factor=backtrack_factor,
-                     loss_tolerance=loss_tolerance, loss_decay=loss_decay,
-                     rate_search=rate_search, search_factor=search_factor,
-                     search_start=search_start,
+                     search=search, backtrack=backtrack,
                      previous_direction_fn=(_base.trace_previous_direction() if reads_trace
                                             else None))
   return _base.with_coupled_weight_decay(transform, weight_decay)
@@ -686,12 +754,9 @@ def adam_cam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8,
                 layer_labels: LayerLabels = None, *,
                 filter_labels: LayerLabels = "module",
                 min_learning_rate: float | None = None,
-               rate_rule: str = "additive", mu_dtype: Any = None,
-                store_previous_direction: bool = False, safeguard: str = "none",
-                backtrack_factor: float = 0.5, loss_tolerance: float = 1.0,
-                loss_decay: float = 0.9, rate_search: bool = False,
-                search_factor: float = 2.0,
-                search_start: float = 1.0) -> optax.GradientTransformation:
+                rate_rule: str = "additive", mu_dtype: Any = None,
+                store_previous_direction: bool = False, search: RateSearch | None = None,
+                backtrack: LossBacktrack | None = None) -> optax.GradientTransformation:
   """Adam-CAM-HD: Adam directions ``m_hat / (sqrt(v_hat) + eps)`` with CAM-HD rates.
 
   Args:
@@ -707,14 +772,14 @@ def adam_cam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8,
     filter_labels, min_learning_rate: as :func:`cam_hd`.
     rate_rule: ``"additive"`` (default, the paper's rule) or ``"multiplicative"`` (scale-free,
       per group; ``beta`` in ``[0, 1)``), as :func:`cam_hd`.
-    safeguard, backtrack_factor, loss_tolerance, loss_decay: the loss backtrack, as
-      :func:`cam_hd`; off by default.
-    rate_search, search_factor, search_start: the rate search, as :func:`cam_hd`; off by default.
+    search: ``None`` (default: off) or a :class:`~optax_lr.RateSearch`, as :func:`cam_hd`.
+    backtrack: ``None`` (default: off) or a :class:`~optax_lr.LossBacktrack`, as
+      :func:`cam_hd`.
     mu_dtype: optax's option: the first moment's dtype (``jnp.bfloat16`` halves its memory);
       ``None`` (default) keeps the parameters' dtype.
     store_previous_direction: keep ``d_{t-1}`` as a state buffer. By default it is computed
       from Adam's moments before this step's update
-      (:func:`optax_lr._base.adam_previous_direction`: the same values bit for bit, at every
+      (:func:`optax_lr.adam_previous_direction`: the same values bit for bit, at every
       level), so the state is Adam's plus the rates. With a bfloat16 ``mu_dtype`` the two
       differ by the rounding of the stored first moment (``2^-8`` relative per element).
 
@@ -740,10 +805,7 @@ def adam_cam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8,
                      min_learning_rate=min_learning_rate, rate_rule=rate_rule,
                      previous_direction_fn=(_base.adam_previous_direction(b1, b2, eps)
                                             if derived else None),
-                     safeguard=safeguard, backtrack_factor=backtrack_factor,
-                     loss_tolerance=loss_tolerance, loss_decay=loss_decay,
-                     rate_search=rate_search, search_factor=search_factor,
-                     search_start=search_start)
+                     search=search, backtrack=backtrack)
   return _base.with_coupled_weight_decay(transform, weight_decay)
 
 

@@ -14,7 +14,7 @@ SGDN-HD a Nesterov trace, Adam-HD ``optax.scale_by_adam``.
 
 Non-finite input: a step whose hypergradient step ``hypergrad_lr * h_t`` is not finite (an inf or
 NaN gradient element, or finite gradients so large that ``h_t`` overflows) leaves the rate
-unchanged (:func:`optax_lr._tree.where_finite`); the update of that step is still
+unchanged (the new rate is kept only where finite); the update of that step is still
 ``-lr * d_t`` as the inner transform made it, as ``optax.sgd`` would give, so
 ``optax.apply_if_finite`` remains the tool that skips a whole step. With ``hypergrad_lr = 0`` the
 rate never moves and the wrapper is the inner transform followed by
@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import optax
 
 from optax_lr import _base, _checks, _rate_rule, _tree
+from optax_lr.safeguards import LossBacktrack, RateSearch
 
 
 class HypergradientState(NamedTuple):
@@ -42,9 +43,11 @@ class HypergradientState(NamedTuple):
     learning_rate: float32 scalar, the rate of the latest update.
     previous_direction: ``d_{t-1}``, the inner direction of the previous step (zeros at first).
     inner_state: the state of the wrapped direction transform.
-    backtrack: :class:`optax_lr._rate_rule.LossBacktrackState` (the loss average) with
-      ``safeguard="backtrack"``, else empty.
-    searching: bool scalar, the rate search is on (``rate_search=True``), else empty.
+    backtrack: the loss backtrack's state, a ``NamedTuple`` holding ``loss_average`` (the
+      exponential average of the training losses, a scalar), with a
+      :class:`~optax_lr.LossBacktrack`, else empty.
+    searching: bool scalar, the rate search is on (with a :class:`~optax_lr.RateSearch`), else
+      empty.
   """
 
   learning_rate: jax.Array
@@ -58,10 +61,8 @@ def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
                   hypergrad_lr: float, min_learning_rate: float | None = None,
                   previous_direction_fn: Callable[..., Any] | None = None,
                   *, rate_rule: str = "additive",
-                  safeguard: str = "none", backtrack_factor: float = 0.5,
-                  loss_tolerance: float = 1.0, loss_decay: float = 0.9,
-                  rate_search: bool = False, search_factor: float = 2.0,
-                  search_start: float = 1.0,
+                  search: RateSearch | None = None,
+                  backtrack: LossBacktrack | None = None,
                   ) -> optax.GradientTransformationExtraArgs:
   """Wrap a direction transform with a hypergradient-descent learning rate (Baydin et al. 2018).
 
@@ -77,8 +78,8 @@ def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
     previous_direction_fn: optional ``inner_state -> d_{t-1}``, for inner transforms whose
       state holds the direction they returned at the previous step (``inner_state`` is the
       state *before* this step's update): a heavy-ball trace
-      (``optax_lr._base.trace_previous_direction()``) or Adam's moments
-      (``optax_lr._base.adam_previous_direction(b1, b2, eps)``). The wrapper then keeps no copy of
+      (:func:`optax_lr.trace_previous_direction`) or Adam's moments
+      (:func:`optax_lr.adam_previous_direction`). The wrapper then keeps no copy of
       ``d_{t-1}`` (one parameter-sized buffer less, and its read and write per step); the values
       are those of the kept buffer, bit for bit.
     rate_rule: ``"additive"`` (default, the paper's rule ``lr += beta <g_t, d_{t-1}>``) or
@@ -89,32 +90,21 @@ def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
       at 1e-2; several times more in practice, where ``|E cos| < 1``). Stationary where
       consecutive directions decorrelate (``E cos = 0``); the two norms come from the
       reduction pass of the inner product (one variadic reduction). See
-      :mod:`optax_lr._rate_rule` for the derivation.
-    safeguard: ``"none"`` (default: the rate rule alone, the paper's behaviour) or
-      ``"backtrack"``: ``update`` then takes the training loss as ``value=`` (as
-      ``optax.contrib.reduce_on_plateau`` does), and a step whose loss is above
-      ``threshold = m + loss_tolerance |m|`` (``m`` its running average) or not finite
-      multiplies the rate by ``min(backtrack_factor, sqrt(threshold / loss))`` instead of the
-      rule's step. It stops a rate past the stability edge
-      within a few steps, where the rule's ``x(1 - beta)`` per step comes too late. One scalar of
-      state (the average); either rule.
-    backtrack_factor: in ``(0, 1)``, the backtrack's smallest cut (default 0.5; a larger rise
-      cuts by the square root of its ratio to the threshold).
-    loss_tolerance: ``>= 0``, the rise relative to the average's magnitude that cuts (default 1:
-      a loss twice its average).
-    loss_decay: in ``[0, 1)``, the decay of the loss average (default 0.9, about 10 steps); every
-      finite loss joins it, the rising ones too, so a loss that settles higher stops the cuts.
-    rate_search: ``False`` (default) or ``True`` (``rate_rule="multiplicative"`` only): a
-      bracketing phase before the rule, multiplying the rate by ``search_factor`` per step while
-      ``<g_t, d_{t-1}> > 0`` and ending for good at the first step with a previous direction
-      where it is not (or at a backtrack). A rate ``k`` times too small is corrected in
-      ``log(k) / log(search_factor)`` steps (10 for 1000x at 2) instead of ``ln(k) / (beta E
-      cos)``. One boolean scalar of state; the sign comes from the same reduction.
-    search_factor: ``> 1``, the search's growth per step (default 2).
-    search_start: in ``(0, 1]``, where the search starts, relative to ``learning_rate``
-      (default 1; ``rate_search=True`` only). Below 1 the search brackets from below, so a rate
-      that is too large is never applied: ``learning_rate`` becomes an upper guess that costs
-      ``log2(1 / search_start)`` steps (10 at 1e-3, the auto entries' value).
+      :doc:`/methods/hypergradient` for the derivation.
+    search: ``None`` (default: off) or a :class:`~optax_lr.RateSearch` (``rate_rule=
+      "multiplicative"`` only): a bracketing phase before the rule, multiplying the rate by
+      ``search.factor`` per step while ``<g_t, d_{t-1}> > 0`` and ending for good at the first
+      step with a previous direction where it is not (or at a backtrack); it starts from
+      ``learning_rate * search.start``. A rate ``k`` times too small is corrected in
+      ``log(k) / log(factor)`` steps (10 for 1000x at 2) instead of ``ln(k) / (beta E cos)``.
+      One boolean scalar of state; the sign comes from the same reduction.
+    backtrack: ``None`` (default: the rate rule alone, the paper's behaviour) or a
+      :class:`~optax_lr.LossBacktrack`: ``update`` then takes the training loss as ``value=``
+      (as ``optax.contrib.reduce_on_plateau`` does), and a step whose loss is above
+      ``threshold = m + tolerance |m|`` (``m`` its running average, decay ``decay``) or not
+      finite multiplies the rate by ``min(factor, sqrt(threshold / loss))`` instead of the
+      rule's step. It stops a rate past the stability edge within a few steps, where the rule's
+      ``x(1 - beta)`` per step comes too late. One scalar of state (the average); either rule.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose state is :class:`HypergradientState`. The
@@ -132,21 +122,22 @@ def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
     ...                                     hypergrad_lr=1e-2, rate_rule="multiplicative")
     >>> guarded = optax_lr.hypergradient(optax.scale_by_adam(), learning_rate=1e-3,
     ...                                  hypergrad_lr=0.1, rate_rule="multiplicative",
-    ...                                  safeguard="backtrack", rate_search=True)
+    ...                                  search=optax_lr.RateSearch(),
+    ...                                  backtrack=optax_lr.LossBacktrack())
   """
   _checks.learned_initial_rate(learning_rate, "hypergradient descent")
   _checks.non_negative("hypergrad_lr", hypergrad_lr)
   multiplicative = _rate_rule.check(rate_rule, hypergrad_lr)
-  backtracks = _rate_rule.check_safeguard(safeguard, backtrack_factor, loss_tolerance, loss_decay)
-  _rate_rule.check_search(rate_search, search_factor, multiplicative, search_start)
+  rate_search = _rate_rule.check_search(search, multiplicative)
+  backtracks = _rate_rule.check_backtrack(backtrack)
   if min_learning_rate is not None:
     _checks.non_negative("min_learning_rate", min_learning_rate)
   inner = optax.with_extra_args_support(inner)
 
   def init_fn(params):
     return HypergradientState(
-        learning_rate=_tree.full_rate(learning_rate * search_start if rate_search
-                                      else learning_rate, _tree.rate_dtype(params)),
+        learning_rate=_tree.full_rate(_rate_rule.initial_rate(learning_rate, search),
+                                      _tree.rate_dtype(params)),
         previous_direction=(_tree.zeros_like(params) if previous_direction_fn is None
                             else optax.EmptyState()),
         inner_state=inner.init(params),
@@ -169,7 +160,7 @@ def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
       rate = _rate_rule.multiplicative(old_rate, hypergrad_lr, *sums)
       if rate_search:
         grows, searching = _rate_rule.search_decision(searching, *sums)
-        rate = _rate_rule.scaled_where(grows, search_factor, rate, old_rate)
+        rate = _rate_rule.scaled_where(grows, search.factor, rate, old_rate)
     else:
       dot = _tree.vdot(updates, previous)
       rate = _tree.where_finite(old_rate + hypergrad_lr * dot, old_rate)
@@ -177,8 +168,7 @@ def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
     if backtracks:
       # A rise of the training loss replaces this step's rate change with a cut.
       rose, cut, backtrack_state = _rate_rule.loss_rose(extra_args.get("value"), backtrack_state,
-                                                   loss_tolerance, loss_decay,
-                                                   backtrack_factor)
+                                                        backtrack)
       rate = _rate_rule.scaled_where(rose, cut, rate, old_rate)
       if rate_search:
         searching = searching & ~rose
@@ -202,9 +192,8 @@ def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
 
 def sgd_hd(learning_rate: float, hypergrad_lr: float = 1e-3, momentum: float = 0.0,
            nesterov: bool = False, weight_decay: float = 0.0, *,
-           rate_rule: str = "additive", safeguard: str = "none", backtrack_factor: float = 0.5,
-           loss_tolerance: float = 1.0, loss_decay: float = 0.9, rate_search: bool = False,
-           search_factor: float = 2.0, search_start: float = 1.0,
+           rate_rule: str = "additive", search: RateSearch | None = None,
+           backtrack: LossBacktrack | None = None,
            ) -> optax.GradientTransformationExtraArgs:
   """SGD-HD (``momentum = 0``) and SGDN-HD (``nesterov=True``): SGD with a hypergradient rate.
 
@@ -216,11 +205,10 @@ def sgd_hd(learning_rate: float, hypergrad_lr: float = 1e-3, momentum: float = 0
     weight_decay: coupled L2 decay ``>= 0``.
     rate_rule: ``"additive"`` (default, the paper's rule) or ``"multiplicative"`` (scale-free,
       ``lr *= 1 + beta cos(g_t, d_{t-1})``, ``beta`` in ``[0, 1)``), as :func:`hypergradient`.
-    safeguard, backtrack_factor, loss_tolerance, loss_decay: the loss backtrack
-      (``"backtrack"`` needs ``update(..., value=loss)``), as :func:`hypergradient`; off by
-      default.
-    rate_search, search_factor, search_start: the rate search, as :func:`hypergradient`; off by
-      default.
+    search: ``None`` (default: off) or a :class:`~optax_lr.RateSearch`, the rate search, as
+      :func:`hypergradient`.
+    backtrack: ``None`` (default: off) or a :class:`~optax_lr.LossBacktrack`, the loss
+      backtrack (needs ``update(..., value=loss)``), as :func:`hypergradient`.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; ``hypergrad_lr = 0`` equals ``optax.sgd`` bit
@@ -240,25 +228,21 @@ def sgd_hd(learning_rate: float, hypergrad_lr: float = 1e-3, momentum: float = 0
   return _base.with_coupled_weight_decay(
       hypergradient(inner, learning_rate, hypergrad_lr,
                     previous_direction_fn=previous_direction_fn, rate_rule=rate_rule,
-                    safeguard=safeguard, backtrack_factor=backtrack_factor,
-                    loss_tolerance=loss_tolerance, loss_decay=loss_decay,
-                    rate_search=rate_search, search_factor=search_factor,
-                    search_start=search_start),
+                    search=search, backtrack=backtrack),
       weight_decay)
 
 
 def adam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8, b1: float = 0.9,
             b2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0,
             mu_dtype: Any = None, store_previous_direction: bool = False, *,
-            rate_rule: str = "additive", safeguard: str = "none", backtrack_factor: float = 0.5,
-            loss_tolerance: float = 1.0, loss_decay: float = 0.9, rate_search: bool = False,
-            search_factor: float = 2.0, search_start: float = 1.0,
+            rate_rule: str = "additive", search: RateSearch | None = None,
+            backtrack: LossBacktrack | None = None,
             ) -> optax.GradientTransformationExtraArgs:
   """Adam-HD: Adam with a hypergradient rate on the direction ``m_hat / (sqrt(v_hat) + eps)``.
 
   The hypergradient ``<g_t, d_{t-1}>`` reads Adam's previous direction. By default it is
   computed from Adam's moments before this step's update
-  (:func:`optax_lr._base.adam_previous_direction`: the operations Adam applied at step ``t - 1``,
+  (:func:`optax_lr.adam_previous_direction`: the operations Adam applied at step ``t - 1``,
   so the same values bit for bit), inside the reduction that reads the gradient, so the state is
   exactly Adam's plus one scalar rate and no buffer is stored for it.
   ``store_previous_direction=True`` keeps the buffer, as the reference code does (the same
@@ -276,11 +260,10 @@ def adam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8, b1: float =
     weight_decay: coupled L2 decay ``>= 0`` (added to the gradient, as the reference does).
     rate_rule: ``"additive"`` (default, the paper's rule) or ``"multiplicative"`` (scale-free,
       ``lr *= 1 + beta cos(g_t, d_{t-1})``, ``beta`` in ``[0, 1)``), as :func:`hypergradient`.
-    safeguard, backtrack_factor, loss_tolerance, loss_decay: the loss backtrack
-      (``"backtrack"`` needs ``update(..., value=loss)``), as :func:`hypergradient`; off by
-      default.
-    rate_search, search_factor, search_start: the rate search, as :func:`hypergradient`; off by
-      default.
+    search: ``None`` (default: off) or a :class:`~optax_lr.RateSearch`, the rate search, as
+      :func:`hypergradient`.
+    backtrack: ``None`` (default: off) or a :class:`~optax_lr.LossBacktrack`, the loss
+      backtrack (needs ``update(..., value=loss)``), as :func:`hypergradient`.
     mu_dtype: optax's option: the first moment's dtype (``jnp.bfloat16`` halves its memory);
       ``None`` (default) keeps the parameters' dtype.
     store_previous_direction: keep ``d_{t-1}`` as a state buffer instead of reading it off the
@@ -304,8 +287,5 @@ def adam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8, b1: float =
       hypergradient(inner, learning_rate, hypergrad_lr,
                     previous_direction_fn=(_base.adam_previous_direction(b1, b2, eps)
                                            if derived else None),
-                    rate_rule=rate_rule, safeguard=safeguard, backtrack_factor=backtrack_factor,
-                    loss_tolerance=loss_tolerance, loss_decay=loss_decay,
-                    rate_search=rate_search, search_factor=search_factor,
-                    search_start=search_start),
+                    rate_rule=rate_rule, search=search, backtrack=backtrack),
       weight_decay)

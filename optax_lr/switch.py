@@ -36,7 +36,7 @@ def switch_at(boundary_step: int, first: optax.GradientTransformation,
   Both states are kept in :class:`SwitchState`; only the active transformation's state advances,
   so ``second`` starts from its fresh ``init`` state at the boundary (its own step counters and
   schedules start there) and ``first``'s state is frozen. Each transformation runs in a loop of at
-  most one iteration on the step count (:func:`optax_lr._tree.run_once_if`, the semantics of
+  most one iteration on the step count (a conditional run once, the semantics of
   ``jax.lax.cond`` with every state buffer updated in place): only the active one runs, and the
   idle state is left bit-identical. Under ``vmap`` with a batched step count both run, each
   element keeping its idle state. Extra ``update`` arguments (``next_grads``, ``value``, ...) are

@@ -42,8 +42,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_lr import _base, _checks, _tree
+from optax_lr import _base, _checks, _tree, safeguards
 from optax_lr._base import NO_PARAMS_MSG
+from optax_lr.safeguards import WindowBacktrack
 
 # A rate rule maps (learning_rate, <u_t, u_{t-1}>, ||u_t||^2) to the new learning rate.
 RateRule = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
@@ -63,7 +64,7 @@ class ScaleByTLRState(NamedTuple):
       direction; empty when the direction transform already holds that direction, as a
       heavy-ball momentum trace does under the displacement reading).
     inner_state: state of the direction transform (empty when it is the identity).
-    backtrack: :class:`TLRBacktrackState` with ``safeguard="backtrack"``, else empty.
+    backtrack: :class:`TLRBacktrackState` with a :class:`~optax_lr.WindowBacktrack`, else empty.
   """
 
   count: jax.Array
@@ -75,7 +76,7 @@ class ScaleByTLRState(NamedTuple):
 
 
 class TLRBacktrackState(NamedTuple):
-  """State of TLR's loss backtrack (``safeguard="backtrack"``), all scalars.
+  """State of TLR's loss backtrack (``backtrack=WindowBacktrack(...)``), all scalars.
 
   Attributes:
     window_value: the sum of the ``value`` arguments (training losses) of the window in progress.
@@ -143,8 +144,7 @@ WINDOW_SUMS = ("gradient", "displacement")
 
 def _windowed_rate(inner: optax.GradientTransformation, learning_rate: float, update_every: int,
                    per_tensor: bool, rate_rule: RateRule, window_sum: str,
-                   safeguard: str = "none", backtrack_factor: float = 0.5,
-                   loss_tolerance: float = 1.0,
+                   backtrack: WindowBacktrack | None = None,
                    previous_direction_fn: Callable[[Any, Any], Any] | None = None,
                    ) -> optax.GradientTransformationExtraArgs:
   """Shared machinery of the windowed TLR rules: directions, accumulate, close the window, scale.
@@ -154,12 +154,12 @@ def _windowed_rate(inner: optax.GradientTransformation, learning_rate: float, up
   under ``"displacement"`` its outputs. At the last step of each window the rate is updated from
   ``(u_t, u_{t-1})`` and the new rate already scales that step's update, so ``update_every == 1``
   is exactly Algorithm 2 (lines 5-6). The first window only fills ``previous_direction_sum``.
-  Window-closing work (two reductions and the buffer swap) runs only at window ends, in
-  :func:`optax_lr._tree.run_once_if`.
+  Window-closing work (two reductions and the buffer swap) runs only at window ends, inside a
+  conditional taken only then.
 
   ``previous_direction_fn(d_t, g_t)``, when given (only with ``update_every == 1`` and the
   displacement reading), gives ``d_{t-1}`` from this step's direction and gradient instead of a
-  kept copy (a heavy-ball trace: :func:`optax_lr._base.heavy_ball_previous_direction`), saving a
+  kept copy (a heavy-ball trace: ``(d_t - g_t) / momentum``), saving a
   parameter-sized buffer and its write per step. The gradient reading always keeps ``g_{t-1}``
   (or the two window sums): a gradient cannot be recovered from the trace alone.
   """
@@ -169,15 +169,16 @@ def _windowed_rate(inner: optax.GradientTransformation, learning_rate: float, up
   if previous_direction_fn is not None and (not single_step_window or sums_gradients):
     raise ValueError("previous_direction_fn needs update_every == 1 and the displacement reading")
   inner = optax.with_extra_args_support(inner)
-  backtracks = safeguard == "backtrack"
+  backtracks = backtrack is not None
 
   def rate_dtype_of(rate):
     return jax.tree.leaves(rate)[0].dtype
 
-  def backtrack(state, rate, value):
-    """At a window's end: the rate times ``backtrack_factor`` when the window's mean loss rose
-    above ``(1 + loss_tolerance)`` times the previous window's (or is not finite), which also
-    becomes the rate's ceiling; else the new rate, at most the ceiling."""
+  def window_backtrack(state, rate, value):
+    """At a window's end: the rate times ``backtrack.factor`` when the window's mean loss rose
+    above ``(1 + backtrack.tolerance)`` times the previous window's (or is not finite), which
+    also becomes the rate's ceiling; else the new rate, at most the ceiling."""
+    backtrack_factor, loss_tolerance = backtrack.factor, backtrack.tolerance
     bt = state.backtrack
     dtype = bt.window_value.dtype
     closes = state.count % update_every == update_every - 1
@@ -271,8 +272,8 @@ def _windowed_rate(inner: optax.GradientTransformation, learning_rate: float, up
           (state.learning_rate, window_total, state.previous_direction_sum))
     backtrack_state = state.backtrack
     if backtracks:
-      rate, backtrack_state = backtrack(
-          state, rate, _checks.training_loss(value, "TLR with safeguard='backtrack'"))
+      rate, backtrack_state = window_backtrack(
+          state, rate, _checks.training_loss(value, "TLR with a WindowBacktrack"))
     new_updates = _tree.scale_by_rate(rate, directions, per_tensor)
     return new_updates, ScaleByTLRState(
         count=optax.safe_increment(count),
@@ -296,8 +297,8 @@ def _newton_rule(bound: float) -> RateRule:
 
 
 def _check_window_args(learning_rate, update_every, window_sum, per_tensor=False,
-                       safeguard="none", backtrack_factor=0.5, loss_tolerance=1.0):
-  _checks.loss_backtrack(safeguard, backtrack_factor, loss_tolerance)
+                       backtrack=None):
+  safeguards.check_option("backtrack", backtrack, WindowBacktrack)
   _checks.learned_initial_rate(learning_rate, "TLR")
   _checks.integer_at_least("update_every", update_every, 1)
   _checks.flag("per_tensor", per_tensor)
@@ -307,8 +308,7 @@ def _check_window_args(learning_rate, update_every, window_sum, per_tensor=False
 def scale_by_tlr(learning_rate: float, update_every: int = 1, bound: float = 0.25,
                  per_tensor: bool = False, *, window_sum: str = "gradient",
                  inner: optax.GradientTransformation | None = None,
-                 safeguard: str = "none", backtrack_factor: float = 0.5,
-                 loss_tolerance: float = 1.0,
+                 backtrack: WindowBacktrack | None = None,
                  ) -> optax.GradientTransformationExtraArgs:
   """Trainable Learning Rate: scale directions by a rate learned with a Newton step.
 
@@ -332,7 +332,7 @@ def scale_by_tlr(learning_rate: float, update_every: int = 1, bound: float = 0.2
   ``update_every == 1`` recovers ``d_{t-1}`` from the trace and keeps none.
 
   Non-finite and extreme input: a window whose Newton factor cannot be computed (an inf or NaN
-  element in either window sum) leaves the rate unchanged (:func:`optax_lr._tree.where_finite`);
+  element in either window sum) leaves the rate unchanged (the new rate is kept only where finite);
   finite sums whose squares overflow (gradients of 1e19 and more in float32) are recomputed
   rescaled by a power of two, so 1e30 gradients give the factor of the unscaled ones. The
   update of a bad step is still ``-lr * d`` as computed (``optax.apply_if_finite`` skips steps).
@@ -347,19 +347,17 @@ def scale_by_tlr(learning_rate: float, update_every: int = 1, bound: float = 0.2
     window_sum: ``"gradient"`` (default) or ``"displacement"``, see above.
     inner: the unit-rate direction transform (``optax.trace(0.8)``, ``optax.scale_by_adam()``,
       a chain); ``None`` (default) is the identity. Extra ``update`` arguments are forwarded to it.
-    safeguard: ``"none"`` (default: the paper's rule, exactly) or ``"backtrack"``: ``update``
-      then takes the training loss as ``value=`` (as ``optax.contrib.reduce_on_plateau`` does);
-      when a window's mean loss exceeds ``(1 + loss_tolerance)`` times the previous window's
-      (or is not finite), the rate is multiplied by ``backtrack_factor`` instead of the Newton
-      factor, and that reduced rate becomes a ceiling the rate never grows past again. On a
-      smooth problem consecutive windows keep agreeing and the paper's rule multiplies the rate
-      by ``1 + c`` per window past the stability limit ``2 / lambda_max`` (the stiff
-      directions have converged, so the window sums do not see them, until they blow up); the
-      first blow-up halves the rate and fixes the ceiling below the limit. Window means of
-      minibatch losses rarely double, so the default tolerance leaves noisy runs alone.
-    backtrack_factor: in ``(0, 1)``, the backtrack's rate multiplier (default 0.5).
-    loss_tolerance: ``>= 0``, the relative rise of the window's mean loss that backtracks
-      (default 1.0: the mean loss doubled).
+    backtrack: ``None`` (default: the paper's rule, exactly) or a
+      :class:`~optax_lr.WindowBacktrack`: ``update`` then takes the training loss as ``value=``
+      (as ``optax.contrib.reduce_on_plateau`` does); when a window's mean loss exceeds
+      ``(1 + tolerance)`` times the previous window's (or is not finite), the rate is multiplied
+      by ``factor`` instead of the Newton factor, and that reduced rate becomes a ceiling the
+      rate never grows past again. On a smooth problem consecutive windows keep agreeing and the
+      paper's rule multiplies the rate by ``1 + c`` per window past the stability limit
+      ``2 / lambda_max`` (the stiff directions have converged, so the window sums do not see
+      them, until they blow up); the first blow-up halves the rate and fixes the ceiling below
+      the limit. Window means of minibatch losses rarely double, so the default tolerance leaves
+      noisy runs alone.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose state is :class:`ScaleByTLRState`.
@@ -371,12 +369,10 @@ def scale_by_tlr(learning_rate: float, update_every: int = 1, bound: float = 0.2
   Example:
     >>> opt = optax_lr.scale_by_tlr(0.1, update_every=50, inner=optax.trace(0.8))
   """
-  _check_window_args(learning_rate, update_every, window_sum, per_tensor, safeguard,
-                     backtrack_factor, loss_tolerance)
+  _check_window_args(learning_rate, update_every, window_sum, per_tensor, backtrack)
   _checks.positive("bound", bound)
   return _windowed_rate(optax.identity() if inner is None else inner, learning_rate,
-                        update_every, per_tensor, _newton_rule(bound), window_sum, safeguard,
-                        backtrack_factor, loss_tolerance)
+                        update_every, per_tensor, _newton_rule(bound), window_sum, backtrack)
 
 
 def scale_by_tlr_fixed_meta_rate(learning_rate: float, meta_learning_rate: float,
@@ -436,9 +432,8 @@ def shortest_displacement_window(momentum: float) -> float:
 def tlr_sgd(learning_rate: float, update_every: int = 1, momentum: float = 0.0,
             nesterov: bool = False, weight_decay: float = 0.0, bound: float = 0.25,
             per_tensor: bool = False, *,
-            window_sum: str = "gradient", safeguard: str = "none",
-            backtrack_factor: float = 0.5,
-            loss_tolerance: float = 1.0) -> optax.GradientTransformationExtraArgs:
+            window_sum: str = "gradient",
+            backtrack: WindowBacktrack | None = None) -> optax.GradientTransformationExtraArgs:
   """SGD with a Trainable Learning Rate: the paper's ``sgd_tlr`` (``sgd_tlr_pl`` when per tensor).
 
   ``add_decayed_weights(weight_decay) -> scale_by_tlr(inner=trace(momentum, nesterov))``. Under
@@ -450,7 +445,7 @@ def tlr_sgd(learning_rate: float, update_every: int = 1, momentum: float = 0.0,
   ``update_every < 10 / (1 - momentum)`` (:func:`shortest_displacement_window`), where the
   correlation of consecutive windows' momentum makes the rate grow on pure noise. With heavy-ball
   momentum, ``update_every == 1`` and the displacement reading the previous direction is
-  recovered from the trace (:func:`optax_lr._base.heavy_ball_previous_direction`, equal to a kept
+  recovered from the trace (``(d_t - g_t) / momentum``, equal to a kept
   copy to float32 rounding) instead of kept.
 
   Args:
@@ -463,8 +458,8 @@ def tlr_sgd(learning_rate: float, update_every: int = 1, momentum: float = 0.0,
     bound: ``c > 0`` (paper: 1/4).
     per_tensor: one rate per leaf (``sgd_tlr_pl``).
     window_sum: ``"gradient"`` (default) or ``"displacement"``, see above.
-    safeguard, backtrack_factor, loss_tolerance: ``"none"`` (default, the paper's rule) or
-      ``"backtrack"`` (needs ``update(..., value=loss)``), as :func:`scale_by_tlr`.
+    backtrack: ``None`` (default, the paper's rule) or a :class:`~optax_lr.WindowBacktrack`
+      (needs ``update(..., value=loss)``), as :func:`scale_by_tlr`.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; its last stage's state is
@@ -478,8 +473,7 @@ def tlr_sgd(learning_rate: float, update_every: int = 1, momentum: float = 0.0,
     >>> opt = optax_lr.tlr_sgd(0.1, update_every=optax_lr.update_every_from_fraction(390),
     ...                        momentum=0.8, weight_decay=5e-4)
   """
-  _check_window_args(learning_rate, update_every, window_sum, per_tensor, safeguard,
-                     backtrack_factor, loss_tolerance)
+  _check_window_args(learning_rate, update_every, window_sum, per_tensor, backtrack)
   _checks.positive("bound", bound)
   inner = _base.momentum_direction(momentum, nesterov)
   # Structural choices only on Python numbers: injected arrays take the general path.
@@ -499,7 +493,7 @@ def tlr_sgd(learning_rate: float, update_every: int = 1, momentum: float = 0.0,
                  and known_update_every == 1)
   previous_direction_fn = _base.heavy_ball_previous_direction(momentum) if reuse_trace else None
   stage = _windowed_rate(inner, learning_rate, update_every, per_tensor, _newton_rule(bound),
-                         window_sum, safeguard, backtrack_factor, loss_tolerance,
+                         window_sum, backtrack,
                          previous_direction_fn)
   return _base.with_coupled_weight_decay(stage, weight_decay)
 

@@ -95,8 +95,9 @@ CASES = [
     # The loss backtrack reads the loss as `value`; on Rosenbrock it is what lets the paper's
     # bound c = 1/4 converge (the rate is halved whenever the loss rises past the tolerance).
     Case("tlr_sgd_backtrack", optax_lr.tlr_sgd,
-         dict(learning_rate=0.1, safeguard="backtrack"), extra_args=_value_arg,
-         make_for_rosenbrock=lambda: optax_lr.tlr_sgd(1e-3, momentum=0.9, safeguard="backtrack")),
+         dict(learning_rate=0.1, backtrack=optax_lr.WindowBacktrack()), extra_args=_value_arg,
+         make_for_rosenbrock=lambda: optax_lr.tlr_sgd(1e-3, momentum=0.9,
+                                                      backtrack=optax_lr.WindowBacktrack())),
     Case("tlr_fixed_meta_rate", optax_lr.scale_by_tlr_fixed_meta_rate,
          dict(learning_rate=0.1, meta_learning_rate=0.01),
          make_for_rosenbrock=lambda: momentum_tlr_fixed_meta_rate()),
@@ -139,24 +140,27 @@ CASES = [
     # search doubles the rate to past the stability edge, and every blow-up of the loss halves it.
     Case("sgdn_hd_guarded", optax_lr.sgd_hd,
          dict(learning_rate=1e-3, hypergrad_lr=0.1, momentum=0.5, nesterov=True,
-              rate_rule="multiplicative", safeguard="backtrack", rate_search=True),
+              rate_rule="multiplicative", backtrack=optax_lr.LossBacktrack(),
+              search=optax_lr.RateSearch()),
          extra_args=_value_arg,
          make_for_rosenbrock=lambda: optax_lr.sgd_hd(
              1e-5, 0.1, momentum=0.9, nesterov=True, rate_rule="multiplicative",
-             safeguard="backtrack", rate_search=True)),
+             backtrack=optax_lr.LossBacktrack(), search=optax_lr.RateSearch())),
     Case("adam_hd_guarded", optax_lr.adam_hd,
          dict(learning_rate=1e-3, hypergrad_lr=0.1, rate_rule="multiplicative",
-              safeguard="backtrack", rate_search=True, search_start=1e-2),
+              backtrack=optax_lr.LossBacktrack(), search=optax_lr.RateSearch(start=1e-2)),
          extra_args=_value_arg, parabola_steps=1000,
          make_for_rosenbrock=lambda: optax_lr.adam_hd(
-             1e-5, 0.1, rate_rule="multiplicative", safeguard="backtrack", rate_search=True)),
+             1e-5, 0.1, rate_rule="multiplicative", backtrack=optax_lr.LossBacktrack(),
+             search=optax_lr.RateSearch())),
     Case("adam_cam_hd_guarded", optax_lr.adam_cam_hd,
          dict(learning_rate=1e-3, hypergrad_lr=0.1, levels=("layer", "global"),
-              rate_rule="multiplicative", safeguard="backtrack", rate_search=True),
+              rate_rule="multiplicative", backtrack=optax_lr.LossBacktrack(),
+              search=optax_lr.RateSearch()),
          extra_args=_value_arg, parabola_steps=1000,
          make_for_rosenbrock=lambda: optax_lr.adam_cam_hd(
              1e-5, 0.1, levels=("layer", "global"), rate_rule="multiplicative",
-             safeguard="backtrack", rate_search=True)),
+             backtrack=optax_lr.LossBacktrack(), search=optax_lr.RateSearch())),
     # --- AutoDrop (optax_lr/autodrop.py) ---
     # Small windows and delays so that drops (and landings on the average) happen inside the
     # convergence budgets; the floors keep the final rates useful (each run drops 3-28 times).

@@ -4,6 +4,7 @@
 al., "Online Learning Rate Adaptation with Hypergradient Descent", ICLR 2018).
 """
 
+import dataclasses
 import math
 
 import jax
@@ -226,10 +227,10 @@ def _run_values(opt, grads, values, params=None):
 
 
 def test_backtrack_by_hand():
-  # loss_decay 0.5, loss_tolerance 1: a loss above twice its running average (or not finite)
-  # halves the rate of that step instead of the cosine step.
-  opt = optax_lr.sgd_hd(0.1, 0.05, rate_rule="multiplicative", safeguard="backtrack",
-                        backtrack_factor=0.5, loss_tolerance=1.0, loss_decay=0.5)
+  # decay 0.5, tolerance 1: a loss above twice its running average (or not finite) halves the
+  # rate of that step instead of the cosine step.
+  opt = optax_lr.sgd_hd(0.1, 0.05, rate_rule="multiplicative",
+                        backtrack=optax_lr.LossBacktrack(factor=0.5, tolerance=1.0, decay=0.5))
   grads = [G1, G2, G3, G1, G2]
   values = [1.0, 1.5, 3.0, np.nan, 2.0]
   rates, updates, state = _run_values(opt, grads, values)
@@ -247,7 +248,7 @@ def test_backtrack_by_hand():
 def test_backtrack_cut_follows_the_square_root_of_a_large_rise():
   # A loss 50x its threshold: the error along a stiff direction grew about sqrt(50)x in one step,
   # so the rate is cut by sqrt(threshold / loss) instead of the default half.
-  opt = optax_lr.sgd_hd(0.1, 0.05, rate_rule="multiplicative", safeguard="backtrack")
+  opt = optax_lr.sgd_hd(0.1, 0.05, rate_rule="multiplicative", backtrack=optax_lr.LossBacktrack())
   rates, _, state = _run_values(opt, [G1, G1, G1], [1.0, 100.0, 1.0])
   # Average 1, threshold 2: 0.1 * sqrt(2 / 100); the average becomes 0.9 + 10 = 10.9, so the
   # third loss is far below its threshold and the rule's step follows (cos = 1).
@@ -258,8 +259,8 @@ def test_backtrack_cut_follows_the_square_root_of_a_large_rise():
 
 def test_backtrack_negative_losses_use_the_magnitude():
   # A rise is value > average + tolerance * |average|: -1 then -0.2 (above -1 + 0.5) cuts.
-  opt = optax_lr.sgd_hd(0.1, 0.05, rate_rule="multiplicative", safeguard="backtrack",
-                        loss_tolerance=0.5)
+  opt = optax_lr.sgd_hd(0.1, 0.05, rate_rule="multiplicative",
+                        backtrack=optax_lr.LossBacktrack(tolerance=0.5))
   rates, _, _ = _run_values(opt, [G1, G1, G1], [-1.0, -0.6, -0.2])
   # -0.6 <= -0.5: the rule (cos(G1, G1) = 1); average 0.9 * -1 + 0.1 * -0.6 = -0.96;
   # -0.2 > -0.96 + 0.48: cut.
@@ -269,7 +270,7 @@ def test_backtrack_negative_losses_use_the_magnitude():
 
 def test_rate_search_by_hand():
   # x2 per step while <g_t, d_{t-1}> > 0; the first non-positive one ends the search for good.
-  opt = optax_lr.sgd_hd(0.1, 0.05, rate_rule="multiplicative", rate_search=True)
+  opt = optax_lr.sgd_hd(0.1, 0.05, rate_rule="multiplicative", search=optax_lr.RateSearch())
   rates, updates, state = _run(opt, [G1, G2, G2, G3, G3, G2])
   r4 = 0.4 * (1 - 0.05 * 4 / 5)  # cos(G3, G2) = -4/5: the rule's step, the search ends
   r5 = r4 * 1.05                 # cos = 1, no longer doubling
@@ -280,8 +281,8 @@ def test_rate_search_by_hand():
 
 
 def test_rate_search_ends_at_a_backtrack():
-  opt = optax_lr.sgd_hd(0.1, 0.05, rate_rule="multiplicative", rate_search=True,
-                        safeguard="backtrack", search_factor=4.0)
+  opt = optax_lr.sgd_hd(0.1, 0.05, rate_rule="multiplicative",
+                        search=optax_lr.RateSearch(factor=4.0), backtrack=optax_lr.LossBacktrack())
   rates, _, state = _run_values(opt, [G1, G1, G1, G1], [1.0, 1.0, 5.0, 1.0])
   # 0.1, x4, then the loss rises past 2x its average: halved, and the search is over.
   np.testing.assert_allclose(rates, [0.1, 0.4, 0.2, 0.2 * 1.05], rtol=1e-6)
@@ -290,10 +291,10 @@ def test_rate_search_ends_at_a_backtrack():
 
 def test_rate_search_is_scale_free():
   grads = [G1, G2, G2, G3, G1]
-  base, _, _ = _run(optax_lr.sgd_hd(0.1, 0.05, rate_rule="multiplicative", rate_search=True),
-                    grads)
+  base, _, _ = _run(optax_lr.sgd_hd(0.1, 0.05, rate_rule="multiplicative",
+                                    search=optax_lr.RateSearch()), grads)
   scaled, _, _ = _run(optax_lr.sgd_hd(0.1 / 128, 0.05, rate_rule="multiplicative",
-                                      rate_search=True), [g * 1024.0 for g in grads])
+                                      search=optax_lr.RateSearch()), [g * 1024.0 for g in grads])
   np.testing.assert_array_equal(np.asarray(scaled, np.float32),
                                 np.asarray(base, np.float32) / np.float32(128))
 
@@ -304,8 +305,9 @@ def test_safeguards_off_by_default_and_state_is_scalars():
   hd = [s for s in jax.tree.leaves(state, is_leaf=lambda x: isinstance(
       x, optax_lr.HypergradientState)) if isinstance(s, optax_lr.HypergradientState)][0]
   assert hd.backtrack == optax.EmptyState() and hd.searching == optax.EmptyState()
-  guarded = optax_lr.adam_hd(1e-3, 1e-2, rate_rule="multiplicative", safeguard="backtrack",
-                             rate_search=True).init(PARAMS)
+  guarded = optax_lr.adam_hd(1e-3, 1e-2, rate_rule="multiplicative",
+                             backtrack=optax_lr.LossBacktrack(),
+                             search=optax_lr.RateSearch()).init(PARAMS)
   hd = [s for s in jax.tree.leaves(guarded, is_leaf=lambda x: isinstance(
       x, optax_lr.HypergradientState)) if isinstance(s, optax_lr.HypergradientState)][0]
   assert hd.backtrack.loss_average.shape == () and math.isnan(hd.backtrack.loss_average)
@@ -315,7 +317,8 @@ def test_safeguards_off_by_default_and_state_is_scalars():
 def test_cam_hd_global_level_with_safeguards_is_hypergradient_bit_for_bit():
   grads = [_tree_grads(i) for i in range(5)]
   values = [1.0, 0.9, 4.0, 1.0, 0.8]
-  options = dict(rate_rule="multiplicative", safeguard="backtrack", rate_search=True)
+  options = dict(rate_rule="multiplicative", backtrack=optax_lr.LossBacktrack(),
+                 search=optax_lr.RateSearch())
   for inner in (optax.identity(), optax.scale_by_adam()):
     a = optax_lr.hypergradient(inner, 0.1, 0.05, **options)
     b = optax_lr.cam_hd(inner, 0.1, 0.05, levels=("global",), **options)
@@ -334,7 +337,7 @@ def test_cam_hd_search_and_backtrack_scale_every_level():
   g2 = jax.tree.map(lambda x: 2.0 * x, g1)  # <g2, g1> > 0 in every group
   opt = optax_lr.sgd_cam_hd(0.05, 0.1, levels=("parameter", "filter", "layer", "global"),
                             weights=(0.1, 0.2, 0.3, 0.4), rate_rule="multiplicative",
-                            safeguard="backtrack", rate_search=True)
+                            backtrack=optax_lr.LossBacktrack(), search=optax_lr.RateSearch())
   state = opt.init(PARAMS)
   _, state = opt.update(g1, state, PARAMS, value=1.0)
   _, state = opt.update(g2, state, PARAMS, value=1.0)
@@ -353,38 +356,58 @@ def test_cam_hd_search_and_backtrack_scale_every_level():
 
 
 def test_safeguard_validation():
-  with pytest.raises(ValueError, match="safeguard"):
-    optax_lr.sgd_hd(0.1, 1e-2, rate_rule="multiplicative", safeguard="clip")
-  with pytest.raises(ValueError, match="backtrack_factor"):
-    optax_lr.adam_hd(1e-3, 1e-2, safeguard="backtrack", backtrack_factor=1.0)
-  with pytest.raises(ValueError, match="loss_tolerance"):
-    optax_lr.adam_cam_hd(1e-3, 1e-2, safeguard="backtrack", loss_tolerance=-1.0)
-  with pytest.raises(ValueError, match="loss_decay"):
-    optax_lr.sgd_cam_hd(0.1, 1e-2, safeguard="backtrack", loss_decay=1.0)
-  with pytest.raises(ValueError, match="rate_search"):
-    optax_lr.sgd_hd(0.1, 1e-3, rate_search=True)  # the additive rule has no search
-  with pytest.raises(TypeError, match="rate_search"):
-    optax_lr.sgd_hd(0.1, 1e-2, rate_rule="multiplicative", rate_search=1)
-  with pytest.raises(ValueError, match="search_factor"):
-    optax_lr.adam_hd(1e-3, 1e-2, rate_rule="multiplicative", rate_search=True,
-                     search_factor=1.0)
-  opt = optax_lr.sgd_hd(0.1, 1e-2, rate_rule="multiplicative", safeguard="backtrack")
+  with pytest.raises(TypeError, match="backtrack"):
+    optax_lr.sgd_hd(0.1, 1e-2, rate_rule="multiplicative", backtrack="backtrack")
+  with pytest.raises(TypeError, match="LossBacktrack"):  # TLR's rule is not this one
+    optax_lr.sgd_hd(0.1, 1e-2, backtrack=optax_lr.WindowBacktrack())
+  with pytest.raises(ValueError, match=r"LossBacktrack\.factor"):
+    optax_lr.LossBacktrack(factor=1.0)
+  with pytest.raises(ValueError, match=r"LossBacktrack\.tolerance"):
+    optax_lr.LossBacktrack(tolerance=-1.0)
+  with pytest.raises(ValueError, match=r"LossBacktrack\.decay"):
+    optax_lr.LossBacktrack(decay=1.0)
+  with pytest.raises(ValueError, match="search"):
+    optax_lr.sgd_hd(0.1, 1e-3, search=optax_lr.RateSearch())  # the additive rule has no search
+  with pytest.raises(TypeError, match="search"):
+    optax_lr.sgd_hd(0.1, 1e-2, rate_rule="multiplicative", search=True)
+  with pytest.raises(ValueError, match=r"RateSearch\.factor"):
+    optax_lr.RateSearch(factor=1.0)
+  with pytest.raises(TypeError, match=r"RateSearch\.factor"):
+    optax_lr.RateSearch(factor="2")
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    optax_lr.RateSearch().factor = 3.0
+  opt = optax_lr.sgd_hd(0.1, 1e-2, rate_rule="multiplicative", backtrack=optax_lr.LossBacktrack())
   with pytest.raises(ValueError, match="value="):
     opt.update(G1, opt.init(G1), G1)
 
 
+def test_safeguards_pass_through_inject_hyperparams():
+  # The options are not numbers: inject_hyperparams passes them through, and the state keeps the
+  # structure of the un-injected optimizer.
+  options = dict(rate_rule="multiplicative", search=optax_lr.RateSearch(start=0.125),
+                 backtrack=optax_lr.LossBacktrack(tolerance=0.5))
+  opt = optax.inject_hyperparams(optax_lr.sgd_hd)(0.8, 0.05, **options)
+  state = opt.init(G1)
+  assert "search" not in state.hyperparams and "backtrack" not in state.hyperparams
+  _, state = opt.update(G1, state, G1, value=1.0)
+  hd = [s for s in jax.tree.leaves(state, is_leaf=lambda x: isinstance(
+      x, optax_lr.HypergradientState)) if isinstance(s, optax_lr.HypergradientState)][0]
+  np.testing.assert_allclose(hd.learning_rate, 0.1, rtol=1e-7)  # 0.8 / 8, not yet doubled
+  assert hd.searching.shape == () and hd.backtrack.loss_average.shape == ()
+
+
 def test_search_start_brackets_from_below():
-  # search_start = 1/8: the state starts at lr / 8 and the search doubles from there.
-  opt = optax_lr.sgd_hd(0.8, 0.05, rate_rule="multiplicative", rate_search=True,
-                        search_start=0.125)
+  # start = 1/8: the state starts at lr / 8 and the search doubles from there.
+  opt = optax_lr.sgd_hd(0.8, 0.05, rate_rule="multiplicative",
+                        search=optax_lr.RateSearch(start=0.125))
   rates, updates, _ = _run(opt, [G1, G2, G3])
   np.testing.assert_allclose(rates, [0.1, 0.2, 0.2 * (1 - 0.05 * 4 / 5)], rtol=1e-6)
   np.testing.assert_allclose(updates[0], -0.1 * np.asarray(G1), rtol=1e-6)
   cam = optax_lr.sgd_cam_hd(0.8, 0.05, levels=("layer", "global"), rate_rule="multiplicative",
-                            rate_search=True, search_start=0.125).init(PARAMS)
+                            search=optax_lr.RateSearch(start=0.125)).init(PARAMS)
   for leaf in jax.tree.leaves(cam.learning_rate["layer"]) + [cam.learning_rate["global"]]:
     np.testing.assert_allclose(leaf, 0.1, rtol=1e-7)
-  with pytest.raises(ValueError, match="search_start"):
-    optax_lr.sgd_hd(0.1, 1e-2, rate_rule="multiplicative", rate_search=True, search_start=0.0)
-  with pytest.raises(ValueError, match="search_start"):
-    optax_lr.adam_hd(1e-3, 1e-2, rate_rule="multiplicative", search_start=0.5)
+  with pytest.raises(ValueError, match=r"RateSearch\.start"):
+    optax_lr.RateSearch(start=0.0)
+  with pytest.raises(ValueError, match=r"RateSearch\.start"):
+    optax_lr.RateSearch(start=1.5)

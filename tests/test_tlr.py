@@ -347,11 +347,11 @@ def test_reused_trace_equals_the_generic_chain(options):
   assert len({float(v) for v in r1.values()}) >= 1 and float(list(r1.values())[0]) != 0.05
 
 
-# --- the loss backtrack (safeguard="backtrack") ---
+# --- the loss backtrack (backtrack=WindowBacktrack()) ---
 
 def test_backtrack_by_hand():
   # K = 1, a constant gradient: every window agrees, so the Newton factor is 1 + c = 1.25.
-  opt = optax_lr.scale_by_tlr(1.0, bound=0.25, safeguard="backtrack")
+  opt = optax_lr.scale_by_tlr(1.0, bound=0.25, backtrack=optax_lr.WindowBacktrack())
   params = jnp.zeros(2)
   state = opt.init(params)
   g = jnp.array([1.0, 0.0])
@@ -369,7 +369,7 @@ def test_backtrack_by_hand():
 
 def test_backtrack_windows_compare_mean_losses():
   # K = 2: the comparison is between window means; the rate changes only at window ends.
-  opt = optax_lr.scale_by_tlr(1.0, update_every=2, bound=0.25, safeguard="backtrack")
+  opt = optax_lr.scale_by_tlr(1.0, update_every=2, bound=0.25, backtrack=optax_lr.WindowBacktrack())
   params = jnp.zeros(2)
   state = opt.init(params)
   g = jnp.array([1.0, 0.0])
@@ -382,13 +382,17 @@ def test_backtrack_windows_compare_mean_losses():
 
 
 def test_backtrack_needs_value_and_validates():
-  opt = optax_lr.tlr_sgd(0.1, safeguard="backtrack")
+  opt = optax_lr.tlr_sgd(0.1, backtrack=optax_lr.WindowBacktrack())
   with pytest.raises(ValueError, match="value"):
     opt.update(jnp.ones(2), opt.init(jnp.zeros(2)), jnp.zeros(2))
-  with pytest.raises(ValueError, match="safeguard"):
-    optax_lr.tlr_sgd(0.1, safeguard="curvature")
-  with pytest.raises(ValueError, match="backtrack_factor"):
-    optax_lr.tlr_sgd(0.1, safeguard="backtrack", backtrack_factor=1.0)
+  with pytest.raises(TypeError, match="WindowBacktrack"):
+    optax_lr.tlr_sgd(0.1, backtrack="backtrack")
+  with pytest.raises(TypeError, match="WindowBacktrack"):  # the hypergradient family's rule
+    optax_lr.scale_by_tlr(0.1, backtrack=optax_lr.LossBacktrack())
+  with pytest.raises(ValueError, match=r"WindowBacktrack\.factor"):
+    optax_lr.WindowBacktrack(factor=1.0)
+  with pytest.raises(ValueError, match=r"WindowBacktrack\.tolerance"):
+    optax_lr.WindowBacktrack(tolerance=-0.5)
 
 
 @pytest.mark.parametrize("momentum, update_every", [(0.0, 1), (0.0, 5), (0.8, 5), (0.8, 20)])
@@ -401,8 +405,8 @@ def test_backtrack_keeps_a_smooth_quadratic_from_diverging(momentum, update_ever
   def loss(w):
     return 0.5 * jnp.sum(a * w ** 2)
 
-  def final_loss(safeguard):
-    opt = optax_lr.tlr_sgd(1e-3, update_every, momentum=momentum, safeguard=safeguard)
+  def final_loss(backtrack):
+    opt = optax_lr.tlr_sgd(1e-3, update_every, momentum=momentum, backtrack=backtrack)
     w = jnp.ones(50)
 
     def body(carry, _):
@@ -414,8 +418,8 @@ def test_backtrack_keeps_a_smooth_quadratic_from_diverging(momentum, update_ever
     (w, _), losses = jax.lax.scan(body, (w, opt.init(w)), None, length=3000)
     return float(loss(w)), float(jnp.max(losses))
 
-  paper_final, paper_worst = final_loss("none")
-  safe_final, _ = final_loss("backtrack")
+  paper_final, paper_worst = final_loss(None)
+  safe_final, _ = final_loss(optax_lr.WindowBacktrack())
   del paper_final
   assert not paper_worst < 1e6  # the paper's rule blew up (initial loss 2.3; NaN counts)
   assert safe_final < 2e-3

@@ -126,12 +126,12 @@ def _tlr_sgd(learning_rate, steps_per_epoch, total_steps, momentum=0.8, nesterov
 
 def _tlr_sgd_auto(learning_rate, steps_per_epoch, total_steps, momentum=0.8, nesterov=False,
                   window_fraction=1 / 3, bound=0.25, backtrack_factor=0.5, loss_tolerance=1.0):
-  # TLR with the loss backtrack (safeguard="backtrack", reads the training loss as value=).
+  # TLR with the window loss backtrack (reads the training loss as value=).
   del total_steps
   return optax_lr.tlr_sgd(
       learning_rate, optax_lr.update_every_from_fraction(steps_per_epoch, window_fraction),
-      momentum=momentum, nesterov=nesterov, bound=bound, safeguard="backtrack",
-      backtrack_factor=backtrack_factor, loss_tolerance=loss_tolerance)
+      momentum=momentum, nesterov=nesterov, bound=bound,
+      backtrack=optax_lr.WindowBacktrack(factor=backtrack_factor, tolerance=loss_tolerance))
 
 
 def _tlr_sgd_pl(learning_rate, steps_per_epoch, total_steps, momentum=0.8, nesterov=False,
@@ -185,16 +185,26 @@ AUTO_LOSS_TOLERANCE = 0.5
 AUTO_SEARCH_START = 1e-3  # the search starts 1000x below the given rate: it brackets from below
 
 
+def _auto_safeguards(safeguard, backtrack_factor, loss_tolerance, loss_decay, rate_search,
+                     search_start):
+  """The ``search`` and ``backtrack`` options of an auto entry from its flat config keys."""
+  _checks.one_of("safeguard", safeguard, ("none", "backtrack"))
+  _checks.flag("rate_search", rate_search)
+  backtrack = (optax_lr.LossBacktrack(factor=backtrack_factor, tolerance=loss_tolerance,
+                                      decay=loss_decay) if safeguard == "backtrack" else None)
+  search = optax_lr.RateSearch(start=search_start) if rate_search else None
+  return dict(search=search, backtrack=backtrack)
+
+
 def _sgdn_hd_auto(learning_rate, steps_per_epoch, total_steps, hypergrad_lr=AUTO_SGD_HYPERGRAD_LR,
                   momentum=0.9, safeguard="backtrack", backtrack_factor=0.5,
                   loss_tolerance=AUTO_LOSS_TOLERANCE, loss_decay=0.9, rate_search=True,
                   search_start=AUTO_SEARCH_START):
   del steps_per_epoch, total_steps
   return optax_lr.sgd_hd(learning_rate, hypergrad_lr, momentum=momentum, nesterov=True,
-                         rate_rule="multiplicative", safeguard=safeguard,
-                         backtrack_factor=backtrack_factor, loss_tolerance=loss_tolerance,
-                         loss_decay=loss_decay, rate_search=rate_search,
-                         search_start=search_start)
+                         rate_rule="multiplicative",
+                         **_auto_safeguards(safeguard, backtrack_factor, loss_tolerance,
+                                            loss_decay, rate_search, search_start))
 
 
 def _adam_hd_auto(learning_rate, steps_per_epoch, total_steps, hypergrad_lr=AUTO_HYPERGRAD_LR,
@@ -203,9 +213,8 @@ def _adam_hd_auto(learning_rate, steps_per_epoch, total_steps, hypergrad_lr=AUTO
                   search_start=AUTO_SEARCH_START):
   del steps_per_epoch, total_steps
   return optax_lr.adam_hd(learning_rate, hypergrad_lr, b1=b1, b2=b2, rate_rule="multiplicative",
-                          safeguard=safeguard, backtrack_factor=backtrack_factor,
-                          loss_tolerance=loss_tolerance, loss_decay=loss_decay,
-                          rate_search=rate_search, search_start=search_start)
+                          **_auto_safeguards(safeguard, backtrack_factor, loss_tolerance,
+                                             loss_decay, rate_search, search_start))
 
 
 def _adam_cam_hd_auto(learning_rate, steps_per_epoch, total_steps,
@@ -216,9 +225,9 @@ def _adam_cam_hd_auto(learning_rate, steps_per_epoch, total_steps,
   del steps_per_epoch, total_steps
   return _optax_lr("adam_cam_hd")(
       learning_rate, hypergrad_lr=hypergrad_lr, combination_lr=combination_lr, b1=b1, b2=b2,
-      levels=tuple(levels), weights=weights, rate_rule="multiplicative", safeguard=safeguard,
-      backtrack_factor=backtrack_factor, loss_tolerance=loss_tolerance, loss_decay=loss_decay,
-      rate_search=rate_search, search_start=search_start)
+      levels=tuple(levels), weights=weights, rate_rule="multiplicative",
+      **_auto_safeguards(safeguard, backtrack_factor, loss_tolerance, loss_decay, rate_search,
+                         search_start))
 
 
 def _autodrop_sgd(learning_rate, steps_per_epoch, total_steps, momentum=0.9, nesterov=False,
