@@ -18,28 +18,28 @@ except ImportError:  # pragma: no cover - optax moved it
       "are not passing `params` when calling `update`.")
 
 
-def momentum_direction(momentum: float, nesterov: bool) -> optax.GradientTransformation:
-  """The SGD direction: a (Nesterov) momentum trace, or the gradient when ``momentum`` is 0.
+def momentum_direction(momentum: float | None,
+                       nesterov: bool) -> optax.GradientTransformation:
+  """The SGD direction: a (Nesterov) momentum trace, or the gradient when ``momentum`` is None.
 
-  A Python 0 leaves the trace out; an array (an injected hyperparameter, concrete or traced)
-  always keeps it, so the state has the same structure at ``init`` and in a jitted ``update``
-  (a trace with decay 0 is the gradient itself).
+  As in ``optax.sgd``, the trace's presence depends on ``momentum is None`` only, never on its
+  value, so the state has one structure whether ``momentum`` is a number or an injected
+  hyperparameter (a trace with decay 0 is the gradient itself).
   """
-  _checks.in_range("momentum", momentum, 0.0, 1.0, high_open=True)
   _checks.flag("nesterov", nesterov)
-  if _checks.is_static_zero(momentum):
+  if momentum is None:
     return optax.identity()
+  _checks.in_range("momentum", momentum, 0.0, 1.0, high_open=True)
   return optax.trace(decay=momentum, nesterov=nesterov)
 
 
-def reuses_heavy_ball_trace(momentum: float, nesterov: bool) -> bool:
+def reuses_heavy_ball_trace(momentum: float | None, nesterov: bool) -> bool:
   """Whether the SGD direction's state holds the previous direction: a heavy-ball trace.
 
-  True unless ``momentum`` is a Python 0 (no trace: the direction is the gradient) or
-  ``nesterov`` (the Nesterov direction ``g_t + momentum * trace_t`` is not in the state). An
-  injected ``momentum`` keeps the trace, whatever its value at run time.
+  True unless ``momentum`` is None (no trace: the direction is the gradient) or ``nesterov``
+  (the Nesterov direction ``g_t + momentum * trace_t`` is not in the state).
   """
-  return not nesterov and not _checks.is_static_zero(momentum)
+  return not nesterov and momentum is not None
 
 
 def heavy_ball_previous_direction(momentum: float):
@@ -49,7 +49,7 @@ def heavy_ball_previous_direction(momentum: float):
   no copy of it (one parameter-sized buffer less). The recovered ``(d_t - g_t) / momentum``
   carries only the rounding of ``d_t`` itself: per element at most ``eps |d_t| / momentum``.
   """
-  if not momentum:
+  if momentum is None or _checks.is_static_zero(momentum):
     raise ValueError("heavy_ball_previous_direction needs momentum > 0")
 
   def previous_direction(directions, grads, inner_state=None):
@@ -206,13 +206,15 @@ def adam_direction(b1: float, b2: float, eps: float,
 
 
 def with_coupled_weight_decay(transform: optax.GradientTransformation,
-                              weight_decay: float) -> optax.GradientTransformation:
-  """``chain(add_decayed_weights(weight_decay), transform)``, or ``transform`` when it is 0.
+                              weight_decay: float | None) -> optax.GradientTransformation:
+  """``chain(add_decayed_weights(weight_decay), transform)``, or ``transform`` when it is None.
 
   Coupled L2 decay: added to the gradient before any rate sees it (PyTorch's SGD and Baydin's
-  reference code do the same), so the rate methods adapt to the regularised objective.
+  reference code do the same), so the rate methods adapt to the regularised objective. The
+  stage's presence depends on ``weight_decay is None`` only, so the state has one structure
+  whether the decay is a number or an injected hyperparameter.
   """
-  _checks.non_negative("weight_decay", weight_decay)
-  if _checks.is_static_zero(weight_decay):  # an injected array keeps the stage (general path)
+  if weight_decay is None:
     return transform
+  _checks.non_negative("weight_decay", weight_decay)
   return optax.chain(optax.add_decayed_weights(weight_decay), transform)

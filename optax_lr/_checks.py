@@ -8,10 +8,12 @@ Only tracers pass unchecked: a hyperparameter injected with ``optax.inject_hyper
 as a ``jax.Array`` (concrete in ``init``, traced inside a jitted ``update``), and a traced value
 cannot be inspected. A concrete ``jax.Array`` is checked like a Python number.
 
-Structural decisions (leave a stage out when ``momentum == 0``, keep no window buffer when
-``update_every == 1``) use :func:`static_number`: they specialise only on Python numbers, so an
-injected hyperparameter, concrete at ``init`` and traced at ``update``, takes the same general path
-in both and the state keeps one structure.
+Structure. A state's structure depends only on static information, as in optax: whether an
+optional argument is None (``momentum``, ``weight_decay``: the stage is left out), or an argument
+documented as static (``update_every`` sets whether TLR keeps a window buffer, ``drop_delay``
+whether AutoDrop keeps an average, ``smoothing`` a shape), which :func:`static_integer_at_least`
+refuses as an array: under ``optax.inject_hyperparams`` such an argument goes in ``static_args``,
+so ``inject_hyperparams(f)(**numeric_args)`` has the plain call's state.
 """
 
 from __future__ import annotations
@@ -134,14 +136,16 @@ def integer_at_least(name: str, value: Any, minimum: int) -> None:
 
 
 def static_integer_at_least(name: str, value: Any, minimum: int) -> int:
-  """An integer ``>= minimum`` that sets a shape: a Python int, or a concrete integer array.
+  """An integer ``>= minimum`` that sets the state's structure: a Python (or NumPy) int.
 
-  Returns it as a Python int. A traced value raises ``TypeError`` (a shape cannot be traced; pass
-  the argument in ``optax.inject_hyperparams(..., static_args=...)`` when ``init`` is traced).
+  Returns it as a Python int. A ``jax.Array`` (an injected hyperparameter, concrete in ``init``
+  and traced in ``update``) raises ``TypeError``: the structure would differ between the two;
+  pass the argument in ``optax.inject_hyperparams(..., static_args=...)``.
   """
-  if _is_tracer(value):
-    raise TypeError(f"`{name}` sets the shape of the optimizer state and cannot be traced; got "
-                    f"{value!r}. Pass it as a Python int (static_args of inject_hyperparams).")
+  if isinstance(value, jax.Array) or _is_tracer(value):
+    raise TypeError(f"`{name}` sets the structure of the optimizer state and must be a Python "
+                    f"int; got {value!r}. Under optax.inject_hyperparams, pass it in "
+                    f"static_args.")
   integer_at_least(name, value, minimum)
   return int(np.asarray(value))
 

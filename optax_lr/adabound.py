@@ -159,7 +159,7 @@ def scale_by_adabound(learning_rate: optax.ScalarOrSchedule = 1e-3,
 
 def adabound(learning_rate: optax.ScalarOrSchedule = 1e-3, final_learning_rate: float = 0.1,
              b1: float = 0.9, b2: float = 0.999, gamma: float = 1e-3, eps: float = 1e-8,
-             amsbound: bool = False, weight_decay: float = 0.0,
+             amsbound: bool = False, weight_decay: float | None = None,
              mu_dtype: Any = None) -> optax.GradientTransformationExtraArgs:
   """AdaBound (``amsbound=False``) or AMSBound, with the authors' defaults.
 
@@ -171,7 +171,8 @@ def adabound(learning_rate: optax.ScalarOrSchedule = 1e-3, final_learning_rate: 
     gamma: bound convergence speed in ``(0, 1)`` (default 1e-3).
     eps: ``>= 0`` (default 1e-8).
     amsbound: the AMSBound variant.
-    weight_decay: coupled L2 decay ``>= 0``, added to the gradient (as the release does).
+    weight_decay: coupled L2 decay ``>= 0`` (``None``, the default: no decay stage), added to the
+      gradient (as the release does).
     mu_dtype: optax's option: the first moment's dtype (``jnp.bfloat16``, say), as
       :func:`scale_by_adabound`.
 

@@ -128,7 +128,7 @@ def _check_autodrop_args(learning_rate, steps_per_epoch, drop_factor, min_learni
   _checks.non_negative("min_learning_rate", min_learning_rate)
   _checks.non_negative("threshold", threshold)
   _checks.non_negative("max_threshold", max_threshold)
-  _checks.integer_at_least("drop_delay", drop_delay, 1)
+  _checks.static_integer_at_least("drop_delay", drop_delay, 1)
   _checks.integer_at_least("smoothing", smoothing, 1)
   _checks.non_negative("eps", eps)
   concrete = _checks._concrete  # traced values (inject_hyperparams) cannot be compared
@@ -196,7 +196,9 @@ def scale_by_autodrop(learning_rate: float, steps_per_epoch: int, drop_factor: f
     threshold: initial threshold ``theta_0 >= 0`` on the change of angular velocity, in degrees
       (paper: 0.01).
     max_threshold: the threshold's ceiling, ``>= threshold`` (paper: 1 degree).
-    drop_delay: ``n_d >= 1``, windows from the trigger to the drop (paper: 20 epochs).
+    drop_delay: ``n_d >= 1``, windows from the trigger to the drop (paper: 20 epochs). Static:
+      it decides whether the state keeps an average (under ``optax.inject_hyperparams`` pass it
+      in ``static_args``, with ``smoothing``).
     average: move onto the k-weighted parameter average at the drop (paper: on). Off (or with
       ``drop_delay = 1``), the drop happens after the delay without moving the parameters, and the
       stage keeps one parameter-sized buffer fewer and reads nothing extra between boundaries.
@@ -265,10 +267,9 @@ def _autodrop_functions(learning_rate, steps_per_epoch, drop_factor, min_learnin
   # The angle history's length is a shape: smoothing must be a Python int (or concrete array);
   # under optax.inject_hyperparams pass it in static_args.
   history_size = _checks.static_integer_at_least("smoothing", smoothing, 1) + 1
-  # The weighted average of a single point is that point: no landing, no buffer. An injected
-  # drop_delay (an array) keeps the buffer: the structure must not depend on a traced value.
-  known_delay = _checks.static_number(drop_delay)
-  average = average and (known_delay is None or known_delay > 1)
+  # The weighted average of a single point is that point: no landing, no buffer (drop_delay is
+  # static, so the structure depends on no traced value).
+  average = average and drop_delay > 1
 
   def init_fn(params):
     dtype = _tree.rate_dtype(params)  # float32, float64 for float64 parameters
@@ -475,7 +476,8 @@ def _landing_updates(average: Any, params: Any) -> Any:
 
 
 def autodrop_sgd(learning_rate: float, steps_per_epoch: int, momentum: float = 0.9,
-                 nesterov: bool = False, weight_decay: float = 0.0, *, drop_factor: float = 0.2,
+                 nesterov: bool = False, weight_decay: float | None = None, *,
+                 drop_factor: float = 0.2,
                  min_learning_rate: float = 1e-4, threshold: float = 0.01,
                  max_threshold: float = 1.0, drop_delay: int = 20, average: bool = True,
                  smoothing: int = 1, eps: float = 1e-8, threshold_rule: str = "fixed",
@@ -489,9 +491,9 @@ def autodrop_sgd(learning_rate: float, steps_per_epoch: int, momentum: float = 0
   Args:
     learning_rate: initial rate ``> 0``.
     steps_per_epoch: window length ``>= 1`` in steps.
-    momentum: in ``[0, 1)`` (0 is plain SGD).
+    momentum: in ``[0, 1)``; ``None``: plain SGD, no trace.
     nesterov: Nesterov momentum.
-    weight_decay: coupled L2 weight decay ``>= 0``.
+    weight_decay: coupled L2 weight decay ``>= 0`` (``None``, the default: no decay stage).
 
   The keyword-only arguments ``drop_factor``, ``min_learning_rate``, ``threshold``,
   ``max_threshold``, ``drop_delay``, ``average``, ``smoothing``, ``eps``, ``threshold_rule`` and

@@ -688,7 +688,8 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
 
 
 def sgd_cam_hd(learning_rate: float, hypergrad_lr: float = 1e-6, combination_lr: float = 0.0,
-               momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
+               momentum: float | None = None, nesterov: bool = False,
+               weight_decay: float | None = None,
                levels: Sequence[str] = ("layer", "global"),
                weights: Sequence[float] | None = None, decay_rate: float = 0.0,
                final_learning_rate: float | None = None,
@@ -697,7 +698,7 @@ def sgd_cam_hd(learning_rate: float, hypergrad_lr: float = 1e-6, combination_lr:
                min_learning_rate: float | None = None,
                rate_rule: str = "additive", search: RateSearch | None = None,
                backtrack: LossBacktrack | None = None) -> optax.GradientTransformation:
-  """SGD-CAM-HD (``momentum = 0``), SGDN-CAM-HD (``nesterov=True``): SGD with CAM-HD rates.
+  """SGD-CAM-HD (``momentum=None``), SGDN-CAM-HD (``nesterov=True``): SGD with CAM-HD rates.
 
   Hypergradient rates of the paper's Table 1 for the SGD/SGDN base: ``1e-6`` on ResNet-18/34
   (with ``combination_lr=1e-3``), ``1e-3`` on LeNet-5 (with ``3e-2``). SGDN-CAM-HD is run on
@@ -708,9 +709,11 @@ def sgd_cam_hd(learning_rate: float, hypergrad_lr: float = 1e-6, combination_lr:
     learning_rate: initial rate ``> 0`` (paper: 0.1 for SGD/SGDN).
     hypergrad_lr: ``beta >= 0`` (default 1e-6, Table 1's SGD/SGDN value on ResNets).
     combination_lr: ``delta >= 0`` (paper: 1e-3 to 3e-2).
-    momentum: in ``[0, 1)``; the direction is the momentum trace.
+    momentum: in ``[0, 1)``, the direction is then the momentum trace; ``None`` (default):
+      plain SGD, no trace (as ``optax.sgd``).
     nesterov: Nesterov momentum (SGDN-CAM-HD).
-    weight_decay: coupled L2 decay ``>= 0``, added to the gradient before the rates see it.
+    weight_decay: coupled L2 decay ``>= 0`` (``None``, the default: no decay stage), added to the
+      gradient before the rates see it.
     levels, weights, decay_rate, final_learning_rate, layer_labels: as :func:`cam_hd`.
     filter_labels, min_learning_rate: as :func:`cam_hd` (by default a bias joins its kernel's
       filter groups; no floor).
@@ -747,7 +750,7 @@ def sgd_cam_hd(learning_rate: float, hypergrad_lr: float = 1e-6, combination_lr:
 
 def adam_cam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8,
                 combination_lr: float = 0.0, b1: float = 0.9, b2: float = 0.999,
-                eps: float = 1e-8, weight_decay: float = 0.0,
+                eps: float = 1e-8, weight_decay: float | None = None,
                 levels: Sequence[str] = ("layer", "global"),
                 weights: Sequence[float] | None = None, decay_rate: float = 0.0,
                 final_learning_rate: float | None = None,
@@ -767,7 +770,7 @@ def adam_cam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8,
     b1: first-moment decay in ``[0, 1)``.
     b2: second-moment decay in ``[0, 1)``.
     eps: ``>= 0``.
-    weight_decay: coupled L2 decay ``>= 0``.
+    weight_decay: coupled L2 decay ``>= 0`` (``None``, the default: no decay stage).
     levels, weights, decay_rate, final_learning_rate, layer_labels: as :func:`cam_hd`.
     filter_labels, min_learning_rate: as :func:`cam_hd`.
     rate_rule: ``"additive"`` (default, the paper's rule) or ``"multiplicative"`` (scale-free,

@@ -190,19 +190,20 @@ def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def sgd_hd(learning_rate: float, hypergrad_lr: float = 1e-3, momentum: float = 0.0,
-           nesterov: bool = False, weight_decay: float = 0.0, *,
+def sgd_hd(learning_rate: float, hypergrad_lr: float = 1e-3, momentum: float | None = None,
+           nesterov: bool = False, weight_decay: float | None = None, *,
            rate_rule: str = "additive", search: RateSearch | None = None,
            backtrack: LossBacktrack | None = None,
            ) -> optax.GradientTransformationExtraArgs:
-  """SGD-HD (``momentum = 0``) and SGDN-HD (``nesterov=True``): SGD with a hypergradient rate.
+  """SGD-HD (``momentum=None``) and SGDN-HD (``nesterov=True``): SGD with a hypergradient rate.
 
   Args:
     learning_rate: initial rate ``> 0``.
     hypergrad_lr: ``beta >= 0`` (reference: 1e-3).
-    momentum: in ``[0, 1)``; the direction is the momentum trace.
+    momentum: in ``[0, 1)``, the direction is then the momentum trace; ``None`` (default):
+      plain SGD, no trace (as ``optax.sgd``).
     nesterov: Nesterov momentum (SGDN-HD).
-    weight_decay: coupled L2 decay ``>= 0``.
+    weight_decay: coupled L2 decay ``>= 0`` (``None``, the default: no decay stage).
     rate_rule: ``"additive"`` (default, the paper's rule) or ``"multiplicative"`` (scale-free,
       ``lr *= 1 + beta cos(g_t, d_{t-1})``, ``beta`` in ``[0, 1)``), as :func:`hypergradient`.
     search: ``None`` (default: off) or a :class:`~optax_lr.RateSearch`, the rate search, as
@@ -233,7 +234,7 @@ def sgd_hd(learning_rate: float, hypergrad_lr: float = 1e-3, momentum: float = 0
 
 
 def adam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8, b1: float = 0.9,
-            b2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0,
+            b2: float = 0.999, eps: float = 1e-8, weight_decay: float | None = None,
             mu_dtype: Any = None, store_previous_direction: bool = False, *,
             rate_rule: str = "additive", search: RateSearch | None = None,
             backtrack: LossBacktrack | None = None,
@@ -257,7 +258,8 @@ def adam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8, b1: float =
     b1: first-moment decay in ``[0, 1)``.
     b2: second-moment decay in ``[0, 1)``.
     eps: ``>= 0``.
-    weight_decay: coupled L2 decay ``>= 0`` (added to the gradient, as the reference does).
+    weight_decay: coupled L2 decay ``>= 0`` (``None``, the default: no decay stage) (added to the
+      gradient, as the reference does).
     rate_rule: ``"additive"`` (default, the paper's rule) or ``"multiplicative"`` (scale-free,
       ``lr *= 1 + beta cos(g_t, d_{t-1})``, ``beta`` in ``[0, 1)``), as :func:`hypergradient`.
     search: ``None`` (default: off) or a :class:`~optax_lr.RateSearch`, the rate search, as

@@ -143,7 +143,7 @@ def scale_by_l4(inner: optax.GradientTransformation | None = None, fraction: flo
 
 def l4_adam(fraction: float = 0.15, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-4,
             min_loss_factor: float = 0.9, initial_min_loss_factor: float = 0.75,
-            min_loss_forget_time: float = 1000.0, weight_decay: float = 0.0,
+            min_loss_forget_time: float = 1000.0, weight_decay: float | None = None,
             mu_dtype: Any = None) -> optax.GradientTransformationExtraArgs:
   """L4Adam: the L4 step size over Adam's direction ``m_hat / (sqrt(v_hat) + eps)``.
 
@@ -155,7 +155,8 @@ def l4_adam(fraction: float = 0.15, b1: float = 0.9, b2: float = 0.999, eps: flo
     min_loss_factor: ``gamma`` in ``(0, 1]`` (default 0.9).
     initial_min_loss_factor: ``gamma0`` in ``(0, 1]`` (default 0.75).
     min_loss_forget_time: ``tau > 0`` steps (default 1000).
-    weight_decay: coupled L2 decay ``>= 0``; ``value`` must then include ``weight_decay/2 ||w||^2``.
+    weight_decay: coupled L2 decay ``>= 0`` (``None``, the default: no decay stage); ``value``
+      must then include ``weight_decay/2 ||w||^2``.
     mu_dtype: optax's option for Adam's first moment (``jnp.bfloat16`` halves its memory);
       ``None`` (default) keeps the parameters' dtype.
 
@@ -176,7 +177,7 @@ def l4_adam(fraction: float = 0.15, b1: float = 0.9, b2: float = 0.999, eps: flo
 
 def l4_momentum(fraction: float = 0.15, momentum: float = 0.9, min_loss_factor: float = 0.9,
                 initial_min_loss_factor: float = 0.75, min_loss_forget_time: float = 1000.0,
-                weight_decay: float = 0.0) -> optax.GradientTransformationExtraArgs:
+                weight_decay: float | None = None) -> optax.GradientTransformationExtraArgs:
   """L4Mom: the L4 step size over momentum SGD (the direction is the gradient estimate).
 
   The momentum direction is the bias-corrected moving average ``(1 - momentum)``-weighted, as in
@@ -189,7 +190,8 @@ def l4_momentum(fraction: float = 0.15, momentum: float = 0.9, min_loss_factor: 
     min_loss_factor: ``gamma`` in ``(0, 1]`` (default 0.9).
     initial_min_loss_factor: ``gamma0`` in ``(0, 1]`` (default 0.75).
     min_loss_forget_time: ``tau > 0`` steps (default 1000).
-    weight_decay: coupled L2 decay ``>= 0``; ``value`` must then include ``weight_decay/2 ||w||^2``.
+    weight_decay: coupled L2 decay ``>= 0`` (``None``, the default: no decay stage); ``value``
+      must then include ``weight_decay/2 ||w||^2``.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``value`` (the loss). The

@@ -163,8 +163,8 @@ def _windowed_rate(inner: optax.GradientTransformation, learning_rate: float, up
   parameter-sized buffer and its write per step. The gradient reading always keeps ``g_{t-1}``
   (or the two window sums): a gradient cannot be recovered from the trace alone.
   """
-  # A Python 1 keeps no window buffer; an injected (array) update_every takes the general path.
-  single_step_window = _checks.static_number(update_every) == 1
+  # update_every is static: 1 keeps no window buffer.
+  single_step_window = update_every == 1
   sums_gradients = window_sum == "gradient"
   if previous_direction_fn is not None and (not single_step_window or sums_gradients):
     raise ValueError("previous_direction_fn needs update_every == 1 and the displacement reading")
@@ -300,7 +300,7 @@ def _check_window_args(learning_rate, update_every, window_sum, per_tensor=False
                        backtrack=None):
   safeguards.check_option("backtrack", backtrack, WindowBacktrack)
   _checks.learned_initial_rate(learning_rate, "TLR")
-  _checks.integer_at_least("update_every", update_every, 1)
+  _checks.static_integer_at_least("update_every", update_every, 1)
   _checks.flag("per_tensor", per_tensor)
   _checks.one_of("window_sum", window_sum, WINDOW_SUMS)
 
@@ -341,7 +341,9 @@ def scale_by_tlr(learning_rate: float, update_every: int = 1, bound: float = 0.2
     learning_rate: initial rate ``alpha_0 > 0`` (a number: a schedule is refused, the method
       learns the rate from it).
     update_every: window length ``K >= 1`` in steps (``K = p * steps_per_epoch`` in the paper, see
-      :func:`update_every_from_fraction`); ``1`` is Algorithm 2 exactly.
+      :func:`update_every_from_fraction`); ``1`` is Algorithm 2 exactly. Static: it decides
+      whether the state keeps a window buffer (under ``optax.inject_hyperparams`` pass it in
+      ``static_args``).
     bound: ``c > 0``; each window multiplies the rate by at most ``1 + c`` (paper: 1/4).
     per_tensor: one rate per leaf (``sgd_tlr_pl``, App. D.2), all starting at ``learning_rate``.
     window_sum: ``"gradient"`` (default) or ``"displacement"``, see above.
@@ -390,7 +392,7 @@ def scale_by_tlr_fixed_meta_rate(learning_rate: float, meta_learning_rate: float
   Args:
     learning_rate: initial rate ``> 0``.
     meta_learning_rate: ``eta > 0``.
-    update_every: window length ``>= 1``.
+    update_every: window length ``>= 1``, static (as in :func:`scale_by_tlr`).
     per_tensor: one rate per leaf.
     window_sum: ``"gradient"`` (default: summed incoming gradients) or ``"displacement"``
       (summed directions of ``inner``).
@@ -429,8 +431,8 @@ def shortest_displacement_window(momentum: float) -> float:
   return 10.0 / (1.0 - momentum)
 
 
-def tlr_sgd(learning_rate: float, update_every: int = 1, momentum: float = 0.0,
-            nesterov: bool = False, weight_decay: float = 0.0, bound: float = 0.25,
+def tlr_sgd(learning_rate: float, update_every: int = 1, momentum: float | None = None,
+            nesterov: bool = False, weight_decay: float | None = None, bound: float = 0.25,
             per_tensor: bool = False, *,
             window_sum: str = "gradient",
             backtrack: WindowBacktrack | None = None) -> optax.GradientTransformationExtraArgs:
@@ -451,10 +453,11 @@ def tlr_sgd(learning_rate: float, update_every: int = 1, momentum: float = 0.0,
   Args:
     learning_rate: initial rate ``> 0``.
     update_every: window length ``>= 1`` (paper: a third of an epoch,
-      :func:`update_every_from_fraction`).
-    momentum: in ``[0, 1)`` (paper: 0.8).
+      :func:`update_every_from_fraction`), static (as in :func:`scale_by_tlr`).
+    momentum: in ``[0, 1)`` (paper: 0.8); ``None`` (default): no trace.
     nesterov: Nesterov momentum.
-    weight_decay: coupled L2 weight decay ``>= 0`` (paper: 5e-4).
+    weight_decay: coupled L2 weight decay ``>= 0`` (``None``, the default: no decay stage) (paper:
+      5e-4).
     bound: ``c > 0`` (paper: 1/4).
     per_tensor: one rate per leaf (``sgd_tlr_pl``).
     window_sum: ``"gradient"`` (default) or ``"displacement"``, see above.
@@ -476,21 +479,24 @@ def tlr_sgd(learning_rate: float, update_every: int = 1, momentum: float = 0.0,
   _check_window_args(learning_rate, update_every, window_sum, per_tensor, backtrack)
   _checks.positive("bound", bound)
   inner = _base.momentum_direction(momentum, nesterov)
-  # Structural choices only on Python numbers: injected arrays take the general path.
-  known_momentum = _checks.static_number(momentum)
-  known_update_every = _checks.static_number(update_every)
+  known_momentum = _checks.static_number(momentum)  # None for an injected (array) momentum
   if (window_sum == "displacement" and known_momentum and 0 < known_momentum < 1
       # (the tolerance keeps 10 / (1 - 0.8) = 50.000000000000007 from flagging 50 steps)
-      and known_update_every is not None
-      and known_update_every < shortest_displacement_window(known_momentum) - 1e-9):
+      and update_every < shortest_displacement_window(known_momentum) - 1e-9):
     warnings.warn(
         f"tlr_sgd(window_sum='displacement') with momentum={momentum!r} and "
         f"update_every={update_every}: windows shorter than 10 / (1 - momentum) = "
         f"{shortest_displacement_window(known_momentum):.0f} steps correlate through the momentum "
         "trace even on pure noise, which drives the rate up until training diverges; use "
         "window_sum='gradient' (the default) or longer windows.", UserWarning, stacklevel=2)
-  reuse_trace = (window_sum == "displacement" and bool(known_momentum) and not nesterov
-                 and known_update_every == 1)
+  # The structure depends on momentum's None-ness and the static update_every only; a momentum of
+  # exactly 0 cannot give the previous direction back from the trace.
+  if window_sum == "displacement" and update_every == 1 and _checks.is_static_zero(momentum):
+    raise ValueError("tlr_sgd(window_sum='displacement', update_every=1) reads the previous "
+                     "direction off the momentum trace: `momentum` must be None or in (0, 1); "
+                     "got 0.")
+  reuse_trace = (window_sum == "displacement" and _base.reuses_heavy_ball_trace(momentum, nesterov)
+                 and update_every == 1)
   previous_direction_fn = _base.heavy_ball_previous_direction(momentum) if reuse_trace else None
   stage = _windowed_rate(inner, learning_rate, update_every, per_tensor, _newton_rule(bound),
                          window_sum, backtrack,

@@ -185,7 +185,8 @@ def test_bad_input_lists_choices():
     optimizers.create_optimizer("adam", -1.0, 10, 100)
   with pytest.raises(ValueError, match="steps_per_epoch"):
     optimizers.create_optimizer("tlr_sgd", 0.1, 0, 100)
-  with pytest.raises(ValueError, match="bad options for optimizer 'adasecant'"):
+  with pytest.raises(ValueError, match=r"unknown option\(s\) nonsense for optimizer 'adasecant'; "
+                     "valid options: rate_rule"):
     optimizers.create_optimizer("adasecant", None, 10, 100, options={"nonsense": 1})
   with pytest.raises(ValueError, match="milestones"):
     optimizers.create_optimizer("sgd_multistep", 0.1, 10, 100, options={"milestones": (1.5,)})

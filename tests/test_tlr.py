@@ -224,8 +224,12 @@ def test_displacement_reading_warns_on_short_windows():
   with warnings.catch_warnings():
     warnings.simplefilter("error")
     optax_lr.tlr_sgd(0.1, update_every=50, momentum=0.8, window_sum="displacement")
-    optax_lr.tlr_sgd(0.1, update_every=1, momentum=0.0, window_sum="displacement")
+    optax_lr.tlr_sgd(0.1, update_every=1, momentum=None, window_sum="displacement")  # plain SGD
     optax_lr.tlr_sgd(0.1, update_every=1, momentum=0.8)  # the gradient reading never warns
+  # At update_every=1 the displacement reading reads d_{t-1} off the trace, (d_t - g_t) / momentum:
+  # a trace of decay exactly 0 cannot give it back (plain SGD is momentum=None).
+  with pytest.raises(ValueError, match="`momentum` must be None or in \\(0, 1\\); got 0"):
+    optax_lr.tlr_sgd(0.1, update_every=1, momentum=0.0, window_sum="displacement")
 
 
 @pytest.mark.parametrize("factory", [

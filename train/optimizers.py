@@ -121,7 +121,7 @@ def _tlr_sgd(learning_rate, steps_per_epoch, total_steps, momentum=0.8, nesterov
   del total_steps
   return optax_lr.tlr_sgd(
       learning_rate, optax_lr.update_every_from_fraction(steps_per_epoch, window_fraction),
-      momentum=momentum, nesterov=nesterov, bound=bound, window_sum=window_sum)
+      momentum=momentum or None, nesterov=nesterov, bound=bound, window_sum=window_sum)
 
 
 def _tlr_sgd_auto(learning_rate, steps_per_epoch, total_steps, momentum=0.8, nesterov=False,
@@ -130,7 +130,7 @@ def _tlr_sgd_auto(learning_rate, steps_per_epoch, total_steps, momentum=0.8, nes
   del total_steps
   return optax_lr.tlr_sgd(
       learning_rate, optax_lr.update_every_from_fraction(steps_per_epoch, window_fraction),
-      momentum=momentum, nesterov=nesterov, bound=bound,
+      momentum=momentum or None, nesterov=nesterov, bound=bound,
       backtrack=optax_lr.WindowBacktrack(factor=backtrack_factor, tolerance=loss_tolerance))
 
 
@@ -139,7 +139,8 @@ def _tlr_sgd_pl(learning_rate, steps_per_epoch, total_steps, momentum=0.8, neste
   del total_steps
   return optax_lr.tlr_sgd(
       learning_rate, optax_lr.update_every_from_fraction(steps_per_epoch, window_fraction),
-      momentum=momentum, nesterov=nesterov, bound=bound, per_tensor=True, window_sum=window_sum)
+      momentum=momentum or None, nesterov=nesterov, bound=bound, per_tensor=True,
+      window_sum=window_sum)
 
 
 def _tlr_fixed_meta_rate(learning_rate, steps_per_epoch, total_steps, meta_learning_rate=1e-3,
@@ -158,7 +159,8 @@ def _naive_tlr(learning_rate, steps_per_epoch, total_steps, meta_learning_rate=1
 
 def _sgd_hd(learning_rate, steps_per_epoch, total_steps, hypergrad_lr=1e-3, momentum=0.0):
   del steps_per_epoch, total_steps
-  return optax_lr.sgd_hd(learning_rate, hypergrad_lr, momentum=momentum)
+  # A configured momentum of 0 is plain SGD: no trace (the library's momentum=None).
+  return optax_lr.sgd_hd(learning_rate, hypergrad_lr, momentum=momentum or None)
 
 
 def _sgdn_hd(learning_rate, steps_per_epoch, total_steps, hypergrad_lr=1e-3, momentum=0.9):
@@ -271,8 +273,9 @@ def _sgd_cam_hd(learning_rate, steps_per_epoch, total_steps, hypergrad_lr=1e-6,
                 weights=(0.2, 0.8), decay_rate=0.0, nesterov=False, min_learning_rate=None):
   del steps_per_epoch, total_steps
   return _optax_lr("sgd_cam_hd")(
-      learning_rate, hypergrad_lr=hypergrad_lr, combination_lr=combination_lr, momentum=momentum,
-      nesterov=nesterov, levels=tuple(levels), weights=weights, decay_rate=decay_rate,
+      learning_rate, hypergrad_lr=hypergrad_lr, combination_lr=combination_lr,
+      momentum=momentum or None, nesterov=nesterov, levels=tuple(levels), weights=weights,
+      decay_rate=decay_rate,
       min_learning_rate=min_learning_rate)
 
 
