@@ -1,5 +1,8 @@
 """optax_lr: automatic learning-rate methods as optax GradientTransformations.
 
+Not sure of the rate? ``optax_lr.auto_adam()`` (or ``optax_lr.auto_sgd()``) is the library's
+recommendation, with its settings as defaults (module ``auto``).
+
 Each module names its paper and the sections it implements:
   - ``tlr``: Trainable Learning Rate (anonymous, ICLR 2021 submission), a Newton step on the rate.
   - ``hypergradient``: hypergradient descent (Baydin et al. 2018), the shared baseline.
@@ -20,6 +23,7 @@ from optax_lr._base import adam_previous_direction, trace_previous_direction
 from optax_lr._version import __version__ as __version__
 from optax_lr.adabound import ScaleByAdaBoundState, adabound, adabound_bounds, scale_by_adabound
 from optax_lr.adasecant import AdaSecantState, SimpleAdaSecantState, adasecant, simple_adasecant
+from optax_lr.auto import auto_adam, auto_sgd
 from optax_lr.autodrop import (
     ScaleByAutoDropState,
     WithAutoDropState,
@@ -63,6 +67,8 @@ from optax_lr.tlr import (
 )
 
 __all__ = [
+    # The recommendation when the rate is unknown
+    "auto_adam", "auto_sgd",
     # Trainable Learning Rate
     "ScaleByNaiveTLRState", "ScaleByTLRState", "naive_tlr", "newton_factor",
     "scale_by_naive_tlr", "scale_by_tlr", "scale_by_tlr_fixed_meta_rate", "tlr_sgd",

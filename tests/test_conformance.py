@@ -79,6 +79,9 @@ def _value_arg(grad_fn, params):
 
 
 CASES = [
+    # --- The recommendation (optax_lr/auto.py): its defaults, the search starting at 1e-6 ---
+    Case("auto_adam", optax_lr.auto_adam, extra_args=_value_arg, parabola_steps=1500),
+    Case("auto_sgd", optax_lr.auto_sgd, extra_args=_value_arg, parabola_steps=1000),
     # --- TLR and hypergradient descent (optax_lr/tlr.py, optax_lr/hypergradient.py) ---
     # Rosenbrock's curvature spans three orders of magnitude: with the paper's bound c = 1/4 the
     # rate grows 1.25x per window along the valley and overshoots into the quartic wall, where the

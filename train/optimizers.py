@@ -173,18 +173,13 @@ def _adam_hd(learning_rate, steps_per_epoch, total_steps, hypergrad_lr=1e-8, b1=
   return optax_lr.adam_hd(learning_rate, hypergrad_lr, b1=b1, b2=b2)
 
 
-# "auto" entries: the scale-free multiplicative rate rule (``rate_rule="multiplicative"``,
-# lr *= 1 + beta cos(g_t, d_{t-1})) with its two safeguards on: the rate search (x2 per step
-# while consecutive directions agree, once, at the start, from 1e-3 x the given rate) and the
-# loss backtrack (reads the
-# training loss as value=; a loss above 1.5x its running average cuts the rate). One untuned beta
-# per family for every initial rate and model, chosen on digits and digits_warped over initial
-# rates 1e-4 to 1e-1 (see docs/methods/hypergradient.md): 0.1 for Adam directions, 0.03 for
-# Nesterov SGD, whose noisier cosine drives a larger beta to a rate too low.
-AUTO_HYPERGRAD_LR = 0.1
-AUTO_SGD_HYPERGRAD_LR = 0.03
-AUTO_LOSS_TOLERANCE = 0.5
-AUTO_SEARCH_START = 1e-3  # the search starts 1000x below the given rate: it brackets from below
+# "auto" entries: the library's recommendation, optax_lr.auto_adam / optax_lr.auto_sgd (the
+# scale-free multiplicative rule with the rate search and the loss backtrack on; their defaults
+# are the settings), and CAM-HD with the same rule and safeguards. The flat options below turn a
+# safeguard off or change it, for the ablations of the comparison benchmark; their defaults are
+# the library's (optax_lr.auto).
+_SEARCH = optax_lr.auto.AUTO_SEARCH
+_BACKTRACK = optax_lr.auto.AUTO_BACKTRACK
 
 
 def _auto_safeguards(safeguard, backtrack_factor, loss_tolerance, loss_decay, rate_search,
@@ -194,36 +189,36 @@ def _auto_safeguards(safeguard, backtrack_factor, loss_tolerance, loss_decay, ra
   _checks.flag("rate_search", rate_search)
   backtrack = (optax_lr.LossBacktrack(factor=backtrack_factor, tolerance=loss_tolerance,
                                       decay=loss_decay) if safeguard == "backtrack" else None)
-  search = optax_lr.RateSearch(start=search_start) if rate_search else None
+  search = optax_lr.RateSearch(factor=_SEARCH.factor, start=search_start) if rate_search else None
   return dict(search=search, backtrack=backtrack)
 
 
-def _sgdn_hd_auto(learning_rate, steps_per_epoch, total_steps, hypergrad_lr=AUTO_SGD_HYPERGRAD_LR,
-                  momentum=0.9, safeguard="backtrack", backtrack_factor=0.5,
-                  loss_tolerance=AUTO_LOSS_TOLERANCE, loss_decay=0.9, rate_search=True,
-                  search_start=AUTO_SEARCH_START):
+def _sgdn_hd_auto(learning_rate, steps_per_epoch, total_steps, hypergrad_lr=0.03,
+                  momentum=0.9, safeguard="backtrack", backtrack_factor=_BACKTRACK.factor,
+                  loss_tolerance=_BACKTRACK.tolerance, loss_decay=_BACKTRACK.decay,
+                  rate_search=True, search_start=_SEARCH.start):
   del steps_per_epoch, total_steps
-  return optax_lr.sgd_hd(learning_rate, hypergrad_lr, momentum=momentum, nesterov=True,
-                         rate_rule="multiplicative",
-                         **_auto_safeguards(safeguard, backtrack_factor, loss_tolerance,
-                                            loss_decay, rate_search, search_start))
+  return optax_lr.auto_sgd(learning_rate, hypergrad_lr, momentum=momentum,
+                           **_auto_safeguards(safeguard, backtrack_factor, loss_tolerance,
+                                              loss_decay, rate_search, search_start))
 
 
-def _adam_hd_auto(learning_rate, steps_per_epoch, total_steps, hypergrad_lr=AUTO_HYPERGRAD_LR,
-                  b1=0.9, b2=0.999, safeguard="backtrack", backtrack_factor=0.5,
-                  loss_tolerance=AUTO_LOSS_TOLERANCE, loss_decay=0.9, rate_search=True,
-                  search_start=AUTO_SEARCH_START):
+def _adam_hd_auto(learning_rate, steps_per_epoch, total_steps, hypergrad_lr=0.1, b1=0.9,
+                  b2=0.999, safeguard="backtrack", backtrack_factor=_BACKTRACK.factor,
+                  loss_tolerance=_BACKTRACK.tolerance, loss_decay=_BACKTRACK.decay,
+                  rate_search=True, search_start=_SEARCH.start):
   del steps_per_epoch, total_steps
-  return optax_lr.adam_hd(learning_rate, hypergrad_lr, b1=b1, b2=b2, rate_rule="multiplicative",
-                          **_auto_safeguards(safeguard, backtrack_factor, loss_tolerance,
-                                             loss_decay, rate_search, search_start))
+  return optax_lr.auto_adam(learning_rate, hypergrad_lr, b1=b1, b2=b2,
+                            **_auto_safeguards(safeguard, backtrack_factor, loss_tolerance,
+                                               loss_decay, rate_search, search_start))
 
 
 def _adam_cam_hd_auto(learning_rate, steps_per_epoch, total_steps,
-                      hypergrad_lr=AUTO_HYPERGRAD_LR, combination_lr=0.0, b1=0.9, b2=0.999,
+                      hypergrad_lr=0.1, combination_lr=0.0, b1=0.9, b2=0.999,
                       levels=("layer", "global"), weights=(0.5, 0.5), safeguard="backtrack",
-                      backtrack_factor=0.5, loss_tolerance=AUTO_LOSS_TOLERANCE, loss_decay=0.9,
-                      rate_search=True, search_start=AUTO_SEARCH_START):
+                      backtrack_factor=_BACKTRACK.factor, loss_tolerance=_BACKTRACK.tolerance,
+                      loss_decay=_BACKTRACK.decay, rate_search=True,
+                      search_start=_SEARCH.start):
   del steps_per_epoch, total_steps
   return _optax_lr("adam_cam_hd")(
       learning_rate, hypergrad_lr=hypergrad_lr, combination_lr=combination_lr, b1=b1, b2=b2,
