@@ -8,7 +8,9 @@ Every model is called as ``model.init(rngs, x, train=False)`` and
 with ``dropout_rate > 0`` take a ``dropout`` rng when ``train=True``.
 
 Layout after the Flax imagenet example: blocks with ``conv``, ``norm``, ``act`` fields, named
-variants as ``functools.partial``, one registry (:data:`MODELS`, :func:`create_model`).
+variants as ``functools.partial``, one registry (:data:`MODELS`, :func:`create_model`) of the image
+classifiers. The byte-level language model :class:`TransformerLM` maps int tokens ``(N, L)`` to
+logits ``(N, L, vocab_size)`` and is not in the classifier registry.
 """
 
 from models.densenet import DenseLayer, DenseNet, DenseNetBC121, Transition
@@ -24,6 +26,12 @@ from models.resnet import (
     ResNetBlock,
 )
 from models.simple import MLP, LeNet5, SmallCNN
+from models.transformer import (
+    CausalSelfAttention,
+    TransformerBlock,
+    TransformerLM,
+    TransformerLMSmall,
+)
 from models.wide_resnet import (
     WRN16_4,
     WRN16_8,
@@ -43,6 +51,7 @@ __all__ = [
     "WRN28_10",
     "WRN40_10",
     "BottleneckResNetBlock",
+    "CausalSelfAttention",
     "DenseLayer",
     "DenseNet",
     "DenseNetBC121",
@@ -56,6 +65,9 @@ __all__ = [
     "ResNetBlock",
     "SmallCNN",
     "Transition",
+    "TransformerBlock",
+    "TransformerLM",
+    "TransformerLMSmall",
     "WideResNet",
     "WideResNetBlock",
     "count_params",

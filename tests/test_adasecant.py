@@ -104,7 +104,9 @@ def test_simple_adasecant_thresholds_as_in_the_thesis(threshold, mode, trains):
 
 
 def test_adasecant_rates_approach_inverse_curvature():
-  params, state, (losses, rates) = _run(optax_lr.adasecant(), _quadratic, START, 12)
+  # The papers' rule (no growth bound): the secant property, exact from the second step.
+  params, state, (losses, rates) = _run(optax_lr.adasecant(step_growth=math.inf), _quadratic,
+                                        START, 12)
   # First step: rate 1 on the block-normalised gradient, i.e. 1 / ||g_leaf|| on the raw one.
   first_grad = jax.tree.map(lambda h, x: h * x, CURVATURES, START)
   jax.tree.map(lambda r, g: np.testing.assert_allclose(r[0], 1 / np.linalg.norm(g), rtol=1e-6),
@@ -142,7 +144,7 @@ def test_adasecant_rate_cap_by_hand():
   params = {"w": jnp.zeros(2)}
   g0, g1 = {"w": jnp.array([3.0, 4.0])}, {"w": jnp.array([3.0, 0.0])}
   for max_rate, expected in [(25.0, 25.0 / 3), (2.0, 2.0 / 3), (math.inf, 0.36 / 1e-20)]:
-    opt = optax_lr.adasecant(max_rate=max_rate)
+    opt = optax_lr.adasecant(max_rate=max_rate, step_growth=math.inf)
     state = opt.init(params)
     _, state = opt.update(g0, state, params)
     updates, state = opt.update(g1, state, params)
@@ -192,8 +194,26 @@ def test_adasecant_trains_relu_network_only_with_the_rate_cap():
   # which product into a multiply-add), the median does not.
   initial, losses = _teacher_mlp_run(optax_lr.adasecant())
   assert bool(jnp.all(jnp.isfinite(losses))) and float(jnp.median(losses[-25:])) < initial / 2
-  _, uncapped = _teacher_mlp_run(optax_lr.adasecant(max_rate=math.inf))
+  _, uncapped = _teacher_mlp_run(optax_lr.adasecant(max_rate=math.inf, step_growth=math.inf))
   assert not math.isfinite(float(uncapped[-1])) or float(uncapped[-1]) > 1e6 * initial
+  # The growth bound alone (no cap) also trains: a step at most twice the RMS of the steps the
+  # secant was measured on cannot follow a secant a ~ 0 to a rate of 1e4.
+  _, bounded = _teacher_mlp_run(optax_lr.adasecant(max_rate=math.inf))
+  assert bool(jnp.all(jnp.isfinite(bounded))) and float(jnp.median(bounded[-25:])) < initial / 2
+
+
+def test_adasecant_growth_bound_ramps_to_inverse_curvature_on_a_quadratic():
+  # With step_growth=2 every step is at most twice the RMS of the steps in the secant
+  # statistics. On the quadratic the block-normalised first step is small (rate 1/||g||), so
+  # the rates climb to 1/h over a few steps instead of landing at once: each step's rate is
+  # min(1/h, 2 sqrt(E[Delta^2]) / |g~|): never above the secant, non-decreasing, and equal to it
+  # from step 6 on (the smallest first rate, 0.04/h, needs five steps to climb).
+  _, _, (losses, rates) = _run(optax_lr.adasecant(), _quadratic, START, 12)
+  for rh in jax.tree.leaves(_rate_times_curvature(rates)):
+    rh = np.asarray(rh)
+    assert np.all(rh[1:] <= 1.0 + 1e-5) and np.all(np.diff(rh[1:], axis=0) >= -1e-6)
+    np.testing.assert_allclose(rh[6:], 1.0, rtol=1e-5)
+  assert float(losses[-1]) < 1e-10
 
 
 def test_adasecant_paper_rule_does_not_find_inverse_curvature():
@@ -260,7 +280,11 @@ def test_adasecant_trains_noisy_quadratic_without_collapse(use_next_grads):
   # the secant statistics from a smaller step, and the rates, and the final loss, come out lower:
   # median 0.008/h to 0.06/h and final loss 0.65 to 1.8, against 5.9 to 10.7 before; seed 0.)
   assert bool(jnp.all(jnp.isfinite(scaled_rates))) and bool(jnp.all(scaled_rates > 0))
-  assert float(jnp.median(scaled_rates)) > 1e-3
+  # With the default growth bound (step_growth=2) the steps stay near the RMS of the small steps
+  # the noise allows, and the rates come out lower again while the final loss is lower: median
+  # 1.8e-4/h with next_grads (3.5e-3/h without), final loss 0.14 (0.24), against 0.008/h and 0.65
+  # (0.056/h and 1.8) without the bound; seed 0. A geometric collapse reaches 1e-11.
+  assert float(jnp.median(scaled_rates)) > 3e-5
 
 
 # Per-element fields: the statistics, the rate and the memory (not the counter or a_{t-1}).
@@ -372,7 +396,7 @@ def _numpy_simple_adasecant(grad_stream, threshold, mode):
 
 def _numpy_adasecant(grad_stream, next_stream, rate_rule="least_squares", normalize="block",
                      gamma_clip=1.8, tau_bounds=(1.5, 1e7), outlier_reset=2.2, max_rate=25.0,
-                     eps=1e-20):
+                     eps=1e-20, step_growth=2.0):
   """The rule of :func:`optax_lr.adasecant`'s docstring element by element (float64), keeping
   the previous corrected gradient g~_{t-1} as a state of its own (the library derives it)."""
   zeros = lambda: {k: np.zeros_like(v) for k, v in grad_stream[0].items()}  # noqa: E731
@@ -422,6 +446,9 @@ def _numpy_adasecant(grad_stream, next_stream, rate_rule="least_squares", normal
           rate = m_d2 / (np.abs(m_ad) + eps)
         rate = np.where(m_d2 > 0, rate, c)
         rate = np.clip(np.where(np.isfinite(rate), rate, 0), 0, max_rate * c)
+        reach = step_growth * np.sqrt(m_d2)
+        beyond = (m_d2 > 0) & (np.abs(corrected) * rate > reach)
+        rate = np.where(beyond, reach / np.where(corrected != 0, np.abs(corrected), 1), rate)
         ratio = np.where(m_d2 != 0, m_d * m_d / np.where(m_d2 != 0, m_d2, 1), 0)
         tau = np.clip((1 - ratio) * old["tau"] + 1, low, high)
         tau = np.where(outlier, outlier_reset, tau)
@@ -552,3 +579,54 @@ def test_adasecant_matches_numpy_transcription(rate_rule, normalize, use_next, s
                                  err_msg=f"rate, step {t}, leaf {k}")
       np.testing.assert_allclose(state.tau[k], taus[t][k], rtol=1e-12,
                                  err_msg=f"tau, step {t}, leaf {k}")
+
+
+# --- The transformer language model of issue 23 -------------------------------------------------
+
+
+def _tiny_lm_losses(opt, seed, steps=12):
+  """Training losses of a 1-block, width-32 byte transformer (batch 8, 16-byte windows of
+  standard-library source), next_grads = the next batch at the same parameters."""
+  import models
+  from train import text_data
+
+  corpus = text_data.load_corpus(max_bytes=100_000)
+  model = models.TransformerLM(num_layers=1, width=32, num_heads=2, max_len=16)
+  params = model.init(jax.random.key(seed), jnp.zeros((1, 16), jnp.int32))["params"]
+
+  def loss(p, x, y):
+    return optax.softmax_cross_entropy_with_integer_labels(model.apply({"params": p}, x), y).mean()
+
+  rng = np.random.default_rng(seed)
+  batches = [text_data.sample_batch(corpus.train, rng, 8, 16) for _ in range(steps + 1)]
+  xs, ys = jnp.asarray(np.stack([b[0] for b in batches])), jnp.asarray(np.stack([b[1] for b in
+                                                                                 batches]))
+
+  @jax.jit
+  def run(params):
+    def body(carry, t):
+      params, state = carry
+      value, grads = jax.value_and_grad(loss)(params, xs[t], ys[t])
+      updates, state = opt.update(grads, state, params,
+                                  next_grads=jax.grad(loss)(params, xs[t + 1], ys[t + 1]))
+      return (optax.apply_updates(params, updates), state), value
+
+    return jax.lax.scan(body, (params, opt.init(params)), jnp.arange(steps))[1]
+
+  return np.asarray(run(params))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_adasecant_does_not_blow_up_on_a_tiny_transformer(seed):
+  # Issue 23 in small. The byte model starts at about ln 256 = 5.55 nats (uniform logits). The
+  # papers' rule (step_growth=inf) follows bare secants of the first steps, measured across the
+  # block-normalised first step, to rates of 1e2-1e3 on LayerNorm, attention and MLP elements and
+  # the loss climbs to 40-170 nats within 12 steps. With the growth bound no step exceeds twice
+  # the RMS of the steps its secant was measured on, and the loss stays within 2.5 nats of ln 256
+  # (a spike to about 8 at the third step) and ends below it.
+  uniform = math.log(256)
+  unbounded = _tiny_lm_losses(optax_lr.adasecant(step_growth=math.inf), seed)
+  assert unbounded.max() > 5 * uniform
+  bounded = _tiny_lm_losses(optax_lr.adasecant(), seed)
+  assert np.all(np.isfinite(bounded)) and bounded.max() < uniform + 2.5
+  assert bounded[-3:].mean() < uniform - 1.0

@@ -332,3 +332,52 @@ def test_registry_holds_the_issue_names():
       "mlp", "small_cnn", "lenet5", "resnet18", "resnet34", "resnet50", "wrn16_4", "wrn16_8",
       "wrn22_4", "wrn28_10", "wrn40_10", "densenet_bc121", "resnet18_imagenet",
       "resnet50_imagenet"]
+
+
+# --- The byte-level transformer language model -------------------------------------------------
+
+
+def _transformer_params(width: int, layers: int, vocab: int, max_len: int, mlp: int = 4) -> int:
+  ln = 2 * width
+  attn = 3 * (width * width + width) + (width * width + width)
+  block = 2 * ln + attn + _dense(width, mlp * width) + _dense(mlp * width, width)
+  return vocab * width + max_len * width + layers * block + ln + _dense(width, vocab)
+
+
+def test_transformer_lm_shapes_and_parameter_count():
+  model = models.TransformerLMSmall(max_len=16)
+  tokens = jnp.zeros((3, 10), jnp.int32)
+  variables = model.init(jax.random.key(0), tokens)
+  logits = model.apply(variables, tokens)
+  assert logits.shape == (3, 10, 256) and logits.dtype == jnp.float32
+  # 256*128 + 16*128 + 2*(2*256 + 4*(128*128+128) + 128*512+512 + 512*128+128) + 256 + 128*256+256
+  assert models.count_params(variables) == _transformer_params(128, 2, 256, 16) == 464_640
+  names = set(variables["params"])
+  assert names == {"token_embed", "pos_embed", "block_0", "block_1", "ln_final", "head"}
+  assert set(variables["params"]["block_0"]["attn"]) == {"query", "key", "value", "out"}
+
+
+def test_transformer_lm_is_causal():
+  """Changing the token at position 5 leaves the logits at positions 0..4 unchanged and changes
+  those at 5 and later."""
+  model = models.TransformerLM(num_layers=2, width=32, num_heads=4, max_len=12)
+  tokens = jax.random.randint(jax.random.key(1), (2, 12), 0, 256)
+  variables = model.init(jax.random.key(0), tokens)
+  changed = tokens.at[:, 5].set((tokens[:, 5] + 1) % 256)
+  a, b = model.apply(variables, tokens), model.apply(variables, changed)
+  np.testing.assert_array_equal(np.asarray(a[:, :5]), np.asarray(b[:, :5]))
+  assert float(jnp.min(jnp.max(jnp.abs(a[:, 5:] - b[:, 5:]), axis=-1))) > 0
+
+
+@pytest.mark.parametrize("kwargs, argument", [
+    ({"width": 30, "num_heads": 4}, "width"), ({"num_layers": 0}, "num_layers"),
+    ({"vocab_size": 0}, "vocab_size")])
+def test_transformer_lm_bad_attributes(kwargs, argument):
+  with pytest.raises(ValueError, match=f"`{argument}` must be"):
+    models.TransformerLM(**kwargs)
+
+
+def test_transformer_lm_rejects_sequences_longer_than_max_len():
+  model = models.TransformerLM(width=16, num_heads=2, max_len=4)
+  with pytest.raises(ValueError, match="max_len"):
+    model.init(jax.random.key(0), jnp.zeros((1, 5), jnp.int32))

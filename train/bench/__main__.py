@@ -7,14 +7,15 @@
 - ``overhead``, ``trainstep``: the cost of an update and of a training step;
 - ``tlr-grid``: the Trainable Learning Rate digits grid (initial rate x batch x seed, both
   window readings);
-- ``input``: the input pipeline's images/s and peak host memory.
+- ``input``: the input pipeline's images/s and peak host memory;
+- ``lm``: a small transformer language model on standard-library sources (losses, rates).
 
 ``python -m train.bench COMMAND --help`` lists each command's options.
 """
 
 import sys
 
-COMMANDS = ("overhead", "trainstep", "compare", "claims", "tlr-grid", "input")
+COMMANDS = ("overhead", "trainstep", "compare", "claims", "tlr-grid", "input", "lm")
 
 
 def main(argv: list[str]) -> None:
@@ -47,6 +48,10 @@ def main(argv: list[str]) -> None:
     from train.bench import input as input_bench
 
     input_bench.main(rest)
+  elif command == "lm":
+    from train.bench import lm
+
+    lm.main(rest)
 
 
 if __name__ == "__main__":
