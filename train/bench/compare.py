@@ -5,9 +5,14 @@ baselines -- multistep SGD, Adam, SLS and SPS for Trainable Learning Rate, L4 ov
 momentum and AdaBound for Adaptive Hierarchical Hyper-gradient Descent -- and the peers a user
 would pick instead) trains the same model on the same data, over the initial rates
 {1e-4, 1e-3, 1e-2, 1e-1} (three orders of magnitude) for the methods that take one (the
-registry's ``takes_learning_rate``) and over 3 seeds. Two embedded tasks need no download: the
-digits (the default) and ``digits_warped`` (8 random affine warps with pixel noise of every digit,
-harder). Per method and setting the benchmark reports the best and the final test accuracy, the
+registry's ``takes_learning_rate``) and over 3 seeds. Four tasks need no download: the
+digits (the default), ``digits_warped`` (8 random affine warps with pixel noise of every digit,
+harder), ``shapes`` (generated 32x32 RGB shapes for a CNN, ``patch_cnn``) and ``bytes_lm`` (a
+byte-level transformer language model on standard-library sources, held-out next-token loss:
+:func:`run_lm_compare`); the last two default to five decades of initial rates, 1e-5 ... 1, and
+to :data:`ISSUE_METHODS`. Every results page opens with a computed verdict (:func:`verdict`): the
+recommended optimizer's worst case against the best learning-rate-free peer and tuned AdamW
+(``adamw_cosine`` at the best rate of its half-decade grid). Per method and setting the benchmark reports the best and the final test accuracy, the
 number of epochs a run needs to reach 95% of its own best accuracy, and, per method, the worst
 case over the initial rates: what a user who does not tune the rate risks. The "goal" section
 (:func:`goal`) sets every method's worst case against the learning-rate-free peers Prodigy and
