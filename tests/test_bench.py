@@ -641,3 +641,19 @@ def test_lm_grid_evaluates_schedule_free_at_its_eval_params(monkeypatch):
   np.testing.assert_allclose(result["test_loss"], math.log(256), rtol=1e-4)  # float32
   assert result["test_loss"].shape == (1, 1, lm.LM_EVALUATIONS)
   assert np.isfinite(result["train_loss"]).all() and result["train_loss"][0, 0, -1] < 5.5
+
+
+def test_compare_command_bytes_lm_writes_the_page(tmp_path):
+  out = tmp_path / "lm.json"
+  dispatcher.main(["compare", "--dataset", "bytes_lm", "--steps", "10", "--methods", "prodigy",
+                   "--seeds", "1", "--out", str(out)])
+  document = json.loads(out.read_text())
+  assert document["dataset"] == "bytes_lm" and document["steps"] == 10
+  assert document["learning_rates"] == list(compare.WIDE_LEARNING_RATES)
+  (entry,) = document["entries"]
+  assert entry["method"] == "prodigy" and entry["final_loss"]["n"] == 1
+  assert document["verdict"]["best_peer"] == "prodigy" and not document["verdict"]["passed"]
+  text = (tmp_path / "lm.md").read_text()
+  assert text.startswith("**Verdict: FAIL.**") and "| prodigy | peer |" in text
+  for name in ("bench_lm_loss.png", "bench_lm_rates.png"):
+    assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"

@@ -12,7 +12,8 @@ byte-level transformer language model on standard-library sources, held-out next
 :func:`run_lm_compare`); the last two default to five decades of initial rates, 1e-5 ... 1, and
 to :data:`ISSUE_METHODS`. Every results page opens with a computed verdict (:func:`verdict`): the
 recommended optimizer's worst case against the best learning-rate-free peer and tuned AdamW
-(``adamw_cosine`` at the best rate of its half-decade grid). Per method and setting the benchmark reports the best and the final test accuracy, the
+(``adamw_cosine`` at the best rate of its half-decade grid). Per method and setting the
+benchmark reports the best and the final test accuracy, the
 number of epochs a run needs to reach 95% of its own best accuracy, and, per method, the worst
 case over the initial rates: what a user who does not tune the rate risks. The "goal" section
 (:func:`goal`) sets every method's worst case against the learning-rate-free peers Prodigy and
