@@ -12,13 +12,14 @@ import jax
 import numpy as np
 
 from models import densenet, resnet, wide_resnet
-from models.simple import MLP, LeNet5, SmallCNN
+from models.simple import MLP, LeNet5, PatchCNN, SmallCNN
 
 # name -> constructor taking ``num_classes`` and further module attributes as keywords.
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "mlp": MLP,
     "small_cnn": SmallCNN,
     "lenet5": LeNet5,
+    "patch_cnn": PatchCNN,
     "resnet18": resnet.ResNet18,
     "resnet34": resnet.ResNet34,
     "resnet50": resnet.ResNet50,

@@ -500,3 +500,160 @@ def test_overhead_temporaries_and_page_faults():
     huge_always = False
   least = size // (2 << 20) if huge_always else size // page
   assert least <= after - before <= size // page + 256
+
+
+# --- the tasks: shapes, the byte language model, the verdict -----------------------------
+
+def test_shapes_dataset_is_deterministic_balanced_and_rgb():
+  from train import input_pipeline
+
+  a_images, a_labels = input_pipeline._shapes(40, seed=3)
+  b_images, b_labels = input_pipeline._shapes(40, seed=3)
+  np.testing.assert_array_equal(a_images, b_images)
+  np.testing.assert_array_equal(a_labels, b_labels)
+  assert not np.array_equal(input_pipeline._shapes(40, seed=4)[0], a_images)
+  assert a_images.shape == (40, 32, 32, 3) and a_images.dtype == np.uint8
+  assert a_labels.dtype == np.int32 and np.bincount(a_labels).tolist() == [4] * 10
+  dataset = input_pipeline.load("shapes")
+  info = dataset.info
+  assert (info.num_classes, info.image_shape, info.augment) == (10, (32, 32, 3), "none")
+  assert (info.num_train, info.num_test) == (input_pipeline.SHAPES_TRAIN,
+                                             input_pipeline.SHAPES_TEST)
+  x_train, x_test, y_train, y_test = input_pipeline._shapes_dataset()
+  assert np.bincount(y_train).tolist() == [info.num_train // 10] * 10
+  assert np.bincount(y_test).tolist() == [info.num_test // 10] * 10
+  assert dataset.train[0]["image"].shape == (32, 32, 3)
+  assert 0 < x_train.std() and x_train.min() < 30 and x_train.max() > 225  # colour, contrast
+  assert not np.array_equal(x_train[:len(x_test)], x_test)  # train and test from other seeds
+
+
+def _verdict_document(higher: bool, values: dict[str, list[tuple]]) -> dict:
+  key = "final_accuracy" if higher else "final_loss"
+  return {"metric": {"key": key, "higher_is_better": higher},
+          "entries": [{"method": name, "learning_rate": lr, key: {"mean": mean, "se": se}}
+                      for name, settings in values.items() for lr, mean, se in settings]}
+
+
+def test_verdict_on_hand_made_losses_and_accuracies():
+  # Losses (lower is better). Worst case of the recommended method: 1.70 ± 0.01 (at rate 1).
+  # Best rate-free peer: prodigy 1.69 ± 0.01 (dadapt's 1.75 is worse). Difference +0.01, its
+  # s.e. sqrt(0.01^2 + 0.01^2) = 0.01414: worse by less than one s.e. -> passes, margin 0.00414.
+  # Tuned AdamW at its best rate (3e-3): 1.65 ± 0.02; difference +0.05, s.e. sqrt(1e-4 + 4e-4)
+  # = 0.02236: worse by more than one s.e. -> fails, so the verdict fails.
+  doc = _verdict_document(False, {
+      "adam_hd_auto": [(1e-5, 1.60, 0.01), (1.0, 1.70, 0.01)],
+      "prodigy": [(None, 1.69, 0.01)], "dadapt_adamw": [(None, 1.75, 0.01)],
+      "adamw_cosine": [(1e-3, 1.66, 0.01), (3e-3, 1.65, 0.02)]})
+  section = compare.verdict(doc)
+  assert section["worst"] == {"mean": 1.70, "se": 0.01, "learning_rate": 1.0}
+  assert section["best_peer"] == "prodigy"
+  peer = section["versus_peer"]
+  assert peer["difference"] == pytest.approx(0.01)
+  assert peer["se"] == pytest.approx(0.0141421356)
+  assert peer["margin"] == pytest.approx(0.0041421356) and peer["passed"]
+  assert section["tuned"] == {"mean": 1.65, "se": 0.02, "learning_rate": 3e-3}
+  tuned = section["versus_tuned"]
+  assert tuned["se"] == pytest.approx(0.0223606798)
+  assert tuned["margin"] == pytest.approx(-0.0276393202) and not tuned["passed"]
+  assert not section["passed"]
+  # Tuned AdamW at 1.69 ± 0.01 instead: +0.01 with s.e. 0.01414 -> both pass.
+  doc["entries"][-1]["final_loss"] = {"mean": 1.69, "se": 0.01}
+  doc["entries"][-2]["final_loss"] = {"mean": 1.72, "se": 0.01}
+  assert compare.verdict(doc)["passed"]
+  # Worse than the peer by more than one s.e.: 1.72 vs 1.69 (difference 0.03 > 0.01414).
+  doc["entries"][1]["final_loss"] = {"mean": 1.72, "se": 0.01}
+  assert not compare.verdict(doc)["versus_peer"]["passed"]
+  # Accuracies (higher is better): worst 0.80 ± 0.01 vs the best peer 0.815 ± 0.01 (dadapt):
+  # -0.015, s.e. 0.01414 -> fails; tuned AdamW 0.81 ± 0.00 -> -0.01 within 0.01 -> passes.
+  acc = _verdict_document(True, {
+      "adam_hd_auto": [(1e-3, 0.90, 0.01), (1e-1, 0.80, 0.01)],
+      "prodigy": [(None, 0.70, 0.02)], "dadapt_adamw": [(None, 0.815, 0.01)],
+      "adamw_cosine": [(1e-4, 0.5, 0.0), (1e-3, 0.81, 0.0)]})
+  section = compare.verdict(acc)
+  assert section["best_peer"] == "dadapt_adamw" and section["worst"]["learning_rate"] == 0.1
+  assert not section["versus_peer"]["passed"] and section["versus_tuned"]["passed"]
+  text = "\n".join(compare.verdict_markdown(section))
+  assert text.startswith("**Verdict: FAIL.**") and "`dadapt_adamw` 81.5 ± 1.0 (at own)" in text
+  # A missing side fails the verdict.
+  del acc["entries"][-2:]
+  assert compare.verdict(acc)["versus_tuned"] is None and not compare.verdict(acc)["passed"]
+
+
+def test_the_tuned_baseline_runs_on_its_half_decade_grid():
+  assert compare.rates_for("adamw_cosine", [1e-5, 1.0]) == [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]
+  assert compare.rates_for("prodigy", [1e-5, 1.0]) is None
+  assert compare.rates_for("adam_hd_auto", [1e-5, 1.0]) == [1e-5, 1.0]
+  tx = optimizers.create_optimizer("adamw_cosine", 1e-2, steps_per_epoch=10, total_steps=100)
+  params = {"w": jnp.ones(3)}
+  state = tx.init(params)
+  rates = []
+  for _ in range(100):
+    _, state = tx.update({"w": jnp.ones(3)}, state, params)
+    rates.append(float(state.hyperparams["learning_rate"]))
+  # The logged rate is the schedule's value at the step: warm-up over 5 steps, then the cosine.
+  assert rates[0] == 0.0 and rates[5] == pytest.approx(1e-2) and rates[-1] < 1e-5
+  assert max(rates) == pytest.approx(1e-2)
+
+
+_TINY_LM = dict(num_layers=1, width=32, num_heads=2, corpus_bytes=200_000, eval_batches=2)
+
+
+def test_lm_compare_quick_document(monkeypatch):
+  from train.bench import lm
+
+  task = lm.LMTask(steps=20, **_TINY_LM)
+  document = compare.run_lm_compare(
+      ["adam_hd_auto", "adasecant", "prodigy", "adamw_cosine"], seeds=(0, 1),
+      learning_rates=(1e-3, 1.0), task=task, log=lambda _: None)
+  assert document["dataset"] == "bytes_lm" and document["steps"] == 20
+  assert document["metric"] == {"key": "final_loss", "higher_is_better": False,
+                                "name": "held-out next-token loss (nats)"}
+  rates = {(e["method"], e["learning_rate"]) for e in document["entries"]}
+  tuned = {("adamw_cosine", lr) for lr in compare.TUNED_LEARNING_RATES}
+  assert rates == {("adam_hd_auto", 1e-3), ("adam_hd_auto", 1.0), ("adasecant", None),
+                   ("prodigy", None), *tuned}
+  for e in document["entries"]:
+    assert e["final_loss"]["n"] == 2 and 0.0 < e["final_loss"]["mean"] <= compare.LM_CHANCE_LOSS
+    assert e["best_loss"]["mean"] <= e["final_loss"]["mean"] + 1e-12
+    assert len(e["curves"]["test_loss"]) == lm.LM_EVALUATIONS
+  # Adam-HD at 1e-3 learns something in 20 steps (uniform over bytes is ln 256 = 5.545).
+  (adam,) = [e for e in document["entries"] if e["learning_rate"] == 1e-3
+             and e["method"] == "adam_hd_auto"]
+  assert adam["final_loss"]["mean"] < 5.0
+  assert document["verdict"] == compare.verdict(document)
+  assert document["verdict"]["best_peer"] == "prodigy"
+  text = compare.lm_markdown(document)
+  assert text.startswith("**Verdict: ") and "| adamw_cosine | 0.003 |" in text
+  json.dumps(document, allow_nan=False)
+
+
+def test_lm_grid_evaluates_schedule_free_at_its_eval_params(monkeypatch):
+  from train.bench import lm
+
+  # An evaluation point of zeros gives all-zero logits: the held-out loss is exactly ln 256.
+  spec = optimizers.get_spec("schedule_free_adamw")
+  assert spec.eval_params is not None
+  zeros = dataclasses.replace(spec, eval_params=lambda state, params: jax.tree.map(
+      jnp.zeros_like, params))
+  monkeypatch.setitem(optimizers.OPTIMIZERS, "schedule_free_adamw", zeros)
+  result = lm.run_lm_grid("schedule_free_adamw", [1e-3], (0,), task=lm.LMTask(steps=10,
+                                                                              **_TINY_LM))
+  np.testing.assert_allclose(result["test_loss"], math.log(256), rtol=1e-4)  # float32
+  assert result["test_loss"].shape == (1, 1, lm.LM_EVALUATIONS)
+  assert np.isfinite(result["train_loss"]).all() and result["train_loss"][0, 0, -1] < 5.5
+
+
+def test_compare_command_bytes_lm_writes_the_page(tmp_path):
+  out = tmp_path / "lm.json"
+  dispatcher.main(["compare", "--dataset", "bytes_lm", "--steps", "10", "--methods", "prodigy",
+                   "--seeds", "1", "--out", str(out)])
+  document = json.loads(out.read_text())
+  assert document["dataset"] == "bytes_lm" and document["steps"] == 10
+  assert document["learning_rates"] == list(compare.WIDE_LEARNING_RATES)
+  (entry,) = document["entries"]
+  assert entry["method"] == "prodigy" and entry["final_loss"]["n"] == 1
+  assert document["verdict"]["best_peer"] == "prodigy" and not document["verdict"]["passed"]
+  text = (tmp_path / "lm.md").read_text()
+  assert text.startswith("**Verdict: FAIL.**") and "| prodigy | peer |" in text
+  for name in ("bench_lm_loss.png", "bench_lm_rates.png"):
+    assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"

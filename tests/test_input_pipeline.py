@@ -192,7 +192,8 @@ def test_unreadable_record_names_its_file():
 
 def test_unknown_dataset_lists_choices():
   with pytest.raises(ValueError, match="unknown dataset 'cifar'; valid choices: digits, "
-                                       "digits_warped, mnist, cifar10, cifar100, svhn_cropped, "
+                                       "digits_warped, shapes, mnist, "
+                                       "cifar10, cifar100, svhn_cropped, "
                                        "imagenet2012"):
     input_pipeline.load("cifar")
 

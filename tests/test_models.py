@@ -158,7 +158,7 @@ SHAPE_CASES += [("mlp", 10, (1, 8, 8, 1)), ("small_cnn", 10, (1, 8, 8, 1)),
 def test_output_shapes(name, num_classes, shape):
   model = models.create_model(name, num_classes)
   variables = _abstract_init(name, num_classes, shape)
-  has_bn = name not in ("mlp", "small_cnn", "lenet5")
+  has_bn = name not in ("mlp", "small_cnn", "lenet5", "patch_cnn")
   assert sorted(variables) == (["batch_stats", "params"] if has_bn else ["params"])
   batch = (3,) + shape[1:]
   logits = jax.eval_shape(lambda v: model.apply(v, jnp.zeros(batch), train=False), variables)
@@ -381,3 +381,16 @@ def test_transformer_lm_rejects_sequences_longer_than_max_len():
   model = models.TransformerLM(width=16, num_heads=2, max_len=4)
   with pytest.raises(ValueError, match="max_len"):
     model.init(jax.random.key(0), jnp.zeros((1, 5), jnp.int32))
+
+
+def test_patch_cnn_convolution_equals_flax_conv():
+  # The patch product is nn.Conv(features, (3, 3), padding="SAME") with the same parameters.
+  import flax.linen as nn
+
+  from models.simple import _PatchConv
+
+  x = jax.random.normal(jax.random.key(0), (2, 6, 5, 3))
+  params = _PatchConv(4).init(jax.random.key(1), x)
+  params = jax.tree.map(lambda a: a + 0.1, params)  # a non-zero bias
+  np.testing.assert_allclose(_PatchConv(4).apply(params, x),
+                             nn.Conv(4, (3, 3), padding="SAME").apply(params, x), atol=1e-5)

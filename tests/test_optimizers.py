@@ -79,7 +79,8 @@ def test_every_optax_lr_method_is_registered():
               "adam_cam_hd", "adasecant", "simple_adasecant", "cus_adam", "clr_sgd", "clr_adam",
               "n_cycle_sgd", "clr_simple_adasecant", "sgdn_hd_auto", "adam_hd_auto",
               "adam_cam_hd_auto", "autodrop_sgd_auto", "tlr_sgd_auto"}
-  peers = {"sgd", "sgd_multistep", "adam", "radam", "one_cycle", "prodigy", "dadapt_adamw", "dog",
+  peers = {"sgd", "sgd_multistep", "adam", "radam", "one_cycle", "adamw_cosine", "prodigy",
+           "dadapt_adamw", "dog",
            "mechanize_sgd", "cocob", "schedule_free_sgd", "schedule_free_adamw",
            "reduce_on_plateau", "sls_sgd", "sps", "l4_adam", "l4_momentum", "adabound"}
   assert set(optimizers.OPTIMIZERS) == expected | peers

@@ -41,6 +41,7 @@ and ``ILSVRC2012_img_val.tar`` (from image-net.org, after registering) in
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -122,8 +123,10 @@ _TFDS: dict[str, _Source] = {
 }
 
 #: The embedded datasets (no download): scikit-learn's bundled digits, and the same digits under
-#: random affine warps and pixel noise (:func:`_warped_digits`), a harder task for comparisons.
-EMBEDDED = ("digits", "digits_warped")
+#: random affine warps and pixel noise (:func:`_warped_digits`), a harder task for comparisons,
+#: and ``shapes``, generated 32x32 RGB images of ten shape classes on cluttered backgrounds
+#: (:func:`_shapes`), a task for a convolutional network.
+EMBEDDED = ("digits", "digits_warped", "shapes")
 #: Every dataset :func:`load` knows; ``digits`` is the embedded default.
 DATASETS = (*EMBEDDED, *_TFDS)
 
@@ -252,6 +255,132 @@ def _warped_digits() -> tuple[np.ndarray, ...]:
           np.repeat(y_train, WARPED_COPIES), np.repeat(y_test, WARPED_COPIES))
 
 
+#: The classes of ``shapes``, in label order.
+SHAPE_CLASSES = ("circle", "ring", "square", "frame", "triangle", "plus", "star", "half_disc",
+                 "ell", "ellipse")
+#: Side of a ``shapes`` image in pixels.
+SHAPES_SIZE = 32
+#: Training and test images of ``shapes``.
+SHAPES_TRAIN, SHAPES_TEST = 5000, 1000
+_SUPERSAMPLE = 2
+
+
+def _shape_mask(label: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+  """Whether the points ``(u, v)`` (shape coordinates: centred, rotated, in units of the
+  circumradius) are inside the shape of class ``label``."""
+  r = np.hypot(u, v)
+  theta = np.arctan2(v, u)
+  au, av = np.abs(u), np.abs(v)
+  if label == 0:
+    return r <= 1.0
+  if label == 1:
+    return (r <= 1.0) & (r >= 0.55)
+  if label == 2:
+    return np.maximum(au, av) <= 0.75
+  if label == 3:
+    m = np.maximum(au, av)
+    return (m <= 0.85) & (m >= 0.5)
+  if label == 4:
+    sector = 2 * np.pi / 3
+    return r <= np.cos(np.pi / 3) / np.cos(np.mod(theta, sector) - np.pi / 3)
+  if label == 5:
+    return ((au <= 0.3) & (av <= 1.0)) | ((av <= 0.3) & (au <= 1.0))
+  if label == 6:
+    tips = np.abs(np.mod(theta, 2 * np.pi / 5) / (2 * np.pi / 5) - 0.5) * 2
+    return r <= 0.4 + 0.6 * tips
+  if label == 7:
+    return (r <= 1.0) & (v >= -0.1)
+  if label == 8:
+    return (au <= 0.85) & (av <= 0.85) & ((u <= -0.25) | (v >= 0.35))
+  return u ** 2 + (v / 0.45) ** 2 <= 1.0
+
+
+def _shapes(count: int, seed: int, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+  """``count`` procedurally generated 32x32 RGB images of :data:`SHAPE_CLASSES` (balanced labels).
+
+  Each image: a background gradient between two random colours in a random direction, four random
+  line segments and two small discs of random colours (clutter), then one shape of the label's
+  class at a random centre (10..22 px), circumradius (5..10 px) and rotation, in a random colour
+  at least 0.6 (L1, colours in [0, 1]) from the background's mean colour, rendered at 2x and
+  averaged down (anti-aliasing), plus Gaussian pixel noise of standard deviation 0.06. A
+  deterministic function of ``(count, seed)``.
+  """
+  rng = np.random.default_rng(seed)
+  labels = rng.permutation(np.arange(count) % len(SHAPE_CLASSES)).astype(np.int32)
+  n = SHAPES_SIZE * _SUPERSAMPLE
+  coords = ((np.arange(n) + 0.5) / _SUPERSAMPLE).astype(np.float32)
+  gy, gx = np.meshgrid(coords, coords, indexing="ij")
+  gx, gy = gx[None], gy[None]
+  out = np.empty((count, SHAPES_SIZE, SHAPES_SIZE, 3), np.uint8)
+
+  def uniform(low, high, shape):
+    return rng.uniform(low, high, shape).astype(np.float32)
+
+  def column(values):  # (m, ...) -> (m, 1, 1, ...) to broadcast over the pixel grid
+    return values[:, None, None]
+
+  def paint(image, hit):  # a random colour per image where `hit`
+    return np.where(hit[..., None], uniform(0, 1, (len(image), 1, 1, 3)), image)
+
+  for start in range(0, count, chunk):
+    lab = labels[start:start + chunk]
+    m = len(lab)
+    # Background: a linear gradient between two random colours in a random direction.
+    c0, c1 = uniform(0, 1, (m, 3)), uniform(0, 1, (m, 3))
+    phi = uniform(0, 2 * np.pi, m)
+    t = ((gx - 16) * column(np.cos(phi)) + (gy - 16) * column(np.sin(phi))) / 45 + 0.5
+    img = column(c0) + column(c1 - c0) * t[..., None]
+    # Clutter: three line segments (half-width 0.3..0.7 px) and two discs (radius 1..2 px).
+    for _ in range(3):
+      p = uniform(0, 32, (m, 2))
+      d = uniform(-12, 12, (m, 2))
+      px, py = gx - column(p[:, 0]), gy - column(p[:, 1])
+      along = (px * column(d[:, 0]) + py * column(d[:, 1])) / column(
+          np.maximum((d ** 2).sum(1), 1e-6))
+      along = np.clip(along, 0, 1)
+      dist = np.hypot(px - along * column(d[:, 0]), py - along * column(d[:, 1]))
+      img = paint(img, dist <= column(uniform(0.3, 0.7, m)))
+    for _ in range(2):
+      p = uniform(0, 32, (m, 2))
+      dist = np.hypot(gx - column(p[:, 0]), gy - column(p[:, 1]))
+      img = paint(img, dist <= column(uniform(1, 2, m)))
+    # The shape, in coordinates centred on it, rotated and in units of its circumradius.
+    centre, scale, angle = uniform(11, 21, (m, 2)), uniform(6, 11, m), uniform(0, 2 * np.pi, m)
+    dx, dy = gx - column(centre[:, 0]), gy - column(centre[:, 1])
+    ca, sa = column(np.cos(angle)), column(np.sin(angle))
+    u = (ca * dx + sa * dy) / column(scale)
+    v = (-sa * dx + ca * dy) / column(scale)
+    mask = np.zeros((m, n, n), bool)
+    for k in range(len(SHAPE_CLASSES)):
+      sel = lab == k
+      if sel.any():
+        mask[sel] = _shape_mask(k, u[sel], v[sel])
+    background = (c0 + c1) / 2
+    colour = uniform(0, 1, (m, 3))
+    for _ in range(20):  # redraw colours too close to the background's mean
+      close = np.abs(colour - background).sum(1) < 0.6
+      if not close.any():
+        break
+      colour[close] = uniform(0, 1, (int(close.sum()), 3))
+    img = np.where(mask[..., None], column(colour), img)
+    img = img.reshape(m, SHAPES_SIZE, _SUPERSAMPLE, SHAPES_SIZE, _SUPERSAMPLE, 3).mean((2, 4))
+    img = img + rng.normal(0, 0.05, img.shape).astype(np.float32)
+    out[start:start + m] = np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
+  return out, labels
+
+
+@functools.lru_cache(maxsize=1)
+def _shapes_dataset() -> tuple[np.ndarray, ...]:
+  """``shapes``: :data:`SHAPES_TRAIN` training and :data:`SHAPES_TEST` test images of
+  :func:`_shapes` (seeds 0 and 1), ``x_train, x_test, y_train, y_test``."""
+  x_train, y_train = _shapes(SHAPES_TRAIN, seed=0)
+  x_test, y_test = _shapes(SHAPES_TEST, seed=1)
+  arrays = (x_train, x_test, y_train, y_test)
+  for a in arrays:  # cached: nobody may change them
+    a.flags.writeable = False
+  return arrays
+
+
 def _channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
   pixels = images.reshape(-1, images.shape[-1]).astype(np.float64)
   std = np.maximum(pixels.std(axis=0), 1e-3)
@@ -311,7 +440,8 @@ def load(name: str, data_dir: str | None = None) -> Dataset:
   if name not in DATASETS:
     raise ValueError(f"unknown dataset {name!r}; valid choices: {', '.join(DATASETS)}")
   if name in EMBEDDED:
-    x_train, x_test, y_train, y_test = _digits() if name == "digits" else _warped_digits()
+    x_train, x_test, y_train, y_test = {"digits": _digits, "digits_warped": _warped_digits,
+                                        "shapes": _shapes_dataset}[name]()
     train, test = ArraySource(x_train, y_train), ArraySource(x_test, y_test)
     mean, std = _channel_stats(x_train)
     num_classes, augment, shape = 10, "none", tuple(x_train.shape[1:])

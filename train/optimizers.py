@@ -399,6 +399,21 @@ def _one_cycle(learning_rate, steps_per_epoch, total_steps, momentum=0.9, pct_st
   return _logged_rate(lambda lr: optax.sgd(lr, momentum=momentum or None), schedule)
 
 
+def _adamw_cosine(learning_rate, steps_per_epoch, total_steps, warmup_fraction=0.05, b1=0.9,
+                  b2=0.999, eps=1e-8, weight_decay=1e-4):
+  """AdamW with a linear warm-up from 0 over ``warmup_fraction`` of the run to ``learning_rate``,
+  then a cosine decay to 0 at ``total_steps``: the tuned baseline (run over a grid of peak rates
+  and reported at the best). ``weight_decay`` is AdamW's decoupled decay (optax's default), on
+  top of the training step's coupled decay."""
+  del steps_per_epoch
+  _checks.in_range("warmup_fraction", warmup_fraction, 0.0, 1.0, high_open=True)
+  warmup = max(1, round(warmup_fraction * total_steps)) if warmup_fraction else 0
+  schedule = optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup,
+                                                max(total_steps, warmup + 1), end_value=0.0)
+  return _logged_rate(lambda lr: optax.adamw(lr, b1=b1, b2=b2, eps=eps,
+                                             weight_decay=weight_decay), schedule)
+
+
 def _prodigy(learning_rate, steps_per_epoch, total_steps, scale=1.0):
   del learning_rate, steps_per_epoch, total_steps
   return optax.contrib.prodigy(learning_rate=scale)
@@ -588,6 +603,8 @@ _SPECS = [
     _peer("adam", _adam, "Adam"),
     _peer("radam", _radam, "Rectified Adam"),
     _peer("one_cycle", _one_cycle, "SGD with optax's cosine one-cycle schedule"),
+    _peer("adamw_cosine", _adamw_cosine,
+          "AdamW with linear warm-up and cosine decay (the tuned baseline)"),
     _peer("prodigy", _prodigy, "optax.contrib.prodigy", takes_learning_rate=False),
     _peer("dadapt_adamw", _dadapt_adamw, "optax.contrib.dadapt_adamw",
                   takes_learning_rate=False),

@@ -5,9 +5,15 @@ baselines -- multistep SGD, Adam, SLS and SPS for Trainable Learning Rate, L4 ov
 momentum and AdaBound for Adaptive Hierarchical Hyper-gradient Descent -- and the peers a user
 would pick instead) trains the same model on the same data, over the initial rates
 {1e-4, 1e-3, 1e-2, 1e-1} (three orders of magnitude) for the methods that take one (the
-registry's ``takes_learning_rate``) and over 3 seeds. Two embedded tasks need no download: the
-digits (the default) and ``digits_warped`` (8 random affine warps with pixel noise of every digit,
-harder). Per method and setting the benchmark reports the best and the final test accuracy, the
+registry's ``takes_learning_rate``) and over 3 seeds. Four tasks need no download: the
+digits (the default), ``digits_warped`` (8 random affine warps with pixel noise of every digit,
+harder), ``shapes`` (generated 32x32 RGB shapes for a CNN, ``patch_cnn``) and ``bytes_lm`` (a
+byte-level transformer language model on standard-library sources, held-out next-token loss:
+:func:`run_lm_compare`); the last two default to five decades of initial rates, 1e-5 ... 1, and
+to :data:`ISSUE_METHODS`. Every results page opens with a computed verdict (:func:`verdict`): the
+recommended optimizer's worst case against the best learning-rate-free peer and tuned AdamW
+(``adamw_cosine`` at the best rate of its half-decade grid). Per method and setting the
+benchmark reports the best and the final test accuracy, the
 number of epochs a run needs to reach 95% of its own best accuracy, and, per method, the worst
 case over the initial rates: what a user who does not tune the rate risks. The "goal" section
 (:func:`goal`) sets every method's worst case against the learning-rate-free peers Prodigy and
@@ -29,6 +35,7 @@ checks it), and the loss-based baselines get what they declare from that step: t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -39,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from train import input_pipeline, io_utils, optimizers
+from train.bench import lm
 from train.bench.grid import (
   GridRunner,
   make_config,
@@ -61,7 +69,17 @@ from train.bench.report import (
   save_figure,
   write_json,
 )
-from train.bench.stats import BEST_FRACTION, TIE, difference, worst_case
+from train.bench.stats import (
+  BEST_FRACTION,
+  TIE,
+  best_setting,
+  curve,
+  curve_se,
+  difference,
+  mean_and_standard_error,
+  worst_case,
+  worst_setting,
+)
 
 #: The initial rates of the grid (for methods that take one): three orders of magnitude.
 LEARNING_RATES = (1e-4, 1e-3, 1e-2, 1e-1)
@@ -71,12 +89,37 @@ SEEDS = (0, 1, 2)
 #: ``digits_warped`` has 8x the digits' steps per epoch (179 against 22): 20 epochs are 3,580
 #: steps per run, and the whole registry's run stays near 15 minutes on 2 CPU cores (about 200 s of
 #: compiling and tracing plus 30 s per epoch, measured).
-QUICK_EPOCHS = {"digits": 10, "digits_warped": 5}
-FULL_EPOCHS = {"digits": 30, "digits_warped": 20}
+QUICK_EPOCHS = {"digits": 10, "digits_warped": 5, "shapes": 1}
+FULL_EPOCHS = {"digits": 30, "digits_warped": 20, "shapes": 5}
 #: The learning-rate-free peers the goal section compares against (registry names).
 REFERENCES = ("prodigy", "dadapt_adamw")
 #: Registry entries named with this suffix are the library's "auto" (robust-default) entries.
 AUTO_SUFFIX = "_auto"
+
+#: The issue's initial rates: five decades, 1e-5 ... 1 (the default of the tasks below).
+WIDE_LEARNING_RATES = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+#: Datasets whose default initial rates are :data:`WIDE_LEARNING_RATES`.
+WIDE_DATASETS = ("shapes", lm.LM_DATASET)
+#: The tuned baseline: AdamW with warm-up and cosine decay, run over a half-decade grid of peak
+#: rates (whatever the rates of the others) and reported at its best rate.
+TUNED = "adamw_cosine"
+TUNED_LEARNING_RATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
+#: The learning-rate-free peers of the verdict (registry names; they set their own rate).
+RATE_FREE_PEERS = ("prodigy", "dadapt_adamw")
+#: The optimizer the verdict judges by default (``--recommended`` names another).
+RECOMMENDED = "adam_hd_auto"
+#: The methods a run of the issue's tasks trains by default (``shapes``, ``bytes_lm``): the
+#: library's "auto" entries and the peers of the verdict.
+ISSUE_METHODS = ("adam_hd_auto", "adam_cam_hd_auto", "sgdn_hd_auto", "tlr_sgd_auto",
+                 "prodigy", "dadapt_adamw", "schedule_free_adamw", TUNED)
+#: The model of each dataset when ``--model`` is not given (others: the MLP).
+DEFAULT_MODELS = {"shapes": "patch_cnn", lm.LM_DATASET: "transformer_lm"}
+#: Steps of a ``--quick`` and of a full run of the language-model task (:func:`run_lm_compare`).
+LM_QUICK_STEPS = 20
+LM_FULL_STEPS = 300
+#: A held-out loss is capped at the loss of the uniform prediction over bytes, ln 256 nats: a
+#: diverged run (non-finite or worse than uniform) counts as guessing.
+LM_CHANCE_LOSS = math.log(256)
 
 #: The lower end of the accuracy axis of the figures, per dataset (others: 0).
 ACCURACY_AXIS_FLOOR = {"digits": 0.5, "digits_warped": 0.3}
@@ -150,13 +193,107 @@ def goal(document: dict[str, Any], references: Sequence[str] = REFERENCES) -> di
           "auto_diverged": diverged, "met": bool(at_least) and not diverged}
 
 
+def metric_of(document: dict[str, Any]) -> tuple[str, bool]:
+  """``(entry key, higher is better)`` of the document's headline measure: the final test
+  accuracy (higher is better), or the final held-out loss of the language-model task (lower)."""
+  metric = document.get("metric", {"key": "final_accuracy", "higher_is_better": True})
+  return metric["key"], metric["higher_is_better"]
+
+
+def verdict(document: dict[str, Any], recommended: str | None = None,
+            peers: Sequence[str] = RATE_FREE_PEERS, tuned: str = TUNED) -> dict[str, Any]:
+  """The issue's verdict on one task, from the document's entries.
+
+  ``recommended`` (default: the document's ``"recommended"``, else :data:`RECOMMENDED`) passes
+  when its worst case over the initial rates (the worst mean of the headline measure,
+  :func:`metric_of`) is (a) at least the best learning-rate-free peer's worst case minus one
+  standard error of their difference, and (b) at least tuned AdamW's (``tuned`` at its best rate)
+  minus one standard error of their difference. "At least" is in the measure's own direction
+  (for a loss: at most plus one standard error); a standard error of a difference is
+  ``sqrt(se_a^2 + se_b^2)`` (:func:`~train.bench.stats.difference`).
+
+  Returns:
+    ``"recommended"``, ``"metric"``, ``"higher_is_better"``; ``"worst"`` (the recommended
+    method's worst setting: ``{"mean", "se", "learning_rate"}``); ``"peers"``: name -> its worst
+    setting; ``"best_peer"`` (the name whose worst case is best; None without one);
+    ``"tuned"``: tuned AdamW's best setting (None when absent); ``"versus_peer"`` and
+    ``"versus_tuned"``: ``{"difference", "se", "margin", "passed"}`` with ``margin`` = the
+    difference in the measure's better direction plus one standard error (passed: margin >= 0
+    up to :data:`~train.bench.stats.TIE`; None when a side is missing); ``"passed"``: both hold
+    (False when either is missing).
+  """
+  key, higher = metric_of(document)
+  name = recommended or document.get("recommended") or RECOMMENDED
+  sign = 1.0 if higher else -1.0
+
+  def settings(method: str) -> list[dict[str, Any]]:
+    return [e for e in document["entries"] if e["method"] == method and "rejected" not in e]
+
+  def versus(a: dict[str, Any], b: dict[str, Any] | None) -> dict[str, Any] | None:
+    if b is None or a["mean"] is None or b["mean"] is None:
+      return None
+    diff = difference(a, b)
+    margin = sign * diff["difference"] + diff["se"]
+    return {"difference": diff["difference"], "se": diff["se"], "margin": margin,
+            "passed": margin >= -TIE}
+
+  worst = worst_setting(settings(name), key, higher)
+  found = {p: worst_setting(settings(p), key, higher) for p in peers if settings(p)}
+  found = {p: w for p, w in found.items() if w["mean"] is not None}
+  best_peer = max(found, key=lambda p: sign * found[p]["mean"]) if found else None
+  tuned_best = best_setting(settings(tuned), key, higher) if settings(tuned) else None
+  if tuned_best is not None and tuned_best["mean"] is None:
+    tuned_best = None
+  vs_peer = versus(worst, found.get(best_peer)) if best_peer else None
+  vs_tuned = versus(worst, tuned_best)
+  return {"recommended": name, "metric": key, "higher_is_better": higher, "worst": worst,
+          "peers": found, "best_peer": best_peer, "tuned": tuned_best, "tuned_name": tuned,
+          "versus_peer": vs_peer, "versus_tuned": vs_tuned,
+          "passed": bool(vs_peer and vs_peer["passed"] and vs_tuned and vs_tuned["passed"])}
+
+
+def verdict_markdown(section: dict[str, Any]) -> list[str]:
+  """The verdict paragraph that opens a results page (:func:`verdict`)."""
+  higher = section["higher_is_better"]
+  scale, unit = (100.0, "% test accuracy") if higher else (1.0, " nats held-out loss")
+  digits = 1 if higher else 3
+
+  def value(x: dict[str, Any] | None) -> str:
+    if x is None or x["mean"] is None:
+      return "-"
+    return f"{fmt(x, scale, digits)} (at {fmt_lr(x['learning_rate'])})"
+
+  def diff(v: dict[str, Any] | None) -> str:
+    if v is None:
+      return "not compared (missing)"
+    outcome = "passes" if v["passed"] else "fails"
+    return (f"difference {scale * v['difference']:+.{digits}f} ± {scale * v['se']:.{digits}f}"
+            f", {outcome}")
+
+  name, peer, tuned = section["recommended"], section["best_peer"], section["tuned_name"]
+  better = "higher" if higher else "lower"
+  line = (f"**Verdict: {'PASS' if section['passed'] else 'FAIL'}.** `{name}`'s worst case over "
+          f"the initial rates ({better} is better; mean ± s.e. over seeds): "
+          f"{value(section['worst'])}{unit}. "
+          f"Against the best learning-rate-free peer"
+          + (f" `{peer}` {value(section['peers'][peer])}" if peer else " (none was run)")
+          + f" it must not be worse by more than one s.e. of the difference: "
+          f"{diff(section['versus_peer'])}. Against tuned AdamW (`{tuned}` at its best rate"
+          + (f", {value(section['tuned'])}" if section["tuned"] else ", not run")
+          + f"), the same rule: {diff(section['versus_tuned'])}.")
+  others = "; ".join(f"`{p}` {value(w)}" for p, w in section["peers"].items() if p != peer)
+  if others:
+    line += f" Other learning-rate-free peers' worst cases: {others}."
+  return [line, ""]
+
+
 # --- the comparison
 
 def run_compare(methods: Sequence[str] | None = None, *, epochs: int | None = None,
                 seeds: Sequence[int] = SEEDS, learning_rates: Sequence[float] = LEARNING_RATES,
                 dataset: str = "digits", model: str = "mlp", batch_size: int = 64,
                 data_dir: str | None = None, optimizer_options: dict[str, Any] | None = None,
-                keep_rate_keys: bool = False,
+                keep_rate_keys: bool = False, recommended: str = RECOMMENDED,
                 log: Callable[[str], None] = print) -> dict[str, Any]:
   """Trains every method (default: the whole registry) and returns the JSON document.
 
@@ -179,11 +316,10 @@ def run_compare(methods: Sequence[str] | None = None, *, epochs: int | None = No
   runner = GridRunner(dataset, data_dir)
   entries, worst = [], []
   for name in names:
-    spec = optimizers.get_spec(name)
     config = make_config(name, num_epochs=epochs, dataset=dataset, model=model,
                          batch_size=batch_size, data_dir=data_dir, optimizer_options=options)
     steps = runner.dataset.info.num_train // batch_size
-    rates = list(learning_rates) if spec.takes_learning_rate else None
+    rates = rates_for(name, learning_rates)
     kind = method_kind(name)
     rejected = rejected_rates(name, rates or [], steps, steps * epochs, options)
     method_entries = []
@@ -213,9 +349,120 @@ def run_compare(methods: Sequence[str] | None = None, *, epochs: int | None = No
               "seeds": list(seeds), "learning_rates": list(learning_rates),
               "optimizer_options": options, "best_fraction": BEST_FRACTION,
               "platform": platform_name(), "wall_s": time.perf_counter() - start,
-              "entries": entries, "worst_case": worst}
+              "recommended": recommended, "entries": entries, "worst_case": worst}
   document["goal"] = goal(document)
+  document["verdict"] = verdict(document)
   return document
+
+
+def _capped(values: np.ndarray) -> np.ndarray:
+  """Held-out losses with non-finite ones and those above :data:`LM_CHANCE_LOSS` at it."""
+  values = np.asarray(values, np.float64)
+  return np.where(np.isfinite(values), np.minimum(values, LM_CHANCE_LOSS), LM_CHANCE_LOSS)
+
+
+def summarize_lm(name: str, result: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+  """One entry per initial rate of :func:`train.bench.lm.run_lm_grid`'s result: final and best
+  held-out loss (capped at :data:`LM_CHANCE_LOSS`) as mean ± s.e. over seeds, the diverged seeds
+  (a non-finite training loss at the end) and the curves per evaluation."""
+  entries = []
+  for i, lr in enumerate(result["learning_rates"]):
+    test = _capped(result["test_loss"][i])
+    train = np.asarray(result["train_loss"][i], np.float64)
+    entries.append({
+        "method": name, "kind": kind, "learning_rate": lr,
+        "final_loss": mean_and_standard_error(list(test[:, -1])),
+        "best_loss": mean_and_standard_error(list(test.min(axis=1))),
+        "diverged_seeds": int(np.sum(~np.isfinite(train[:, -1]))),
+        "curves": {"test_loss": curve(test), "train_loss": curve(train),
+                   "rate": curve(result["rate"][i])},
+        "curves_se": {"test_loss": curve_se(test), "rate": curve_se(result["rate"][i])},
+        "compile_s": result["compile_seconds"], "run_s": result["run_seconds"]})
+  return entries
+
+
+def rates_for(name: str, learning_rates: Sequence[float]) -> list[float] | None:
+  """The initial rates a method runs at: None when it sets its own, :data:`TUNED_LEARNING_RATES`
+  for the tuned baseline, ``learning_rates`` otherwise."""
+  if not optimizers.get_spec(name).takes_learning_rate:
+    return None
+  return list(TUNED_LEARNING_RATES) if name == TUNED else list(learning_rates)
+
+
+def run_lm_compare(methods: Sequence[str] | None = None, *, steps: int = LM_QUICK_STEPS,
+                   seeds: Sequence[int] = SEEDS,
+                   learning_rates: Sequence[float] = WIDE_LEARNING_RATES,
+                   optimizer_options: dict[str, Any] | None = None,
+                   recommended: str = RECOMMENDED, task: lm.LMTask | None = None,
+                   log: Callable[[str], None] = print) -> dict[str, Any]:
+  """The language-model task (``--dataset bytes_lm``): every method (default
+  :data:`ISSUE_METHODS`) trains :mod:`train.bench.lm`'s byte transformer (2 blocks, width 128,
+  batch 32, 64-byte windows) for ``steps`` steps per (initial rate, seed); the document holds the
+  final and best held-out next-token loss (lower is better) per setting, the worst cases and the
+  verdict (:func:`verdict`)."""
+  start = time.perf_counter()
+  options = dict(optimizer_options or {})
+  task = task or lm.LMTask(steps=steps)
+  names = list(methods or ISSUE_METHODS)
+  entries, worst = [], []
+  for name in names:
+    kind = method_kind(name)
+    rates = rates_for(name, learning_rates)
+    result = lm.run_lm_grid(name, rates, seeds, task=task, options=options)
+    method_entries = summarize_lm(name, result, kind)
+    entries.extend(method_entries)
+    worst.append({"method": name, "kind": kind,
+                  "final_loss": worst_setting(method_entries, "final_loss", False),
+                  "best_loss": worst_setting(method_entries, "best_loss", False),
+                  "diverged_seeds": sum(e["diverged_seeds"] for e in method_entries),
+                  "settings": len(method_entries)})
+    summary = ", ".join(f"{fmt_lr(e['learning_rate'])}: {fmt(e['final_loss'], 1.0, 3)}"
+                        for e in method_entries)
+    log(f"{name:>22} compile {result['compile_seconds']:5.1f}s run "
+        f"{result['run_seconds']:5.1f}s | held-out loss {summary}")
+  document = {"benchmark": "compare", "dataset": lm.LM_DATASET, "model": "transformer_lm",
+              "metric": {"key": "final_loss", "higher_is_better": False,
+                         "name": "held-out next-token loss (nats)"},
+              "task": dataclasses.asdict(task), "steps": task.steps,
+              "evaluations": lm.LM_EVALUATIONS, "batch_size": task.batch_size,
+              "seq_len": task.seq_len, "weight_decay": 0.0, "seeds": list(seeds),
+              "learning_rates": list(learning_rates), "optimizer_options": options,
+              "recommended": recommended, "platform": platform_name(),
+              "wall_s": time.perf_counter() - start, "entries": entries, "worst_case": worst}
+  document["verdict"] = verdict(document)
+  return document
+
+
+def lm_markdown(document: dict[str, Any]) -> str:
+  """The language-model task's page: the verdict, the worst cases and every setting."""
+  def loss(x: dict[str, Any]) -> str:
+    return fmt(x, 1.0, 3)
+
+  lines = verdict_markdown(document.get("verdict") or verdict(document))
+  lines += [f"Task {document['dataset']}: byte-level transformer ({document['task']['num_layers']}"
+            f" blocks, width {document['task']['width']}), batch {document['batch_size']}, "
+            f"{document['seq_len']}-byte windows, {document['steps']} steps, seeds "
+            f"{document['seeds']}; held-out next-token loss in nats (mean ± standard error over "
+            f"seeds, lower is better, capped at ln 256 = {LM_CHANCE_LOSS:.3f}). "
+            f"{document['platform']}; {document['wall_s']:.0f} s in all.", "",
+            "Worst case over the initial rates {" +
+            ", ".join(f"{lr:g}" for lr in document["learning_rates"]) + "} (`" + TUNED + "`: {" +
+            ", ".join(f"{lr:g}" for lr in TUNED_LEARNING_RATES) + "}; methods that set their "
+            "own rate have one setting):", "",
+            "| method | kind | worst final loss (at rate) | worst best loss (at rate) | "
+            "diverged seeds |", "| --- | --- | --- | --- | --- |"]
+  ranked = sorted(document["worst_case"], key=lambda w: (w["final_loss"]["mean"] is None,
+                                                         w["final_loss"]["mean"] or 0.0))
+  for w in ranked:
+    lines.append(f"| {w['method']} | {w['kind']} | {loss(w['final_loss'])} "
+                 f"({fmt_lr(w['final_loss']['learning_rate'])}) | {loss(w['best_loss'])} "
+                 f"({fmt_lr(w['best_loss']['learning_rate'])}) | {w['diverged_seeds']} |")
+  lines += ["", "Every setting:", "", "| method | initial rate | final loss | best loss | "
+            "diverged seeds |", "| --- | --- | --- | --- | --- |"]
+  for e in document["entries"]:
+    lines.append(f"| {e['method']} | {fmt_lr(e['learning_rate'])} | {loss(e['final_loss'])} | "
+                 f"{loss(e['best_loss'])} | {e['diverged_seeds']} |")
+  return "\n".join(lines) + "\n"
 
 
 def goal_markdown(section: dict[str, Any]) -> list[str]:
@@ -279,6 +526,7 @@ def markdown(document: dict[str, Any]) -> str:
            f"{document['epochs']} epochs, seeds {document['seeds']}; accuracy in % (mean ± "
            "standard error over seeds); epochs to 95% = first epoch reaching 95% of the run's "
            f"own best accuracy. {document['platform']}; {document['wall_s']:.0f} s in all.", ""]
+  lines = verdict_markdown(document.get("verdict") or verdict(document)) + lines
   lines += goal_markdown(document["goal"] if "goal" in document else goal(document))
   lines += ["", "Worst case over the initial rates {" +
             ", ".join(f"{lr:g}" for lr in document["learning_rates"]) + "} (methods that set "
@@ -387,19 +635,35 @@ def main(argv: list[str]) -> None:
   parser.add_argument("--quick", action="store_true",
                       help="fewer epochs (per dataset: " + ", ".join(
                           f"{d} {QUICK_EPOCHS[d]} instead of {FULL_EPOCHS[d]}"
-                          for d in FULL_EPOCHS) + ")")
+                          for d in FULL_EPOCHS) + f"; {lm.LM_DATASET}: {LM_QUICK_STEPS} steps "
+                      f"instead of {LM_FULL_STEPS})")
   parser.add_argument("--out", help="JSON output (default docs/results/compare[_DATASET]"
                       "[_quick].json, no _DATASET for the digits); the markdown goes beside it, "
                       "figures too when --out is given")
-  parser.add_argument("--dataset", default="digits", choices=input_pipeline.DATASETS)
+  parser.add_argument("--dataset", default="digits",
+                      choices=[*input_pipeline.DATASETS, lm.LM_DATASET],
+                      help=f"{lm.LM_DATASET}: the byte-level transformer language model on "
+                      "standard-library sources (held-out next-token loss)")
   parser.add_argument("--data-dir", default=None, help="TFDS data directory")
-  parser.add_argument("--model", default="mlp", help="a name of models.MODELS (default mlp)")
-  parser.add_argument("--batch-size", type=int, default=64)
+  parser.add_argument("--model", default=None, help="a name of models.MODELS (default: " +
+                      ", ".join(f"{m} for {d}" for d, m in DEFAULT_MODELS.items()) +
+                      ", mlp otherwise; ignored for the language model)")
+  parser.add_argument("--batch-size", type=int, default=64, help="(images; the language model "
+                      "uses 32)")
   parser.add_argument("--methods", nargs="*", choices=list(optimizers.OPTIMIZERS),
-                      help="default: every registry entry")
+                      help="default: every registry entry; for " + ", ".join(WIDE_DATASETS) +
+                      ": " + " ".join(ISSUE_METHODS))
   parser.add_argument("--epochs", type=int, help="override the number of epochs")
+  parser.add_argument("--steps", type=int, help=f"override the steps of {lm.LM_DATASET} (a "
+                      f"multiple of {lm.LM_EVALUATIONS})")
   parser.add_argument("--seeds", type=int, default=len(SEEDS), help="number of seeds (0, 1, ...)")
-  parser.add_argument("--learning-rates", type=float, nargs="*", default=list(LEARNING_RATES))
+  parser.add_argument("--learning-rates", type=float, nargs="*", default=None,
+                      help="default: " + " ".join(f"{lr:g}" for lr in LEARNING_RATES) +
+                      "; for " + ", ".join(WIDE_DATASETS) + ": " +
+                      " ".join(f"{lr:g}" for lr in WIDE_LEARNING_RATES) + f" (`{TUNED}` always "
+                      "runs at " + " ".join(f"{lr:g}" for lr in TUNED_LEARNING_RATES) + ")")
+  parser.add_argument("--recommended", default=RECOMMENDED,
+                      help=f"the registry entry the verdict judges (default {RECOMMENDED})")
   parser.add_argument("--options", type=json.loads, default={},
                       help="registry options for every method, as a JSON object "
                       "(e.g. '{\"drop_delay\": 5}')")
@@ -408,18 +672,33 @@ def main(argv: list[str]) -> None:
   args = parser.parse_args(argv)
   if not isinstance(args.options, dict):
     parser.error(f"--options must be a JSON object, got {args.options!r}")
-  epochs = args.epochs or epochs_for(args.dataset, args.quick)
-  document = run_compare(args.methods, epochs=epochs, seeds=tuple(range(args.seeds)),
-                         learning_rates=args.learning_rates, dataset=args.dataset,
-                         model=args.model, batch_size=args.batch_size, data_dir=args.data_dir,
-                         optimizer_options=args.options, keep_rate_keys=args.rate_keys)
+  wide = args.dataset in WIDE_DATASETS
+  rates = args.learning_rates or list(WIDE_LEARNING_RATES if wide else LEARNING_RATES)
+  methods = args.methods or (list(ISSUE_METHODS) if wide else None)
+  if args.dataset == lm.LM_DATASET:
+    steps = args.steps or (LM_QUICK_STEPS if args.quick else LM_FULL_STEPS)
+    document = run_lm_compare(methods, steps=steps, seeds=tuple(range(args.seeds)),
+                              learning_rates=rates, optimizer_options=args.options,
+                              recommended=args.recommended)
+    table = lm_markdown(document)
+    curve_key, label = "test_loss", "held-out loss"
+  else:
+    epochs = args.epochs or epochs_for(args.dataset, args.quick)
+    model = args.model or DEFAULT_MODELS.get(args.dataset, "mlp")
+    document = run_compare(methods, epochs=epochs, seeds=tuple(range(args.seeds)),
+                           learning_rates=rates, dataset=args.dataset, model=model,
+                           batch_size=args.batch_size, data_dir=args.data_dir,
+                           optimizer_options=args.options, keep_rate_keys=args.rate_keys,
+                           recommended=args.recommended)
+    table = markdown(document)
+    curve_key, label = "test_accuracy", "test accuracy"
   document["quick"] = args.quick
   json_path, md_path, figure_prefix = default_paths("compare", args.quick, args.out,
                                                     args.dataset)
-  table = markdown(document)
   print(table)
   write_json(json_path, document)
   io_utils.write_atomic(md_path, table)
-  plot_compare(document, "test_accuracy", figure_prefix + "_accuracy.png", "test accuracy")
+  suffix = "accuracy" if curve_key == "test_accuracy" else "loss"
+  plot_compare(document, curve_key, f"{figure_prefix}_{suffix}.png", label)
   plot_compare(document, "rate", figure_prefix + "_rates.png", "learning rate", log_scale=True)
-  print(f"wrote {json_path}, {md_path}, {figure_prefix}_{{accuracy,rates}}.png")
+  print(f"wrote {json_path}, {md_path}, {figure_prefix}_{{{suffix},rates}}.png")

@@ -152,3 +152,27 @@ def difference(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 def pooled(entries: Sequence[dict[str, Any]], key: str) -> dict[str, Any]:
   """:func:`~train.bench.mean_and_standard_error` over the seeds of several settings."""
   return mean_and_standard_error([v for e in entries for v in e[key]["values"]])
+
+
+def worst_setting(entries: Sequence[dict[str, Any]], key: str,
+                  higher_is_better: bool = True) -> dict[str, Any]:
+  """The setting with the worst mean ``key`` (lowest when higher is better, else highest):
+  ``{"mean", "se", "learning_rate"}`` (all None when no setting has a number; the first such
+  setting on a tie)."""
+  return _pick(entries, key, min if higher_is_better else max)
+
+
+def best_setting(entries: Sequence[dict[str, Any]], key: str,
+                 higher_is_better: bool = True) -> dict[str, Any]:
+  """The setting with the best mean ``key``, as :func:`worst_setting` returns it."""
+  return _pick(entries, key, max if higher_is_better else min)
+
+
+def _pick(entries: Sequence[dict[str, Any]], key: str,
+          choose: Callable[[Sequence[float]], float]) -> dict[str, Any]:
+  scored = [e for e in entries if key in e and e[key]["mean"] is not None]
+  if not scored:
+    return {"mean": None, "se": None, "learning_rate": None}
+  value = choose([e[key]["mean"] for e in scored])
+  chosen = next(e for e in scored if e[key]["mean"] == value)
+  return {"mean": value, "se": chosen[key].get("se"), "learning_rate": chosen["learning_rate"]}
