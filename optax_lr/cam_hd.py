@@ -216,6 +216,16 @@ class CamHDState(NamedTuple):
       :class:`~optax_lr.LossBacktrack`, else empty.
     searching: bool scalar, the rate search is on (with a :class:`~optax_lr.RateSearch`), else
       empty.
+    tau: scalar, the blend ``tau(count) = exp(-r count)`` the next update applies (1 without
+      :class:`Blending`).
+    final_learning_rate: scalar, ``a_inf`` of the blending (0 without :class:`Blending`, where
+      ``1 - tau = 0`` leaves it out).
+    min_learning_rate: scalar, the floor on ``kappa`` (``-inf`` without ``min_learning_rate``).
+
+    The last three are always present, in the rates' dtype (float32 unless the params are
+    float64), so the state's structure does not depend on the options and
+    :func:`cam_hd_effective_learning_rate` needs nothing but the state:
+    ``kappa = max(tau sum_l gamma_l a^l + (1 - tau) final_learning_rate, min_learning_rate)``.
   """
 
   count: jax.Array
@@ -224,6 +234,9 @@ class CamHDState(NamedTuple):
   inner_state: Any
   backtrack: Any = optax.EmptyState()
   searching: Any = optax.EmptyState()
+  tau: Any = None
+  final_learning_rate: Any = None
+  min_learning_rate: Any = None
 
 
 def parent_module_label(path: Sequence[Any]) -> str:
@@ -690,6 +703,17 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
   if min_learning_rate is not None:
     _checks.non_negative("min_learning_rate", min_learning_rate)
   inner = optax.with_extra_args_support(inner)
+
+  def _reported_settings(count, dtype):
+    # What the applied rate needs besides the rates and weights, so that it can be reported
+    # from the state alone; neutral values when an option is off keep the structure static.
+    return dict(
+        tau=(jnp.exp(-decay_rate * count.astype(_tree.RATE_DTYPE)).astype(dtype) if blends
+             else _tree.full_rate(1.0, dtype)),
+        final_learning_rate=_tree.full_rate(final_learning_rate if blends else 0.0, dtype),
+        min_learning_rate=_tree.full_rate(
+            -jnp.inf if min_learning_rate is None else min_learning_rate, dtype))
+
   learn_weights = not _is_static_zero(combination_lr) and len(levels) > 1
   softmax = combination.parametrization == "softmax"
 
@@ -719,6 +743,7 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
         inner_state=inner.init(params),
         backtrack=_rate_rule.backtrack_init(dtype) if backtracks else optax.EmptyState(),
         searching=jnp.ones((), bool) if rate_search else optax.EmptyState(),
+        **_reported_settings(jnp.zeros((), jnp.int32), dtype),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
@@ -774,13 +799,15 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
     previous_direction = (_tree.after(directions, tokens) if previous_direction_fn is None
                           else state.previous_direction)
     new_updates = _tree.scale_by_rate(treedef.unflatten(kappa), directions, True)
+    count = optax.safe_increment(state.count)
     return new_updates, CamHDState(
-        count=optax.safe_increment(state.count),
+        count=count,
         learning_rate=new,
         previous_direction=previous_direction,
         inner_state=inner_state,
         backtrack=backtrack_state,
         searching=searching,
+        **_reported_settings(count, state.tau.dtype),
     )
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -912,33 +939,23 @@ def _find_cam_hd_state(opt_state: Any) -> CamHDState:
   return found[0]
 
 
-def cam_hd_effective_learning_rate(opt_state: Any, decay_rate: float = 0.0,
-                                   final_learning_rate: float | None = None,
-                                   min_learning_rate: float | None = None) -> Any:
+def cam_hd_effective_learning_rate(opt_state: Any) -> Any:
   """The effective per-element rate ``kappa`` a CAM-HD state holds, as a tree shaped like params.
 
-  ``kappa = tau(t) sum_l gamma_l a^l + (1 - tau(t)) a_inf`` with the state's rates and combination
-  weights and ``t`` its update count: the rate the next update starts from (it is the rate of the
-  latest update whenever ``combination_lr = 0`` and ``decay_rate = 0``). Leaves are scalars when
-  no filter or parameter level is present. Computed on device; callable inside ``jit``.
+  ``kappa = max(tau sum_l gamma_l a^l + (1 - tau) a_inf, min_learning_rate)`` with the state's
+  rates, combination weights, blend ``tau = exp(-r t)`` (``t`` its update count), ``a_inf`` and
+  floor, all read from the state (:class:`CamHDState`): the rate the next update starts from (the
+  rate of the latest update whenever the combination weights are fixed and there is no
+  :class:`Blending`). Leaves are scalars broadcast to their parameter's shape. Computed on
+  device; callable inside ``jit``.
 
   Args:
     opt_state: a state holding one :class:`CamHDState` (for example ``adam_cam_hd``'s).
-    decay_rate: the ``decay_rate`` the optimizer was built with.
-    final_learning_rate: its ``final_learning_rate``; required when ``decay_rate > 0``.
-    min_learning_rate: its ``min_learning_rate`` (the floor on ``kappa``), or None.
 
   Returns:
-    A tree of float32 rates with the structure of the params.
+    A tree of rates (float32 unless the params are float64) with the structure of the params.
   """
   state = _find_cam_hd_state(opt_state)
-  _checks.non_negative("decay_rate", decay_rate)
-  tau = None
-  if not _is_static_zero(decay_rate):
-    if final_learning_rate is None:
-      raise ValueError("`final_learning_rate` must be given when `decay_rate` > 0.")
-    _checks.non_negative("final_learning_rate", final_learning_rate)
-    tau = jnp.exp(-decay_rate * state.count.astype(_tree.RATE_DTYPE))
   # The parameters' shapes: the kept direction, or the inner state it is read from (Adam's
   # first moment, or the trace).
   shaped = state.previous_direction
@@ -946,27 +963,23 @@ def cam_hd_effective_learning_rate(opt_state: Any, decay_rate: float = 0.0,
     shaped = _base.previous_direction_source(state.inner_state)
   treedef = jax.tree.structure(shaped)
   rates = {k: v for k, v in state.learning_rate.items() if k != COMBINATION_WEIGHTS}
-  combined = _combined_rates(rates, state.learning_rate[COMBINATION_WEIGHTS], treedef, tau,
-                             final_learning_rate)
-  if min_learning_rate is not None:
-    _checks.non_negative("min_learning_rate", min_learning_rate)
-    combined = [jnp.maximum(rate, min_learning_rate).astype(rate.dtype) for rate in combined]
+  # Without blending tau = 1 and a_inf = 0, so the blend is a* + 0 = a* exactly; without a floor
+  # it is -inf.
+  combined = _combined_rates(rates, state.learning_rate[COMBINATION_WEIGHTS], treedef, state.tau,
+                             state.final_learning_rate)
+  combined = [jnp.maximum(rate, state.min_learning_rate).astype(rate.dtype) for rate in combined]
   # Broadcast a scalar or per-filter leaf to its elements, so every element counts once.
   return treedef.unflatten([
       jnp.broadcast_to(rate, jnp.shape(d)) for rate, d in
       zip(combined, treedef.flatten_up_to(shaped), strict=True)])
 
 
-def cam_hd_rate_summary(opt_state: Any, decay_rate: float = 0.0,
-                        final_learning_rate: float | None = None,
-                        min_learning_rate: float | None = None) -> dict[str, jax.Array]:
+def cam_hd_rate_summary(opt_state: Any) -> dict[str, jax.Array]:
   """Mean, min, max and Euclidean norm of the effective per-element rate, on device.
 
   Args:
-    opt_state: a state holding one :class:`CamHDState`.
-    decay_rate: the optimizer's ``decay_rate``.
-    final_learning_rate: its ``final_learning_rate`` (required when ``decay_rate > 0``).
-    min_learning_rate: its ``min_learning_rate``, or None.
+    opt_state: a state holding one :class:`CamHDState`; the optimizer's settings are read from
+      it.
 
   Returns:
     ``{"mean", "min", "max", "norm"}`` float32 scalars over every parameter element (see
@@ -975,6 +988,4 @@ def cam_hd_rate_summary(opt_state: Any, decay_rate: float = 0.0,
   Example:
     >>> stats = jax.jit(optax_lr.cam_hd_rate_summary)(opt_state)
   """
-  return telemetry.rate_summary(
-      cam_hd_effective_learning_rate(opt_state, decay_rate, final_learning_rate,
-                                     min_learning_rate))
+  return telemetry.rate_summary(cam_hd_effective_learning_rate(opt_state))

@@ -329,7 +329,7 @@ def test_blending_follows_tau_and_reaches_final_rate():
     updates, state = update(g, state)
     kappa = np.exp(-r * t) * alpha0 + (1 - np.exp(-r * t)) * alpha_inf
     np.testing.assert_allclose(updates["a"], -kappa * g["a"], rtol=1e-6)
-  summary = optax_lr.cam_hd_rate_summary(state, r, alpha_inf)
+  summary = optax_lr.cam_hd_rate_summary(state)
   np.testing.assert_allclose(summary["mean"], alpha_inf, rtol=1e-7)
   # With hypergradients on, the rates move but the applied rate still lands on a_inf.
   opt = optax_lr.adam_cam_hd(alpha0, 1e-3, levels=("parameter", "global"),
@@ -379,22 +379,47 @@ def test_rate_summary_of_the_effective_rate():
   np.testing.assert_allclose(summary["max"], kappa.max(), rtol=1e-6)
   np.testing.assert_allclose(summary["norm"], np.linalg.norm(kappa), rtol=1e-6)
   assert kappa.max() - kappa.min() > 1e-4
-  with pytest.raises(ValueError, match="final_learning_rate"):
-    optax_lr.cam_hd_rate_summary(state, decay_rate=0.1)
+
+
+def test_effective_rate_of_a_blended_run_from_the_state_alone():
+  # Learned weights, blending towards a_inf, a floor: after four steps the rate read from the
+  # state is max(tau (sum gamma a) + (1 - tau) a_inf, floor) with tau = exp(-4 r), by hand.
+  r, alpha_inf, floor = 0.1, 0.02, 0.03
+  opt = optax_lr.sgd_cam_hd(
+      0.1, 0.01, levels=("parameter", "global"), min_learning_rate=floor,
+      combination=optax_lr.CombinationWeights((0.25, 0.75), learning_rate=0.5),
+      blending=optax_lr.Blending(r, alpha_inf))
+  state = opt.init(_zeros())
+  for seed in range(4):
+    _, state = opt.update(_grads(40 + seed), state)
+  tau = np.exp(-r * 4)
+  np.testing.assert_allclose(state.tau, tau, rtol=1e-6)
+  rates, gamma = state.learning_rate, state.learning_rate["combination_weights"]
+  assert abs(float(gamma["global"]) - 0.75) > 1e-4  # the weights moved
+  effective = jax.jit(optax_lr.cam_hd_effective_learning_rate)(state)
+  for k in SHAPES:
+    combined = (float(gamma["parameter"]) * np.asarray(rates["parameter"][k], np.float64)
+                + float(gamma["global"]) * float(rates["global"]))
+    kappa = np.maximum(tau * combined + (1 - tau) * alpha_inf, floor)
+    np.testing.assert_allclose(effective[k], kappa, rtol=1e-6)
+  # Without the options the settings are neutral: tau 1, a_inf 0, no floor.
+  plain = optax_lr.sgd_cam_hd(0.1, 0.01).init(_zeros())
+  assert (float(plain.tau), float(plain.final_learning_rate), float(plain.min_learning_rate)) \
+      == (1.0, 0.0, -np.inf)
 
 
 @pytest.mark.parametrize("levels, rates, scalars", [
-    # count + one layer rate per leaf + global + one weight per level.
-    (("layer", "global"), 0, 1 + 3 + 1 + 2),
-    (("parameter", "layer", "global"), N, 1 + 3 + 1 + 3),
-    (("filter",), 3 + 3 + 1, 1 + 1)])
+    # count + one layer rate per leaf + global + one weight per level (+ tau, a_inf, the floor).
+    (("layer", "global"), 0, 1 + 3 + 1 + 2 + 3),
+    (("parameter", "layer", "global"), N, 1 + 3 + 1 + 3 + 3),
+    (("filter",), 3 + 3 + 1, 1 + 1 + 3)])
 def test_state_holds_one_parameter_sized_buffer_plus_element_rates(levels, rates, scalars):
   # Beyond the inner state: d_prev (N elements), the element-level rates, and scalars only.
   opt = optax_lr.cam_hd(optax.scale_by_adam(), 1e-3, 1e-8, levels=levels)
   state = opt.init(_zeros())
   own = jax.tree.leaves(state._replace(inner_state=()))
   assert sum(x.size for x in own) == N + rates + scalars
-  assert sum(x.size for x in jax.tree.leaves(state.learning_rate)) == rates + scalars - 1
+  assert sum(x.size for x in jax.tree.leaves(state.learning_rate)) == rates + scalars - 4
 
 
 def test_extra_args_are_forwarded_to_the_inner_transform():
@@ -584,7 +609,7 @@ def test_min_learning_rate_floors_the_effective_rate():
     updates, state = opt.update(g2, state)
     kappa = level_rate if floor is None else {k: np.maximum(r, floor)
                                               for k, r in level_rate.items()}
-    effective = optax_lr.cam_hd_effective_learning_rate(state, min_learning_rate=floor)
+    effective = optax_lr.cam_hd_effective_learning_rate(state)  # the floor is in the state
     for k in SHAPES:
       # Unfloored, a -3 element with rate -0.2 steps uphill by 0.6; floored, downhill by 0.15.
       np.testing.assert_allclose(updates[k], -kappa[k] * g2[k], rtol=1e-6)
