@@ -33,7 +33,10 @@ from optax_lr.autodrop import (
     with_autodrop,
 )
 from optax_lr.cam_hd import (
+    Blending,
     CamHDState,
+    CombinationWeights,
+    LevelGroups,
     adam_cam_hd,
     cam_hd,
     cam_hd_effective_learning_rate,
@@ -80,8 +83,8 @@ __all__ = [
     "ScaleByAutoDropState", "WithAutoDropState", "angle_degrees", "autodrop_sgd",
     "scale_by_autodrop", "with_autodrop",
     # CAM-HD (Adaptive Hierarchical Hyper-gradient Descent)
-    "CamHDState", "adam_cam_hd", "cam_hd", "cam_hd_effective_learning_rate",
-    "cam_hd_rate_summary", "parent_module_label", "sgd_cam_hd",
+    "Blending", "CamHDState", "CombinationWeights", "LevelGroups", "adam_cam_hd", "cam_hd",
+    "cam_hd_effective_learning_rate", "cam_hd_rate_summary", "parent_module_label", "sgd_cam_hd",
     # Sasse's thesis: AdaSecant family, CUS-Adam, schedules, switching
     "AdaSecantState", "SimpleAdaSecantState", "adasecant", "simple_adasecant", "cus_adam",
     "scale_by_cus_adam", "cyclical_schedule", "exponential_decay_rate",

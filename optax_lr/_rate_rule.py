@@ -38,19 +38,16 @@ parameter-sized buffer. The parameter level needs no norms (its cosine is a sign
 Choosing ``beta``. It sets the speed, not the fixed point: the rate needs at least
 ``ln(k) / beta`` steps to correct a factor ``k``. On a deterministic, ill-conditioned problem
 ``E cos = 0`` only where the stiffest direction starts to oscillate, i.e. at the stability edge,
-so ``beta`` must keep the overshoot past it small (Rosenbrock from 1e-3 with SGD: 1e-2 diverges,
-1e-3 converges). Measured on the digits MLP (30 epochs, 2 seeds, initial rates 1e-3 / 1e-2 /
-1e-1): Nesterov SGD-HD ends at 96.7 / 97.6 / 97.8% with 1e-2 and diverges from 1e-1 with 0.1.
+so ``beta`` must keep the overshoot past it small.
 
 Two safeguards (options of every hypergradient-family method, off by default; the registry's
-"auto" entries turn both on). Measured over initial rates 1e-4 to 1e-1, the rule alone fails in
-two ways that no ``beta`` fixes: from a rate far too small it spends most of a run getting up
-(``ln(k) / (beta E cos)`` steps, and ``E cos`` is small on noisy gradients), and a larger
-``beta`` only reaches sooner the fixed point ``E cos = 0``, which noise pulls below the rate a
-longer horizon would pick (the short-horizon bias of greedy rate adaptation: Wu, Ren, Liao and
-Grosse, "Understanding Short-Horizon Bias in Stochastic Meta-Optimization", ICLR 2018). From a rate
-far too large, the loss grows geometrically, faster than the ``x(1 - beta)`` per step the rule
-takes off.
+"auto" entries turn both on). The rule alone fails in two ways that no ``beta`` fixes: from a
+rate far too small it spends most of a run getting up (``ln(k) / (beta E cos)`` steps, and
+``E cos`` is small on noisy gradients), and a larger ``beta`` only reaches sooner the fixed point
+``E cos = 0``, which noise pulls below the rate a longer horizon would pick (the short-horizon
+bias of greedy rate adaptation: Wu, Ren, Liao and Grosse, "Understanding Short-Horizon Bias in
+Stochastic Meta-Optimization", ICLR 2018). From a rate far too large, the loss grows
+geometrically, faster than the ``x(1 - beta)`` per step the rule takes off.
 
 - The rate search (``search=RateSearch(factor, start)``, multiplicative rule only) is the bracketing
   phase of a line search, applied to the rate: while ``<g_t, d_{t-1}> > 0`` (the previous step
@@ -63,11 +60,11 @@ takes off.
   noisy fixed point. It overshoots by at most ``factor`` (times the lag of a momentum trace), which
   the rule and the backtrack then take off. From a rate too large it ends at the second step, after
   one step at that rate, which can already ruin a network (Adam's first step moves every weight by
-  about the rate: on LeNet-5 from 0.1 every seed ended at chance). ``start`` below 1 (the auto
-  entries: 1e-3) starts the search that far below the given rate, so it brackets from below and a
-  rate that is too large is never applied; the given rate is then an upper guess that costs ``log2(1
-  / start)`` steps. Scale-free like the rule (a sign); no fixed point of its own (a one-off phase).
-  Cost: a boolean scalar; the sign is the inner product's, from the same reduction.
+  about the rate). ``start`` below 1 (the auto entries: 1e-3) starts the search that far below the
+  given rate, so it brackets from below and a rate that is too large is never applied; the given
+  rate is then an upper guess that costs ``log2(1 / start)`` steps. Scale-free like the rule (a
+  sign); no fixed point of its own (a one-off phase). Cost: a boolean scalar; the sign is the
+  inner product's, from the same reduction.
 - The loss backtrack (``backtrack=LossBacktrack(factor, tolerance, decay)``, either rule) reads the
   training loss ``value`` (``update(..., value=loss)``): a step whose loss is above ``m + tolerance
   |m|``, ``m`` the loss's exponential average (decay ``decay``, 0.9: about 10 steps), or is not
@@ -75,21 +72,15 @@ takes off.
   ``threshold = m + tolerance |m|``) instead of the rule's step. The square root: along a direction
   of curvature ``lambda`` a step multiplies the error by ``|1 - lr lambda|`` and the loss by its
   square, so a loss ``L`` times the threshold asks for a rate about ``sqrt(L)`` times smaller;
-  halving alone cannot catch a loss that grows more than 4x per step (SGD after the search on
-  Rosenbrock: with halving the iterate overflows, with the square root it converges from every
-  initial rate 1e-5 to 1e-1). Every finite loss joins the average, the rising ones too, so a loss
-  that settles at a higher level stops the cuts once the average catches up (a rate never collapses
-  to 0 on one jump). Invariant to scaling the loss by a positive constant, not to shifting it. Cost:
-  one scalar and a comparison per step. The tolerance must clear the noise of a mini-batch loss: at
-  1 (a loss twice its average) it fires in the first steps from a rate that is too large and rarely
-  afterwards.
+  halving alone cannot catch a loss that grows more than 4x per step. Every finite loss joins the
+  average, the rising ones too, so a loss that settles at a higher level stops the cuts once the
+  average catches up (a rate never collapses to 0 on one jump). Invariant to scaling the loss by a
+  positive constant, not to shifting it. Cost: one scalar and a comparison per step. The
+  tolerance must clear the noise of a mini-batch loss: at 1 (a loss twice its average) it fires in
+  the first steps from a rate that is too large and rarely afterwards.
 
-Rejected after measurement (digits_warped, MLP, 10 epochs, 2 seeds, initial rates 1e-4 to 1e-1):
-a larger ``beta`` alone (0.1: Nesterov SGD from 1e-4 ends at 75%, the fixed point is too low); a
-target cosine below 0 (``lr *= 1 + beta (cos - c)``, ``c = -0.1``: to raise the fixed point) runs
-the rate away wherever the signal vanishes (``cos -> 0`` in a saturated network) and ends at
-17-47%; an average of the cosine over steps keeps the same ratio of drift to diffusion of
-``log lr`` over many steps (an average preserves the sum), so it buys no larger ``beta``.
+Measurements (the choice of ``beta``, the safeguards, the variants rejected): the documentation's
+hypergradient page (:doc:`/methods/hypergradient`).
 
 Non-finite input. The new rate goes through :func:`optax_lr._tree.where_finite` like every rate
 of the library: a step whose cosine is not finite leaves the rate unchanged; ``cos`` is clipped to

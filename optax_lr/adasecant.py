@@ -278,24 +278,21 @@ def adasecant(rate_rule: str = "least_squares", gamma_clip: float = 1.8,
 
   Why the cap. On a network some elements see a secant ``a`` near 0 while they move (their
   gradient barely changes, or ``E[a Delta]`` changes sign inside a memory of 1.5 to 2.2 steps),
-  and the secant rate of such an element is unbounded: on the digits MLP the uncapped rates
-  reach 1e4 to 1e6 within the first steps while the median is 0.2 to 0.5, and training
-  diverges to NaN in the first epoch, with either rate rule. Eq. 2.40 without a bound is Simple
-  AdaSecant with threshold infinity, which the thesis also saw diverge (Table 4.3). The paper
-  leaves the bound implicit; the authors' code clips the rate at 25 (``delta_clip``).
+  and the secant rate of such an element is unbounded, enough to make training diverge in the
+  first epoch, with either rate rule. Eq. 2.40 without a bound is Simple AdaSecant with
+  threshold infinity, which the thesis also saw diverge (Table 4.3). The paper leaves the bound
+  implicit; the authors' code clips the rate at 25 (``delta_clip``).
 
   Why the growth bound (``step_growth=2``, not in either paper). The secant rate is a Newton
   step fitted to the pairs ``(Delta, a)`` in the memory; a step much longer than those pairs
-  extrapolates the fit where it was never measured. On a small byte-level transformer (2 blocks,
-  width 128, batch 32) the rule without the bound takes bare secants (memory 1 to 2 in the first
-  steps) across the unit-norm first step of every block: LayerNorm, attention and MLP elements
-  whose ``a`` is near 0 by chance get rates of 1e2 to 1e3 on the raw gradient within 5 steps
-  (1% of them at the cap, which on a block of small ``||E[g]||`` allows blocks to move by 0.2 to
-  3 times their own norm per step), the training loss climbs from 5.9 to 40 and then to
-  hundreds of nats, and nothing becomes non-finite. Bounding each step by twice the RMS of the
-  steps the secant statistics were measured on (a statistic the rule keeps) removes that
-  blow-up and the digits divergence without the cap alike; on a deterministic quadratic the
-  rates climb to ``1/h`` within a few steps instead of landing at once. The figures are on the
+  extrapolates the fit where it was never measured. In the first steps the memory holds one or
+  two pairs, so the rates are bare secants across the unit-norm first step, and elements whose
+  ``a`` is near 0 by chance get rates up to the cap, which on a block of small ``||E[g]||``
+  lets a block move by several times its own norm per step, without anything becoming
+  non-finite. Bounding each step by twice the RMS of the steps the secant statistics were
+  measured on (a statistic the rule keeps) is the fit's trust region; on a deterministic
+  quadratic the rates then climb to ``1/h`` within a few steps instead of landing at once.
+  Measurements (the cap on the digits MLP, the bound on a small transformer): the
   documentation's thesis page.
 
   Why the default rate rule departs from Eq. 2.43. On a deterministic quadratic every secant pair

@@ -7,7 +7,7 @@ Section 2.4. Learning rates live at several levels, finest to coarsest:
 - ``parameter``: one rate per element;
 - ``filter``: one rate per index of a leaf's last axis (the output channels of a conv or dense
   kernel; a 0-d leaf has one); by default a bias joins its kernel's groups, group ``j`` being
-  ``kernel[..., j]`` with ``bias[j]`` (``filter_labels``);
+  ``kernel[..., j]`` with ``bias[j]`` (:class:`LevelGroups`);
 - ``layer``: one rate per leaf, or per group of leaves sharing a label (a conv kernel and its bias);
 - ``global``: one rate.
 
@@ -23,7 +23,7 @@ updates, ``tau = exp(-r t)``) is, in Algorithm 1's order::
   update     = -kappa * d_t
 
 The normalisation ``N / n_j`` makes the global level Baydin's hypergradient descent exactly:
-``levels=("global",)``, ``combination_lr=0``, ``decay_rate=0`` reproduces
+``levels=("global",)`` with fixed weights and no blending reproduces
 :func:`optax_lr.hypergradient` bit for bit.
 
 Every level's hypergradient comes from the per-leaf partial sums of ``e`` (per-leaf totals, and
@@ -34,12 +34,14 @@ An optional ``min_learning_rate`` floors ``kappa`` (the applied rate), as ``hype
 Hypergradient rates are per base optimizer (the paper's Table 1): Adam 1e-7 on the MLPs and 1e-8
 on LeNet-5 and the ResNets; SGD/SGDN 1e-6 on the ResNets and 1e-3 on LeNet-5. The ``"mean"``
 scaling at ``beta`` equals ``"same_scale"`` at ``beta / N``, so a rate far too large for a base
-shows as a divergence of either: on LeNet-5 (digits), plain SGDN-HD already diverges at 1e-3,
-and SGDN-CAM-HD trains at 1e-6 (SGDN on LeNet-5 is not a setting of the paper).
+shows as a divergence of either, and of plain HD with the same base as well (measurements: the
+documentation's CAM-HD page).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Hashable, Sequence
 from typing import Any, NamedTuple
 
@@ -49,7 +51,7 @@ import numpy as np
 import optax
 
 from optax_lr import _base, _checks, _rate_rule, _tree, telemetry
-from optax_lr.safeguards import LossBacktrack, RateSearch
+from optax_lr.safeguards import LossBacktrack, RateSearch, check_option
 
 LEVELS = ("parameter", "filter", "layer", "global")
 """The levels CAM-HD knows, finest to coarsest."""
@@ -61,6 +63,131 @@ _SCALAR_LEVELS = ("global", "layer")  # combined first: one scalar per leaf
 _ARRAY_LEVELS = ("filter", "parameter")
 
 LayerLabels = Any  # a pytree of hashable labels matching params, or ``f(key_path) -> label``
+
+
+@dataclasses.dataclass(frozen=True)
+class Blending:
+  """The convergence blending of CAM-HD (Section 2.4): ``kappa = tau a* + (1 - tau) a_inf``.
+
+  The combined rate ``a*`` is blended towards a fixed rate ``a_inf`` by ``tau(t) = exp(-r t)``,
+  ``t`` the number of earlier updates, so the applied rate converges to ``a_inf`` (and the
+  hypergradient steps, scaled by ``tau`` too, die out). A factory's ``blending=None`` (the
+  default) turns it off: ``kappa = a*``.
+
+  Attributes:
+    decay_rate: ``r > 0`` of ``tau(t) = exp(-r t)``. Paper: 0.002 (LeNet), 0.001 (ResNet).
+    final_learning_rate: ``a_inf >= 0`` the rate is blended towards; ``None`` (default): the
+      factory's ``learning_rate``.
+
+  Example:
+    >>> opt = optax_lr.sgd_cam_hd(0.1, 1e-3, blending=optax_lr.Blending(0.001))
+  """
+
+  decay_rate: float
+  final_learning_rate: float | None = None
+
+  def __post_init__(self):
+    _checks.in_range("Blending.decay_rate", self.decay_rate, 0.0, math.inf, low_open=True,
+                     high_open=True)
+    if self.final_learning_rate is not None:
+      _checks.non_negative("Blending.final_learning_rate", self.final_learning_rate)
+
+
+@dataclasses.dataclass(frozen=True)
+class CombinationWeights:
+  """The combination weights ``gamma`` of CAM-HD's levels (Section 2.3, Algorithm 1 step 3).
+
+  The applied rate is ``sum_l gamma_l a^l`` with ``gamma`` on the simplex. The weights are
+  learned by a step ``delta`` along ``-dL/dgamma`` when ``learning_rate > 0`` and there is more
+  than one level. A factory's ``combination=None`` (the default) is ``CombinationWeights()``:
+  equal, fixed weights.
+
+  The step ``delta`` is grouped here with the weights it moves, so ``optax.inject_hyperparams``
+  does not reach it (the object is passed through as it is): the paper keeps ``delta`` constant,
+  and a schedule on it has no use the rates' own schedule (``hypergrad_lr``, injectable) does not
+  cover, while the three options only mean something together.
+
+  Attributes:
+    initial: initial weights, one ``>= 0`` per level (in the order of ``levels``) with a positive
+      sum, normalised to sum 1; ``None`` (default): equal weights. Paper: ``(0.2, 0.8)``,
+      ``(0.5, 0.5)`` for two levels, ``(0.3, 0.3, 0.4)`` for three. Checked against ``levels``
+      by the factory.
+    learning_rate: ``delta >= 0``, the step on the weights (paper: 1e-3 to 3e-2); 0 (default)
+      keeps ``initial`` fixed exactly.
+    parametrization: ``"clip"`` (default): step on ``gamma``, clip at 0, renormalise
+      (Algorithm 1); ``"softmax"``: step on the logits of ``gamma = softmax(logits)`` (the
+      paper's alternative; a weight that starts at 0 then stays 0).
+
+  Example:
+    >>> opt = optax_lr.adam_cam_hd(1e-3, 1e-8, levels=("filter", "global"),
+    ...     combination=optax_lr.CombinationWeights((0.2, 0.8), learning_rate=0.01))
+  """
+
+  initial: Sequence[float] | None = None
+  learning_rate: float = 0.0
+  parametrization: str = "clip"
+
+  def __post_init__(self):
+    if self.initial is not None:
+      try:
+        values = tuple(float(w) for w in self.initial)
+      except (TypeError, ValueError):
+        _checks._fail("CombinationWeights.initial", self.initial,
+                      "None or a sequence of numbers >= 0")
+      for value in values:
+        _checks.non_negative("CombinationWeights.initial", value)
+      if not sum(values) > 0:
+        _checks._fail("CombinationWeights.initial", self.initial, "weights with a positive sum")
+      # A tuple keeps the frozen object immutable whatever sequence was given.
+      object.__setattr__(self, "initial", values)
+    _checks.non_negative("CombinationWeights.learning_rate", self.learning_rate)
+    _checks.one_of("CombinationWeights.parametrization", self.parametrization,
+                   ("clip", "softmax"))
+
+
+@dataclasses.dataclass(frozen=True)
+class LevelGroups:
+  """How CAM-HD's ``layer`` and ``filter`` levels group the parameters, and how groups step.
+
+  Attributes:
+    layer_labels: how the ``layer`` level groups leaves: ``None`` (default: one rate per leaf),
+      a pytree of hashable labels with the structure of the params, or a function of a leaf's key
+      path returning its label (e.g. :func:`parent_module_label`). Leaves with equal labels share
+      one rate. A label tree that does not match the params raises ``ValueError`` at ``init``.
+    filter_labels: which leaves share the ``filter`` level's groups, in the form of
+      ``layer_labels``: leaves with equal labels and the same last-axis size ``C`` form ``C``
+      groups, group ``j`` holding every such leaf's ``[..., j]`` entries. ``"module"`` (default)
+      labels each leaf by its parent module (:func:`parent_module_label`), which puts a bias
+      ``(C,)`` into its kernel's groups (``kernel[..., j]`` with ``bias[j]``), so no filter group
+      is a lone bias element (whose rate would follow a single product ``g_j d_j`` scaled by
+      ``N``); ``None`` gives every leaf its own groups (a bias then has one rate per element).
+      Only the filter level reads it.
+    scaling: ``"same_scale"`` (default): ``h_j = (N / n_j) sum_{p in j} e_p`` (Eq. 8), so every
+      level moves on the scale of the global level and the global level is Baydin's HD;
+      ``"mean"``: the paper's alternative ``h_j = (1 / n_j) sum_{p in j} e_p`` (plain group
+      averages), the same as ``"same_scale"`` at ``hypergrad_lr / N``. No effect with
+      ``rate_rule="multiplicative"``.
+
+  Example:
+    >>> opt = optax_lr.sgd_cam_hd(0.1, 1e-3, levels=("layer", "global"),
+    ...     groups=optax_lr.LevelGroups(layer_labels=optax_lr.parent_module_label))
+  """
+
+  layer_labels: LayerLabels = None
+  filter_labels: LayerLabels = "module"
+  scaling: str = "same_scale"
+
+  def __post_init__(self):
+    for name in ("layer_labels", "filter_labels"):
+      labels = getattr(self, name)
+      if labels is not None and not callable(labels) and not isinstance(labels, str):
+        # Structure is checked against the params at init; here only that it is a tree at all.
+        try:
+          jax.tree.structure(labels)
+        except Exception:  # noqa: BLE001 - any failure means "not a pytree"
+          _checks._fail(f"LevelGroups.{name}", labels,
+                        "None, a pytree of labels or a function of the key path")
+    _checks.one_of("LevelGroups.scaling", self.scaling, ("same_scale", "mean"))
 
 
 class CamHDState(NamedTuple):
@@ -75,8 +202,8 @@ class CamHDState(NamedTuple):
       - ``"filter"``: a tree with one ``(last_dim,)`` vector per leaf (a scalar for 0-d leaves);
         leaves sharing filter groups (a kernel and its bias) hold the same vector, the groups'
         rates, each in its own buffer;
-      - ``"layer"``: a tree with one scalar per leaf; leaves grouped by ``layer_labels`` hold the
-        same value (the group's rate), so a leaf's rate is read off directly;
+      - ``"layer"``: a tree with one scalar per leaf; leaves grouped by ``groups.layer_labels``
+        hold the same value (the group's rate), so a leaf's rate is read off directly;
       - ``"global"``: a scalar;
       - ``"combination_weights"``: ``{level: gamma_level}``, scalars summing to 1.
 
@@ -89,6 +216,16 @@ class CamHDState(NamedTuple):
       :class:`~optax_lr.LossBacktrack`, else empty.
     searching: bool scalar, the rate search is on (with a :class:`~optax_lr.RateSearch`), else
       empty.
+    tau: scalar, the blend ``tau(count) = exp(-r count)`` the next update applies (1 without
+      :class:`Blending`).
+    final_learning_rate: scalar, ``a_inf`` of the blending (0 without :class:`Blending`, where
+      ``1 - tau = 0`` leaves it out).
+    min_learning_rate: scalar, the floor on ``kappa`` (``-inf`` without ``min_learning_rate``).
+
+    The last three are always present, in the rates' dtype (float32 unless the params are
+    float64), so the state's structure does not depend on the options and
+    :func:`cam_hd_effective_learning_rate` needs nothing but the state:
+    ``kappa = max(tau sum_l gamma_l a^l + (1 - tau) final_learning_rate, min_learning_rate)``.
   """
 
   count: jax.Array
@@ -97,6 +234,9 @@ class CamHDState(NamedTuple):
   inner_state: Any
   backtrack: Any = optax.EmptyState()
   searching: Any = optax.EmptyState()
+  tau: Any = None
+  final_learning_rate: Any = None
+  min_learning_rate: Any = None
 
 
 def parent_module_label(path: Sequence[Any]) -> str:
@@ -133,21 +273,16 @@ def _check_levels(levels: Any) -> tuple[str, ...]:
   return levels
 
 
-def _check_weights(weights: Any, levels: tuple[str, ...]) -> dict[str, float]:
+def _check_weights(weights: tuple[float, ...] | None,
+                   levels: tuple[str, ...]) -> dict[str, float]:
+  # CombinationWeights checked the values; only their number depends on ``levels``.
   if weights is None:
     return {level: 1.0 / len(levels) for level in levels}
-  try:
-    values = [float(w) for w in weights]
-  except (TypeError, ValueError):
-    _checks._fail("weights", weights, f"a sequence of {len(levels)} numbers >= 0")
-  if len(values) != len(levels):
-    _checks._fail("weights", weights, f"one weight per level ({len(levels)} for {levels})")
-  for value in values:
-    _checks.non_negative("weights", value)
-  total = sum(values)
-  if not total > 0:
-    _checks._fail("weights", weights, "weights with a positive sum")
-  return {level: value / total for level, value in zip(levels, values, strict=True)}
+  if len(weights) != len(levels):
+    _checks._fail("CombinationWeights.initial", weights,
+                  f"one weight per level ({len(levels)} for {levels})")
+  total = sum(weights)
+  return {level: value / total for level, value in zip(levels, weights, strict=True)}
 
 
 class _Layout(NamedTuple):
@@ -284,7 +419,7 @@ class _Rule(NamedTuple):
   """Static choices of a CAM-HD level step."""
 
   multiplicative: bool  # rate_rule="multiplicative"
-  same_scale: bool  # level_scaling="same_scale"
+  same_scale: bool  # LevelGroups.scaling == "same_scale"
   learn_weights: bool  # the combination weights move: each level returns its -dL/dgamma term
 
   def level_factor(self, group_size: int, total_size: int) -> float:
@@ -442,7 +577,7 @@ def _safeguards(new: dict[str, Any], old: dict[str, Any], sums: _Sums,
 
   The search reads the global ``<g_t, d_{t-1}>`` and multiplies every level's old rates by
   ``search.factor`` while it is positive; a rise of the loss cuts every level's old rates (so
-  ``kappa`` by the same factor when ``decay_rate = 0``) and ends the search. One scalar of state
+  ``kappa`` by the same factor without blending) and ends the search. One scalar of state
   each, so that ``levels=("global",)`` is :func:`optax_lr.hypergradient` with the same options.
 
   Returns:
@@ -463,12 +598,10 @@ def _safeguards(new: dict[str, Any], old: dict[str, Any], sums: _Sums,
 
 
 def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_lr: float,
-           combination_lr: float = 0.0, levels: Sequence[str] = ("layer", "global"),
-           weights: Sequence[float] | None = None, decay_rate: float = 0.0,
-           final_learning_rate: float | None = None, layer_labels: LayerLabels = None, *,
-           level_scaling: str = "same_scale",
-           weight_parametrization: str = "clip",
-           filter_labels: LayerLabels = "module",
+           levels: Sequence[str] = ("layer", "global"), *,
+           combination: CombinationWeights | None = None,
+           blending: Blending | None = None,
+           groups: LevelGroups | None = None,
            min_learning_rate: float | None = None,
            rate_rule: str = "additive",
            previous_direction_fn: Any = None,
@@ -479,9 +612,9 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
 
   Each level keeps its own rates, all updated by hypergradient descent from the same elementwise
   products ``e = g_t * d_{t-1}``; the applied per-element rate is the combination
-  ``sum_l gamma_l a^l`` with learned weights ``gamma`` on the simplex, blended towards
-  ``final_learning_rate`` by ``tau(t) = exp(-decay_rate * t)``. With ``levels=("global",)``,
-  ``combination_lr=0`` and ``decay_rate=0`` it is :func:`optax_lr.hypergradient` exactly.
+  ``sum_l gamma_l a^l`` with learned weights ``gamma`` on the simplex (:class:`CombinationWeights`),
+  optionally blended towards a final rate by ``tau(t) = exp(-r t)`` (:class:`Blending`). With
+  ``levels=("global",)`` and the defaults it is :func:`optax_lr.hypergradient` exactly.
 
   Non-finite input: a rate whose hypergradient step is not finite stays as it was, per element
   (parameter level), per filter, per layer group and for the global rate, and the combination
@@ -493,36 +626,15 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
       ``optax.scale_by_adam()``, or a chain); extra ``update`` arguments are forwarded to it.
     learning_rate: initial rate ``> 0`` of every level (so the initial combination is this rate).
     hypergrad_lr: ``beta >= 0``, the hypergradient step shared by all levels.
-    combination_lr: ``delta >= 0``, the step on the combination weights (paper: 1e-3 to 3e-2);
-      0 keeps ``weights`` fixed exactly.
     levels: a non-empty sequence of distinct levels from ``("parameter", "filter", "layer",
-      "global")``, in any order (``weights`` follow it).
-    weights: initial combination weights, one ``>= 0`` per level with a positive sum; normalised
-      to sum 1. ``None`` (default): equal weights. Paper: ``(0.2, 0.8)``, ``(0.5, 0.5)`` for two
-      levels, ``(0.3, 0.3, 0.4)`` for three.
-    decay_rate: ``r >= 0`` of ``tau(t) = exp(-r t)``; 0 (default) turns blending off. Paper: 0.002
-      (LeNet), 0.001 (ResNet).
-    final_learning_rate: ``a_inf >= 0`` the rate is blended towards; defaults to ``learning_rate``.
-    layer_labels: how the ``layer`` level groups leaves: ``None`` (one rate per leaf), a pytree of
-      hashable labels with the structure of the params, or a function of a leaf's key path
-      returning its label (e.g. :func:`parent_module_label`). Leaves with equal labels share one
-      rate. A label tree that does not match the params raises ``ValueError`` at ``init``.
-    level_scaling: ``"same_scale"`` (default): ``h_j = (N / n_j) sum_{p in j} e_p``, so every level
-      moves on the scale of the global level and the global level is Baydin's HD; ``"mean"``: the
-      paper's alternative ``h_j = (1 / n_j) sum_{p in j} e_p`` (plain group averages).
-    weight_parametrization: ``"clip"`` (default): step on ``gamma``, clip at 0, renormalise
-      (Algorithm 1); ``"softmax"``: step on the logits of ``gamma = softmax(logits)`` (the paper's
-      alternative; a weight that starts at 0 then stays 0).
-    filter_labels: which leaves share the ``filter`` level's groups, in the form of
-      ``layer_labels`` (a pytree of labels or a function of the key path): leaves with equal
-      labels and the same last-axis size ``C`` form ``C`` groups, group ``j`` holding every such
-      leaf's ``[..., j]`` entries. ``"module"`` (default) labels each leaf by its parent module
-      (:func:`parent_module_label`), which puts a bias ``(C,)`` into its kernel's groups
-      (``kernel[..., j]`` with ``bias[j]``), so no filter group is a lone bias element (whose rate
-      would follow a single product ``g_j d_j`` scaled by ``N``); ``None`` gives every leaf its
-      own groups (a bias then has one rate per element). Only the filter level reads it. (The
-      default is a string, not the function, because ``optax.inject_hyperparams`` calls every
-      callable argument as a schedule.)
+      "global")``, in any order (``combination.initial`` follows it).
+    combination: ``None`` (default: equal, fixed weights) or a :class:`CombinationWeights`: the
+      initial weights, their step ``delta`` and their parametrization.
+    blending: ``None`` (default: off, ``kappa = a*``) or a :class:`Blending`: the convergence
+      blending of Section 2.4 towards ``final_learning_rate`` (default ``learning_rate``).
+    groups: ``None`` (default: ``LevelGroups()``, one layer rate per leaf, a bias in its kernel's
+      filter groups, the "same scale" steps) or a :class:`LevelGroups`: how the ``layer`` and
+      ``filter`` levels group the leaves and how a group's step is scaled.
     min_learning_rate: optional floor ``>= 0`` on the effective per-element rate ``kappa``
       (applied to the update; the level rates themselves are not clipped, as in the paper);
       ``None`` (default) leaves it unbounded.
@@ -537,7 +649,7 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
       ``g_t`` and ``d_{t-1}`` restricted to the group (the whole tree for ``global``, the layer
       group, the filter group, and for ``parameter`` the sign of ``g_p d_{t-1,p}``), Baydin et
       al.'s normalised multiplicative rule applied per group (:doc:`/methods/hypergradient`):
-      independent of the gradients' and the rate's scale, so ``level_scaling`` has no effect;
+      independent of the gradients' and the rate's scale, so ``groups.scaling`` has no effect;
       ``beta`` in ``[0, 1)`` (1e-2 is a good untuned value). The level weight ``gamma_l`` (and
       ``tau``) scales the step as in the additive rule, so that ``levels=("global",)`` is
       :func:`optax_lr.hypergradient` with the same rule; the combination weights keep their
@@ -549,7 +661,7 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
 
       The search and the backtrack act on every level's rates at once (the search reads the
       global ``<g_t, d_{t-1}>``; a cut scales every level rate, so the combined rate ``kappa``
-      by the same factor when ``decay_rate = 0``), with one scalar of state each, so
+      by the same factor without blending), with one scalar of state each, so
       ``levels=("global",)`` stays :func:`optax_lr.hypergradient` with the same options; the
       combination weights are not touched.
 
@@ -565,36 +677,47 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
 
   Example:
     >>> opt = optax_lr.cam_hd(optax.scale_by_adam(), learning_rate=1e-3, hypergrad_lr=1e-8,
-    ...                       combination_lr=0.01, levels=("filter", "global"), weights=(0.2, 0.8),
-    ...                       decay_rate=0.001)
+    ...                       levels=("filter", "global"),
+    ...                       combination=optax_lr.CombinationWeights((0.2, 0.8), 0.01),
+    ...                       blending=optax_lr.Blending(0.001))
     >>> opt = optax.chain(optax.clip_by_global_norm(1.0), opt)
   """
   _checks.learned_initial_rate(learning_rate, "CAM-HD")
   _checks.non_negative("hypergrad_lr", hypergrad_lr)
-  _checks.non_negative("combination_lr", combination_lr)
-  _checks.non_negative("decay_rate", decay_rate)
+  check_option("combination", combination, CombinationWeights)
+  check_option("groups", groups, LevelGroups)
+  blends = check_option("blending", blending, Blending)
+  combination = combination if combination is not None else CombinationWeights()
+  groups = groups if groups is not None else LevelGroups()
+  layer_labels, filter_labels = groups.layer_labels, groups.filter_labels
+  decay_rate = blending.decay_rate if blends else 0.0
+  final_learning_rate = (blending.final_learning_rate if blends else None)
   if final_learning_rate is None:
     final_learning_rate = learning_rate
-  _checks.non_negative("final_learning_rate", final_learning_rate)
   levels = _check_levels(levels)
-  initial_weights = _check_weights(weights, levels)
-  _checks.one_of("level_scaling", level_scaling, ("same_scale", "mean"))
-  _checks.one_of("weight_parametrization", weight_parametrization, ("clip", "softmax"))
+  initial_weights = _check_weights(combination.initial, levels)
+  combination_lr = combination.learning_rate
   multiplicative = _rate_rule.check(rate_rule, hypergrad_lr)
   rate_search = _rate_rule.check_search(search, multiplicative)
   backtracks = _rate_rule.check_backtrack(backtrack)
   if min_learning_rate is not None:
     _checks.non_negative("min_learning_rate", min_learning_rate)
-  for labels in (layer_labels, filter_labels):
-    if labels is not None and not callable(labels) and not isinstance(labels, str):
-      # Structure is checked against the params at init; here only that it is a tree at all.
-      jax.tree.structure(labels)
   inner = optax.with_extra_args_support(inner)
-  blending = not _is_static_zero(decay_rate)
-  learn_weights = not _is_static_zero(combination_lr) and len(levels) > 1
-  softmax = weight_parametrization == "softmax"
 
-  rule = _Rule(multiplicative=multiplicative, same_scale=level_scaling == "same_scale",
+  def _reported_settings(count, dtype):
+    # What the applied rate needs besides the rates and weights, so that it can be reported
+    # from the state alone; neutral values when an option is off keep the structure static.
+    return dict(
+        tau=(jnp.exp(-decay_rate * count.astype(_tree.RATE_DTYPE)).astype(dtype) if blends
+             else _tree.full_rate(1.0, dtype)),
+        final_learning_rate=_tree.full_rate(final_learning_rate if blends else 0.0, dtype),
+        min_learning_rate=_tree.full_rate(
+            -jnp.inf if min_learning_rate is None else min_learning_rate, dtype))
+
+  learn_weights = not _is_static_zero(combination_lr) and len(levels) > 1
+  softmax = combination.parametrization == "softmax"
+
+  rule = _Rule(multiplicative=multiplicative, same_scale=groups.scaling == "same_scale",
                learn_weights=learn_weights)
 
   def init_fn(params):
@@ -620,6 +743,7 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
         inner_state=inner.init(params),
         backtrack=_rate_rule.backtrack_init(dtype) if backtracks else optax.EmptyState(),
         searching=jnp.ones((), bool) if rate_search else optax.EmptyState(),
+        **_reported_settings(jnp.zeros((), jnp.int32), dtype),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
@@ -633,7 +757,7 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
     previous = treedef.flatten_up_to(previous_tree)
     old = state.learning_rate
     gammas = old[COMBINATION_WEIGHTS]
-    tau = jnp.exp(-decay_rate * state.count.astype(_tree.RATE_DTYPE)) if blending else None
+    tau = jnp.exp(-decay_rate * state.count.astype(_tree.RATE_DTYPE)) if blends else None
 
     # Algorithm 1, step 1: the sums of e = g_t * d_{t-1} that every level's hypergradient needs.
     sums = _reduction_pass(grads, previous, "filter" in levels, multiplicative)
@@ -675,48 +799,46 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
     previous_direction = (_tree.after(directions, tokens) if previous_direction_fn is None
                           else state.previous_direction)
     new_updates = _tree.scale_by_rate(treedef.unflatten(kappa), directions, True)
+    count = optax.safe_increment(state.count)
     return new_updates, CamHDState(
-        count=optax.safe_increment(state.count),
+        count=count,
         learning_rate=new,
         previous_direction=previous_direction,
         inner_state=inner_state,
         backtrack=backtrack_state,
         searching=searching,
+        **_reported_settings(count, state.tau.dtype),
     )
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def sgd_cam_hd(learning_rate: float, hypergrad_lr: float = 1e-6, combination_lr: float = 0.0,
+def sgd_cam_hd(learning_rate: float, hypergrad_lr: float = 1e-6,
                momentum: float | None = None, nesterov: bool = False,
                weight_decay: float | None = None,
-               levels: Sequence[str] = ("layer", "global"),
-               weights: Sequence[float] | None = None, decay_rate: float = 0.0,
-               final_learning_rate: float | None = None,
-               layer_labels: LayerLabels = None, *,
-               filter_labels: LayerLabels = "module",
+               levels: Sequence[str] = ("layer", "global"), *,
+               combination: CombinationWeights | None = None,
+               blending: Blending | None = None,
+               groups: LevelGroups | None = None,
                min_learning_rate: float | None = None,
                rate_rule: str = "additive", search: RateSearch | None = None,
                backtrack: LossBacktrack | None = None) -> optax.GradientTransformation:
   """SGD-CAM-HD (``momentum=None``), SGDN-CAM-HD (``nesterov=True``): SGD with CAM-HD rates.
 
   Hypergradient rates of the paper's Table 1 for the SGD/SGDN base: ``1e-6`` on ResNet-18/34
-  (with ``combination_lr=1e-3``), ``1e-3`` on LeNet-5 (with ``3e-2``). SGDN-CAM-HD is run on
-  ResNets in the paper; on LeNet-5 (digits) ``1e-3`` makes even plain SGDN-HD diverge while
-  ``1e-6`` trains.
+  (with a combination step ``1e-3``), ``1e-3`` on LeNet-5 (with ``3e-2``). SGDN-CAM-HD is run on
+  ResNets only in the paper (measurements on LeNet-5: the documentation's CAM-HD page).
 
   Args:
     learning_rate: initial rate ``> 0`` (paper: 0.1 for SGD/SGDN).
     hypergrad_lr: ``beta >= 0`` (default 1e-6, Table 1's SGD/SGDN value on ResNets).
-    combination_lr: ``delta >= 0`` (paper: 1e-3 to 3e-2).
     momentum: in ``[0, 1)``, the direction is then the momentum trace; ``None`` (default):
       plain SGD, no trace (as ``optax.sgd``).
     nesterov: Nesterov momentum (SGDN-CAM-HD).
     weight_decay: coupled L2 decay ``>= 0`` (``None``, the default: no decay stage), added to the
       gradient before the rates see it.
-    levels, weights, decay_rate, final_learning_rate, layer_labels: as :func:`cam_hd`.
-    filter_labels, min_learning_rate: as :func:`cam_hd` (by default a bias joins its kernel's
-      filter groups; no floor).
+    levels, combination, blending, groups, min_learning_rate: as :func:`cam_hd` (by default
+      equal fixed weights, no blending, a bias in its kernel's filter groups, no floor).
     rate_rule: ``"additive"`` (default, the paper's rule) or ``"multiplicative"`` (scale-free,
       per group; ``beta`` in ``[0, 1)``), as :func:`cam_hd`.
     search: ``None`` (default: off) or a :class:`~optax_lr.RateSearch`, as :func:`cam_hd`.
@@ -724,8 +846,8 @@ def sgd_cam_hd(learning_rate: float, hypergrad_lr: float = 1e-6, combination_lr:
       :func:`cam_hd`.
 
   Returns:
-    An ``optax.GradientTransformation``; ``levels=("global",)`` with ``combination_lr = 0`` and
-    ``decay_rate = 0`` equals :func:`optax_lr.sgd_hd` bit for bit.
+    An ``optax.GradientTransformation``; ``levels=("global",)`` with the defaults equals
+    :func:`optax_lr.sgd_hd` bit for bit.
 
   References:
     "Adaptive Hierarchical Hyper-gradient Descent" (anonymous authors, under review at ICLR
@@ -733,14 +855,14 @@ def sgd_cam_hd(learning_rate: float, hypergrad_lr: float = 1e-6, combination_lr:
 
   Example:
     >>> opt = optax_lr.sgd_cam_hd(0.1, hypergrad_lr=1e-3, momentum=0.9, nesterov=True,
-    ...                           levels=("filter", "global"), weights=(0.2, 0.8),
-    ...                           combination_lr=0.03, decay_rate=0.001)
+    ...                           levels=("filter", "global"),
+    ...                           combination=optax_lr.CombinationWeights((0.2, 0.8), 0.03),
+    ...                           blending=optax_lr.Blending(0.001))
   """
   # A heavy-ball trace is the previous direction itself: read it, keep no copy.
   reads_trace = _base.reuses_heavy_ball_trace(momentum, nesterov)
   transform = cam_hd(_base.momentum_direction(momentum, nesterov), learning_rate, hypergrad_lr,
-                     combination_lr, levels, weights, decay_rate, final_learning_rate,
-                     layer_labels, filter_labels=filter_labels,
+                     levels, combination=combination, blending=blending, groups=groups,
                      min_learning_rate=min_learning_rate, rate_rule=rate_rule,
                      search=search, backtrack=backtrack,
                      previous_direction_fn=(_base.trace_previous_direction() if reads_trace
@@ -749,13 +871,12 @@ def sgd_cam_hd(learning_rate: float, hypergrad_lr: float = 1e-6, combination_lr:
 
 
 def adam_cam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8,
-                combination_lr: float = 0.0, b1: float = 0.9, b2: float = 0.999,
+                b1: float = 0.9, b2: float = 0.999,
                 eps: float = 1e-8, weight_decay: float | None = None,
-                levels: Sequence[str] = ("layer", "global"),
-                weights: Sequence[float] | None = None, decay_rate: float = 0.0,
-                final_learning_rate: float | None = None,
-                layer_labels: LayerLabels = None, *,
-                filter_labels: LayerLabels = "module",
+                levels: Sequence[str] = ("layer", "global"), *,
+                combination: CombinationWeights | None = None,
+                blending: Blending | None = None,
+                groups: LevelGroups | None = None,
                 min_learning_rate: float | None = None,
                 rate_rule: str = "additive", mu_dtype: Any = None,
                 store_previous_direction: bool = False, search: RateSearch | None = None,
@@ -766,13 +887,11 @@ def adam_cam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8,
     learning_rate: initial rate ``> 0`` (paper: 1e-3).
     hypergrad_lr: ``beta >= 0``; Table 1: 1e-7 for the MLPs, 1e-8 (default) for LeNet-5 and the
       ResNets.
-    combination_lr: ``delta >= 0``.
     b1: first-moment decay in ``[0, 1)``.
     b2: second-moment decay in ``[0, 1)``.
     eps: ``>= 0``.
     weight_decay: coupled L2 decay ``>= 0`` (``None``, the default: no decay stage).
-    levels, weights, decay_rate, final_learning_rate, layer_labels: as :func:`cam_hd`.
-    filter_labels, min_learning_rate: as :func:`cam_hd`.
+    levels, combination, blending, groups, min_learning_rate: as :func:`cam_hd`.
     rate_rule: ``"additive"`` (default, the paper's rule) or ``"multiplicative"`` (scale-free,
       per group; ``beta`` in ``[0, 1)``), as :func:`cam_hd`.
     search: ``None`` (default: off) or a :class:`~optax_lr.RateSearch`, as :func:`cam_hd`.
@@ -787,8 +906,8 @@ def adam_cam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8,
       differ by the rounding of the stored first moment (``2^-8`` relative per element).
 
   Returns:
-    An ``optax.GradientTransformation``; ``levels=("global",)`` with ``combination_lr = 0`` and
-    ``decay_rate = 0`` equals :func:`optax_lr.adam_hd` bit for bit (with the same
+    An ``optax.GradientTransformation``; ``levels=("global",)`` with the defaults equals
+    :func:`optax_lr.adam_hd` bit for bit (with the same
     ``store_previous_direction``).
 
   References:
@@ -797,14 +916,13 @@ def adam_cam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8,
 
   Example:
     >>> opt = optax_lr.adam_cam_hd(1e-3, hypergrad_lr=1e-8, levels=("parameter", "layer",
-    ...                            "global"), weights=(0.3, 0.3, 0.4), combination_lr=0.01)
+    ...     "global"), combination=optax_lr.CombinationWeights((0.3, 0.3, 0.4), 0.01))
   """
   _checks.flag("store_previous_direction", store_previous_direction)
   levels = _check_levels(levels)
   derived = not store_previous_direction
   transform = cam_hd(_base.adam_direction(b1, b2, eps, mu_dtype), learning_rate, hypergrad_lr,
-                     combination_lr, levels, weights, decay_rate, final_learning_rate,
-                     layer_labels, filter_labels=filter_labels,
+                     levels, combination=combination, blending=blending, groups=groups,
                      min_learning_rate=min_learning_rate, rate_rule=rate_rule,
                      previous_direction_fn=(_base.adam_previous_direction(b1, b2, eps)
                                             if derived else None),
@@ -820,33 +938,23 @@ def _find_cam_hd_state(opt_state: Any) -> CamHDState:
   return found[0]
 
 
-def cam_hd_effective_learning_rate(opt_state: Any, decay_rate: float = 0.0,
-                                   final_learning_rate: float | None = None,
-                                   min_learning_rate: float | None = None) -> Any:
+def cam_hd_effective_learning_rate(opt_state: Any) -> Any:
   """The effective per-element rate ``kappa`` a CAM-HD state holds, as a tree shaped like params.
 
-  ``kappa = tau(t) sum_l gamma_l a^l + (1 - tau(t)) a_inf`` with the state's rates and combination
-  weights and ``t`` its update count: the rate the next update starts from (it is the rate of the
-  latest update whenever ``combination_lr = 0`` and ``decay_rate = 0``). Leaves are scalars when
-  no filter or parameter level is present. Computed on device; callable inside ``jit``.
+  ``kappa = max(tau sum_l gamma_l a^l + (1 - tau) a_inf, min_learning_rate)`` with the state's
+  rates, combination weights, blend ``tau = exp(-r t)`` (``t`` its update count), ``a_inf`` and
+  floor, all read from the state (:class:`CamHDState`): the rate the next update starts from (the
+  rate of the latest update whenever the combination weights are fixed and there is no
+  :class:`Blending`). Leaves are scalars broadcast to their parameter's shape. Computed on
+  device; callable inside ``jit``.
 
   Args:
     opt_state: a state holding one :class:`CamHDState` (for example ``adam_cam_hd``'s).
-    decay_rate: the ``decay_rate`` the optimizer was built with.
-    final_learning_rate: its ``final_learning_rate``; required when ``decay_rate > 0``.
-    min_learning_rate: its ``min_learning_rate`` (the floor on ``kappa``), or None.
 
   Returns:
-    A tree of float32 rates with the structure of the params.
+    A tree of rates (float32 unless the params are float64) with the structure of the params.
   """
   state = _find_cam_hd_state(opt_state)
-  _checks.non_negative("decay_rate", decay_rate)
-  tau = None
-  if not _is_static_zero(decay_rate):
-    if final_learning_rate is None:
-      raise ValueError("`final_learning_rate` must be given when `decay_rate` > 0.")
-    _checks.non_negative("final_learning_rate", final_learning_rate)
-    tau = jnp.exp(-decay_rate * state.count.astype(_tree.RATE_DTYPE))
   # The parameters' shapes: the kept direction, or the inner state it is read from (Adam's
   # first moment, or the trace).
   shaped = state.previous_direction
@@ -854,27 +962,23 @@ def cam_hd_effective_learning_rate(opt_state: Any, decay_rate: float = 0.0,
     shaped = _base.previous_direction_source(state.inner_state)
   treedef = jax.tree.structure(shaped)
   rates = {k: v for k, v in state.learning_rate.items() if k != COMBINATION_WEIGHTS}
-  combined = _combined_rates(rates, state.learning_rate[COMBINATION_WEIGHTS], treedef, tau,
-                             final_learning_rate)
-  if min_learning_rate is not None:
-    _checks.non_negative("min_learning_rate", min_learning_rate)
-    combined = [jnp.maximum(rate, min_learning_rate).astype(rate.dtype) for rate in combined]
+  # Without blending tau = 1 and a_inf = 0, so the blend is a* + 0 = a* exactly; without a floor
+  # it is -inf.
+  combined = _combined_rates(rates, state.learning_rate[COMBINATION_WEIGHTS], treedef, state.tau,
+                             state.final_learning_rate)
+  combined = [jnp.maximum(rate, state.min_learning_rate).astype(rate.dtype) for rate in combined]
   # Broadcast a scalar or per-filter leaf to its elements, so every element counts once.
   return treedef.unflatten([
       jnp.broadcast_to(rate, jnp.shape(d)) for rate, d in
       zip(combined, treedef.flatten_up_to(shaped), strict=True)])
 
 
-def cam_hd_rate_summary(opt_state: Any, decay_rate: float = 0.0,
-                        final_learning_rate: float | None = None,
-                        min_learning_rate: float | None = None) -> dict[str, jax.Array]:
+def cam_hd_rate_summary(opt_state: Any) -> dict[str, jax.Array]:
   """Mean, min, max and Euclidean norm of the effective per-element rate, on device.
 
   Args:
-    opt_state: a state holding one :class:`CamHDState`.
-    decay_rate: the optimizer's ``decay_rate``.
-    final_learning_rate: its ``final_learning_rate`` (required when ``decay_rate > 0``).
-    min_learning_rate: its ``min_learning_rate``, or None.
+    opt_state: a state holding one :class:`CamHDState`; the optimizer's settings are read from
+      it.
 
   Returns:
     ``{"mean", "min", "max", "norm"}`` float32 scalars over every parameter element (see
@@ -883,6 +987,4 @@ def cam_hd_rate_summary(opt_state: Any, decay_rate: float = 0.0,
   Example:
     >>> stats = jax.jit(optax_lr.cam_hd_rate_summary)(opt_state)
   """
-  return telemetry.rate_summary(
-      cam_hd_effective_learning_rate(opt_state, decay_rate, final_learning_rate,
-                                     min_learning_rate))
+  return telemetry.rate_summary(cam_hd_effective_learning_rate(opt_state))

@@ -27,9 +27,8 @@ Two readings of the window sum ``u`` (``window_sum``):
   momentum and approach each other when ``update_every >> 1 / (1 - mu)``; :func:`tlr_sgd` warns
   when the displacement reading is asked for with ``update_every < 10 / (1 - mu)``.
 
-Measured on the digits benchmark (``python -m train.bench tlr-grid``: MLP, momentum 0.8, weight
-decay 5e-4, a window of a third of an epoch, ``c = 1/4``, initial rates {1e-3, 1e-2, 1e-1} x batch
-{64, 128, 256} x 3 seeds, 30 epochs), see ``docs/results/tlr_grid.md``.
+Measurements of the two readings (``python -m train.bench tlr-grid``): the documentation's TLR
+page.
 """
 
 from __future__ import annotations

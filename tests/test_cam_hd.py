@@ -71,8 +71,9 @@ def test_global_level_is_hd_bit_for_bit(name, jit):
 
 
 def test_fixed_combination_weights_never_change():
-  opt = optax_lr.adam_cam_hd(0.05, 1e-3, combination_lr=0.0, levels=("parameter", "filter",
-                             "layer", "global"), weights=(3, 3, 1, 3), decay_rate=0.01)
+  opt = optax_lr.adam_cam_hd(0.05, 1e-3, levels=("parameter", "filter", "layer", "global"),
+                             combination=optax_lr.CombinationWeights((3, 3, 1, 3), 0.0),
+                             blending=optax_lr.Blending(0.01))
   _, state = _trajectory(opt, 8, jit=True)
   gammas = state.learning_rate["combination_weights"]
   for level, weight in zip(("parameter", "filter", "layer", "global"), (0.3, 0.3, 0.1, 0.3),
@@ -133,7 +134,8 @@ def test_mean_level_scaling_divides_by_n():
   # level_scaling="mean": h_j = (1 / n_j) sum_{p in j} e_p, i.e. the same-scale step over N.
   alpha0, beta = 0.1, 0.5
   g1, g2 = _grads(3), _grads(4)
-  opt = optax_lr.cam_hd(optax.identity(), alpha0, beta, levels=("layer",), level_scaling="mean")
+  opt = optax_lr.cam_hd(optax.identity(), alpha0, beta, levels=("layer",),
+                        groups=optax_lr.LevelGroups(scaling="mean"))
   state = opt.init(_zeros())
   _, state = opt.update(g1, state)
   _, state = opt.update(g2, state)
@@ -196,9 +198,10 @@ def test_all_levels_learned_weights_and_blending_match_algorithm_1(softmax):
   # The softmax step on the logits is gamma (1 - gamma) times smaller: a larger delta moves it.
   alpha0, beta, delta, r, alpha_inf = 0.1, 2e-3, 5.0 if softmax else 0.5, 0.2, 0.03
   grads = [_grads(10 + t) for t in range(4)]
-  opt = optax_lr.cam_hd(optax.identity(), alpha0, beta, combination_lr=delta, levels=levels,
-                        weights=weights, decay_rate=r, final_learning_rate=alpha_inf,
-                        weight_parametrization="softmax" if softmax else "clip")
+  opt = optax_lr.cam_hd(
+      optax.identity(), alpha0, beta, levels=levels,
+      combination=optax_lr.CombinationWeights(weights, delta, "softmax" if softmax else "clip"),
+      blending=optax_lr.Blending(r, alpha_inf))
   expected_updates, expected_gamma, expected_rates = _reference(
       levels, weights, grads, alpha0, beta, delta, r, alpha_inf, softmax)
   state = opt.init(_zeros())
@@ -225,8 +228,8 @@ def test_clipped_weight_stays_on_the_simplex():
   # 0.1 * (-0.5) < 0 < -dL/dgamma_param = 0.2 * 1 + 0 * (-1.5); with a huge delta the global
   # weight goes below 0, is clipped, and the parameter weight becomes 1. a_param moves on to
   # (0.2 + 0.1 * 1, 0 + 0.1 * (-1.5)).
-  opt = optax_lr.cam_hd(optax.identity(), 0.1, 0.1, combination_lr=1e3,
-                        levels=("parameter", "global"), weights=(0.5, 0.5))
+  opt = optax_lr.cam_hd(optax.identity(), 0.1, 0.1, levels=("parameter", "global"),
+                        combination=optax_lr.CombinationWeights((0.5, 0.5), 1e3))
   state = opt.init(jnp.zeros(2))
   for g in ([1.0, 1.0], [1.0, -1.0], [1.0, 1.5]):
     _, state = opt.update(jnp.array(g), state)
@@ -244,7 +247,8 @@ def test_layer_labels_share_one_rate_per_group():
   alpha0, beta = 0.1, 0.01
   g1, g2 = _grads(6), _grads(7)
   opt = optax_lr.sgd_cam_hd(alpha0, beta, levels=("layer",),
-                            layer_labels={"a": "dense", "b": "dense", "c": "scale"})
+                            groups=optax_lr.LevelGroups({"a": "dense", "b": "dense",
+                                                         "c": "scale"}))
   state = opt.init(_zeros())
   _, state = opt.update(g1, state)
   _, state = opt.update(g2, state)
@@ -264,7 +268,7 @@ def test_layer_labels_from_the_leaf_path():
   g1, g2 = (jax.tree.map(lambda x: jnp.asarray(rng.standard_normal(x.shape), jnp.float32),
                          params) for _ in range(2))
   opt = optax_lr.sgd_cam_hd(0.1, 0.01, levels=("layer",),
-                            layer_labels=optax_lr.parent_module_label)
+                            groups=optax_lr.LevelGroups(optax_lr.parent_module_label))
   state = opt.init(params)
   _, state = opt.update(g1, state)
   _, state = opt.update(g2, state)
@@ -282,7 +286,7 @@ def test_layer_labels_from_the_leaf_path():
 def test_grouped_rates_are_fresh_buffers_that_donate():
   # The leaves of a group hold one value, but never one array twice: after an eager step the
   # state still donates.
-  opt = optax_lr.sgd_cam_hd(0.1, 0.01, layer_labels=optax_lr.parent_module_label)
+  opt = optax_lr.sgd_cam_hd(0.1, 0.01, groups=optax_lr.LevelGroups(optax_lr.parent_module_label))
   params = {"dense": {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)}}
   state = opt.init(params)
   _, state = opt.update(jax.tree.map(lambda x: 0.5 * x, params), state, params)
@@ -297,13 +301,14 @@ def test_grouped_rates_are_fresh_buffers_that_donate():
 
 
 def test_labels_that_do_not_match_the_params_raise_at_init():
-  opt = optax_lr.sgd_cam_hd(0.1, levels=("layer", "global"), layer_labels={"a": "x", "b": "y"})
+  opt = optax_lr.sgd_cam_hd(0.1, levels=("layer", "global"),
+                            groups=optax_lr.LevelGroups({"a": "x", "b": "y"}))
   with pytest.raises(ValueError, match="layer_labels"):
     opt.init(_zeros())
-  opt = optax_lr.sgd_cam_hd(0.1, layer_labels={"a": "x", "b": "y", "c": ["z"]})
+  opt = optax_lr.sgd_cam_hd(0.1, groups=optax_lr.LevelGroups({"a": "x", "b": "y", "c": ["z"]}))
   with pytest.raises(ValueError, match="layer_labels"):
     opt.init(_zeros())
-  opt = optax_lr.sgd_cam_hd(0.1, layer_labels=lambda path: ["unhashable"])
+  opt = optax_lr.sgd_cam_hd(0.1, groups=optax_lr.LevelGroups(lambda path: ["unhashable"]))
   with pytest.raises(ValueError, match="layer_labels"):
     opt.init(_zeros())
 
@@ -316,7 +321,7 @@ def test_labels_that_do_not_match_the_params_raise_at_init():
 def test_blending_follows_tau_and_reaches_final_rate():
   alpha0, alpha_inf, r = 0.1, 0.02, 1.0
   opt = optax_lr.sgd_cam_hd(alpha0, hypergrad_lr=0.0, levels=("layer", "global"),
-                            decay_rate=r, final_learning_rate=alpha_inf)
+                            blending=optax_lr.Blending(r, alpha_inf))
   g = _grads(9)
   state = opt.init(_zeros())
   update = jax.jit(opt.update)
@@ -324,11 +329,12 @@ def test_blending_follows_tau_and_reaches_final_rate():
     updates, state = update(g, state)
     kappa = np.exp(-r * t) * alpha0 + (1 - np.exp(-r * t)) * alpha_inf
     np.testing.assert_allclose(updates["a"], -kappa * g["a"], rtol=1e-6)
-  summary = optax_lr.cam_hd_rate_summary(state, r, alpha_inf)
+  summary = optax_lr.cam_hd_rate_summary(state)
   np.testing.assert_allclose(summary["mean"], alpha_inf, rtol=1e-7)
   # With hypergradients on, the rates move but the applied rate still lands on a_inf.
-  opt = optax_lr.adam_cam_hd(alpha0, 1e-3, combination_lr=0.01, decay_rate=r,
-                             final_learning_rate=alpha_inf, levels=("parameter", "global"))
+  opt = optax_lr.adam_cam_hd(alpha0, 1e-3, levels=("parameter", "global"),
+                             combination=optax_lr.CombinationWeights(learning_rate=0.01),
+                             blending=optax_lr.Blending(r, alpha_inf))
   _, state = _trajectory(opt, 30, jit=True)
   assert abs(float(state.learning_rate["global"]) - alpha0) > 1e-4
   updates, _ = opt.update(jax.grad(_loss)(PARAMS), state, PARAMS)
@@ -359,7 +365,8 @@ def test_learning_rates_reports_every_level_and_the_weights():
 
 
 def test_rate_summary_of_the_effective_rate():
-  opt = optax_lr.sgd_cam_hd(0.1, 0.01, levels=("parameter", "global"), weights=(0.25, 0.75))
+  opt = optax_lr.sgd_cam_hd(0.1, 0.01, levels=("parameter", "global"),
+                            combination=optax_lr.CombinationWeights((0.25, 0.75)))
   state = opt.init(_zeros())
   for seed in (20, 21):
     _, state = opt.update(_grads(seed), state)
@@ -372,22 +379,47 @@ def test_rate_summary_of_the_effective_rate():
   np.testing.assert_allclose(summary["max"], kappa.max(), rtol=1e-6)
   np.testing.assert_allclose(summary["norm"], np.linalg.norm(kappa), rtol=1e-6)
   assert kappa.max() - kappa.min() > 1e-4
-  with pytest.raises(ValueError, match="final_learning_rate"):
-    optax_lr.cam_hd_rate_summary(state, decay_rate=0.1)
+
+
+def test_effective_rate_of_a_blended_run_from_the_state_alone():
+  # Learned weights, blending towards a_inf, a floor: after four steps the rate read from the
+  # state is max(tau (sum gamma a) + (1 - tau) a_inf, floor) with tau = exp(-4 r), by hand.
+  r, alpha_inf, floor = 0.1, 0.02, 0.03
+  opt = optax_lr.sgd_cam_hd(
+      0.1, 0.01, levels=("parameter", "global"), min_learning_rate=floor,
+      combination=optax_lr.CombinationWeights((0.25, 0.75), learning_rate=0.5),
+      blending=optax_lr.Blending(r, alpha_inf))
+  state = opt.init(_zeros())
+  for seed in range(4):
+    _, state = opt.update(_grads(40 + seed), state)
+  tau = np.exp(-r * 4)
+  np.testing.assert_allclose(state.tau, tau, rtol=1e-6)
+  rates, gamma = state.learning_rate, state.learning_rate["combination_weights"]
+  assert abs(float(gamma["global"]) - 0.75) > 1e-4  # the weights moved
+  effective = jax.jit(optax_lr.cam_hd_effective_learning_rate)(state)
+  for k in SHAPES:
+    combined = (float(gamma["parameter"]) * np.asarray(rates["parameter"][k], np.float64)
+                + float(gamma["global"]) * float(rates["global"]))
+    kappa = np.maximum(tau * combined + (1 - tau) * alpha_inf, floor)
+    np.testing.assert_allclose(effective[k], kappa, rtol=1e-6)
+  # Without the options the settings are neutral: tau 1, a_inf 0, no floor.
+  plain = optax_lr.sgd_cam_hd(0.1, 0.01).init(_zeros())
+  assert (float(plain.tau), float(plain.final_learning_rate), float(plain.min_learning_rate)) \
+      == (1.0, 0.0, -np.inf)
 
 
 @pytest.mark.parametrize("levels, rates, scalars", [
-    # count + one layer rate per leaf + global + one weight per level.
-    (("layer", "global"), 0, 1 + 3 + 1 + 2),
-    (("parameter", "layer", "global"), N, 1 + 3 + 1 + 3),
-    (("filter",), 3 + 3 + 1, 1 + 1)])
+    # count + one layer rate per leaf + global + one weight per level (+ tau, a_inf, the floor).
+    (("layer", "global"), 0, 1 + 3 + 1 + 2 + 3),
+    (("parameter", "layer", "global"), N, 1 + 3 + 1 + 3 + 3),
+    (("filter",), 3 + 3 + 1, 1 + 1 + 3)])
 def test_state_holds_one_parameter_sized_buffer_plus_element_rates(levels, rates, scalars):
   # Beyond the inner state: d_prev (N elements), the element-level rates, and scalars only.
   opt = optax_lr.cam_hd(optax.scale_by_adam(), 1e-3, 1e-8, levels=levels)
   state = opt.init(_zeros())
   own = jax.tree.leaves(state._replace(inner_state=()))
   assert sum(x.size for x in own) == N + rates + scalars
-  assert sum(x.size for x in jax.tree.leaves(state.learning_rate)) == rates + scalars - 1
+  assert sum(x.size for x in jax.tree.leaves(state.learning_rate)) == rates + scalars - 4
 
 
 def test_extra_args_are_forwarded_to_the_inner_transform():
@@ -407,11 +439,12 @@ def test_extra_args_are_forwarded_to_the_inner_transform():
 
 
 def test_inject_hyperparams():
+  options = dict(combination=optax_lr.CombinationWeights(learning_rate=0.1),
+                 blending=optax_lr.Blending(0.01), levels=("parameter", "global"))
+  # The option objects are passed through unchanged; the numbers are injected.
   injected = optax.inject_hyperparams(optax_lr.adam_cam_hd, static_args=("weight_decay",))(
-      learning_rate=0.05, hypergrad_lr=1e-3, combination_lr=0.1, decay_rate=0.01,
-      levels=("parameter", "global"))
-  plain = optax_lr.adam_cam_hd(0.05, 1e-3, combination_lr=0.1, decay_rate=0.01,
-                               levels=("parameter", "global"))
+      learning_rate=0.05, hypergrad_lr=1e-3, **options)
+  plain = optax_lr.adam_cam_hd(0.05, 1e-3, **options)
   params, state = _trajectory(injected, 4, jit=True)
   ref_params, ref_state = _trajectory(plain, 4, jit=True)
   # Injected hyperparameters are float32 arrays, not Python floats: equal up to their rounding.
@@ -430,23 +463,51 @@ def test_inject_hyperparams():
     ({"levels": ("layer", "nonsense")}, "levels"),
     ({"levels": ("layer", "layer")}, "levels"),
     ({"levels": ()}, "levels"),
-    ({"levels": ("layer", "global"), "weights": (1.0,)}, "weights"),
-    ({"levels": ("layer", "global"), "weights": (1.0, -0.5)}, "weights"),
-    ({"levels": ("layer", "global"), "weights": (0.0, 0.0)}, "weights"),
-    ({"levels": ("layer", "global"), "weights": ("x", 1)}, "weights"),
+    ({"levels": ("layer", "global"), "combination": optax_lr.CombinationWeights((1.0,))},
+     "CombinationWeights.initial"),
     ({"learning_rate": 0.0}, "learning_rate"),
     ({"learning_rate": -0.1}, "learning_rate"),
     ({"hypergrad_lr": -1e-3}, "hypergrad_lr"),
-    ({"combination_lr": -0.1}, "combination_lr"),
-    ({"decay_rate": -0.01}, "decay_rate"),
-    ({"final_learning_rate": -0.01}, "final_learning_rate"),
-    ({"level_scaling": "sum"}, "level_scaling"),
-    ({"weight_parametrization": "sigmoid"}, "weight_parametrization"),
 ])
 def test_bad_input_raises(kwargs, name):
   args = {"learning_rate": 0.1, "hypergrad_lr": 1e-3} | kwargs
   with pytest.raises(ValueError, match=f"`{name}`"):
     optax_lr.cam_hd(optax.identity(), **args)
+
+
+@pytest.mark.parametrize("option, kwargs, name", [
+    (optax_lr.CombinationWeights, {"initial": (1.0, -0.5)}, "CombinationWeights.initial"),
+    (optax_lr.CombinationWeights, {"initial": (0.0, 0.0)}, "CombinationWeights.initial"),
+    (optax_lr.CombinationWeights, {"initial": ("x", 1)}, "CombinationWeights.initial"),
+    (optax_lr.CombinationWeights, {"learning_rate": -0.1}, "CombinationWeights.learning_rate"),
+    (optax_lr.CombinationWeights, {"parametrization": "sigmoid"},
+     "CombinationWeights.parametrization"),
+    (optax_lr.Blending, {"decay_rate": -0.01}, "Blending.decay_rate"),
+    (optax_lr.Blending, {"decay_rate": 0.0}, "Blending.decay_rate"),
+    (optax_lr.Blending, {"decay_rate": 0.1, "final_learning_rate": -0.01},
+     "Blending.final_learning_rate"),
+    (optax_lr.LevelGroups, {"scaling": "sum"}, "LevelGroups.scaling"),
+])
+def test_bad_option_raises(option, kwargs, name):
+  with pytest.raises(ValueError, match=f"`{name}`"):
+    option(**kwargs)
+
+
+@pytest.mark.parametrize("option, kwargs, name", [
+    (optax_lr.CombinationWeights, {"learning_rate": "0.1"}, "CombinationWeights.learning_rate"),
+    (optax_lr.Blending, {"decay_rate": None}, "Blending.decay_rate"),
+    (optax_lr.Blending, {"decay_rate": 0.1, "final_learning_rate": True},
+     "Blending.final_learning_rate"),
+])
+def test_wrong_kind_of_option_field_raises_type_error(option, kwargs, name):
+  with pytest.raises(TypeError, match=f"`{name}`"):
+    option(**kwargs)
+
+
+@pytest.mark.parametrize("name", ["combination", "blending", "groups"])
+def test_an_option_must_be_its_object(name):
+  with pytest.raises(TypeError, match=f"`{name}`"):
+    optax_lr.cam_hd(optax.identity(), 0.1, 1e-3, **{name: 0.1})
 
 
 @pytest.mark.parametrize("factory, kwargs, name", [
@@ -456,7 +517,6 @@ def test_bad_input_raises(kwargs, name):
     (optax_lr.adam_cam_hd, {"b1": 1.0}, "b1"),
     (optax_lr.adam_cam_hd, {"b2": -0.1}, "b2"),
     (optax_lr.adam_cam_hd, {"eps": -1.0}, "eps"),
-    (optax_lr.adam_cam_hd, {"decay_rate": -1.0}, "decay_rate"),
 ])
 def test_alias_bad_input_raises(factory, kwargs, name):
   with pytest.raises(ValueError, match=f"`{name}`"):
@@ -483,7 +543,7 @@ def _filter_rates_after_two_steps(filter_labels):
   g1, g2 = _module_grads(5), _module_grads(6)
   opt = optax_lr.sgd_cam_hd(alpha0, hypergrad_lr=beta, levels=("filter",),
                             **({} if filter_labels == "default" else
-                               {"filter_labels": filter_labels}))
+                               {"groups": optax_lr.LevelGroups(filter_labels=filter_labels)}))
   zeros = jax.tree.map(lambda x: jnp.zeros_like(x), g1)
   state = opt.init(zeros)
   _, state = opt.update(g1, state)
@@ -549,7 +609,7 @@ def test_min_learning_rate_floors_the_effective_rate():
     updates, state = opt.update(g2, state)
     kappa = level_rate if floor is None else {k: np.maximum(r, floor)
                                               for k, r in level_rate.items()}
-    effective = optax_lr.cam_hd_effective_learning_rate(state, min_learning_rate=floor)
+    effective = optax_lr.cam_hd_effective_learning_rate(state)  # the floor is in the state
     for k in SHAPES:
       # Unfloored, a -3 element with rate -0.2 steps uphill by 0.6; floored, downhill by 0.15.
       np.testing.assert_allclose(updates[k], -kappa[k] * g2[k], rtol=1e-6)
@@ -570,8 +630,9 @@ def test_adam_cam_hd_read_direction_equals_stored(levels):
   # d_{t-1} read off Adam's moments gives every level, the per-element one included, the same
   # values as the kept buffer: parameters, rates and weights agree bit for bit, with the rates
   # learning (beta large enough to move them) and the weights too.
-  kwargs = dict(learning_rate=0.01, hypergrad_lr=1e-3, combination_lr=0.01, levels=levels,
-                layer_labels=optax_lr.parent_module_label)
+  kwargs = dict(learning_rate=0.01, hypergrad_lr=1e-3, levels=levels,
+                combination=optax_lr.CombinationWeights(learning_rate=0.01),
+                groups=optax_lr.LevelGroups(optax_lr.parent_module_label))
   ours_params, ours = _trajectory(optax_lr.adam_cam_hd(**kwargs), 30, jit=True)
   kept_params, kept = _trajectory(
       optax_lr.adam_cam_hd(**kwargs, store_previous_direction=True), 30, jit=True)
@@ -589,8 +650,8 @@ def test_adam_cam_hd_read_direction_equals_stored(levels):
 
 def test_sgd_cam_hd_reads_the_trace():
   # Heavy-ball SGD-CAM-HD reads d_{t-1} off the trace: no kept copy, the same values bit for bit.
-  kwargs = dict(learning_rate=0.05, hypergrad_lr=1e-2, combination_lr=0.01,
-                levels=("parameter", "layer", "global"))
+  kwargs = dict(learning_rate=0.05, hypergrad_lr=1e-2, levels=("parameter", "layer", "global"),
+                combination=optax_lr.CombinationWeights(learning_rate=0.01))
   ours_params, ours = _trajectory(optax_lr.sgd_cam_hd(**kwargs, momentum=0.9), 20, jit=True)
   kept_params, kept = _trajectory(optax_lr.cam_hd(optax.trace(0.9), **kwargs), 20, jit=True)
   assert isinstance(ours.previous_direction, optax.EmptyState)
@@ -618,17 +679,18 @@ def test_adam_cam_hd_state_sizes():
 
 
 _PARAMETER_LEVEL = {"levels": ("parameter", "layer", "global")}
+_LEARNED = optax_lr.CombinationWeights(learning_rate=0.01)
 
 
 @pytest.mark.parametrize("alias, kwargs", [
     ("adam_cam_hd", _PARAMETER_LEVEL),
-    ("adam_cam_hd", {**_PARAMETER_LEVEL, "combination_lr": 0.01}),
+    ("adam_cam_hd", {**_PARAMETER_LEVEL, "combination": _LEARNED}),
     ("adam_cam_hd", {**_PARAMETER_LEVEL, "mu_dtype": jnp.bfloat16}),
     ("adam_cam_hd", {**_PARAMETER_LEVEL, "rate_rule": "multiplicative", "hypergrad_lr": 0.01}),
     ("adam_cam_hd", {"levels": ("layer", "global"), "rate_rule": "multiplicative",
                      "hypergrad_lr": 0.01}),
     ("sgd_cam_hd", {**_PARAMETER_LEVEL, "momentum": 0.9}),
-    ("sgd_cam_hd", {**_PARAMETER_LEVEL, "momentum": 0.9, "combination_lr": 0.01})],
+    ("sgd_cam_hd", {**_PARAMETER_LEVEL, "momentum": 0.9, "combination": _LEARNED})],
     ids=["adam", "adam_learned_weights", "adam_bfloat16_mu", "adam_multiplicative",
          "adam_multiplicative_no_parameter_level", "sgd_momentum", "sgd_momentum_learned_weights"])
 def test_cam_hd_updates_in_place(alias, kwargs):

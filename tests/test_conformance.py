@@ -132,8 +132,8 @@ CASES = [
          parabola_steps=1000,
          make_for_rosenbrock=lambda: optax_lr.adam_hd(0.01, 1e-2, rate_rule="multiplicative")),
     Case("adam_cam_hd_multiplicative", optax_lr.adam_cam_hd,
-         dict(learning_rate=0.1, hypergrad_lr=0.02, combination_lr=0.01,
-              levels=("filter", "layer", "global"), weights=(0.3, 0.3, 0.4),
+         dict(learning_rate=0.1, hypergrad_lr=0.02, levels=("filter", "layer", "global"),
+              combination=optax_lr.CombinationWeights((0.3, 0.3, 0.4), 0.01),
               rate_rule="multiplicative"),
          parabola_steps=1000,
          make_for_rosenbrock=lambda: optax_lr.adam_cam_hd(
@@ -200,38 +200,43 @@ CASES = [
     # --- CAM-HD (optax_lr/cam_hd.py) ---
     # Each CAM-HD case reaches well below the default tolerances (a 1e-6 parabola, a 1e-4
     # Rosenbrock from 1), with learned combination weights and tau-blending switched on in some.
+    # The option objects (CombinationWeights, Blending, LevelGroups) are passed through by
+    # inject_hyperparams, not injected; the numeric arguments are.
     Case("sgd_cam_hd", optax_lr.sgd_cam_hd, dict(learning_rate=0.1, hypergrad_lr=1e-3),
          parabola_steps=300, parabola_tol=1e-6, rosenbrock_steps=2500, rosenbrock_tol=1e-4,
          make_for_rosenbrock=lambda: optax_lr.sgd_cam_hd(1e-3, hypergrad_lr=1e-7, momentum=0.9)),
     Case("sgdn_cam_hd_filter", optax_lr.sgd_cam_hd,
-         dict(learning_rate=0.1, hypergrad_lr=1e-3, combination_lr=0.03, momentum=0.5,
+         dict(learning_rate=0.1, hypergrad_lr=1e-3, momentum=0.5,
               nesterov=True, weight_decay=1e-6, levels=("filter", "global"),
-              weights=(0.2, 0.8), decay_rate=0.002),
+              combination=optax_lr.CombinationWeights((0.2, 0.8), 0.03),
+              blending=optax_lr.Blending(0.002)),
          parabola_steps=300, parabola_tol=1e-6, rosenbrock_steps=2500, rosenbrock_tol=1e-4,
          make_for_rosenbrock=lambda: optax_lr.sgd_cam_hd(
-             1e-3, 1e-7, combination_lr=0.03, momentum=0.9, nesterov=True,
-             levels=("filter", "global"), weights=(0.2, 0.8), decay_rate=0.001)),
+             1e-3, 1e-7, momentum=0.9, nesterov=True, levels=("filter", "global"),
+             combination=optax_lr.CombinationWeights((0.2, 0.8), 0.03),
+             blending=optax_lr.Blending(0.001))),
     Case("adam_cam_hd_three_levels", optax_lr.adam_cam_hd,
-         dict(learning_rate=0.1, hypergrad_lr=1e-4, combination_lr=0.01,
-              levels=("parameter", "layer", "global"), weights=(0.3, 0.3, 0.4),
-              layer_labels=optax_lr.parent_module_label),
-         static_args=("layer_labels",), parabola_steps=300, parabola_tol=1e-6,
+         dict(learning_rate=0.1, hypergrad_lr=1e-4, levels=("parameter", "layer", "global"),
+              combination=optax_lr.CombinationWeights((0.3, 0.3, 0.4), 0.01),
+              groups=optax_lr.LevelGroups(optax_lr.parent_module_label)),
+         parabola_steps=300, parabola_tol=1e-6,
          rosenbrock_steps=2500, rosenbrock_tol=1e-4,
          make_for_rosenbrock=lambda: optax_lr.adam_cam_hd(
-             0.01, 1e-6, combination_lr=0.01, levels=("parameter", "layer", "global"),
-             weights=(0.3, 0.3, 0.4))),
+             0.01, 1e-6, levels=("parameter", "layer", "global"),
+             combination=optax_lr.CombinationWeights((0.3, 0.3, 0.4), 0.01))),
     Case("cam_hd_softmax_all_levels",
-         lambda learning_rate=0.1, hypergrad_lr=1e-4, combination_lr=0.01, decay_rate=1e-3,
-         final_learning_rate=0.05: optax_lr.cam_hd(
-             optax.scale_by_adam(), learning_rate, hypergrad_lr, combination_lr=combination_lr,
-             levels=("parameter", "filter", "layer", "global"), weight_parametrization="softmax",
-             level_scaling="mean", decay_rate=decay_rate,
-             final_learning_rate=final_learning_rate),
+         lambda learning_rate=0.1, hypergrad_lr=1e-4: optax_lr.cam_hd(
+             optax.scale_by_adam(), learning_rate, hypergrad_lr,
+             levels=("parameter", "filter", "layer", "global"),
+             combination=optax_lr.CombinationWeights(learning_rate=0.01,
+                                                     parametrization="softmax"),
+             blending=optax_lr.Blending(1e-3, 0.05), groups=optax_lr.LevelGroups(scaling="mean")),
          parabola_steps=300, parabola_tol=1e-6, rosenbrock_steps=2500, rosenbrock_tol=1e-4,
          make_for_rosenbrock=lambda: optax_lr.cam_hd(
-             optax.scale_by_adam(), 0.01, 1e-6, combination_lr=0.01,
-             levels=("parameter", "filter", "layer", "global"),
-             weight_parametrization="softmax", decay_rate=1e-3, final_learning_rate=0.005)),
+             optax.scale_by_adam(), 0.01, 1e-6, levels=("parameter", "filter", "layer", "global"),
+             combination=optax_lr.CombinationWeights(learning_rate=0.01,
+                                                     parametrization="softmax"),
+             blending=optax_lr.Blending(1e-3, 0.005))),
     # --- AdaSecant family, CUS-Adam, schedules, switch_at (optax_lr/adasecant.py, ...) ---
     Case("simple_adasecant", optax_lr.simple_adasecant, parabola_steps=20,
          rosenbrock_steps=2000),

@@ -45,10 +45,12 @@ METHODS = {
     "adam_hd": (lambda: optax_lr.adam_hd(0.01, 1e-4), {}, "scalar"),
     "hypergradient_floor": (lambda: optax_lr.hypergradient(
         optax.trace(0.5), 0.1, 1e-3, min_learning_rate=0.0), {}, "scalar"),
-    "sgd_cam_hd": (lambda: optax_lr.sgd_cam_hd(0.1, 1e-3, combination_lr=0.01), {}, "cam_hd"),
+    "sgd_cam_hd": (lambda: optax_lr.sgd_cam_hd(
+        0.1, 1e-3, combination=optax_lr.CombinationWeights(learning_rate=0.01)), {}, "cam_hd"),
     "adam_cam_hd_all_levels": (lambda: optax_lr.adam_cam_hd(
-        0.01, 1e-4, combination_lr=0.01, levels=("parameter", "filter", "layer", "global"),
-        decay_rate=1e-3), {}, "cam_hd"),
+        0.01, 1e-4, levels=("parameter", "filter", "layer", "global"),
+        combination=optax_lr.CombinationWeights(learning_rate=0.01),
+        blending=optax_lr.Blending(1e-3)), {}, "cam_hd"),
     "naive_tlr": (lambda: optax_lr.naive_tlr(0.1, 0.01), {"grad_fn": _look_ahead_grad},
                   "scalar"),
     "tlr_fixed_meta_rate": (lambda: optax_lr.scale_by_tlr_fixed_meta_rate(0.1, 0.01), {},

@@ -90,12 +90,28 @@ def test_cam_hd_reports_the_effective_rate_not_a_combination_weight():
 
 
 def test_cam_hd_effective_rate_blends_towards_the_final_rate():
+  # The blend comes from the state alone: three steps of a registry optimizer with decay_rate,
+  # and the reading equals kappa computed by hand from the state's rates and tau = exp(-3 r).
   decay = 0.05
-  values = _floats(reporting.rate_values(_cam_hd_state(decay), decay_rate=decay,
-                                         final_learning_rate=1e-3))
-  tau = math.exp(-decay * 10)
-  kernel = tau * (0.2 * 2e-3 + 0.8 * 1e-3) + (1 - tau) * 1e-3
-  assert values["learning_rate/min"] == pytest.approx(kernel, rel=1e-5)
+  tx = optimizers.create_optimizer(
+      "adam_cam_hd", 1e-3, 10, 100, options={"weights": (0.2, 0.8), "decay_rate": decay,
+                                             "levels": ("layer", "global"),
+                                             "hypergrad_lr": 1e-2, "combination_lr": 0.0})
+  state = tx.init(PARAMS)
+  for seed in range(3):
+    grads = jax.tree.map(lambda x, s=seed: jnp.full_like(x, 1.0 + s), PARAMS)
+    _, state = tx.update(grads, state, PARAMS)
+  cam = [s for s in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, optax_lr.CamHDState))
+         if isinstance(s, optax_lr.CamHDState)][0]
+  values = _floats(reporting.rate_values(state, PARAMS))
+  tau = math.exp(-decay * 3)
+  layer = cam.learning_rate["layer"]["Dense_0"]
+  glob = float(cam.learning_rate["global"])
+  kernel, bias = (tau * (0.2 * float(layer[k]) + 0.8 * glob) + (1 - tau) * 1e-3
+                  for k in ("kernel", "bias"))
+  assert abs(glob - 1e-3) > 1e-6  # the rates moved
+  assert values["learning_rate/mean"] == pytest.approx((6 * kernel + 2 * bias) / 8, rel=1e-5)
+  assert values["learning_rate/min"] == pytest.approx(min(kernel, bias), rel=1e-5)
 
 
 def test_two_rate_fields_keep_their_paths():

@@ -158,7 +158,8 @@ def test_cam_hd_levels_two_steps_by_hand():
   beta, lr = 0.1, 0.05
   weights = (0.1, 0.2, 0.3, 0.4)
   opt = optax_lr.sgd_cam_hd(lr, beta, levels=("parameter", "filter", "layer", "global"),
-                            weights=weights, rate_rule="multiplicative")
+                            combination=optax_lr.CombinationWeights(weights),
+                            rate_rule="multiplicative")
   g1, g2 = _tree_grads(0), _tree_grads(1)
   state = opt.init(PARAMS)
   _, state = opt.update(g1, state, PARAMS)
@@ -336,7 +337,8 @@ def test_cam_hd_search_and_backtrack_scale_every_level():
   g1 = _tree_grads(0)
   g2 = jax.tree.map(lambda x: 2.0 * x, g1)  # <g2, g1> > 0 in every group
   opt = optax_lr.sgd_cam_hd(0.05, 0.1, levels=("parameter", "filter", "layer", "global"),
-                            weights=(0.1, 0.2, 0.3, 0.4), rate_rule="multiplicative",
+                            combination=optax_lr.CombinationWeights((0.1, 0.2, 0.3, 0.4)),
+                            rate_rule="multiplicative",
                             backtrack=optax_lr.LossBacktrack(), search=optax_lr.RateSearch())
   state = opt.init(PARAMS)
   _, state = opt.update(g1, state, PARAMS, value=1.0)

@@ -221,8 +221,8 @@ def _adam_cam_hd_auto(learning_rate, steps_per_epoch, total_steps,
                       search_start=_SEARCH.start):
   del steps_per_epoch, total_steps
   return _optax_lr("adam_cam_hd")(
-      learning_rate, hypergrad_lr=hypergrad_lr, combination_lr=combination_lr, b1=b1, b2=b2,
-      levels=tuple(levels), weights=weights, rate_rule="multiplicative",
+      learning_rate, hypergrad_lr=hypergrad_lr, b1=b1, b2=b2, levels=tuple(levels),
+      combination=_cam_hd_combination(weights, combination_lr), rate_rule="multiplicative",
       **_auto_safeguards(safeguard, backtrack_factor, loss_tolerance, loss_decay, rate_search,
                          search_start))
 
@@ -263,15 +263,24 @@ def _autodrop_adam(learning_rate, steps_per_epoch, total_steps, b1=0.9, b2=0.999
 # levels filter + global with weights (0.2, 0.8) (Section 3.5: "the same setting as the second
 # experiment"). Adam: 1e-7 and 1e-2 (the MLP rows: the registry's default model is the MLP),
 # layer + global with weights (0.5, 0.5) (Section 3.3); 1e-8 and 3e-2 on LeNet-5 and the ResNets.
+def _cam_hd_combination(weights, combination_lr):
+  """The flat config keys ``weights`` and ``combination_lr`` as CAM-HD's option object."""
+  return optax_lr.CombinationWeights(None if weights is None else tuple(weights), combination_lr)
+
+
+def _cam_hd_blending(decay_rate, final_learning_rate=None):
+  """The flat config key ``decay_rate`` (0: off) as CAM-HD's option object."""
+  return optax_lr.Blending(decay_rate, final_learning_rate) if decay_rate else None
+
+
 def _sgd_cam_hd(learning_rate, steps_per_epoch, total_steps, hypergrad_lr=1e-6,
                 combination_lr=1e-3, momentum=0.0, levels=("filter", "global"),
                 weights=(0.2, 0.8), decay_rate=0.0, nesterov=False, min_learning_rate=None):
   del steps_per_epoch, total_steps
   return _optax_lr("sgd_cam_hd")(
-      learning_rate, hypergrad_lr=hypergrad_lr, combination_lr=combination_lr,
-      momentum=momentum or None, nesterov=nesterov, levels=tuple(levels), weights=weights,
-      decay_rate=decay_rate,
-      min_learning_rate=min_learning_rate)
+      learning_rate, hypergrad_lr=hypergrad_lr, momentum=momentum or None, nesterov=nesterov,
+      levels=tuple(levels), combination=_cam_hd_combination(weights, combination_lr),
+      blending=_cam_hd_blending(decay_rate), min_learning_rate=min_learning_rate)
 
 
 def _sgdn_cam_hd(learning_rate, steps_per_epoch, total_steps, hypergrad_lr=1e-6,
@@ -287,9 +296,9 @@ def _adam_cam_hd(learning_rate, steps_per_epoch, total_steps, hypergrad_lr=1e-7,
                  weights=(0.5, 0.5), decay_rate=0.0, min_learning_rate=None):
   del steps_per_epoch, total_steps
   return _optax_lr("adam_cam_hd")(
-      learning_rate, hypergrad_lr=hypergrad_lr, combination_lr=combination_lr, b1=b1, b2=b2,
-      levels=tuple(levels), weights=weights, decay_rate=decay_rate,
-      min_learning_rate=min_learning_rate)
+      learning_rate, hypergrad_lr=hypergrad_lr, b1=b1, b2=b2, levels=tuple(levels),
+      combination=_cam_hd_combination(weights, combination_lr),
+      blending=_cam_hd_blending(decay_rate), min_learning_rate=min_learning_rate)
 
 
 def _adasecant(learning_rate, steps_per_epoch, total_steps, **options):

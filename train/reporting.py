@@ -77,20 +77,17 @@ def _is_plateau(x: Any) -> bool:
   return isinstance(x, optax.contrib.ReduceLROnPlateauState)
 
 
-def rate_values(opt_state: PyTree, params: PyTree | None = None, *, decay_rate: float = 0.0,
-                final_learning_rate: float | None = None) -> dict[str, jax.Array]:
+def rate_values(opt_state: PyTree, params: PyTree | None = None) -> dict[str, jax.Array]:
   """Every rate reading of an optimizer state under the keys of this module, as float32 scalars.
 
-  Traceable (jit it once; the loop calls it at the end of every epoch).
+  Traceable (jit it once; the loop calls it at the end of every epoch). Everything is read from
+  the state: CAM-HD's state carries its blend and floor, so no optimizer setting is needed.
 
   Args:
     opt_state: the state of any optax transformation.
     params: the parameters; for one rate per tensor, the ``learning_rate/<stat>`` statistics
       count each rate once per element of its tensor and need them (without them only the
       per-tensor keys are reported).
-    decay_rate: CAM-HD's ``decay_rate`` (its effective rate blends towards
-      ``final_learning_rate`` by ``exp(-decay_rate t)``); unused for other methods.
-    final_learning_rate: CAM-HD's ``a_inf`` (the run's initial rate unless set otherwise).
 
   Returns:
     Key -> float32 scalar.
@@ -117,8 +114,7 @@ def rate_values(opt_state: PyTree, params: PyTree | None = None, *, decay_rate: 
         else:
           summary = optax_lr.rate_summary([x for _, x in leaves])
           values.update({f"{name}/{level}/{k}": summary[k] for k in ("mean", "min", "max")})
-      effective = optax_lr.cam_hd_effective_learning_rate(opt_state, decay_rate,
-                                                        final_learning_rate)
+      effective = optax_lr.cam_hd_effective_learning_rate(opt_state)
       summary = optax_lr.rate_summary(effective)
       values.update({f"{name}/{k}": summary[k] for k in SUMMARY})
       continue

@@ -370,19 +370,14 @@ def to_host(x: jax.Array) -> np.ndarray:
 #: ``learning_rate/mean``, ``combination_weights/global``), traceable.
 rate_values = reporting.rate_values
 
-_jitted_rate_values = jax.jit(rate_values, static_argnames=("decay_rate", "final_learning_rate"))
+_jitted_rate_values = jax.jit(rate_values)
 
 
-def optimizer_metrics(opt_state: PyTree, params: PyTree | None = None,
-                      config: Config | None = None) -> dict[str, float]:
+def optimizer_metrics(opt_state: PyTree, params: PyTree | None = None) -> dict[str, float]:
   """The rate readings of ``opt_state`` (see :mod:`train.reporting`) and AutoDrop's
-  ``angular_velocity``, as floats. ``config`` gives CAM-HD's ``decay_rate`` and final rate (its
-  initial rate), which its effective per-element rate depends on."""
-  blend = {}
-  if config is not None:
-    blend = {"decay_rate": float(config.optimizer_options.get("decay_rate", 0.0) or 0.0),
-             "final_learning_rate": config.learning_rate}
-  return {k: float(to_host(v)) for k, v in _jitted_rate_values(opt_state, params, **blend).items()}
+  ``angular_velocity``, as floats, read from the state alone (CAM-HD's state carries the blend
+  and floor its effective per-element rate depends on)."""
+  return {k: float(to_host(v)) for k, v in _jitted_rate_values(opt_state, params).items()}
 
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
@@ -611,7 +606,7 @@ def _train_locked(setup: Setup, dataset: input_pipeline.Dataset, workdir: str,
         bar.update(1)
         if index % 10 == 0 or index == setup.steps_per_epoch - 1:
           canonical = runner.to_canonical(state)
-          rates = optimizer_metrics(canonical.opt_state, canonical.params, config)
+          rates = optimizer_metrics(canonical.opt_state, canonical.params)
           bar.set_postfix_str(f"loss {float(to_host(metrics['loss'])):.4f}, "
                               f"{reporting.rate_text(rates)}")
       done = step + 1
@@ -624,7 +619,7 @@ def _train_locked(setup: Setup, dataset: input_pipeline.Dataset, workdir: str,
             prefetch=config.prefetch_batches))
         row = {"epoch": epoch, "step": int(to_host(canonical.step)), "train_loss": train_loss,
                "test_loss": test["test_loss"], "test_accuracy": test["test_accuracy"]}
-        row.update(optimizer_metrics(canonical.opt_state, canonical.params, config))
+        row.update(optimizer_metrics(canonical.opt_state, canonical.params))
         reason = reporting.divergence(train_loss, setup.info.num_classes)
         row["diverged"] = reason is not None
         row["epoch_time"] = time.perf_counter() - start
