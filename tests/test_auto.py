@@ -19,7 +19,8 @@ def _run(opt, steps=6, seed=0):
   updates = []
   for _ in range(steps):
     key, k1, k2 = jax.random.split(key, 3)
-    grads = jax.tree.map(lambda x: jax.random.normal(k1, x.shape), PARAMS)
+    grads = {name: jax.random.normal(jax.random.fold_in(k1, i), x.shape)
+             for i, (name, x) in enumerate(sorted(PARAMS.items()))}
     loss = 1.0 + jax.random.uniform(k2)
     update, state = opt.update(grads, state, PARAMS, value=loss)
     updates.append(update)
