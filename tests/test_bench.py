@@ -19,7 +19,7 @@ import optax_lr
 from train import optimizers
 from train import train as training
 from train.bench import __main__ as dispatcher
-from train.bench import claims, compare, grid, report, stats
+from train.bench import claims, compare, grid, hlo, report, stats
 
 # --- aggregation ----------------------------------------------------------------------------------
 
@@ -484,7 +484,7 @@ def test_overhead_temporaries_and_page_faults():
 
   x = jnp.ones((1 << 16,), jnp.float32)
   in_place = jax.jit(lambda x: x * 2.0, donate_argnums=0).lower(x).compile()
-  assert overhead.temporary_bytes(in_place) < x.nbytes  # no array-sized temporary
+  assert hlo.temporary_bytes(in_place) < x.nbytes  # no array-sized temporary
   size, page = 64 << 20, mmap.PAGESIZE
   fresh = mmap.mmap(-1, size)  # fresh anonymous memory, as XLA:CPU's per-call temporaries
   before = overhead._minor_faults()

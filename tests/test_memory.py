@@ -7,7 +7,7 @@ copy is a parameter-sized read and write on every step. The check compiles each 
 conformance registry the way a training step does (``jax.jit(..., donate_argnums=(0, 1))`` over
 params and state, ``optax.apply_updates`` included) on a small multi-leaf tree and counts, in the
 compiled HLO text, the ``copy`` instructions whose size is a parameter leaf's, outside
-``while`` bodies (:func:`train.bench.overhead.parameter_sized_copies`, which the overhead
+``while`` bodies (:func:`train.bench.hlo.parameter_sized_copies`, which the overhead
 benchmark reports; the window and boundary loops of ``optax_lr._tree.run_once_if`` run only at a
 window's end).
 """
@@ -21,7 +21,7 @@ import pytest
 
 import optax_lr
 from tests.test_conformance import CASES
-from train.bench.overhead import parameter_sized_copies
+from train.bench.hlo import parameter_sized_copies
 
 # Leaf sizes all distinct from every per-filter or per-leaf rate vector (a bias of 8 has the shape
 # of its kernel's filter rates), so a matched shape is a parameter-sized buffer.

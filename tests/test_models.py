@@ -329,8 +329,8 @@ def test_bad_attributes_raise_value_error_naming_them(name, kwargs, argument):
 
 def test_registry_holds_the_issue_names():
   assert list(models.MODELS) == [
-      "mlp", "small_cnn", "lenet5", "patch_cnn", "resnet18", "resnet34", "resnet50", "wrn16_4", "wrn16_8",
-      "wrn22_4", "wrn28_10", "wrn40_10", "densenet_bc121", "resnet18_imagenet",
+      "mlp", "small_cnn", "lenet5", "patch_cnn", "resnet18", "resnet34", "resnet50", "wrn16_4",
+      "wrn16_8", "wrn22_4", "wrn28_10", "wrn40_10", "densenet_bc121", "resnet18_imagenet",
       "resnet50_imagenet"]
 
 

@@ -3,9 +3,9 @@
 For every method, first the deterministic figures of the compiled step (jitted update +
 ``apply_updates``, params and state donated): XLA's own ``cost_analysis()["bytes accessed"]`` per
 parameter, the number of parameter-sized ``copy`` instructions outside while-loop bodies in its HLO
-(:func:`parameter_sized_copies`), and its state size in parameter-sized buffers, each against the
-memory-traffic floor and the state the method needs. Then the step timed as the median of repeated
-runs *interleaved* with its optax base in the same process (this machine is shared and noisy: only
+(:func:`train.bench.hlo.parameter_sized_copies`), and its state size in parameter-sized buffers,
+each against the memory-traffic floor and the state the method needs. Then the step timed as the
+median of repeated runs *interleaved* with its optax base in the same process (this machine is shared and noisy: only
 ratios taken side by side mean anything), its ratio to the base, the bandwidth it achieves against
 an in-place array scale measured in the same run, the memory-traffic floor (the documentation's
 conventions page) for comparison, its state size in parameter-sized buffers, and its compile time
@@ -31,7 +31,6 @@ import dataclasses
 import json
 import math
 import os
-import re
 import statistics
 import time
 from collections.abc import Callable
@@ -43,6 +42,7 @@ import numpy as np
 import optax
 
 import optax_lr
+from train.bench.hlo import compiled_figures
 
 DEFAULT_OUT = os.path.join(
     os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "docs",
@@ -152,55 +152,6 @@ METHODS: dict[str, Method] = {
 }
 
 
-def _computations(hlo: str) -> dict[str, list[str]]:
-  """An HLO module's text split into its computations (name -> instruction lines)."""
-  out: dict[str, list[str]] = {}
-  name = None
-  for line in hlo.splitlines():
-    match = re.match(r"^(?:ENTRY )?%?([\w.\-]+) ", line)
-    if match and line.rstrip().endswith("{"):
-      name = match.group(1)
-      out[name] = []
-    elif name is not None:
-      out[name].append(line)
-  return out
-
-
-def parameter_sized_copies(hlo: str, sizes: set[int], loops: bool = False) -> list[str]:
-  """The ``copy`` instructions of ``hlo`` whose element count is in ``sizes``, outside loops.
-
-  Loop bodies and conditions are left out unless ``loops``: the window and boundary work of
-  ``optax_lr._tree.run_once_if`` runs there, once per window, not on every step (but
-  ``optax_lr.switch_at`` runs one of its two loops on every step).
-  """
-  computations = _computations(hlo)
-  in_loops = {m.group(1) for lines in computations.values() for line in lines
-              for m in re.finditer(r"(?:body|condition)=%?([\w.\-]+)", line)}
-  copies = []
-  for name, lines in computations.items():
-    if name in in_loops and not loops:
-      continue
-    for line in lines:
-      match = re.search(r"= \w+\[([\d,]*)\]\S* copy\(", line)
-      if match and math.prod(int(x) for x in match.group(1).split(",") if x) in sizes:
-        copies.append(line.strip())
-  return copies
-
-
-def compiled_figures(compiled, params, min_size: int = 64) -> dict[str, float]:
-  """A compiled step's figures: XLA's bytes accessed and temporaries per parameter, and its copies.
-
-  ``min_size`` leaves out small leaves (a bias has the size of its kernel's per-filter rates).
-  """
-  size = sum(x.size for x in jax.tree.leaves(params))
-  analysis = compiled.cost_analysis()
-  analysis = analysis[0] if isinstance(analysis, list) else analysis
-  sizes = {x.size for x in jax.tree.leaves(params) if x.size >= min_size}
-  return {"bytes_per_param": float(analysis["bytes accessed"]) / size,
-          "copies": len(parameter_sized_copies(compiled.as_text(), sizes)),
-          "temp_bytes_per_param": temporary_bytes(compiled) / size}
-
-
 def _step_fn(opt, extra_args):
   def step(params, state, grads):
     updates, state = opt.update(grads, state, params, **extra_args(grads))
@@ -243,17 +194,6 @@ class _Timed:
 
   def faults_per_step(self) -> float | None:
     return statistics.median(self.faults) if self.faults else None
-
-
-def temporary_bytes(compiled) -> float:
-  """The bytes of the temporaries XLA's buffer assignment gives a compiled step (0 if unknown).
-
-  On XLA:CPU these are one allocation made on every call; above glibc's mmap threshold it is
-  fresh memory each time, and its first touch costs a page fault per 4 KiB page (see
-  :func:`_minor_faults`): a parameter-sized temporary costs time far beyond its bytes.
-  """
-  analysis = compiled.memory_analysis()
-  return float(getattr(analysis, "temp_size_in_bytes", 0) or 0)
 
 
 def _minor_faults() -> int | None:
@@ -356,8 +296,8 @@ def floor_table(results: list[dict[str, Any]]) -> str:
   One row per method: XLA's bytes accessed per parameter of the compiled, donated step against
   the memory-traffic floor (and the optax base's measured figure), the parameter-sized copies
   outside loop bodies, the temporaries XLA allocates per call (bytes per parameter, see
-  :func:`temporary_bytes`), and the state in parameter-sized buffers against the state the
-  method needs. Deterministic (no timing), so it can stand in the README.
+  :func:`train.bench.hlo.temporary_bytes`), and the state in parameter-sized buffers against the
+  state the method needs. Deterministic (no timing), so it can stand in the README.
   """
   header = ("| method | bytes/param (floor; base) | copies | temporaries B/param | "
             "state buffers (floor) |\n"
