@@ -5,11 +5,11 @@ For every method, first the deterministic figures of the compiled step (jitted u
 parameter, the number of parameter-sized ``copy`` instructions outside while-loop bodies in its HLO
 (:func:`train.bench.hlo.parameter_sized_copies`), and its state size in parameter-sized buffers,
 each against the memory-traffic floor and the state the method needs. Then the step timed as the
-median of repeated runs *interleaved* with its optax base in the same process (this machine is shared and noisy: only
-ratios taken side by side mean anything), its ratio to the base, the bandwidth it achieves against
-an in-place array scale measured in the same run, the memory-traffic floor (the documentation's
-conventions page) for comparison, its state size in parameter-sized buffers, and its compile time
-against the base's.
+median of repeated runs *interleaved* with its optax base in the same process (this machine is
+shared and noisy: only ratios taken side by side mean anything), its ratio to the base, the
+bandwidth it achieves against an in-place array scale measured in the same run, the memory-traffic
+floor (the documentation's conventions page) for comparison, its state size in parameter-sized
+buffers, and its compile time against the base's.
 
 Methods whose rate work happens once per window (TLR with a window, AutoDrop) are timed over a
 whole period of steps so that the boundary work is included in the average.
