@@ -212,24 +212,15 @@ def scale_invariant_dots(tree_x: PyTree, tree_y: PyTree, per_leaf: bool = False)
   return result[0], result[1]
 
 
-def zeros_like(tree: PyTree, dtype: Any = None) -> PyTree:
+def zeros_like(tree: PyTree) -> PyTree:
   """Fresh zero buffers shaped like ``tree``, each with its leaf's sharding.
 
   Every call allocates new arrays: no buffer is shared with ``tree`` or with another state field,
   so a training step can donate both the parameters and the optimizer state. Made with
   ``jnp.zeros_like``, so a state buffer of a sharded parameter is sharded the same way, eagerly
   and under ``jit``.
-
-  Args:
-    tree: the parameters (or any tree of arrays).
-    dtype: the buffers' dtype; ``None`` keeps each leaf's.
   """
-  return jax.tree.map(lambda x: jnp.zeros_like(x, dtype=dtype), tree)
-
-
-def full_like(tree: PyTree, value: Any, dtype: Any = None) -> PyTree:
-  """Fresh buffers shaped like ``tree`` holding ``value``, each with its leaf's sharding."""
-  return jax.tree.map(lambda x: jnp.full_like(x, value, dtype=dtype), tree)
+  return jax.tree.map(jnp.zeros_like, tree)
 
 
 def per_filter_like(x: jax.Array, value: Any, dtype: Any) -> jax.Array:
