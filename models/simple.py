@@ -8,6 +8,7 @@ Hyper-gradient Descent paper (Section 3.4) in its common modern form (see
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import flax.linen as nn
@@ -55,15 +56,20 @@ class SmallCNN(nn.Module):
 
   Attributes:
     num_classes: number of output logits (>= 1).
-    features: channels of the two convolutions.
+    features: channels of the convolutions.
     hidden: width of the dense layer before the classifier.
     act: activation.
+    conv: the 3x3 convolution, ``conv(features, name=...)`` (SAME padding, stride 1).
+    pool: the 2x2 pooling after each convolution.
   """
 
   num_classes: int
   features: Sequence[int] = (32, 64)
   hidden: int = 128
   act: Activation = nn.relu
+  conv: Callable[..., nn.Module] = functools.partial(nn.Conv, kernel_size=(3, 3), padding="SAME")
+  pool: Callable[[jax.Array], jax.Array] = functools.partial(
+      nn.avg_pool, window_shape=(2, 2), strides=(2, 2), padding="SAME")
 
   def __post_init__(self) -> None:
     _checks.integer_at_least("num_classes", self.num_classes, 1)
@@ -76,8 +82,7 @@ class SmallCNN(nn.Module):
     """Returns logits of shape ``(N, num_classes)`` for ``x`` of shape ``(N, H, W, C)``."""
     del train
     for i, channels in enumerate(self.features):
-      x = self.act(nn.Conv(channels, (3, 3), padding="SAME", name=f"conv_{i}")(x))
-      x = nn.avg_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+      x = self.pool(self.act(self.conv(channels, name=f"conv_{i}")(x)))
     x = x.reshape((x.shape[0], -1))
     x = self.act(nn.Dense(self.hidden, name="hidden")(x))
     return nn.Dense(self.num_classes, name="head")(x)
@@ -143,39 +148,12 @@ class _PatchConv(nn.Module):
     return patches @ kernel.reshape(9 * channels, self.features) + bias
 
 
-class PatchCNN(nn.Module):
-  """A small CNN for 32x32 images whose 3x3 convolutions are matrix products of image patches
-  (:class:`_PatchConv`): three convolutions (16, 32 and 64 channels, each followed by 2x2 max
-  pooling), a dense layer of 64 units and the classifier. Computed as patch products because XLA
-  on CPU runs a convolution inside a loop body about 40x slower than at the top level (a 32x32
-  RGB epoch of ``small_cnn``: 96 s in a ``lax.scan`` against 2.3 s step by step), and the
-  benchmarks train whole runs in a scan. The model of the generated ``shapes`` task.
-
-  Attributes:
-    num_classes: number of output logits (>= 1).
-    features: channels of the convolutions (each followed by 2x2 max pooling).
-    hidden: width of the dense layer before the classifier.
-    act: activation.
-  """
-
-  num_classes: int
-  features: Sequence[int] = (16, 32, 64)
-  hidden: int = 64
-  act: Activation = nn.relu
-
-  def __post_init__(self) -> None:
-    _checks.integer_at_least("num_classes", self.num_classes, 1)
-    _checks.integers_at_least("features", self.features, 1)
-    _checks.integer_at_least("hidden", self.hidden, 1)
-    super().__post_init__()
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    """Returns logits of shape ``(N, num_classes)`` for ``x`` of shape ``(N, H, W, C)``."""
-    del train
-    for i, channels in enumerate(self.features):
-      x = self.act(_PatchConv(channels, name=f"conv_{i}")(x))
-      x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
-    x = x.reshape((x.shape[0], -1))
-    x = self.act(nn.Dense(self.hidden, name="hidden")(x))
-    return nn.Dense(self.num_classes, name="head")(x)
+#: A small CNN for 32x32 images whose 3x3 convolutions are matrix products of image patches
+#: (:class:`_PatchConv`): three convolutions (16, 32 and 64 channels, each followed by 2x2 max
+#: pooling), a dense layer of 64 units and the classifier. Computed as patch products because XLA
+#: on CPU runs a convolution inside a loop body about 40x slower than at the top level (a 32x32
+#: RGB epoch of ``small_cnn``: 96 s in a ``lax.scan`` against 2.3 s step by step), and the
+#: benchmarks train whole runs in a scan. The model of the generated ``shapes`` task.
+PatchCNN = functools.partial(
+    SmallCNN, features=(16, 32, 64), hidden=64, conv=_PatchConv,
+    pool=functools.partial(nn.max_pool, window_shape=(2, 2), strides=(2, 2), padding="SAME"))
