@@ -252,11 +252,6 @@ def parent_module_label(path: Sequence[Any]) -> str:
   return telemetry._path_name(tuple(path)[:-1])
 
 
-def _is_static_zero(value: Any) -> bool:
-  """True for a Python 0 (an injected hyperparameter may be anything: take the general path)."""
-  return _checks.is_static_zero(value)
-
-
 def _check_levels(levels: Any) -> tuple[str, ...]:
   if isinstance(levels, str):
     levels = (levels,)
@@ -714,7 +709,7 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
         min_learning_rate=_tree.full_rate(
             -jnp.inf if min_learning_rate is None else min_learning_rate, dtype))
 
-  learn_weights = not _is_static_zero(combination_lr) and len(levels) > 1
+  learn_weights = not _checks.is_static_zero(combination_lr) and len(levels) > 1
   softmax = combination.parametrization == "softmax"
 
   rule = _Rule(multiplicative=multiplicative, same_scale=groups.scaling == "same_scale",
