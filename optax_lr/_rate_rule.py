@@ -128,7 +128,7 @@ def dot_and_norms(x: jax.Array, y: jax.Array, axis: Any = None):
 
 
 def tree_dot_and_norms(tree_x: Any, tree_y: Any):
-  """Global ``(<x, y>, ||x||^2, ||y||^2)`` over two trees (one reduction pass per leaf)."""
+  """Global ``(<x, y>, ||x||^2, ||y||^2)`` over two trees (per-leaf sums added as scalars)."""
   sums = [dot_and_norms(x, y) for x, y in
           zip(jax.tree.leaves(tree_x), jax.tree.leaves(tree_y), strict=True)]
   zero = jnp.zeros((), _tree.RATE_DTYPE)

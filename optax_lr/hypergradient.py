@@ -89,7 +89,7 @@ def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
       ``x(1 +- beta)`` per step, so a rate 100x off needs at least ``ln(100) / beta`` steps (460
       at 1e-2; several times more in practice, where ``|E cos| < 1``). Stationary where
       consecutive directions decorrelate (``E cos = 0``); the two norms come from the
-      reduction pass of the inner product (one variadic reduction). See
+      reduction pass of the inner product (sums of the same inputs). See
       :doc:`/methods/hypergradient` for the derivation.
     search: ``None`` (default: off) or a :class:`~optax_lr.RateSearch` (``rate_rule=
       "multiplicative"`` only): a bracketing phase before the rule, multiplying the rate by
