@@ -657,3 +657,30 @@ def test_compare_command_bytes_lm_writes_the_page(tmp_path):
   assert text.startswith("**Verdict: FAIL.**") and "| prodigy | peer |" in text
   for name in ("bench_lm_loss.png", "bench_lm_rates.png"):
     assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_reuse_takes_the_methods_not_rerun_and_recomputes_the_verdict():
+  task = {"benchmark": "compare", "dataset": "shapes", "model": "patch_cnn", "batch_size": 64,
+          "weight_decay": 5e-4, "epochs": 5, "seeds": [0, 1], "learning_rates": [1e-4, 1e-1],
+          "optimizer_options": {}, "platform": "cpu", "wall_s": 10.0}
+  earlier = {**task, **_document(diverge=False)}
+  # This run trains adam_hd_auto only, now behind Prodigy (0.81): worst (0.70, 0.72) = 0.71.
+  own = _method_entries("adam_hd_auto", "optax_lr", {1e-4: (0.70, 0.72), 1e-1: (0.90, 0.90)})
+  document = {**task, "wall_s": 2.0, "entries": own,
+              "worst_case": [{"method": "adam_hd_auto", "kind": "optax_lr",
+                              **stats.worst_case(own)}]}
+  merged = compare.reuse_entries(document, earlier, "old.json")
+  names = [w["method"] for w in merged["worst_case"]]
+  assert names[0] == "adam_hd_auto" and sorted(names[1:]) == sorted(
+      ["prodigy", "dadapt_adamw", "tlr_sgd", "sgdn_hd_auto", "sgd"])
+  assert merged["reused"]["methods"] == ["prodigy", "dadapt_adamw", "tlr_sgd", "sgdn_hd_auto",
+                                         "sgd"]
+  # The new worst case 0.71 against Prodigy's 0.81 (se 0.01 each): -0.10 with se 0.0141.
+  assert merged["verdict"]["worst"]["mean"] == pytest.approx(0.71)
+  assert merged["verdict"]["versus_peer"]["difference"] == pytest.approx(-0.10)
+  assert not merged["verdict"]["passed"]
+  # The earlier adam_hd_auto entries are not mixed in.
+  assert sum(e["method"] == "adam_hd_auto" for e in merged["entries"]) == 2
+  assert "Reused from `old.json`" in compare.markdown(merged)
+  with pytest.raises(ValueError, match="`epochs` is 5, this run's is 3"):
+    compare.reuse_entries({**document, "epochs": 3}, earlier, "old.json")

@@ -287,6 +287,54 @@ def verdict_markdown(section: dict[str, Any]) -> list[str]:
   return [line, ""]
 
 
+# --- reusing an earlier run
+
+#: The settings two documents must share for entries of one to stand beside those of the other.
+TASK_KEYS = ("benchmark", "dataset", "model", "batch_size", "weight_decay", "epochs", "steps",
+             "task", "seeds", "learning_rates", "optimizer_options")
+
+
+def reuse_entries(document: dict[str, Any], earlier: dict[str, Any],
+                  source: str) -> dict[str, Any]:
+  """``document`` with the methods it did not run taken from ``earlier`` (an earlier run of the
+  same task), its goal and verdict recomputed.
+
+  For a change that touches some methods only (a new setting of the recommended optimizer), the
+  others' runs do not change: they are reused instead of rerun, and the page says which, from
+  where and from which platform. Every key of :data:`TASK_KEYS` present in either document must
+  be equal (the same task, seeds, initial rates and options); otherwise a ValueError names the
+  first that differs.
+  """
+  for key in TASK_KEYS:
+    if document.get(key) != earlier.get(key):
+      raise ValueError(f"cannot reuse {source}: its `{key}` is {earlier.get(key)!r}, this run's "
+                       f"is {document.get(key)!r} (entries are comparable only on the same task)")
+  ran = {w["method"] for w in document["worst_case"]}
+  taken = [w["method"] for w in earlier["worst_case"] if w["method"] not in ran]
+  merged = dict(document)
+  merged["entries"] = document["entries"] + [e for e in earlier["entries"]
+                                             if e["method"] in taken]
+  merged["worst_case"] = document["worst_case"] + [w for w in earlier["worst_case"]
+                                                   if w["method"] in taken]
+  merged["reused"] = {"source": source, "methods": taken, "platform": earlier.get("platform"),
+                      "wall_s": earlier.get("wall_s")}
+  if "goal" in document:
+    merged["goal"] = goal(merged)
+  merged["verdict"] = verdict(merged)
+  return merged
+
+
+def reuse_markdown(document: dict[str, Any]) -> list[str]:
+  """The line that names the reused entries (:func:`reuse_entries`); none when nothing was."""
+  reused = document.get("reused")
+  if not reused or not reused["methods"]:
+    return []
+  return [f"Reused from `{reused['source']}` (the same task, seeds and initial rates; "
+          f"{reused['platform']}, {reused['wall_s']:.0f} s): the entries of " +
+          ", ".join(f"`{m}`" for m in reused["methods"]) + "; the time above is this run's "
+          "only.", ""]
+
+
 # --- the comparison
 
 def run_compare(methods: Sequence[str] | None = None, *, epochs: int | None = None,
@@ -445,6 +493,7 @@ def lm_markdown(document: dict[str, Any]) -> str:
             f"{document['seeds']}; held-out next-token loss in nats (mean ± standard error over "
             f"seeds, lower is better, capped at ln 256 = {LM_CHANCE_LOSS:.3f}). "
             f"{document['platform']}; {document['wall_s']:.0f} s in all.", "",
+            *reuse_markdown(document),
             "Worst case over the initial rates {" +
             ", ".join(f"{lr:g}" for lr in document["learning_rates"]) + "} (`" + TUNED + "`: {" +
             ", ".join(f"{lr:g}" for lr in TUNED_LEARNING_RATES) + "}; methods that set their "
@@ -527,6 +576,7 @@ def markdown(document: dict[str, Any]) -> str:
            "standard error over seeds); epochs to 95% = first epoch reaching 95% of the run's "
            f"own best accuracy. {document['platform']}; {document['wall_s']:.0f} s in all.", ""]
   lines = verdict_markdown(document.get("verdict") or verdict(document)) + lines
+  lines += reuse_markdown(document)
   lines += goal_markdown(document["goal"] if "goal" in document else goal(document))
   lines += ["", "Worst case over the initial rates {" +
             ", ".join(f"{lr:g}" for lr in document["learning_rates"]) + "} (methods that set "
@@ -667,6 +717,10 @@ def main(argv: list[str]) -> None:
   parser.add_argument("--options", type=json.loads, default={},
                       help="registry options for every method, as a JSON object "
                       "(e.g. '{\"drop_delay\": 5}')")
+  parser.add_argument("--reuse", metavar="JSON", default=None,
+                      help="an earlier run of the same task (same seeds, rates and options): "
+                      "the methods this run does not train are taken from it, and the page "
+                      "says so")
   parser.add_argument("--rate-keys", action="store_true",
                       help="keep every rate/... curve and AutoDrop's angular velocity in the JSON")
   args = parser.parse_args(argv)
@@ -693,6 +747,10 @@ def main(argv: list[str]) -> None:
     table = markdown(document)
     curve_key, label = "test_accuracy", "test accuracy"
   document["quick"] = args.quick
+  if args.reuse:
+    with open(args.reuse) as f:
+      earlier = json.load(f)
+    document = reuse_entries(document, earlier, args.reuse)
   json_path, md_path, figure_prefix = default_paths("compare", args.quick, args.out,
                                                     args.dataset)
   print(table)
