@@ -25,6 +25,7 @@ from optax_lr.adabound import ScaleByAdaBoundState, adabound, adabound_bounds, s
 from optax_lr.adasecant import AdaSecantState, SimpleAdaSecantState, adasecant, simple_adasecant
 from optax_lr.auto import auto_adam, auto_sgd
 from optax_lr.autodrop import (
+    DropTrigger,
     ScaleByAutoDropState,
     WithAutoDropState,
     angle_degrees,
@@ -80,7 +81,7 @@ __all__ = [
     "HypergradientState", "adam_hd", "hypergradient", "sgd_hd", "adam_previous_direction",
     "trace_previous_direction",
     # AutoDrop (Teng, Wang, Choromanska)
-    "ScaleByAutoDropState", "WithAutoDropState", "angle_degrees", "autodrop_sgd",
+    "DropTrigger", "ScaleByAutoDropState", "WithAutoDropState", "angle_degrees", "autodrop_sgd",
     "scale_by_autodrop", "with_autodrop",
     # CAM-HD (Adaptive Hierarchical Hyper-gradient Descent)
     "Blending", "CamHDState", "CombinationWeights", "LevelGroups", "adam_cam_hd", "cam_hd",

@@ -679,8 +679,9 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
   """
   _checks.learned_initial_rate(learning_rate, "CAM-HD")
   _checks.non_negative("hypergrad_lr", hypergrad_lr)
-  check_option("combination", combination, CombinationWeights)
-  check_option("groups", groups, LevelGroups)
+  check_option("combination", combination, CombinationWeights,
+               none_means="CombinationWeights()")
+  check_option("groups", groups, LevelGroups, none_means="LevelGroups()")
   blends = check_option("blending", blending, Blending)
   combination = combination if combination is not None else CombinationWeights()
   groups = groups if groups is not None else LevelGroups()

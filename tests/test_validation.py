@@ -38,9 +38,9 @@ CONSTRUCTORS = [
      ["learning_rate", "meta_learning_rate"]),
     (optax_lr.autodrop_sgd, dict(learning_rate=0.1, steps_per_epoch=10),
      ["learning_rate", "steps_per_epoch", "momentum", "weight_decay", "drop_factor",
-      "min_learning_rate", "threshold", "max_threshold", "drop_delay", "smoothing", "eps"]),
+      "min_learning_rate", "drop_delay"]),
     (optax_lr.scale_by_autodrop, dict(learning_rate=0.1, steps_per_epoch=10),
-     ["learning_rate", "steps_per_epoch", "drop_factor", "drop_delay", "smoothing"]),
+     ["learning_rate", "steps_per_epoch", "drop_factor", "drop_delay"]),
     (optax_lr.adasecant, dict(), ["gamma_clip", "outlier_reset", "max_rate", "eps"]),
     (optax_lr.simple_adasecant, dict(), ["threshold"]),
     (optax_lr.cus_adam, dict(learning_rate=0.1), ["b1", "b2", "eps"]),
@@ -84,6 +84,58 @@ CASES = [(factory, base, name, kind)
 def test_wrong_kind_raises_type_error_naming_the_argument(factory, base, name, kind):
   with pytest.raises(TypeError, match=f"`{name}`"):
     factory(**{**base, name: WRONG_KINDS[kind]})
+
+
+# Option objects: each field is checked when the object is built, the error naming the class and
+# the field.
+OPTION_FIELDS = [
+    (optax_lr.DropTrigger, ["threshold", "max_threshold", "relative_threshold", "smoothing",
+                            "eps"]),
+]
+OPTION_CASES = [(cls, name, kind) for cls, names in OPTION_FIELDS for name in names
+                for kind in WRONG_KINDS]
+
+
+@pytest.mark.parametrize("cls,name,kind", OPTION_CASES,
+                         ids=[f"{c.__name__}-{n}-{k}" for c, n, k in OPTION_CASES])
+def test_option_field_of_wrong_kind_raises_type_error_naming_it(cls, name, kind):
+  with pytest.raises(TypeError, match=f"`{cls.__name__}.{name}`"):
+    cls(**{name: WRONG_KINDS[kind]})
+
+
+@pytest.mark.parametrize("cls,kwargs,message", [
+    (optax_lr.DropTrigger, dict(threshold=-1.0),
+     r"`DropTrigger.threshold` must be a finite number >= 0; got -1.0"),
+    (optax_lr.DropTrigger, dict(threshold=float("inf")),
+     r"`DropTrigger.threshold` must be a finite number >= 0"),
+    (optax_lr.DropTrigger, dict(threshold=2.0),
+     r"`DropTrigger.max_threshold` must be >= threshold=2.0; got 1.0"),
+    (optax_lr.DropTrigger, dict(relative_threshold=1.5),
+     r"`DropTrigger.relative_threshold` must be in \(0.0, 1.0\]; got 1.5"),
+    (optax_lr.DropTrigger, dict(smoothing=0), r"`DropTrigger.smoothing` must be an integer >= 1"),
+    (optax_lr.DropTrigger, dict(smoothing=2.0),
+     r"`DropTrigger.smoothing` must be an integer >= 1"),
+    (optax_lr.DropTrigger, dict(threshold_rule="adaptive"),
+     r"`DropTrigger.threshold_rule` must be one of 'fixed', 'relative'"),
+])
+def test_option_field_out_of_range_raises_value_error_naming_it(cls, kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    cls(**kwargs)
+
+
+def test_structural_option_field_refuses_an_array():
+  with pytest.raises(TypeError, match="`DropTrigger.smoothing` sets the structure"):
+    optax_lr.DropTrigger(smoothing=jnp.asarray(2))
+
+
+@pytest.mark.parametrize("factory,kwargs", [
+    (optax_lr.scale_by_autodrop, dict(learning_rate=0.1, steps_per_epoch=5)),
+    (optax_lr.autodrop_sgd, dict(learning_rate=0.1, steps_per_epoch=5)),
+    (optax_lr.with_autodrop, dict(inner=optax.identity(), learning_rate=0.1, steps_per_epoch=5)),
+])
+def test_trigger_must_be_a_drop_trigger(factory, kwargs):
+  with pytest.raises(TypeError, match=r"`trigger` must be None \(DropTrigger\(\)\) or an optax_lr.DropTrigger"):
+    factory(**kwargs, trigger=dict(threshold=0.1))
 
 
 @pytest.mark.parametrize("factory,kwargs,name", [

@@ -227,15 +227,22 @@ def _adam_cam_hd_auto(learning_rate, steps_per_epoch, total_steps,
                          search_start))
 
 
+def _drop_trigger(threshold, max_threshold, threshold_rule, relative_threshold):
+  """The flat config keys of AutoDrop's trigger as its option object."""
+  return optax_lr.DropTrigger(threshold=threshold, max_threshold=max_threshold,
+                              threshold_rule=threshold_rule,
+                              relative_threshold=relative_threshold)
+
+
 def _autodrop_sgd(learning_rate, steps_per_epoch, total_steps, momentum=0.9, nesterov=False,
                   drop_factor=0.2, min_learning_rate=1e-4, threshold=0.01, max_threshold=1.0,
                   drop_delay=20, average=True, threshold_rule="fixed", relative_threshold=0.2):
   del total_steps
   return _optax_lr("autodrop_sgd")(
       learning_rate, steps_per_epoch, momentum=momentum, nesterov=nesterov,
-      drop_factor=drop_factor, min_learning_rate=min_learning_rate, threshold=threshold,
-      max_threshold=max_threshold, drop_delay=drop_delay, average=average,
-      threshold_rule=threshold_rule, relative_threshold=relative_threshold)
+      drop_factor=drop_factor, min_learning_rate=min_learning_rate, drop_delay=drop_delay,
+      average=average,
+      trigger=_drop_trigger(threshold, max_threshold, threshold_rule, relative_threshold))
 
 
 def _autodrop_sgd_auto(learning_rate, steps_per_epoch, total_steps, momentum=0.9,
@@ -252,9 +259,9 @@ def _autodrop_adam(learning_rate, steps_per_epoch, total_steps, b1=0.9, b2=0.999
   del total_steps
   return _optax_lr("with_autodrop")(
       optax.scale_by_adam(b1=b1, b2=b2), learning_rate, steps_per_epoch,
-      drop_factor=drop_factor, min_learning_rate=min_learning_rate, threshold=threshold,
-      max_threshold=max_threshold, drop_delay=drop_delay, average=average,
-      threshold_rule=threshold_rule, relative_threshold=relative_threshold)
+      drop_factor=drop_factor, min_learning_rate=min_learning_rate, drop_delay=drop_delay,
+      average=average,
+      trigger=_drop_trigger(threshold, max_threshold, threshold_rule, relative_threshold))
 
 
 # CAM-HD: the paper's Table 1 values per base ("Adaptive Hierarchical Hyper-gradient Descent").
