@@ -38,6 +38,7 @@ from optax_lr.cam_hd import (
     CamHDState,
     CombinationWeights,
     LevelGroups,
+    RateRule,
     adam_cam_hd,
     cam_hd,
     cam_hd_effective_learning_rate,
@@ -84,7 +85,8 @@ __all__ = [
     "DropTrigger", "ScaleByAutoDropState", "WithAutoDropState", "angle_degrees", "autodrop_sgd",
     "scale_by_autodrop", "with_autodrop",
     # CAM-HD (Adaptive Hierarchical Hyper-gradient Descent)
-    "Blending", "CamHDState", "CombinationWeights", "LevelGroups", "adam_cam_hd", "cam_hd",
+    "Blending", "CamHDState", "CombinationWeights", "LevelGroups", "RateRule", "adam_cam_hd",
+    "cam_hd",
     "cam_hd_effective_learning_rate", "cam_hd_rate_summary", "parent_module_label", "sgd_cam_hd",
     # Sasse's thesis: AdaSecant family, CUS-Adam, schedules, switching
     "AdaSecantState", "SimpleAdaSecantState", "adasecant", "simple_adasecant", "cus_adam",

@@ -134,10 +134,10 @@ CASES = [
     Case("adam_cam_hd_multiplicative", optax_lr.adam_cam_hd,
          dict(learning_rate=0.1, hypergrad_lr=0.02, levels=("filter", "layer", "global"),
               combination=optax_lr.CombinationWeights((0.3, 0.3, 0.4), 0.01),
-              rate_rule="multiplicative"),
+              rule=optax_lr.RateRule("multiplicative")),
          parabola_steps=1000,
          make_for_rosenbrock=lambda: optax_lr.adam_cam_hd(
-             0.01, 1e-2, levels=("layer", "global"), rate_rule="multiplicative")),
+             0.01, 1e-2, levels=("layer", "global"), rule=optax_lr.RateRule("multiplicative"))),
     # The auto entries' rule: multiplicative with the rate search and the loss backtrack, reading
     # the loss as value=. The backtrack lets Rosenbrock run at beta = 0.1 from any rate: the
     # search doubles the rate to past the stability edge, and every blow-up of the loss halves it.
@@ -158,12 +158,13 @@ CASES = [
              search=optax_lr.RateSearch())),
     Case("adam_cam_hd_guarded", optax_lr.adam_cam_hd,
          dict(learning_rate=1e-3, hypergrad_lr=0.1, levels=("layer", "global"),
-              rate_rule="multiplicative", backtrack=optax_lr.LossBacktrack(),
-              search=optax_lr.RateSearch()),
+              rule=optax_lr.RateRule("multiplicative", backtrack=optax_lr.LossBacktrack(),
+                                     search=optax_lr.RateSearch())),
          extra_args=_value_arg, parabola_steps=1000,
          make_for_rosenbrock=lambda: optax_lr.adam_cam_hd(
-             1e-5, 0.1, levels=("layer", "global"), rate_rule="multiplicative",
-             backtrack=optax_lr.LossBacktrack(), search=optax_lr.RateSearch())),
+             1e-5, 0.1, levels=("layer", "global"),
+             rule=optax_lr.RateRule("multiplicative", backtrack=optax_lr.LossBacktrack(),
+                                    search=optax_lr.RateSearch()))),
     # --- AutoDrop (optax_lr/autodrop.py) ---
     # Small windows and delays so that drops (and landings on the average) happen inside the
     # convergence budgets; the floors keep the final rates useful (each run drops 3-28 times).
