@@ -211,14 +211,13 @@ def scale_by_autodrop(learning_rate: float, steps_per_epoch: int, drop_factor: f
   window boundary it measures the angle between the last two window displacements of the
   parameters (Definition 1). When the *change* of that angle (averaged over
   ``trigger.smoothing`` windows) falls below ``trigger.threshold``, a drop is triggered and
-  latched; during ``drop_delay``
-  windows (the trigger boundary counts as ``k = 1``) the parameters at each boundary are averaged
-  with weights ``k``; at ``k = drop_delay`` the rate is multiplied by ``drop_factor`` (never below
-  ``min_learning_rate``), the threshold divided by it (never above ``trigger.max_threshold``),
-  and the
-  parameters move onto the weighted average. The angle history then restarts from the averaged
-  parameters, so the first trigger after a drop is possible at the third boundary, as at the
-  start (a documented departure from the authors' release, which keeps measuring across the
+  latched; during ``drop_delay`` windows (the trigger boundary counts as ``k = 1``) the
+  parameters at each boundary are averaged with weights ``k``; at ``k = drop_delay`` the rate is
+  multiplied by ``drop_factor`` (never below ``min_learning_rate``), the threshold divided by it
+  (never above ``trigger.max_threshold``), and the parameters move onto the weighted average
+  (:class:`DropTrigger` holds the trigger's options). The angle history then restarts from the
+  averaged parameters, so the first trigger after a drop is possible at the third boundary, as at
+  the start (a documented departure from the authors' release, which keeps measuring across the
   averaging jump).
 
   Timing. A boundary is processed by the ``update`` call whose step ends the window: it computes
@@ -233,8 +232,7 @@ def scale_by_autodrop(learning_rate: float, steps_per_epoch: int, drop_factor: f
 
   The first displacement is measured from the initial parameters (Algorithm 1's ``y <- x``), so the
   first angle exists at the second boundary and, with ``trigger.smoothing = m``, the first
-  trigger is
-  possible at boundary ``m + 2`` (``t > 2`` in Algorithm 1 for ``m = 1``).
+  trigger is possible at boundary ``m + 2`` (``t > 2`` in Algorithm 1 for ``m = 1``).
 
   :func:`with_autodrop` is the same rule over an inner transformation, as one transformation.
 
