@@ -25,6 +25,7 @@ from optax_lr.adabound import ScaleByAdaBoundState, adabound, adabound_bounds, s
 from optax_lr.adasecant import AdaSecantState, SimpleAdaSecantState, adasecant, simple_adasecant
 from optax_lr.auto import auto_adam, auto_sgd
 from optax_lr.autodrop import (
+    DropTrigger,
     ScaleByAutoDropState,
     WithAutoDropState,
     angle_degrees,
@@ -37,6 +38,7 @@ from optax_lr.cam_hd import (
     CamHDState,
     CombinationWeights,
     LevelGroups,
+    RateRule,
     adam_cam_hd,
     cam_hd,
     cam_hd_effective_learning_rate,
@@ -80,10 +82,11 @@ __all__ = [
     "HypergradientState", "adam_hd", "hypergradient", "sgd_hd", "adam_previous_direction",
     "trace_previous_direction",
     # AutoDrop (Teng, Wang, Choromanska)
-    "ScaleByAutoDropState", "WithAutoDropState", "angle_degrees", "autodrop_sgd",
+    "DropTrigger", "ScaleByAutoDropState", "WithAutoDropState", "angle_degrees", "autodrop_sgd",
     "scale_by_autodrop", "with_autodrop",
     # CAM-HD (Adaptive Hierarchical Hyper-gradient Descent)
-    "Blending", "CamHDState", "CombinationWeights", "LevelGroups", "adam_cam_hd", "cam_hd",
+    "Blending", "CamHDState", "CombinationWeights", "LevelGroups", "RateRule", "adam_cam_hd",
+    "cam_hd",
     "cam_hd_effective_learning_rate", "cam_hd_rate_summary", "parent_module_label", "sgd_cam_hd",
     # Sasse's thesis: AdaSecant family, CUS-Adam, schedules, switching
     "AdaSecantState", "SimpleAdaSecantState", "adasecant", "simple_adasecant", "cus_adam",

@@ -37,6 +37,7 @@ are still recorded during the delay.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, NamedTuple
 
 import jax
@@ -45,6 +46,7 @@ import optax
 
 from optax_lr import _base, _checks, _tree
 from optax_lr._base import NO_PARAMS_MSG
+from optax_lr.safeguards import check_option
 
 
 class ScaleByAutoDropState(NamedTuple):
@@ -63,17 +65,18 @@ class ScaleByAutoDropState(NamedTuple):
     drop_pending: bool scalar, the latch: a drop was triggered and the averaging delay runs.
     delay_count: int32, ``k``: boundaries averaged since the trigger (0 when no drop is pending).
     num_displacements: int32, window displacements measured since the start or the last drop,
-      saturating at ``smoothing + 2`` (enough to know that ``smoothing + 1`` angles exist).
-    angle_history: float32 ``[smoothing + 1]``, the latest angles since the last reset, newest
+      saturating at ``m + 2`` (enough to know that ``m + 1`` angles exist), ``m`` the trigger's
+      ``smoothing``.
+    angle_history: float32 ``[m + 1]``, the latest angles since the last reset, newest
       last (entries not yet measured are 0 and are never read).
     anchor: the parameters at the previous boundary, ``x_{e-1}`` (initially ``x_0``).
     previous_displacement: ``s_{e-1}``, the displacement over the previous window.
     average: the k-weighted running average of the boundary parameters during the delay,
       ``sum_k k x_k / sum_k k`` (in the parameters' dtype; after a drop it keeps the average that
       was landed on); ``optax.EmptyState()`` when averaging is off.
-    mean_change: float32 scalar, with ``threshold_rule="relative"``, the mean of the (smoothed)
-      angle changes ``|omega_e - omega_{e-1}|`` measured since the start or the last drop
-      (degrees); 0 under the fixed rule.
+    mean_change: float32 scalar, with the trigger's ``threshold_rule="relative"``, the mean of
+      the (smoothed) angle changes ``|omega_e - omega_{e-1}|`` measured since the start or the
+      last drop (degrees); 0 under the fixed rule.
     num_changes: int32, how many changes that mean holds.
   """
 
@@ -120,48 +123,101 @@ def angle_degrees(displacement: Any, previous_displacement: Any,
   return jnp.degrees(jnp.arccos(cosine))
 
 
+@dataclasses.dataclass(frozen=True)
+class DropTrigger:
+  """When AutoDrop triggers a drop: the angular velocity it measures and the threshold it tests.
+
+  Algorithm 1's test: at every window boundary, the change of the angular velocity (Definition 1,
+  averaged over ``smoothing`` windows) is compared with a threshold that grows by
+  ``1 / drop_factor`` at each drop, up to ``max_threshold``. The factories' ``trigger=None`` (the
+  default) is ``DropTrigger()``: the paper's settings.
+
+  The options are grouped, so ``optax.inject_hyperparams`` passes the object through as it is
+  (it is not a number): ``smoothing`` sets the angle history's length, a shape, and the
+  threshold's values take no schedule in the paper.
+
+  Attributes:
+    threshold: initial threshold ``theta_0 >= 0`` on the change of angular velocity, in degrees
+      (paper: 0.01).
+    max_threshold: the threshold's ceiling, ``>= threshold`` (paper: 1 degree).
+    threshold_rule: ``"fixed"`` (default, Algorithm 1): trigger when the change of the angle is
+      below ``threshold`` degrees (grown by ``1 / drop_factor`` at each drop up to
+      ``max_threshold``). ``"relative"``: trigger also when the change is at most
+      ``c = relative_threshold`` times the mean change measured since the start or the last
+      drop (once two earlier changes exist), i.e. below ``max(threshold, c * mean change)``: a
+      threshold in units of the angle's own fluctuation, which needs no per-task value. A fixed
+      0.01 degrees is almost never reached where the angle moves by degrees between windows
+      (short windows, small batches); the relative part reads saturation as "the change has
+      fallen to a small fraction of the changes seen so far" (the early, still-turning windows
+      included), and the fixed part keeps it never later than Algorithm 1. Where the angle is
+      stationary from the start, each boundary triggers with a fixed probability (about
+      ``2 c / pi`` for Gaussian changes, 13% at ``c = 0.2``), so drops come at a pace set by
+      ``drop_delay`` and that probability.
+    relative_threshold: ``c`` in ``(0, 1]`` of the relative rule (default 0.2).
+    smoothing: ``m >= 1``, a Python int: angles averaged by the rule (paper: 1 for deep
+      learning, 20 on the noisy quadratic model). It sets the length of the angle history.
+    eps: ``>= 0``, guard in the cosine's denominator (paper: a small positive number, 1e-8).
+
+  Example:
+    >>> opt = optax_lr.autodrop_sgd(
+    ...     0.1, steps_per_epoch=390,
+    ...     trigger=optax_lr.DropTrigger(threshold_rule="relative", relative_threshold=0.2))
+  """
+
+  threshold: float = 0.01
+  max_threshold: float = 1.0
+  threshold_rule: str = "fixed"
+  relative_threshold: float = 0.2
+  smoothing: int = 1
+  eps: float = 1e-8
+
+  def __post_init__(self):
+    _checks.non_negative("DropTrigger.threshold", self.threshold)
+    _checks.non_negative("DropTrigger.max_threshold", self.max_threshold)
+    low, high = _checks._concrete(self.threshold), _checks._concrete(self.max_threshold)
+    if low is not None and high is not None and high < low:
+      raise ValueError(f"`DropTrigger.max_threshold` must be >= threshold={self.threshold!r}; "
+                       f"got {self.max_threshold!r}.")
+    _checks.one_of("DropTrigger.threshold_rule", self.threshold_rule, THRESHOLD_RULES)
+    _checks.in_range("DropTrigger.relative_threshold", self.relative_threshold, 0.0, 1.0,
+                     low_open=True)
+    # The angle history's length is a shape: a Python int, never an array.
+    _checks.static_integer_at_least("DropTrigger.smoothing", self.smoothing, 1)
+    _checks.non_negative("DropTrigger.eps", self.eps)
+
+
 def _check_autodrop_args(learning_rate, steps_per_epoch, drop_factor, min_learning_rate,
-                         threshold, max_threshold, drop_delay, smoothing, eps):
+                         drop_delay):
   _checks.learned_initial_rate(learning_rate, "AutoDrop")
   _checks.integer_at_least("steps_per_epoch", steps_per_epoch, 1)
   _checks.in_range("drop_factor", drop_factor, 0.0, 1.0, low_open=True, high_open=True)
   _checks.non_negative("min_learning_rate", min_learning_rate)
-  _checks.non_negative("threshold", threshold)
-  _checks.non_negative("max_threshold", max_threshold)
   _checks.static_integer_at_least("drop_delay", drop_delay, 1)
-  _checks.integer_at_least("smoothing", smoothing, 1)
-  _checks.non_negative("eps", eps)
   concrete = _checks._concrete  # traced values (inject_hyperparams) cannot be compared
   rate, floor = concrete(learning_rate), concrete(min_learning_rate)
   if rate is not None and floor is not None and floor > rate:
     raise ValueError(f"`min_learning_rate` must be in [0, learning_rate={learning_rate!r}]; "
                      f"got {min_learning_rate!r}.")
-  low, high = concrete(threshold), concrete(max_threshold)
-  if low is not None and high is not None and high < low:
-    raise ValueError(f"`max_threshold` must be >= threshold={threshold!r}; "
-                     f"got {max_threshold!r}.")
 
 
 def scale_by_autodrop(learning_rate: float, steps_per_epoch: int, drop_factor: float = 0.2,
-                      min_learning_rate: float = 1e-4, threshold: float = 0.01,
-                      max_threshold: float = 1.0, drop_delay: int = 20, average: bool = True,
-                      smoothing: int = 1,
-                      eps: float = 1e-8, *, threshold_rule: str = "fixed",
-                      relative_threshold: float = 0.2,
+                      min_learning_rate: float = 1e-4, *, drop_delay: int = 20,
+                      average: bool = True, trigger: DropTrigger | None = None,
                       ) -> optax.GradientTransformationExtraArgs:
   """AutoDrop stage: scale directions by a rate that drops when the angular velocity saturates.
 
   The final stage of a chain: its input is a direction ``d`` (the gradient, a momentum trace, an
   Adam direction, another method's scaled update...), its output the update ``-lr * d``. At every
   window boundary it measures the angle between the last two window displacements of the
-  parameters (Definition 1). When the *change* of that angle (averaged over ``smoothing``
-  windows) falls below ``threshold``, a drop is triggered and latched; during ``drop_delay``
-  windows (the trigger boundary counts as ``k = 1``) the parameters at each boundary are averaged
-  with weights ``k``; at ``k = drop_delay`` the rate is multiplied by ``drop_factor`` (never below
-  ``min_learning_rate``), the threshold divided by it (never above ``max_threshold``), and the
-  parameters move onto the weighted average. The angle history then restarts from the averaged
-  parameters, so the first trigger after a drop is possible at the third boundary, as at the
-  start (a documented departure from the authors' release, which keeps measuring across the
+  parameters (Definition 1). When the *change* of that angle (averaged over
+  ``trigger.smoothing`` windows) falls below ``trigger.threshold``, a drop is triggered and
+  latched; during ``drop_delay`` windows (the trigger boundary counts as ``k = 1``) the
+  parameters at each boundary are averaged with weights ``k``; at ``k = drop_delay`` the rate is
+  multiplied by ``drop_factor`` (never below ``min_learning_rate``), the threshold divided by it
+  (never above ``trigger.max_threshold``), and the parameters move onto the weighted average
+  (:class:`DropTrigger` holds the trigger's options). The angle history then restarts from the
+  averaged parameters, so the first trigger after a drop is possible at the third boundary, as at
+  the start (a documented departure from the authors' release, which keeps measuring across the
   averaging jump).
 
   Timing. A boundary is processed by the ``update`` call whose step ends the window: it computes
@@ -175,8 +231,8 @@ def scale_by_autodrop(learning_rate: float, steps_per_epoch: int, drop_factor: f
   ``x_e`` itself) the call's own step stands. Either way the new rate scales the next window.
 
   The first displacement is measured from the initial parameters (Algorithm 1's ``y <- x``), so the
-  first angle exists at the second boundary and, with ``smoothing = m``, the first trigger is
-  possible at boundary ``m + 2`` (``t > 2`` in Algorithm 1 for ``m = 1``).
+  first angle exists at the second boundary and, with ``trigger.smoothing = m``, the first
+  trigger is possible at boundary ``m + 2`` (``t > 2`` in Algorithm 1 for ``m = 1``).
 
   :func:`with_autodrop` is the same rule over an inner transformation, as one transformation.
 
@@ -193,33 +249,15 @@ def scale_by_autodrop(learning_rate: float, steps_per_epoch: int, drop_factor: f
     drop_factor: ``rho`` in ``(0, 1)`` (paper: 0.2 on CIFAR, 0.1 on ImageNet, 0.5 on the noisy
       quadratic model).
     min_learning_rate: the rate floor, in ``[0, learning_rate]`` (paper: 1e-4).
-    threshold: initial threshold ``theta_0 >= 0`` on the change of angular velocity, in degrees
-      (paper: 0.01).
-    max_threshold: the threshold's ceiling, ``>= threshold`` (paper: 1 degree).
     drop_delay: ``n_d >= 1``, windows from the trigger to the drop (paper: 20 epochs). Static:
       it decides whether the state keeps an average (under ``optax.inject_hyperparams`` pass it
-      in ``static_args``, with ``smoothing``).
+      in ``static_args``).
     average: move onto the k-weighted parameter average at the drop (paper: on). Off (or with
       ``drop_delay = 1``), the drop happens after the delay without moving the parameters, and the
       stage keeps one parameter-sized buffer fewer and reads nothing extra between boundaries.
-    smoothing: ``m >= 1``, angles averaged by the rule (paper: 1 for deep learning, 20 on the
-      noisy quadratic model). It sets the length of the angle history, a shape: a Python int
-      (under ``optax.inject_hyperparams``, name it in ``static_args``).
-    eps: ``>= 0``, guard in the cosine's denominator (paper: a small positive number, 1e-8).
-    threshold_rule: ``"fixed"`` (default, Algorithm 1): trigger when the change of the angle is
-      below ``threshold`` degrees (grown by ``1 / drop_factor`` at each drop up to
-      ``max_threshold``). ``"relative"``: trigger also when the change is at most
-      ``c = relative_threshold`` times the mean change measured since the start or the last
-      drop (once two earlier changes exist), i.e. below ``max(threshold, c * mean change)``: a
-      threshold in units of the angle's own fluctuation, which needs no per-task value. A fixed
-      0.01 degrees is almost never reached where the angle moves by degrees between windows
-      (short windows, small batches); the relative part reads saturation as "the change has
-      fallen to a small fraction of the changes seen so far" (the early, still-turning windows
-      included), and the fixed part keeps it never later than Algorithm 1. Where the angle is
-      stationary from the start, each boundary triggers with a fixed probability (about
-      ``2 c / pi`` for Gaussian changes, 13% at ``c = 0.2``), so drops come at a pace set by
-      ``drop_delay`` and that probability.
-    relative_threshold: ``c`` in ``(0, 1]`` of the relative rule (default 0.2).
+    trigger: ``None`` (default: ``DropTrigger()``, the paper's settings) or a
+      :class:`DropTrigger`: the threshold (initial value, ceiling, fixed or relative rule), the
+      angles' smoothing and the cosine's ``eps``.
 
   Returns:
     An ``optax.GradientTransformation`` whose state is :class:`ScaleByAutoDropState`; its
@@ -238,8 +276,8 @@ def scale_by_autodrop(learning_rate: float, steps_per_epoch: int, drop_factor: f
     ...                        optax_lr.scale_by_autodrop(1.0, steps_per_epoch=390))
   """
   init_fn, update_core = _autodrop_functions(
-      learning_rate, steps_per_epoch, drop_factor, min_learning_rate, threshold, max_threshold,
-      drop_delay, average, smoothing, eps, threshold_rule, relative_threshold)
+      learning_rate, steps_per_epoch, drop_factor, min_learning_rate, drop_delay, average,
+      trigger)
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
@@ -250,23 +288,23 @@ def scale_by_autodrop(learning_rate: float, steps_per_epoch: int, drop_factor: f
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def _autodrop_functions(learning_rate, steps_per_epoch, drop_factor, min_learning_rate, threshold,
-                        max_threshold, drop_delay, average, smoothing, eps, threshold_rule,
-                        relative_threshold):
+def _autodrop_functions(learning_rate, steps_per_epoch, drop_factor, min_learning_rate,
+                        drop_delay, average, trigger):
   """``(init_fn, update_core)`` of the AutoDrop stage, its arguments checked.
 
   ``update_core(state, params, directions)`` returns ``(updates, state)`` for the direction
   ``d`` of this step.
   """
-  _check_autodrop_args(learning_rate, steps_per_epoch, drop_factor, min_learning_rate, threshold,
-                       max_threshold, drop_delay, smoothing, eps)
+  _check_autodrop_args(learning_rate, steps_per_epoch, drop_factor, min_learning_rate,
+                       drop_delay)
   _checks.flag("average", average)
-  _checks.one_of("threshold_rule", threshold_rule, THRESHOLD_RULES)
-  _checks.in_range("relative_threshold", relative_threshold, 0.0, 1.0, low_open=True)
-  relative = threshold_rule == "relative"
-  # The angle history's length is a shape: smoothing must be a Python int (or concrete array);
-  # under optax.inject_hyperparams pass it in static_args.
-  history_size = _checks.static_integer_at_least("smoothing", smoothing, 1) + 1
+  check_option("trigger", trigger, DropTrigger, none_means="DropTrigger()")
+  trigger = trigger if trigger is not None else DropTrigger()
+  threshold, max_threshold = trigger.threshold, trigger.max_threshold
+  relative_threshold, smoothing, eps = trigger.relative_threshold, trigger.smoothing, trigger.eps
+  relative = trigger.threshold_rule == "relative"
+  # The angle history's length is a shape (DropTrigger.smoothing is a Python int).
+  history_size = int(smoothing) + 1
   # The weighted average of a single point is that point: no landing, no buffer (drop_delay is
   # static, so the structure depends on no traced value).
   average = average and drop_delay > 1
@@ -412,10 +450,8 @@ class WithAutoDropState(NamedTuple):
 
 def with_autodrop(inner: optax.GradientTransformation, learning_rate: float,
                   steps_per_epoch: int, *, drop_factor: float = 0.2,
-                  min_learning_rate: float = 1e-4, threshold: float = 0.01,
-                  max_threshold: float = 1.0, drop_delay: int = 20, average: bool = True,
-                  smoothing: int = 1, eps: float = 1e-8, threshold_rule: str = "fixed",
-                  relative_threshold: float = 0.2) -> optax.GradientTransformationExtraArgs:
+                  min_learning_rate: float = 1e-4, drop_delay: int = 20, average: bool = True,
+                  trigger: DropTrigger | None = None) -> optax.GradientTransformationExtraArgs:
   """``inner``'s direction scaled by AutoDrop: ``chain(inner, scale_by_autodrop(...))``.
 
   AutoDrop as a meta-scheme over any optimizer, in one transformation: the same updates and the
@@ -428,9 +464,9 @@ def with_autodrop(inner: optax.GradientTransformation, learning_rate: float,
     learning_rate: as in :func:`scale_by_autodrop`.
     steps_per_epoch: as in :func:`scale_by_autodrop`.
 
-  The keyword-only arguments ``drop_factor``, ``min_learning_rate``, ``threshold``,
-  ``max_threshold``, ``drop_delay``, ``average``, ``smoothing``, ``eps``, ``threshold_rule`` and
-  ``relative_threshold`` are :func:`scale_by_autodrop`'s, with its defaults and ranges.
+  The keyword-only arguments ``drop_factor``, ``min_learning_rate``, ``drop_delay``,
+  ``average`` and ``trigger`` (a :class:`DropTrigger`) are :func:`scale_by_autodrop`'s, with its
+  defaults and ranges.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose state is :class:`WithAutoDropState`; its
@@ -450,8 +486,8 @@ def with_autodrop(inner: optax.GradientTransformation, learning_rate: float,
                     f"got {type(inner).__name__}.")
   inner = optax.with_extra_args_support(inner)
   stage_init, update_core = _autodrop_functions(
-      learning_rate, steps_per_epoch, drop_factor, min_learning_rate, threshold, max_threshold,
-      drop_delay, average, smoothing, eps, threshold_rule, relative_threshold)
+      learning_rate, steps_per_epoch, drop_factor, min_learning_rate, drop_delay, average,
+      trigger)
 
   def init_fn(params):
     return WithAutoDropState(inner=inner.init(params), autodrop=stage_init(params))
@@ -477,11 +513,9 @@ def _landing_updates(average: Any, params: Any) -> Any:
 
 def autodrop_sgd(learning_rate: float, steps_per_epoch: int, momentum: float = 0.9,
                  nesterov: bool = False, weight_decay: float | None = None, *,
-                 drop_factor: float = 0.2,
-                 min_learning_rate: float = 1e-4, threshold: float = 0.01,
-                 max_threshold: float = 1.0, drop_delay: int = 20, average: bool = True,
-                 smoothing: int = 1, eps: float = 1e-8, threshold_rule: str = "fixed",
-                 relative_threshold: float = 0.2) -> optax.GradientTransformationExtraArgs:
+                 drop_factor: float = 0.2, min_learning_rate: float = 1e-4,
+                 drop_delay: int = 20, average: bool = True,
+                 trigger: DropTrigger | None = None) -> optax.GradientTransformationExtraArgs:
   """SGD (with momentum and coupled weight decay) whose rate is dropped by AutoDrop.
 
   ``chain(add_decayed_weights(weight_decay), trace(momentum, nesterov), scale_by_autodrop(...))``,
@@ -495,12 +529,12 @@ def autodrop_sgd(learning_rate: float, steps_per_epoch: int, momentum: float = 0
     nesterov: Nesterov momentum.
     weight_decay: coupled L2 weight decay ``>= 0`` (``None``, the default: no decay stage).
 
-  The keyword-only arguments ``drop_factor``, ``min_learning_rate``, ``threshold``,
-  ``max_threshold``, ``drop_delay``, ``average``, ``smoothing``, ``eps``, ``threshold_rule`` and
-  ``relative_threshold`` are :func:`scale_by_autodrop`'s, with its defaults and ranges. They are
-  named rather than ``**options``, so that ``optax.inject_hyperparams(autodrop_sgd)`` sees and
-  injects each number; ``smoothing`` sets the angle history's length, a shape, so it goes in
-  ``static_args`` there.
+  The keyword-only arguments ``drop_factor``, ``min_learning_rate``, ``drop_delay``,
+  ``average`` and ``trigger`` (a :class:`DropTrigger`) are :func:`scale_by_autodrop`'s, with its
+  defaults and ranges. They are named rather than ``**options``, so that
+  ``optax.inject_hyperparams(autodrop_sgd)`` sees and injects each number (``drop_delay`` sets
+  the state's structure, so it goes in ``static_args`` there; the ``trigger`` object is passed
+  through as it is).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose state is :class:`WithAutoDropState`
@@ -520,6 +554,5 @@ def autodrop_sgd(learning_rate: float, steps_per_epoch: int, momentum: float = 0
                                              weight_decay)
   return with_autodrop(
       direction, learning_rate, steps_per_epoch, drop_factor=drop_factor,
-      min_learning_rate=min_learning_rate, threshold=threshold, max_threshold=max_threshold,
-      drop_delay=drop_delay, average=average, smoothing=smoothing, eps=eps,
-      threshold_rule=threshold_rule, relative_threshold=relative_threshold)
+      min_learning_rate=min_learning_rate, drop_delay=drop_delay, average=average,
+      trigger=trigger)

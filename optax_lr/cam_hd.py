@@ -29,7 +29,8 @@ The normalisation ``N / n_j`` makes the global level Baydin's hypergradient desc
 Every level's hypergradient comes from the per-leaf partial sums of ``e`` (per-leaf totals, and
 per-last-axis sums for the filter level) in one reduction pass over ``(g, d_prev)``; the
 element-wise pass then runs the inner transform, the per-element rates and the scaling together.
-An optional ``min_learning_rate`` floors ``kappa`` (the applied rate), as ``hypergradient`` does.
+An optional floor (:class:`RateRule`'s ``min_learning_rate``) bounds ``kappa`` (the applied rate),
+as ``hypergradient``'s does.
 
 Hypergradient rates are per base optimizer (the paper's Table 1): Adam 1e-7 on the MLPs and 1e-8
 on LeNet-5 and the ResNets; SGD/SGDN 1e-6 on the ResNets and 1e-3 on LeNet-5. The ``"mean"``
@@ -166,7 +167,7 @@ class LevelGroups:
       level moves on the scale of the global level and the global level is Baydin's HD;
       ``"mean"``: the paper's alternative ``h_j = (1 / n_j) sum_{p in j} e_p`` (plain group
       averages), the same as ``"same_scale"`` at ``hypergrad_lr / N``. No effect with
-      ``rate_rule="multiplicative"``.
+      ``RateRule(kind="multiplicative")``.
 
   Example:
     >>> opt = optax_lr.sgd_cam_hd(0.1, 1e-3, levels=("layer", "global"),
@@ -188,6 +189,73 @@ class LevelGroups:
           _checks._fail(f"LevelGroups.{name}", labels,
                         "None, a pytree of labels or a function of the key path")
     _checks.one_of("LevelGroups.scaling", self.scaling, ("same_scale", "mean"))
+
+
+@dataclasses.dataclass(frozen=True)
+class RateRule:
+  """How CAM-HD steps its level rates beyond Algorithm 1: the rule, its safeguards, the floor.
+
+  The options the CAM-HD factories share with the hypergradient family (:func:`optax_lr.adam_hd`'s
+  ``rate_rule``, ``search``, ``backtrack`` and ``store_previous_direction``,
+  :func:`optax_lr.hypergradient`'s ``min_learning_rate``), grouped in one object: none is in the
+  paper, and each sets the state's structure or only means something with the others (the search
+  needs the multiplicative rule). A factory's ``rule=None`` (the default) is ``RateRule()``:
+  Algorithm 1's additive step, no safeguard, no floor.
+
+  Attributes:
+    kind: ``"additive"`` (default, Algorithm 1) or ``"multiplicative"``: each level's rate of
+      group ``j`` becomes ``a^l_j (1 + beta gamma_l tau cos_j)``, ``cos_j`` the cosine of ``g_t``
+      and ``d_{t-1}`` restricted to the group (the whole tree for ``global``, the layer group, the
+      filter group, and for ``parameter`` the sign of ``g_p d_{t-1,p}``), Baydin et al.'s
+      normalised multiplicative rule applied per group (:doc:`/methods/hypergradient`):
+      independent of the gradients' and the rate's scale, so ``LevelGroups.scaling`` has no
+      effect; ``hypergrad_lr`` in ``[0, 1)`` (1e-2 is a good untuned value). The level weight
+      ``gamma_l`` (and ``tau``) scales the step as in the additive rule, so that
+      ``levels=("global",)`` is :func:`optax_lr.hypergradient` with the same rule; the
+      combination weights keep their additive step.
+    search: ``None`` (default: off) or a :class:`~optax_lr.RateSearch` (needs
+      ``kind="multiplicative"``), the rate search of :func:`optax_lr.hypergradient`
+      (``search.start`` scales the initial rate of every level).
+    backtrack: ``None`` (default: off) or a :class:`~optax_lr.LossBacktrack`, the loss backtrack
+      of :func:`optax_lr.hypergradient` (needs ``update(..., value=loss)``). The search and the
+      backtrack act on every level's rates at once (the search reads the global
+      ``<g_t, d_{t-1}>``; a cut scales every level rate, so the combined rate ``kappa`` by the
+      same factor without blending), with one scalar of state each, so ``levels=("global",)``
+      stays :func:`optax_lr.hypergradient` with the same options; the combination weights are
+      not touched.
+    min_learning_rate: optional floor ``>= 0`` on the effective per-element rate ``kappa``
+      (applied to the update; the level rates themselves are not clipped, as in the paper);
+      ``None`` (default) leaves it unbounded.
+    store_previous_direction: keep ``d_{t-1}`` as a parameter-sized state buffer. By default
+      (False) :func:`sgd_cam_hd` reads it off the heavy-ball trace and :func:`adam_cam_hd`
+      computes it from Adam's moments (:func:`optax_lr.adam_previous_direction`), the same
+      values bit for bit at every level; with a bfloat16 ``mu_dtype`` the two differ by the
+      rounding of the stored first moment (``2^-8`` relative per element). :func:`cam_hd` keeps
+      the buffer whenever its ``previous_direction_fn`` is None, and refuses both.
+
+  Example:
+    >>> opt = optax_lr.adam_cam_hd(1e-3, 0.1, rule=optax_lr.RateRule(
+    ...     "multiplicative", search=optax_lr.RateSearch(start=1e-3),
+    ...     backtrack=optax_lr.LossBacktrack(tolerance=0.5)))
+  """
+
+  kind: str = "additive"
+  search: RateSearch | None = None
+  backtrack: LossBacktrack | None = None
+  min_learning_rate: float | None = None
+  store_previous_direction: bool = False
+
+  def __post_init__(self):
+    _checks.one_of("RateRule.kind", self.kind, _rate_rule.RATE_RULES)
+    if (check_option("RateRule.search", self.search, RateSearch)
+        and self.kind != "multiplicative"):
+      raise ValueError("`RateRule.search` needs kind='multiplicative' (the search ends where the "
+                       f"cosine of the multiplicative rule turns non-positive); got "
+                       f"kind={self.kind!r}.")
+    check_option("RateRule.backtrack", self.backtrack, LossBacktrack)
+    if self.min_learning_rate is not None:
+      _checks.non_negative("RateRule.min_learning_rate", self.min_learning_rate)
+    _checks.flag("RateRule.store_previous_direction", self.store_previous_direction)
 
 
 class CamHDState(NamedTuple):
@@ -220,7 +288,8 @@ class CamHDState(NamedTuple):
       :class:`Blending`).
     final_learning_rate: scalar, ``a_inf`` of the blending (0 without :class:`Blending`, where
       ``1 - tau = 0`` leaves it out).
-    min_learning_rate: scalar, the floor on ``kappa`` (``-inf`` without ``min_learning_rate``).
+    min_learning_rate: scalar, the floor on ``kappa`` (``-inf`` without a floor, the rule's
+      ``min_learning_rate``).
 
     The last three are always present, in the rates' dtype (float32 unless the params are
     float64), so the state's structure does not depend on the options and
@@ -597,11 +666,8 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
            combination: CombinationWeights | None = None,
            blending: Blending | None = None,
            groups: LevelGroups | None = None,
-           min_learning_rate: float | None = None,
-           rate_rule: str = "additive",
            previous_direction_fn: Any = None,
-           search: RateSearch | None = None,
-           backtrack: LossBacktrack | None = None,
+           rule: RateRule | None = None,
            ) -> optax.GradientTransformationExtraArgs:
   """Wrap a direction transform with CAM-HD: hypergradient rates at several combined levels.
 
@@ -630,35 +696,15 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
     groups: ``None`` (default: ``LevelGroups()``, one layer rate per leaf, a bias in its kernel's
       filter groups, the "same scale" steps) or a :class:`LevelGroups`: how the ``layer`` and
       ``filter`` levels group the leaves and how a group's step is scaled.
-    min_learning_rate: optional floor ``>= 0`` on the effective per-element rate ``kappa``
-      (applied to the update; the level rates themselves are not clipped, as in the paper);
-      ``None`` (default) leaves it unbounded.
     previous_direction_fn: optional ``inner_state -> d_{t-1}``, reading the previous direction
       off the inner state before this step's update (as in :func:`optax_lr.hypergradient`; a
       trace's: :func:`optax_lr.trace_previous_direction`, Adam's:
       :func:`optax_lr.adam_previous_direction`): the state then keeps no copy of
       it, and every level, the per-element one included, sees the same values as with the kept
-      buffer, bit for bit.
-    rate_rule: ``"additive"`` (default, Algorithm 1) or ``"multiplicative"``: each level's rate
-      of group ``j`` becomes ``a^l_j (1 + beta gamma_l tau cos_j)``, ``cos_j`` the cosine of
-      ``g_t`` and ``d_{t-1}`` restricted to the group (the whole tree for ``global``, the layer
-      group, the filter group, and for ``parameter`` the sign of ``g_p d_{t-1,p}``), Baydin et
-      al.'s normalised multiplicative rule applied per group (:doc:`/methods/hypergradient`):
-      independent of the gradients' and the rate's scale, so ``groups.scaling`` has no effect;
-      ``beta`` in ``[0, 1)`` (1e-2 is a good untuned value). The level weight ``gamma_l`` (and
-      ``tau``) scales the step as in the additive rule, so that ``levels=("global",)`` is
-      :func:`optax_lr.hypergradient` with the same rule; the combination weights keep their
-      additive step.
-    search: ``None`` (default: off) or a :class:`~optax_lr.RateSearch`, the rate search of
-      :func:`optax_lr.hypergradient` (``search.start`` scales the initial rate of every level).
-    backtrack: ``None`` (default: off) or a :class:`~optax_lr.LossBacktrack`, the loss backtrack
-      of :func:`optax_lr.hypergradient` (needs ``update(..., value=loss)``).
-
-      The search and the backtrack act on every level's rates at once (the search reads the
-      global ``<g_t, d_{t-1}>``; a cut scales every level rate, so the combined rate ``kappa``
-      by the same factor without blending), with one scalar of state each, so
-      ``levels=("global",)`` stays :func:`optax_lr.hypergradient` with the same options; the
-      combination weights are not touched.
+      buffer, bit for bit. Not with ``rule.store_previous_direction``.
+    rule: ``None`` (default: ``RateRule()``, Algorithm 1's additive step, no safeguard, no
+      floor) or a :class:`RateRule`: the multiplicative rule, the rate search, the loss backtrack
+      and a floor on ``kappa``.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose state is :class:`CamHDState`.
@@ -679,8 +725,15 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
   """
   _checks.learned_initial_rate(learning_rate, "CAM-HD")
   _checks.non_negative("hypergrad_lr", hypergrad_lr)
-  check_option("combination", combination, CombinationWeights)
-  check_option("groups", groups, LevelGroups)
+  check_option("rule", rule, RateRule, none_means="RateRule()")
+  rule = rule if rule is not None else RateRule()
+  if rule.store_previous_direction and previous_direction_fn is not None:
+    raise ValueError("`previous_direction_fn` reads d_{t-1} off the inner state and "
+                     "`RateRule.store_previous_direction` keeps it as a buffer: pass one.")
+  search, backtrack, min_learning_rate = rule.search, rule.backtrack, rule.min_learning_rate
+  check_option("combination", combination, CombinationWeights,
+               none_means="CombinationWeights()")
+  check_option("groups", groups, LevelGroups, none_means="LevelGroups()")
   blends = check_option("blending", blending, Blending)
   combination = combination if combination is not None else CombinationWeights()
   groups = groups if groups is not None else LevelGroups()
@@ -692,11 +745,9 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
   levels = _check_levels(levels)
   initial_weights = _check_weights(combination.initial, levels)
   combination_lr = combination.learning_rate
-  multiplicative = _rate_rule.check(rate_rule, hypergrad_lr)
+  multiplicative = _rate_rule.check(rule.kind, hypergrad_lr)
   rate_search = _rate_rule.check_search(search, multiplicative)
   backtracks = _rate_rule.check_backtrack(backtrack)
-  if min_learning_rate is not None:
-    _checks.non_negative("min_learning_rate", min_learning_rate)
   inner = optax.with_extra_args_support(inner)
 
   def _reported_settings(count, dtype):
@@ -712,8 +763,8 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
   learn_weights = not _checks.is_static_zero(combination_lr) and len(levels) > 1
   softmax = combination.parametrization == "softmax"
 
-  rule = _Rule(multiplicative=multiplicative, same_scale=groups.scaling == "same_scale",
-               learn_weights=learn_weights)
+  level_rule = _Rule(multiplicative=multiplicative, same_scale=groups.scaling == "same_scale",
+                     learn_weights=learn_weights)
 
   def init_fn(params):
     leaves, treedef = jax.tree.flatten(params)
@@ -764,7 +815,8 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
     for level in levels:
       step = hypergrad_lr * gammas[level]
       step = step if tau is None else step * tau
-      rates, descent[level] = _LEVEL_STEPS[level](old[level], step, sums, rule, layout, treedef)
+      rates, descent[level] = _LEVEL_STEPS[level](old[level], step, sums, level_rule, layout,
+                                                  treedef)
       new[level] = _tree.where_finite(rates, old[level])
     new, searching, backtrack_state = _safeguards(
         new, old, sums, search, backtrack, state.searching, state.backtrack,
@@ -815,9 +867,7 @@ def sgd_cam_hd(learning_rate: float, hypergrad_lr: float = 1e-6,
                combination: CombinationWeights | None = None,
                blending: Blending | None = None,
                groups: LevelGroups | None = None,
-               min_learning_rate: float | None = None,
-               rate_rule: str = "additive", search: RateSearch | None = None,
-               backtrack: LossBacktrack | None = None) -> optax.GradientTransformation:
+               rule: RateRule | None = None) -> optax.GradientTransformation:
   """SGD-CAM-HD (``momentum=None``), SGDN-CAM-HD (``nesterov=True``): SGD with CAM-HD rates.
 
   Hypergradient rates of the paper's Table 1 for the SGD/SGDN base: ``1e-6`` on ResNet-18/34
@@ -832,17 +882,17 @@ def sgd_cam_hd(learning_rate: float, hypergrad_lr: float = 1e-6,
     nesterov: Nesterov momentum (SGDN-CAM-HD).
     weight_decay: coupled L2 decay ``>= 0`` (``None``, the default: no decay stage), added to the
       gradient before the rates see it.
-    levels, combination, blending, groups, min_learning_rate: as :func:`cam_hd` (by default
-      equal fixed weights, no blending, a bias in its kernel's filter groups, no floor).
-    rate_rule: ``"additive"`` (default, the paper's rule) or ``"multiplicative"`` (scale-free,
-      per group; ``beta`` in ``[0, 1)``), as :func:`cam_hd`.
-    search: ``None`` (default: off) or a :class:`~optax_lr.RateSearch`, as :func:`cam_hd`.
-    backtrack: ``None`` (default: off) or a :class:`~optax_lr.LossBacktrack`, as
-      :func:`cam_hd`.
+    levels, combination, blending, groups: as :func:`cam_hd` (by default equal fixed weights,
+      no blending, a bias in its kernel's filter groups).
+    rule: ``None`` (default: ``RateRule()``, the paper's additive rule, no safeguard, no floor)
+      or a :class:`RateRule`: the multiplicative rule (scale-free, per group; ``beta`` in
+      ``[0, 1)``), the rate search, the loss backtrack, a floor on the applied rate, a kept
+      ``d_{t-1}`` (a heavy-ball trace is read otherwise), as :func:`cam_hd`.
 
   Returns:
     An ``optax.GradientTransformation``; ``levels=("global",)`` with the defaults equals
-    :func:`optax_lr.sgd_hd` bit for bit.
+    :func:`optax_lr.sgd_hd` bit for bit (with the same ``kind``, ``search`` and
+    ``backtrack``).
 
   References:
     "Adaptive Hierarchical Hyper-gradient Descent" (anonymous authors, under review at ICLR
@@ -854,14 +904,15 @@ def sgd_cam_hd(learning_rate: float, hypergrad_lr: float = 1e-6,
     ...                           combination=optax_lr.CombinationWeights((0.2, 0.8), 0.03),
     ...                           blending=optax_lr.Blending(0.001))
   """
+  check_option("rule", rule, RateRule, none_means="RateRule()")
+  stores = rule is not None and rule.store_previous_direction
   # A heavy-ball trace is the previous direction itself: read it, keep no copy.
-  reads_trace = _base.reuses_heavy_ball_trace(momentum, nesterov)
+  reads_trace = _base.reuses_heavy_ball_trace(momentum, nesterov) and not stores
   transform = cam_hd(_base.momentum_direction(momentum, nesterov), learning_rate, hypergrad_lr,
                      levels, combination=combination, blending=blending, groups=groups,
-                     min_learning_rate=min_learning_rate, rate_rule=rate_rule,
-                     search=search, backtrack=backtrack,
                      previous_direction_fn=(_base.trace_previous_direction() if reads_trace
-                                            else None))
+                                            else None),
+                     rule=rule)
   return _base.with_coupled_weight_decay(transform, weight_decay)
 
 
@@ -872,10 +923,8 @@ def adam_cam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8,
                 combination: CombinationWeights | None = None,
                 blending: Blending | None = None,
                 groups: LevelGroups | None = None,
-                min_learning_rate: float | None = None,
-                rate_rule: str = "additive", mu_dtype: Any = None,
-                store_previous_direction: bool = False, search: RateSearch | None = None,
-                backtrack: LossBacktrack | None = None) -> optax.GradientTransformation:
+                mu_dtype: Any = None,
+                rule: RateRule | None = None) -> optax.GradientTransformation:
   """Adam-CAM-HD: Adam directions ``m_hat / (sqrt(v_hat) + eps)`` with CAM-HD rates.
 
   Args:
@@ -886,24 +935,21 @@ def adam_cam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8,
     b2: second-moment decay in ``[0, 1)``.
     eps: ``>= 0``.
     weight_decay: coupled L2 decay ``>= 0`` (``None``, the default: no decay stage).
-    levels, combination, blending, groups, min_learning_rate: as :func:`cam_hd`.
-    rate_rule: ``"additive"`` (default, the paper's rule) or ``"multiplicative"`` (scale-free,
-      per group; ``beta`` in ``[0, 1)``), as :func:`cam_hd`.
-    search: ``None`` (default: off) or a :class:`~optax_lr.RateSearch`, as :func:`cam_hd`.
-    backtrack: ``None`` (default: off) or a :class:`~optax_lr.LossBacktrack`, as
-      :func:`cam_hd`.
+    levels, combination, blending, groups: as :func:`cam_hd`.
     mu_dtype: optax's option: the first moment's dtype (``jnp.bfloat16`` halves its memory);
       ``None`` (default) keeps the parameters' dtype.
-    store_previous_direction: keep ``d_{t-1}`` as a state buffer. By default it is computed
-      from Adam's moments before this step's update
-      (:func:`optax_lr.adam_previous_direction`: the same values bit for bit, at every
-      level), so the state is Adam's plus the rates. With a bfloat16 ``mu_dtype`` the two
-      differ by the rounding of the stored first moment (``2^-8`` relative per element).
+    rule: ``None`` (default: ``RateRule()``, the paper's additive rule, no safeguard, no floor)
+      or a :class:`RateRule`: the multiplicative rule (scale-free, per group; ``beta`` in
+      ``[0, 1)``), the rate search, the loss backtrack, a floor on the applied rate, as
+      :func:`cam_hd`. By default ``d_{t-1}`` is computed from Adam's moments before this step's
+      update (:func:`optax_lr.adam_previous_direction`: the same values bit for bit, at every
+      level), so the state is Adam's plus the rates; ``RateRule(store_previous_direction=True)``
+      keeps it as a buffer instead.
 
   Returns:
     An ``optax.GradientTransformation``; ``levels=("global",)`` with the defaults equals
-    :func:`optax_lr.adam_hd` bit for bit (with the same
-    ``store_previous_direction``).
+    :func:`optax_lr.adam_hd` bit for bit (with the same ``rate_rule``, ``search``,
+    ``backtrack`` and ``store_previous_direction``).
 
   References:
     "Adaptive Hierarchical Hyper-gradient Descent" (anonymous authors, under review at ICLR
@@ -913,15 +959,14 @@ def adam_cam_hd(learning_rate: float = 1e-3, hypergrad_lr: float = 1e-8,
     >>> opt = optax_lr.adam_cam_hd(1e-3, hypergrad_lr=1e-8, levels=("parameter", "layer",
     ...     "global"), combination=optax_lr.CombinationWeights((0.3, 0.3, 0.4), 0.01))
   """
-  _checks.flag("store_previous_direction", store_previous_direction)
+  check_option("rule", rule, RateRule, none_means="RateRule()")
   levels = _check_levels(levels)
-  derived = not store_previous_direction
+  derived = rule is None or not rule.store_previous_direction
   transform = cam_hd(_base.adam_direction(b1, b2, eps, mu_dtype), learning_rate, hypergrad_lr,
                      levels, combination=combination, blending=blending, groups=groups,
-                     min_learning_rate=min_learning_rate, rate_rule=rate_rule,
                      previous_direction_fn=(_base.adam_previous_direction(b1, b2, eps)
                                             if derived else None),
-                     search=search, backtrack=backtrack)
+                     rule=rule)
   return _base.with_coupled_weight_decay(transform, weight_decay)
 
 

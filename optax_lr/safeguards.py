@@ -122,11 +122,15 @@ class WindowBacktrack:
     _checks.non_negative("WindowBacktrack.tolerance", self.tolerance)
 
 
-def check_option(name: str, value: Any, kind: type) -> bool:
-  """``value`` is ``None`` or a ``kind``; returns True when the option is on."""
+def check_option(name: str, value: Any, kind: type, none_means: str = "off") -> bool:
+  """``value`` is ``None`` or a ``kind``; returns True when the option is given.
+
+  ``none_means`` says what ``None`` stands for in the error message (``"off"`` for a safeguard,
+  the defaults for an option that is always on).
+  """
   if value is None:
     return False
   if not isinstance(value, kind):
-    raise TypeError(f"`{name}` must be None (off) or an optax_lr.{kind.__name__}; got "
+    raise TypeError(f"`{name}` must be None ({none_means}) or an optax_lr.{kind.__name__}; got "
                     f"{value!r} ({type(value).__name__}).")
   return True

@@ -43,9 +43,10 @@ import optax_lr
 GradFn = Callable[[Any], Any]
 
 #: The library's arguments documented as static: each sets the optimizer state's structure (TLR's
-#: window buffer, AutoDrop's average and its angle history's length), so it cannot be an injected
-#: array (the factories refuse one); every other number can be injected.
-STRUCTURAL_ARGS = ("update_every", "drop_delay", "smoothing")
+#: window buffer, AutoDrop's average), so it cannot be an injected array (the factories refuse
+#: one); every other number can be injected. Options grouped in an object (AutoDrop's
+#: ``DropTrigger``, whose ``smoothing`` sets the angle history's length) are passed through.
+STRUCTURAL_ARGS = ("update_every", "drop_delay")
 
 
 def no_extra_args(grad_fn: GradFn, params: Any) -> dict[str, Any]:

@@ -78,8 +78,8 @@ def test_angle_degrees_definition_1():
 def test_trigger_on_change_latch_and_k_weighted_landing():
   # omega_2.. = 10, 30, 60, 60.001 (change 0.001 < 0.01 at boundary 5), then large changes.
   turns = [0, 10, 30, 60, 60.001, 90, 10, 170, 20, 40]
-  opt = optax_lr.scale_by_autodrop(0.5, steps_per_epoch=1, drop_factor=0.2, threshold=0.01,
-                                   drop_delay=3)
+  opt = optax_lr.scale_by_autodrop(0.5, steps_per_epoch=1, drop_factor=0.2, drop_delay=3,
+                                   trigger=optax_lr.DropTrigger(threshold=0.01))
   last, params_in, updates, states = _run(opt, _directions(turns))
   del last
   d = _directions(turns)
@@ -118,9 +118,9 @@ def test_trigger_on_change_latch_and_k_weighted_landing():
 def test_first_trigger_at_third_boundary_and_after_each_reset():
   # Constant angles: the change is 0 as soon as two angles exist (Algorithm 1's t > 2).
   # drop_delay = 1 drops at the trigger boundary; the history restarts after each drop.
-  opt = optax_lr.scale_by_autodrop(0.5, steps_per_epoch=1, drop_factor=0.2,
-                                   min_learning_rate=0.01, threshold=0.01, max_threshold=1.0,
-                                   drop_delay=1)
+  opt = optax_lr.scale_by_autodrop(
+      0.5, steps_per_epoch=1, drop_factor=0.2, min_learning_rate=0.01, drop_delay=1,
+      trigger=optax_lr.DropTrigger(threshold=0.01, max_threshold=1.0))
   _, _, updates, states = _run(opt, _directions([0] + [50] * 14))
   num_drops = [int(_after(states, c).num_drops) for c in range(1, 15)]
   # Boundaries 3, 6, 9, 12: the third boundary from the start and after each drop.
@@ -142,14 +142,16 @@ def test_smoothing_compares_overlapping_means():
   # m = 2: (omega_4 - omega_2) / 2 = 0.002 triggers at boundary 4 (the first with m + 1 angles),
   # although consecutive raw angles differ by 40 degrees; m = 1 never triggers on them.
   turns = [0, 10, 50, 10.004, 80, 20]
-  smoothed = optax_lr.scale_by_autodrop(0.5, steps_per_epoch=1, smoothing=2, drop_delay=20)
+  smoothed = optax_lr.scale_by_autodrop(0.5, steps_per_epoch=1, drop_delay=20,
+                                        trigger=optax_lr.DropTrigger(smoothing=2))
   _, _, _, states = _run(smoothed, _directions(turns))
   assert not bool(_after(states, 3).drop_pending)
   assert bool(_after(states, 4).drop_pending)
   assert _after(states, 4).angle_history.shape == (3,)
   np.testing.assert_allclose(np.asarray(_after(states, 4).angle_history), [10, 50, 10.004],
                              atol=1e-3)
-  raw = optax_lr.scale_by_autodrop(0.5, steps_per_epoch=1, smoothing=1, drop_delay=20)
+  raw = optax_lr.scale_by_autodrop(0.5, steps_per_epoch=1, drop_delay=20,
+                                   trigger=optax_lr.DropTrigger(smoothing=1))
   _, _, _, states = _run(raw, _directions(turns))
   assert not bool(_after(states, 6).drop_pending)
   # Constant angles with m = 2: the first possible trigger is boundary m + 2 = 4 (call 4).
@@ -185,8 +187,8 @@ def test_over_adam_matches_adam_until_the_drop():
   # A threshold of 180 degrees triggers at the first possible boundary: 3 (call 6); k = 2 at
   # boundary 4 (call 8) drops and lands.
   over_adam = optax.chain(optax.scale_by_adam(), optax_lr.scale_by_autodrop(
-      lr, steps_per_epoch=2, drop_factor=rho, threshold=180.0, max_threshold=180.0,
-      drop_delay=2))
+      lr, steps_per_epoch=2, drop_factor=rho, drop_delay=2,
+      trigger=optax_lr.DropTrigger(threshold=180.0, max_threshold=180.0)))
   _, params_in, updates, states = _run(over_adam, grads, start=np.ones(5, np.float32))
   _, _, adam_updates, _ = _run(optax.adam(lr), grads, start=np.ones(5, np.float32))
   u, a = np.asarray(updates["w"]), np.asarray(adam_updates["w"])
@@ -211,7 +213,8 @@ def test_with_autodrop_is_the_chain_and_lands_on_its_own_end_points(inner):
   make_inner = {"adam": optax.scale_by_adam,
                 "nesterov_decay": lambda: optax.chain(optax.add_decayed_weights(1e-3),
                                                       optax.trace(0.9, nesterov=True))}[inner]
-  options = dict(drop_factor=0.5, threshold=180.0, max_threshold=180.0, drop_delay=2)
+  options = dict(drop_factor=0.5, drop_delay=2,
+                 trigger=optax_lr.DropTrigger(threshold=180.0, max_threshold=180.0))
   lr, window, calls = 0.05, 3, 27
   fused = optax_lr.with_autodrop(make_inner(), lr, window, **options)
   chained = optax.chain(make_inner(), optax_lr.scale_by_autodrop(lr, window, **options))
@@ -277,8 +280,9 @@ def test_over_tlr_multiplies_tlr_rate():
   rho = 0.2
   over_tlr = optax.chain(
       optax.trace(0.9), optax_lr.scale_by_tlr(0.1, update_every=2), optax.scale(-1.0),
-      optax_lr.scale_by_autodrop(1.0, steps_per_epoch=2, drop_factor=rho, threshold=180.0,
-                                 max_threshold=180.0, drop_delay=2))
+      optax_lr.scale_by_autodrop(
+          1.0, steps_per_epoch=2, drop_factor=rho, drop_delay=2,
+          trigger=optax_lr.DropTrigger(threshold=180.0, max_threshold=180.0)))
   alone = optax.chain(optax.trace(0.9), optax_lr.scale_by_tlr(0.1, update_every=2))
   _, _, updates, states = _run(over_tlr, grads, start=np.ones(5, np.float32))
   _, _, tlr_updates, tlr_states = _run(alone, grads, start=np.ones(5, np.float32))
@@ -294,8 +298,8 @@ def test_over_tlr_multiplies_tlr_rate():
 
 
 def test_checkpoint_in_the_middle_of_the_drop_delay_resumes_bit_identically(tmp_path):
-  opt = optax_lr.autodrop_sgd(0.1, steps_per_epoch=2, momentum=0.5, threshold=180.0,
-                              max_threshold=180.0, drop_delay=4)
+  opt = optax_lr.autodrop_sgd(0.1, steps_per_epoch=2, momentum=0.5, drop_delay=4,
+                              trigger=optax_lr.DropTrigger(threshold=180.0, max_threshold=180.0))
   grad_fn = jax.grad(parabola)
 
   @jax.jit
@@ -323,7 +327,8 @@ def test_checkpoint_in_the_middle_of_the_drop_delay_resumes_bit_identically(tmp_
 
 def test_state_layout():
   params = {"w": jnp.zeros((3, 2)), "b": jnp.zeros(2, jnp.bfloat16)}
-  state = optax_lr.scale_by_autodrop(0.1, steps_per_epoch=5, smoothing=4).init(params)
+  state = optax_lr.scale_by_autodrop(
+      0.1, steps_per_epoch=5, trigger=optax_lr.DropTrigger(smoothing=4)).init(params)
   assert optax.tree_utils.tree_get(state, "learning_rate").dtype == jnp.float32
   big = [x for x in jax.tree.leaves(state) if x.shape in ((3, 2), (2,))]
   assert len(big) == 3 * 2  # anchor, previous displacement, average
@@ -351,14 +356,9 @@ def test_update_requires_params():
     ({"drop_factor": 0.0}, "drop_factor"),
     ({"drop_factor": 1.0}, "drop_factor"),
     ({"drop_factor": -0.5}, "drop_factor"),
-    ({"threshold": -0.01}, "threshold"),
-    ({"max_threshold": -1.0}, "max_threshold"),
-    ({"threshold": 0.5, "max_threshold": 0.1}, "max_threshold"),
     ({"drop_delay": 0}, "drop_delay"),
-    ({"smoothing": 0}, "smoothing"),
     ({"min_learning_rate": -1e-4}, "min_learning_rate"),
     ({"min_learning_rate": 0.2}, "min_learning_rate"),
-    ({"eps": -1.0}, "eps"),
 ])
 def test_bad_arguments_raise(kwargs, name):
   arguments = {"learning_rate": 0.1, "steps_per_epoch": 10} | kwargs
@@ -366,6 +366,20 @@ def test_bad_arguments_raise(kwargs, name):
     optax_lr.scale_by_autodrop(**arguments)
   with pytest.raises(ValueError, match=f"`{name}`"):
     optax_lr.autodrop_sgd(**arguments)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"threshold": -0.01}, r"`DropTrigger.threshold` must be a finite number >= 0"),
+    ({"max_threshold": -1.0}, r"`DropTrigger.max_threshold` must be a finite number >= 0"),
+    ({"threshold": 0.5, "max_threshold": 0.1}, r"`DropTrigger.max_threshold` must be >= "),
+    ({"smoothing": 0}, r"`DropTrigger.smoothing` must be an integer >= 1"),
+    ({"eps": -1.0}, r"`DropTrigger.eps` must be a finite number >= 0"),
+    ({"threshold_rule": "adaptive"}, r"`DropTrigger.threshold_rule` must be one of 'fixed'"),
+    ({"relative_threshold": 0.0}, r"`DropTrigger.relative_threshold` must be in \(0.0, 1.0\]"),
+])
+def test_bad_trigger_raises_naming_the_field(kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    optax_lr.DropTrigger(**kwargs)
 
 
 def test_autodrop_sgd_bad_base_arguments_raise():
@@ -444,10 +458,13 @@ def test_equals_algorithm_1_in_float64(average, smoothing):
   # The library's rate drops, counted on the transcription: the test must see several.
   assert len(set(expected_rates)) >= 3
   with jax.enable_x64(True):
-    options = {k: v for k, v in settings.items() if k not in ("learning_rate", "steps_per_epoch",
-                                                              "momentum")}
-    opt = optax_lr.autodrop_sgd(settings["learning_rate"], settings["steps_per_epoch"],
-                                momentum=settings["momentum"], **options)
+    opt = optax_lr.autodrop_sgd(
+        settings["learning_rate"], settings["steps_per_epoch"], momentum=settings["momentum"],
+        drop_factor=settings["drop_factor"], min_learning_rate=settings["min_learning_rate"],
+        drop_delay=settings["drop_delay"], average=average,
+        trigger=optax_lr.DropTrigger(threshold=settings["threshold"],
+                                     max_threshold=settings["max_threshold"],
+                                     smoothing=smoothing))
     curvature, noise = jnp.asarray(grads.curvature), jnp.asarray(grads.noise)
 
     @jax.jit
@@ -470,11 +487,10 @@ def test_equals_algorithm_1_in_float64(average, smoothing):
 
 # --- the relative threshold rule (threshold_rule="relative") ---
 
-def _relative(**kwargs):
-  options = dict(drop_factor=0.5, min_learning_rate=0.0, drop_delay=1, average=False,
-                 threshold_rule="relative", relative_threshold=0.2)
-  options.update(kwargs)
-  return optax_lr.scale_by_autodrop(1.0, 1, **options)
+def _relative(threshold_rule="relative"):
+  trigger = optax_lr.DropTrigger(threshold_rule=threshold_rule, relative_threshold=0.2)
+  return optax_lr.scale_by_autodrop(1.0, 1, drop_factor=0.5, min_learning_rate=0.0,
+                                    drop_delay=1, average=False, trigger=trigger)
 
 
 @pytest.mark.parametrize("scale", [1.0, 0.1])
@@ -514,6 +530,8 @@ def test_relative_threshold_keeps_steady_changes_undropped_and_validates():
   _, _, _, states = _run(_relative(), _directions(turns[:10]))
   assert int(_after(states, 10).num_drops) == 0
   with pytest.raises(ValueError, match="threshold_rule"):
-    optax_lr.scale_by_autodrop(1.0, 1, threshold_rule="adaptive")
+    optax_lr.DropTrigger(threshold_rule="adaptive")
   with pytest.raises(ValueError, match="relative_threshold"):
-    optax_lr.scale_by_autodrop(1.0, 1, threshold_rule="relative", relative_threshold=0.0)
+    optax_lr.DropTrigger(threshold_rule="relative", relative_threshold=0.0)
+  with pytest.raises(TypeError, match="`trigger` must be None"):
+    optax_lr.scale_by_autodrop(1.0, 1, trigger={"threshold_rule": "relative"})

@@ -386,7 +386,8 @@ def test_effective_rate_of_a_blended_run_from_the_state_alone():
   # state is max(tau (sum gamma a) + (1 - tau) a_inf, floor) with tau = exp(-4 r), by hand.
   r, alpha_inf, floor = 0.1, 0.02, 0.03
   opt = optax_lr.sgd_cam_hd(
-      0.1, 0.01, levels=("parameter", "global"), min_learning_rate=floor,
+      0.1, 0.01, levels=("parameter", "global"),
+      rule=optax_lr.RateRule(min_learning_rate=floor),
       combination=optax_lr.CombinationWeights((0.25, 0.75), learning_rate=0.5),
       blending=optax_lr.Blending(r, alpha_inf))
   state = opt.init(_zeros())
@@ -603,7 +604,7 @@ def test_min_learning_rate_floors_the_effective_rate():
   level_rate = {k: np.where(g == -3, -0.2, 0.2) for k, g in g2.items()}
   for floor in (None, 0.05):
     opt = optax_lr.sgd_cam_hd(0.1, hypergrad_lr=0.01, levels=("parameter",),
-                              min_learning_rate=floor)
+                              rule=optax_lr.RateRule(min_learning_rate=floor))
     state = opt.init(_zeros())
     _, state = opt.update(g1, state)
     updates, state = opt.update(g2, state)
@@ -615,8 +616,8 @@ def test_min_learning_rate_floors_the_effective_rate():
       np.testing.assert_allclose(updates[k], -kappa[k] * g2[k], rtol=1e-6)
       np.testing.assert_allclose(state.learning_rate["parameter"][k], level_rate[k], rtol=1e-6)
       np.testing.assert_allclose(effective[k], kappa[k], rtol=1e-6)
-  with pytest.raises(ValueError, match="`min_learning_rate`"):
-    optax_lr.sgd_cam_hd(0.1, min_learning_rate=-1.0)
+  with pytest.raises(ValueError, match="`RateRule.min_learning_rate`"):
+    optax_lr.RateRule(min_learning_rate=-1.0)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -635,7 +636,8 @@ def test_adam_cam_hd_read_direction_equals_stored(levels):
                 groups=optax_lr.LevelGroups(optax_lr.parent_module_label))
   ours_params, ours = _trajectory(optax_lr.adam_cam_hd(**kwargs), 30, jit=True)
   kept_params, kept = _trajectory(
-      optax_lr.adam_cam_hd(**kwargs, store_previous_direction=True), 30, jit=True)
+      optax_lr.adam_cam_hd(**kwargs, rule=optax_lr.RateRule(store_previous_direction=True)), 30,
+      jit=True)
   assert isinstance(ours.previous_direction, optax.EmptyState)
   jax.tree.map(np.testing.assert_array_equal, (ours_params, ours.learning_rate, ours.inner_state),
                (kept_params, kept.learning_rate, kept.inner_state))
@@ -659,6 +661,17 @@ def test_sgd_cam_hd_reads_the_trace():
                (kept_params, kept.learning_rate))
   jax.tree.map(np.testing.assert_array_equal, optax_lr.cam_hd_effective_learning_rate(ours),
                optax_lr.cam_hd_effective_learning_rate(kept))
+  # RateRule(store_previous_direction=True) keeps the buffer instead: the same values.
+  stored_params, stored = _trajectory(optax_lr.sgd_cam_hd(
+      **kwargs, momentum=0.9, rule=optax_lr.RateRule(store_previous_direction=True)), 20,
+      jit=True)
+  assert not isinstance(stored.previous_direction, optax.EmptyState)
+  jax.tree.map(np.testing.assert_array_equal, (ours_params, ours.learning_rate),
+               (stored_params, stored.learning_rate))
+  with pytest.raises(ValueError, match="pass one"):
+    optax_lr.cam_hd(optax.trace(0.9), 0.05, 1e-2,
+                    previous_direction_fn=optax_lr.trace_previous_direction(),
+                    rule=optax_lr.RateRule(store_previous_direction=True))
 
 
 def test_adam_cam_hd_state_sizes():
@@ -669,11 +682,10 @@ def test_adam_cam_hd_state_sizes():
   def buffers(opt):
     return sum(x.size for x in jax.tree.leaves(opt.init(params)) if x.size > 1) / 16
   assert buffers(optax_lr.adam_cam_hd(levels=("layer", "global"))) == 2
-  assert buffers(optax_lr.adam_cam_hd(levels=("layer", "global"),
-                                      store_previous_direction=True)) == 3
+  stored = optax_lr.RateRule(store_previous_direction=True)
+  assert buffers(optax_lr.adam_cam_hd(levels=("layer", "global"), rule=stored)) == 3
   assert buffers(optax_lr.adam_cam_hd(levels=("parameter", "global"))) == 3
-  assert buffers(optax_lr.adam_cam_hd(levels=("parameter", "global"),
-                                      store_previous_direction=True)) == 4
+  assert buffers(optax_lr.adam_cam_hd(levels=("parameter", "global"), rule=stored)) == 4
   state = optax_lr.adam_cam_hd(mu_dtype=jnp.bfloat16).init(PARAMS)
   assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(state.inner_state.mu))
 
@@ -686,8 +698,9 @@ _LEARNED = optax_lr.CombinationWeights(learning_rate=0.01)
     ("adam_cam_hd", _PARAMETER_LEVEL),
     ("adam_cam_hd", {**_PARAMETER_LEVEL, "combination": _LEARNED}),
     ("adam_cam_hd", {**_PARAMETER_LEVEL, "mu_dtype": jnp.bfloat16}),
-    ("adam_cam_hd", {**_PARAMETER_LEVEL, "rate_rule": "multiplicative", "hypergrad_lr": 0.01}),
-    ("adam_cam_hd", {"levels": ("layer", "global"), "rate_rule": "multiplicative",
+    ("adam_cam_hd", {**_PARAMETER_LEVEL, "rule": optax_lr.RateRule("multiplicative"),
+                     "hypergrad_lr": 0.01}),
+    ("adam_cam_hd", {"levels": ("layer", "global"), "rule": optax_lr.RateRule("multiplicative"),
                      "hypergrad_lr": 0.01}),
     ("sgd_cam_hd", {**_PARAMETER_LEVEL, "momentum": 0.9}),
     ("sgd_cam_hd", {**_PARAMETER_LEVEL, "momentum": 0.9, "combination": _LEARNED})],

@@ -134,10 +134,10 @@ CASES = [
     Case("adam_cam_hd_multiplicative", optax_lr.adam_cam_hd,
          dict(learning_rate=0.1, hypergrad_lr=0.02, levels=("filter", "layer", "global"),
               combination=optax_lr.CombinationWeights((0.3, 0.3, 0.4), 0.01),
-              rate_rule="multiplicative"),
+              rule=optax_lr.RateRule("multiplicative")),
          parabola_steps=1000,
          make_for_rosenbrock=lambda: optax_lr.adam_cam_hd(
-             0.01, 1e-2, levels=("layer", "global"), rate_rule="multiplicative")),
+             0.01, 1e-2, levels=("layer", "global"), rule=optax_lr.RateRule("multiplicative"))),
     # The auto entries' rule: multiplicative with the rate search and the loss backtrack, reading
     # the loss as value=. The backtrack lets Rosenbrock run at beta = 0.1 from any rate: the
     # search doubles the rate to past the stability edge, and every blow-up of the loss halves it.
@@ -158,36 +158,36 @@ CASES = [
              search=optax_lr.RateSearch())),
     Case("adam_cam_hd_guarded", optax_lr.adam_cam_hd,
          dict(learning_rate=1e-3, hypergrad_lr=0.1, levels=("layer", "global"),
-              rate_rule="multiplicative", backtrack=optax_lr.LossBacktrack(),
-              search=optax_lr.RateSearch()),
+              rule=optax_lr.RateRule("multiplicative", backtrack=optax_lr.LossBacktrack(),
+                                     search=optax_lr.RateSearch())),
          extra_args=_value_arg, parabola_steps=1000,
          make_for_rosenbrock=lambda: optax_lr.adam_cam_hd(
-             1e-5, 0.1, levels=("layer", "global"), rate_rule="multiplicative",
-             backtrack=optax_lr.LossBacktrack(), search=optax_lr.RateSearch())),
+             1e-5, 0.1, levels=("layer", "global"),
+             rule=optax_lr.RateRule("multiplicative", backtrack=optax_lr.LossBacktrack(),
+                                    search=optax_lr.RateSearch()))),
     # --- AutoDrop (optax_lr/autodrop.py) ---
     # Small windows and delays so that drops (and landings on the average) happen inside the
     # convergence budgets; the floors keep the final rates useful (each run drops 3-28 times).
     Case("autodrop_sgd", optax_lr.autodrop_sgd,
          dict(learning_rate=0.1, steps_per_epoch=5, momentum=0.5, drop_delay=3,
               min_learning_rate=0.02),
-         static_args=("smoothing",),
          make_for_rosenbrock=lambda: optax_lr.autodrop_sgd(
              1e-3, steps_per_epoch=50, drop_factor=0.5, drop_delay=5, min_learning_rate=5e-4)),
     Case("autodrop_nesterov_smoothed", optax_lr.autodrop_sgd,
          dict(learning_rate=0.1, steps_per_epoch=3, momentum=0.5, nesterov=True,
-              weight_decay=1e-6, average=False, smoothing=3, drop_delay=2,
-              min_learning_rate=0.02),
-         static_args=("smoothing",),
+              weight_decay=1e-6, average=False, trigger=optax_lr.DropTrigger(smoothing=3),
+              drop_delay=2, min_learning_rate=0.02),
          make_for_rosenbrock=lambda: optax_lr.autodrop_sgd(
-             1e-3, steps_per_epoch=20, nesterov=True, average=False, smoothing=3, drop_delay=2,
-             drop_factor=0.5, min_learning_rate=5e-4)),
+             1e-3, steps_per_epoch=20, nesterov=True, average=False, drop_delay=2,
+             drop_factor=0.5, min_learning_rate=5e-4,
+             trigger=optax_lr.DropTrigger(smoothing=3))),
     Case("autodrop_sgd_relative", optax_lr.autodrop_sgd,
          dict(learning_rate=0.1, steps_per_epoch=5, momentum=0.5, drop_delay=3,
-              min_learning_rate=0.02, threshold_rule="relative", relative_threshold=0.3),
-         static_args=("smoothing",),
+              min_learning_rate=0.02,
+              trigger=optax_lr.DropTrigger(threshold_rule="relative", relative_threshold=0.3)),
          make_for_rosenbrock=lambda: optax_lr.autodrop_sgd(
              1e-3, steps_per_epoch=50, drop_factor=0.5, drop_delay=5, min_learning_rate=5e-4,
-             threshold_rule="relative")),
+             trigger=optax_lr.DropTrigger(threshold_rule="relative"))),
     Case("autodrop_adam", autodrop_adam,
          make_for_rosenbrock=lambda: autodrop_adam(0.02, 20, 0.5, 5, 1e-3)),
     Case("with_autodrop_adam", with_autodrop_adam,

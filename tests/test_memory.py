@@ -134,7 +134,8 @@ _FILTER_LEVEL = {
     "sgd_momentum": lambda: optax_lr.sgd_cam_hd(0.1, momentum=0.9, levels=("filter", "global")),
     "adam": lambda: optax_lr.adam_cam_hd(1e-3, levels=("filter", "global")),
     "sgd_multiplicative": lambda: optax_lr.sgd_cam_hd(
-        0.1, hypergrad_lr=0.01, levels=("filter", "layer", "global"), rate_rule="multiplicative"),
+        0.1, hypergrad_lr=0.01, levels=("filter", "layer", "global"),
+        rule=optax_lr.RateRule("multiplicative")),
 }
 
 

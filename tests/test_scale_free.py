@@ -121,8 +121,10 @@ def test_validation():
     optax_lr.sgd_hd(0.1, 1e-3, rate_rule="scale_free")
   with pytest.raises(ValueError, match="hypergrad_lr"):
     optax_lr.adam_hd(1e-3, 1.0, rate_rule="multiplicative")
-  with pytest.raises(TypeError, match="rate_rule"):
-    optax_lr.adam_cam_hd(1e-3, 1e-2, rate_rule=None)
+  with pytest.raises(TypeError, match=r"RateRule\.kind"):
+    optax_lr.RateRule(kind=None)
+  with pytest.raises(ValueError, match="hypergrad_lr"):
+    optax_lr.adam_cam_hd(1e-3, 1.0, rule=optax_lr.RateRule("multiplicative"))
 
 
 PARAMS = {"dense": {"kernel": jnp.zeros((2, 3)), "bias": jnp.zeros(3)}, "scale": jnp.zeros(())}
@@ -144,7 +146,8 @@ def test_cam_hd_global_level_is_hypergradient_bit_for_bit():
   grads = [_tree_grads(i) for i in range(4)]
   for inner in (optax.identity(), optax.scale_by_adam()):
     a = optax_lr.hypergradient(inner, 0.1, 0.05, rate_rule="multiplicative")
-    b = optax_lr.cam_hd(inner, 0.1, 0.05, levels=("global",), rate_rule="multiplicative")
+    b = optax_lr.cam_hd(inner, 0.1, 0.05, levels=("global",),
+                        rule=optax_lr.RateRule("multiplicative"))
     sa, sb = a.init(PARAMS), b.init(PARAMS)
     for g in grads:
       ua, sa = a.update(g, sa, PARAMS)
@@ -159,7 +162,7 @@ def test_cam_hd_levels_two_steps_by_hand():
   weights = (0.1, 0.2, 0.3, 0.4)
   opt = optax_lr.sgd_cam_hd(lr, beta, levels=("parameter", "filter", "layer", "global"),
                             combination=optax_lr.CombinationWeights(weights),
-                            rate_rule="multiplicative")
+                            rule=optax_lr.RateRule("multiplicative"))
   g1, g2 = _tree_grads(0), _tree_grads(1)
   state = opt.init(PARAMS)
   _, state = opt.update(g1, state, PARAMS)
@@ -322,7 +325,9 @@ def test_cam_hd_global_level_with_safeguards_is_hypergradient_bit_for_bit():
                  search=optax_lr.RateSearch())
   for inner in (optax.identity(), optax.scale_by_adam()):
     a = optax_lr.hypergradient(inner, 0.1, 0.05, **options)
-    b = optax_lr.cam_hd(inner, 0.1, 0.05, levels=("global",), **options)
+    b = optax_lr.cam_hd(inner, 0.1, 0.05, levels=("global",),
+                        rule=optax_lr.RateRule("multiplicative", search=options["search"],
+                                               backtrack=options["backtrack"]))
     sa, sb = a.init(PARAMS), b.init(PARAMS)
     for g, v in zip(grads, values, strict=True):
       ua, sa = a.update(g, sa, PARAMS, value=v)
@@ -338,8 +343,9 @@ def test_cam_hd_search_and_backtrack_scale_every_level():
   g2 = jax.tree.map(lambda x: 2.0 * x, g1)  # <g2, g1> > 0 in every group
   opt = optax_lr.sgd_cam_hd(0.05, 0.1, levels=("parameter", "filter", "layer", "global"),
                             combination=optax_lr.CombinationWeights((0.1, 0.2, 0.3, 0.4)),
-                            rate_rule="multiplicative",
-                            backtrack=optax_lr.LossBacktrack(), search=optax_lr.RateSearch())
+                            rule=optax_lr.RateRule("multiplicative",
+                                                   backtrack=optax_lr.LossBacktrack(),
+                                                   search=optax_lr.RateSearch()))
   state = opt.init(PARAMS)
   _, state = opt.update(g1, state, PARAMS, value=1.0)
   _, state = opt.update(g2, state, PARAMS, value=1.0)
@@ -405,8 +411,8 @@ def test_search_start_brackets_from_below():
   rates, updates, _ = _run(opt, [G1, G2, G3])
   np.testing.assert_allclose(rates, [0.1, 0.2, 0.2 * (1 - 0.05 * 4 / 5)], rtol=1e-6)
   np.testing.assert_allclose(updates[0], -0.1 * np.asarray(G1), rtol=1e-6)
-  cam = optax_lr.sgd_cam_hd(0.8, 0.05, levels=("layer", "global"), rate_rule="multiplicative",
-                            search=optax_lr.RateSearch(start=0.125)).init(PARAMS)
+  cam = optax_lr.sgd_cam_hd(0.8, 0.05, levels=("layer", "global"), rule=optax_lr.RateRule(
+      "multiplicative", search=optax_lr.RateSearch(start=0.125))).init(PARAMS)
   for leaf in jax.tree.leaves(cam.learning_rate["layer"]) + [cam.learning_rate["global"]]:
     np.testing.assert_allclose(leaf, 0.1, rtol=1e-7)
   with pytest.raises(ValueError, match=r"RateSearch\.start"):

@@ -38,9 +38,9 @@ CONSTRUCTORS = [
      ["learning_rate", "meta_learning_rate"]),
     (optax_lr.autodrop_sgd, dict(learning_rate=0.1, steps_per_epoch=10),
      ["learning_rate", "steps_per_epoch", "momentum", "weight_decay", "drop_factor",
-      "min_learning_rate", "threshold", "max_threshold", "drop_delay", "smoothing", "eps"]),
+      "min_learning_rate", "drop_delay"]),
     (optax_lr.scale_by_autodrop, dict(learning_rate=0.1, steps_per_epoch=10),
-     ["learning_rate", "steps_per_epoch", "drop_factor", "drop_delay", "smoothing"]),
+     ["learning_rate", "steps_per_epoch", "drop_factor", "drop_delay"]),
     (optax_lr.adasecant, dict(), ["gamma_clip", "outlier_reset", "max_rate", "eps"]),
     (optax_lr.simple_adasecant, dict(), ["threshold"]),
     (optax_lr.cus_adam, dict(learning_rate=0.1), ["b1", "b2", "eps"]),
@@ -84,6 +84,90 @@ CASES = [(factory, base, name, kind)
 def test_wrong_kind_raises_type_error_naming_the_argument(factory, base, name, kind):
   with pytest.raises(TypeError, match=f"`{name}`"):
     factory(**{**base, name: WRONG_KINDS[kind]})
+
+
+# Option objects: each field is checked when the object is built, the error naming the class and
+# the field.
+OPTION_FIELDS = [
+    (optax_lr.DropTrigger, ["threshold", "max_threshold", "relative_threshold", "smoothing",
+                            "eps"]),
+    (optax_lr.RateRule, ["min_learning_rate"]),
+]
+OPTION_CASES = [(cls, name, kind) for cls, names in OPTION_FIELDS for name in names
+                for kind in WRONG_KINDS if not (kind == "None" and name in OPTIONAL)]
+
+
+@pytest.mark.parametrize("cls,name,kind", OPTION_CASES,
+                         ids=[f"{c.__name__}-{n}-{k}" for c, n, k in OPTION_CASES])
+def test_option_field_of_wrong_kind_raises_type_error_naming_it(cls, name, kind):
+  with pytest.raises(TypeError, match=f"`{cls.__name__}.{name}`"):
+    cls(**{name: WRONG_KINDS[kind]})
+
+
+@pytest.mark.parametrize("cls,kwargs,message", [
+    (optax_lr.DropTrigger, dict(threshold=-1.0),
+     r"`DropTrigger.threshold` must be a finite number >= 0; got -1.0"),
+    (optax_lr.DropTrigger, dict(threshold=float("inf")),
+     r"`DropTrigger.threshold` must be a finite number >= 0"),
+    (optax_lr.DropTrigger, dict(threshold=2.0),
+     r"`DropTrigger.max_threshold` must be >= threshold=2.0; got 1.0"),
+    (optax_lr.DropTrigger, dict(relative_threshold=1.5),
+     r"`DropTrigger.relative_threshold` must be in \(0.0, 1.0\]; got 1.5"),
+    (optax_lr.DropTrigger, dict(smoothing=0), r"`DropTrigger.smoothing` must be an integer >= 1"),
+    (optax_lr.DropTrigger, dict(smoothing=2.0),
+     r"`DropTrigger.smoothing` must be an integer >= 1"),
+    (optax_lr.DropTrigger, dict(threshold_rule="adaptive"),
+     r"`DropTrigger.threshold_rule` must be one of 'fixed', 'relative'"),
+    (optax_lr.RateRule, dict(kind="scale_free"),
+     r"`RateRule.kind` must be one of 'additive', 'multiplicative'"),
+    (optax_lr.RateRule, dict(min_learning_rate=-0.1),
+     r"`RateRule.min_learning_rate` must be a finite number >= 0; got -0.1"),
+    (optax_lr.RateRule, dict(search=optax_lr.RateSearch()),
+     r"`RateRule.search` needs kind='multiplicative'"),
+])
+def test_option_field_out_of_range_raises_value_error_naming_it(cls, kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    cls(**kwargs)
+
+
+def test_structural_option_field_refuses_an_array():
+  with pytest.raises(TypeError, match="`DropTrigger.smoothing` sets the structure"):
+    optax_lr.DropTrigger(smoothing=jnp.asarray(2))
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(kind=None), r"`RateRule.kind` must be one of"),
+    (dict(store_previous_direction=1), r"`RateRule.store_previous_direction` must be a bool"),
+    (dict(kind="multiplicative", search=2.0), r"`RateRule.search` must be None \(off\) or an "
+                                              r"optax_lr.RateSearch"),
+    (dict(backtrack=optax_lr.RateSearch()), r"`RateRule.backtrack` must be None \(off\) or an "
+                                           r"optax_lr.LossBacktrack"),
+])
+def test_rate_rule_refuses_other_types(kwargs, message):
+  with pytest.raises(TypeError, match=message):
+    optax_lr.RateRule(**kwargs)
+
+
+@pytest.mark.parametrize("factory,kwargs", [
+    (optax_lr.scale_by_autodrop, dict(learning_rate=0.1, steps_per_epoch=5)),
+    (optax_lr.autodrop_sgd, dict(learning_rate=0.1, steps_per_epoch=5)),
+    (optax_lr.with_autodrop, dict(inner=optax.identity(), learning_rate=0.1, steps_per_epoch=5)),
+])
+def test_trigger_must_be_a_drop_trigger(factory, kwargs):
+  with pytest.raises(TypeError, match=r"`trigger` must be None \(DropTrigger\(\)\) or an "
+                                      r"optax_lr.DropTrigger"):
+    factory(**kwargs, trigger=dict(threshold=0.1))
+
+
+@pytest.mark.parametrize("factory,kwargs", [
+    (optax_lr.cam_hd, dict(inner=optax.identity(), learning_rate=0.1, hypergrad_lr=1e-3)),
+    (optax_lr.sgd_cam_hd, dict(learning_rate=0.1)),
+    (optax_lr.adam_cam_hd, dict()),
+])
+def test_rule_must_be_a_rate_rule(factory, kwargs):
+  with pytest.raises(TypeError, match=r"`rule` must be None \(RateRule\(\)\) or an "
+                                      r"optax_lr.RateRule"):
+    factory(**kwargs, rule="multiplicative")
 
 
 @pytest.mark.parametrize("factory,kwargs,name", [

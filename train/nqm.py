@@ -247,7 +247,8 @@ def figure3_optimizer(initial_rate: float = 0.06,
   """
   return optax_lr.scale_by_autodrop(
       initial_rate, steps_per_epoch=1, drop_factor=0.5, min_learning_rate=min_learning_rate,
-      threshold=0.01, max_threshold=0.01, drop_delay=1, smoothing=ANGLE_WINDOW)
+      drop_delay=1,
+      trigger=optax_lr.DropTrigger(threshold=0.01, max_threshold=0.01, smoothing=ANGLE_WINDOW))
 
 
 def figure1(out: pathlib.Path, steps: int, seed: int = 0) -> dict[str, Any]:

@@ -222,9 +222,16 @@ def _adam_cam_hd_auto(learning_rate, steps_per_epoch, total_steps,
   del steps_per_epoch, total_steps
   return _optax_lr("adam_cam_hd")(
       learning_rate, hypergrad_lr=hypergrad_lr, b1=b1, b2=b2, levels=tuple(levels),
-      combination=_cam_hd_combination(weights, combination_lr), rate_rule="multiplicative",
-      **_auto_safeguards(safeguard, backtrack_factor, loss_tolerance, loss_decay, rate_search,
-                         search_start))
+      combination=_cam_hd_combination(weights, combination_lr),
+      rule=optax_lr.RateRule("multiplicative", **_auto_safeguards(
+          safeguard, backtrack_factor, loss_tolerance, loss_decay, rate_search, search_start)))
+
+
+def _drop_trigger(threshold, max_threshold, threshold_rule, relative_threshold):
+  """The flat config keys of AutoDrop's trigger as its option object."""
+  return optax_lr.DropTrigger(threshold=threshold, max_threshold=max_threshold,
+                              threshold_rule=threshold_rule,
+                              relative_threshold=relative_threshold)
 
 
 def _autodrop_sgd(learning_rate, steps_per_epoch, total_steps, momentum=0.9, nesterov=False,
@@ -233,9 +240,9 @@ def _autodrop_sgd(learning_rate, steps_per_epoch, total_steps, momentum=0.9, nes
   del total_steps
   return _optax_lr("autodrop_sgd")(
       learning_rate, steps_per_epoch, momentum=momentum, nesterov=nesterov,
-      drop_factor=drop_factor, min_learning_rate=min_learning_rate, threshold=threshold,
-      max_threshold=max_threshold, drop_delay=drop_delay, average=average,
-      threshold_rule=threshold_rule, relative_threshold=relative_threshold)
+      drop_factor=drop_factor, min_learning_rate=min_learning_rate, drop_delay=drop_delay,
+      average=average,
+      trigger=_drop_trigger(threshold, max_threshold, threshold_rule, relative_threshold))
 
 
 def _autodrop_sgd_auto(learning_rate, steps_per_epoch, total_steps, momentum=0.9,
@@ -252,9 +259,9 @@ def _autodrop_adam(learning_rate, steps_per_epoch, total_steps, b1=0.9, b2=0.999
   del total_steps
   return _optax_lr("with_autodrop")(
       optax.scale_by_adam(b1=b1, b2=b2), learning_rate, steps_per_epoch,
-      drop_factor=drop_factor, min_learning_rate=min_learning_rate, threshold=threshold,
-      max_threshold=max_threshold, drop_delay=drop_delay, average=average,
-      threshold_rule=threshold_rule, relative_threshold=relative_threshold)
+      drop_factor=drop_factor, min_learning_rate=min_learning_rate, drop_delay=drop_delay,
+      average=average,
+      trigger=_drop_trigger(threshold, max_threshold, threshold_rule, relative_threshold))
 
 
 # CAM-HD: the paper's Table 1 values per base ("Adaptive Hierarchical Hyper-gradient Descent").
@@ -273,6 +280,11 @@ def _cam_hd_blending(decay_rate, final_learning_rate=None):
   return optax_lr.Blending(decay_rate, final_learning_rate) if decay_rate else None
 
 
+def _cam_hd_rule(min_learning_rate):
+  """The flat config key ``min_learning_rate`` (None: no floor) as CAM-HD's option object."""
+  return optax_lr.RateRule(min_learning_rate=min_learning_rate)
+
+
 def _sgd_cam_hd(learning_rate, steps_per_epoch, total_steps, hypergrad_lr=1e-6,
                 combination_lr=1e-3, momentum=0.0, levels=("filter", "global"),
                 weights=(0.2, 0.8), decay_rate=0.0, nesterov=False, min_learning_rate=None):
@@ -280,7 +292,7 @@ def _sgd_cam_hd(learning_rate, steps_per_epoch, total_steps, hypergrad_lr=1e-6,
   return _optax_lr("sgd_cam_hd")(
       learning_rate, hypergrad_lr=hypergrad_lr, momentum=momentum or None, nesterov=nesterov,
       levels=tuple(levels), combination=_cam_hd_combination(weights, combination_lr),
-      blending=_cam_hd_blending(decay_rate), min_learning_rate=min_learning_rate)
+      blending=_cam_hd_blending(decay_rate), rule=_cam_hd_rule(min_learning_rate))
 
 
 def _sgdn_cam_hd(learning_rate, steps_per_epoch, total_steps, hypergrad_lr=1e-6,
@@ -298,7 +310,7 @@ def _adam_cam_hd(learning_rate, steps_per_epoch, total_steps, hypergrad_lr=1e-7,
   return _optax_lr("adam_cam_hd")(
       learning_rate, hypergrad_lr=hypergrad_lr, b1=b1, b2=b2, levels=tuple(levels),
       combination=_cam_hd_combination(weights, combination_lr),
-      blending=_cam_hd_blending(decay_rate), min_learning_rate=min_learning_rate)
+      blending=_cam_hd_blending(decay_rate), rule=_cam_hd_rule(min_learning_rate))
 
 
 def _adasecant(learning_rate, steps_per_epoch, total_steps, **options):
