@@ -240,6 +240,12 @@ def test_output_paths_and_epochs_per_dataset():
       "docs/results/compare_digits_warped_quick.json",
       "docs/results/compare_digits_warped_quick.md",
       "docs/figures/bench_compare_digits_warped_quick")
+  # An --out among the results pages keeps its figures with the others; elsewhere, beside it.
+  assert compare.default_paths("compare", False, "docs/results/compare_digits_wide.json") == (
+      "docs/results/compare_digits_wide.json", "docs/results/compare_digits_wide.md",
+      "docs/figures/bench_compare_digits_wide")
+  assert compare.default_paths("compare", False, "/tmp/x/c.json") == (
+      "/tmp/x/c.json", "/tmp/x/c.md", "/tmp/x/bench_c")
   assert compare.epochs_for("digits", quick=False) == 30
   assert compare.epochs_for("digits", quick=True) == 10
   assert compare.epochs_for("digits_warped", quick=False) == compare.FULL_EPOCHS["digits_warped"]
@@ -684,3 +690,20 @@ def test_reuse_takes_the_methods_not_rerun_and_recomputes_the_verdict():
   assert "Reused from `old.json`" in compare.markdown(merged)
   with pytest.raises(ValueError, match="`epochs` is 5, this run's is 3"):
     compare.reuse_entries({**document, "epochs": 3}, earlier, "old.json")
+
+
+def test_rate_range_doubles_the_rate_and_reports_the_cosine(tmp_path):
+  from train.bench import rate_range
+
+  document = rate_range.run("shapes", seeds=(0, 1), start=1e-4, doublings=2, steps_per_rate=2)
+  assert document["rate"] == [1e-4, 2e-4]
+  assert len(document["per_seed"]) == 2 and len(document["cosine_mean"]) == 2
+  cosines = np.asarray([r["cosine"] for r in document["per_seed"]])
+  np.testing.assert_allclose(document["cosine_mean"], cosines.mean(axis=0), rtol=1e-12)
+  np.testing.assert_allclose(document["cosine_se"], cosines.std(axis=0, ddof=1) / np.sqrt(2),
+                             rtol=1e-12)
+  assert np.all(np.abs(cosines) <= 1.0)
+  # At a negligible rate consecutive gradients of the same initialisation agree.
+  assert np.all(cosines[:, 0] > 0.1)
+  text = rate_range.markdown(document)
+  assert f"| 1.0e-04 | {document['cosine_mean'][0]:+.3f} ± " in text

@@ -1,4 +1,4 @@
-"""``python -m train.bench {overhead,trainstep,compare,claims,tlr-grid,input} [options]``.
+"""``python -m train.bench {overhead,trainstep,compare,claims,tlr-grid,input,lm,rate-range}``.
 
 - ``compare [--quick]``: every registry entry (the library's methods, the papers' baselines SLS,
   SPS, L4, AdaBound and multistep SGD, and the peers) side by side on one task;
@@ -8,14 +8,16 @@
 - ``tlr-grid``: the Trainable Learning Rate digits grid (initial rate x batch x seed, both
   window readings);
 - ``input``: the input pipeline's images/s and peak host memory;
-- ``lm``: a small transformer language model on standard-library sources (losses, rates).
+- ``lm``: a small transformer language model on standard-library sources (losses, rates);
+- ``rate-range``: the hypergradient's signal ``cos(g_t, d_{t-1})`` over a range of Adam rates,
+  on the comparison's language model and shapes CNN.
 
 ``python -m train.bench COMMAND --help`` lists each command's options.
 """
 
 import sys
 
-COMMANDS = ("overhead", "trainstep", "compare", "claims", "tlr-grid", "input", "lm")
+COMMANDS = ("overhead", "trainstep", "compare", "claims", "tlr-grid", "input", "lm", "rate-range")
 
 
 def main(argv: list[str]) -> None:
@@ -52,6 +54,10 @@ def main(argv: list[str]) -> None:
     from train.bench import lm
 
     lm.main(rest)
+  elif command == "rate-range":
+    from train.bench import rate_range
+
+    rate_range.main(rest)
 
 
 if __name__ == "__main__":

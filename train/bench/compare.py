@@ -668,13 +668,16 @@ def default_paths(benchmark: str, quick: bool, out: str | None,
   """``(json, markdown, figure prefix)``: ``docs/results/<name>.json`` and ``.md``, figures
   ``docs/figures/bench_<name>_*.png``; ``<name>`` is ``benchmark``, then ``_<dataset>`` for a
   dataset other than the digits (so each task keeps its own files), then ``_quick`` for quick
-  runs. With ``out``, everything goes beside it under its stem."""
+  runs. With ``out``, everything goes beside it under its stem (figures in the figures folder when
+  ``out`` is among the results pages)."""
   stem = benchmark + ("" if dataset == "digits" else f"_{dataset}") + ("_quick" if quick else "")
   json_path = out or os.path.join(RESULTS_DIR, stem + ".json")
   stem = os.path.splitext(os.path.basename(json_path))[0]
+  # An --out among the results pages keeps its figures with the others.
+  in_results = os.path.abspath(os.path.dirname(json_path)) == os.path.abspath(RESULTS_DIR)
+  figures = FIGURES_DIR if out is None or in_results else os.path.dirname(json_path) or "."
   return (json_path, os.path.splitext(json_path)[0] + ".md",
-          os.path.join(FIGURES_DIR if out is None else os.path.dirname(json_path) or ".",
-                       f"bench_{stem}"))
+          os.path.join(figures, f"bench_{stem}"))
 
 
 def main(argv: list[str]) -> None:
