@@ -175,21 +175,33 @@ def initial_rate(learning_rate: Any, search: Any) -> Any:
   return learning_rate if search is None else learning_rate * search.start
 
 
-def search_decision(searching: jax.Array, dot: Any, x_squared: Any,
-                    y_squared: Any) -> tuple[jax.Array, jax.Array]:
-  """One step of the rate search: whether the rate grows, and whether the search goes on.
+def search_decision(searching: jax.Array, peak: jax.Array, dot: Any, x_squared: Any,
+                    y_squared: Any, stop_ratio: float = 0.0,
+                    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """One step of the rate search: whether the rate grows, whether the search goes on, and the
+  largest cosine seen while it did.
 
-  The rate grows (by the search's ``factor``) while ``<g_t, d_{t-1}> > 0``; the search ends at the
-  first step with a previous direction (both norms positive) whose inner product is not positive.
-  Before a previous direction exists, and at a step whose sums are not finite, it neither grows nor
-  ends.
+  With ``cos = cos(g_t, d_{t-1})`` and ``peak`` the largest cosine of the search so far (this
+  step's included), the rate grows (by the search's ``factor``) while ``cos > stop_ratio * peak``;
+  the search ends at the first step with a previous direction (both norms positive) where it does
+  not. ``stop_ratio = 0`` is the sign test ``<g_t, d_{t-1}> > 0``. Before a previous direction
+  exists, and at a step whose sums are not finite, it neither grows nor ends, and the peak stays.
 
   Returns:
-    ``(grows, searching)``, boolean scalars.
+    ``(grows, searching, peak)``: two boolean scalars and the new peak (a scalar of ``peak``'s
+    dtype).
   """
-  has_previous = (x_squared > 0) & (y_squared > 0)
-  agrees = dot > 0
-  return searching & has_previous & agrees, searching & ~(has_previous & ~agrees)
+  finite = jnp.isfinite(dot) & jnp.isfinite(x_squared) & jnp.isfinite(y_squared)
+  has_previous = finite & (x_squared > 0) & (y_squared > 0)
+  cos = cosine(dot, x_squared, y_squared).astype(peak.dtype)
+  peak = jnp.where(searching & has_previous, jnp.maximum(peak, cos), peak)
+  agrees = cos > stop_ratio * peak
+  return (searching & has_previous & agrees, searching & ~(has_previous & ~agrees), peak)
+
+
+def search_init(dtype: Any) -> jax.Array:
+  """The search's peak cosine before any step: 0 (so the first test is the sign test)."""
+  return jnp.zeros((), dtype)
 
 
 def scaled_where(condition: jax.Array, factor: float, new: Any, old: Any) -> Any:

@@ -284,6 +284,8 @@ class CamHDState(NamedTuple):
       :class:`~optax_lr.LossBacktrack`, else empty.
     searching: bool scalar, the rate search is on (with a :class:`~optax_lr.RateSearch`), else
       empty.
+    search_peak: the largest global ``cos(g_t, d_{t-1})`` seen while the search was on (a
+      scalar, 0 at first), with a :class:`~optax_lr.RateSearch`, else empty.
     tau: scalar, the blend ``tau(count) = exp(-r count)`` the next update applies (1 without
       :class:`Blending`).
     final_learning_rate: scalar, ``a_inf`` of the blending (0 without :class:`Blending`, where
@@ -303,6 +305,7 @@ class CamHDState(NamedTuple):
   inner_state: Any
   backtrack: Any = optax.EmptyState()
   searching: Any = optax.EmptyState()
+  search_peak: Any = optax.EmptyState()
   tau: Any = None
   final_learning_rate: Any = None
   min_learning_rate: Any = None
@@ -636,20 +639,24 @@ _LEVEL_STEPS = {"global": _global_level, "layer": _layer_level, "filter": _filte
 
 def _safeguards(new: dict[str, Any], old: dict[str, Any], sums: _Sums,
                 search: RateSearch | None, backtrack: LossBacktrack | None, searching: Any,
-                backtrack_state: Any, value: Any) -> tuple[dict[str, Any], Any, Any]:
+                search_peak: Any, backtrack_state: Any, value: Any,
+                ) -> tuple[dict[str, Any], Any, Any, Any]:
   """The rate search and the loss backtrack, on every level's rates at once.
 
   The search reads the global ``<g_t, d_{t-1}>`` and multiplies every level's old rates by
-  ``search.factor`` while it is positive; a rise of the loss cuts every level's old rates (so
+  ``search.factor`` while its cosine stays above ``search.stop_ratio`` times the search's largest
+  (:func:`optax_lr._rate_rule.search_decision`); a rise of the loss cuts every level's old rates (so
   ``kappa`` by the same factor without blending) and ends the search. One scalar of state
-  each, so that ``levels=("global",)`` is :func:`optax_lr.hypergradient` with the same options.
+  each (two for the search), so that ``levels=("global",)`` is :func:`optax_lr.hypergradient`
+  with the same options.
 
   Returns:
-    ``(new, searching, backtrack_state)``.
+    ``(new, searching, search_peak, backtrack_state)``.
   """
   if search is not None:
-    grows, searching = _rate_rule.search_decision(
-        searching, sums.global_sum, *_group_squares(sums.leaf_squares, _all_leaves(sums)))
+    grows, searching, search_peak = _rate_rule.search_decision(
+        searching, search_peak, sums.global_sum,
+        *_group_squares(sums.leaf_squares, _all_leaves(sums)), stop_ratio=search.stop_ratio)
     new = {level: _rate_rule.scaled_where(grows, search.factor, rates, old[level])
            for level, rates in new.items()}
   if backtrack is not None:
@@ -658,7 +665,7 @@ def _safeguards(new: dict[str, Any], old: dict[str, Any], sums: _Sums,
            for level, rates in new.items()}
     if search is not None:
       searching = searching & ~rose
-  return new, searching, backtrack_state
+  return new, searching, search_peak, backtrack_state
 
 
 def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_lr: float,
@@ -789,6 +796,7 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
         inner_state=inner.init(params),
         backtrack=_rate_rule.backtrack_init(dtype) if backtracks else optax.EmptyState(),
         searching=jnp.ones((), bool) if rate_search else optax.EmptyState(),
+        search_peak=_rate_rule.search_init(dtype) if rate_search else optax.EmptyState(),
         **_reported_settings(jnp.zeros((), jnp.int32), dtype),
     )
 
@@ -818,8 +826,8 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
       rates, descent[level] = _LEVEL_STEPS[level](old[level], step, sums, level_rule, layout,
                                                   treedef)
       new[level] = _tree.where_finite(rates, old[level])
-    new, searching, backtrack_state = _safeguards(
-        new, old, sums, search, backtrack, state.searching, state.backtrack,
+    new, searching, search_peak, backtrack_state = _safeguards(
+        new, old, sums, search, backtrack, state.searching, state.search_peak, state.backtrack,
         extra_args.get("value"))
     # Step 3: the combination weights step along -dL/dgamma, on the simplex.
     if learn_weights:
@@ -854,6 +862,7 @@ def cam_hd(inner: optax.GradientTransformation, learning_rate: float, hypergrad_
         inner_state=inner_state,
         backtrack=backtrack_state,
         searching=searching,
+        search_peak=search_peak,
         **_reported_settings(count, state.tau.dtype),
     )
 

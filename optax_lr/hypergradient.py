@@ -48,6 +48,8 @@ class HypergradientState(NamedTuple):
       :class:`~optax_lr.LossBacktrack`, else empty.
     searching: bool scalar, the rate search is on (with a :class:`~optax_lr.RateSearch`), else
       empty.
+    search_peak: the largest ``cos(g_t, d_{t-1})`` seen while the search was on (a scalar in
+      the rate's dtype, 0 at first), with a :class:`~optax_lr.RateSearch`, else empty.
   """
 
   learning_rate: jax.Array
@@ -55,6 +57,7 @@ class HypergradientState(NamedTuple):
   inner_state: Any
   backtrack: Any = optax.EmptyState()
   searching: Any = optax.EmptyState()
+  search_peak: Any = optax.EmptyState()
 
 
 def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
@@ -144,6 +147,8 @@ def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
         backtrack=(_rate_rule.backtrack_init(_tree.rate_dtype(params)) if backtracks
                    else optax.EmptyState()),
         searching=jnp.ones((), bool) if rate_search else optax.EmptyState(),
+        search_peak=(_rate_rule.search_init(_tree.rate_dtype(params)) if rate_search
+                     else optax.EmptyState()),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
@@ -154,12 +159,13 @@ def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
     old_rate = state.learning_rate
     # A non-finite hypergradient step (inf or NaN elements, or an overflowing product) leaves the
     # rate unchanged; the floor applies to a rate that moved.
-    searching = state.searching
+    searching, search_peak = state.searching, state.search_peak
     if multiplicative:
       sums = _rate_rule.tree_dot_and_norms(updates, previous)
       rate = _rate_rule.multiplicative(old_rate, hypergrad_lr, *sums)
       if rate_search:
-        grows, searching = _rate_rule.search_decision(searching, *sums)
+        grows, searching, search_peak = _rate_rule.search_decision(
+            searching, search_peak, *sums, stop_ratio=search.stop_ratio)
         rate = _rate_rule.scaled_where(grows, search.factor, rate, old_rate)
     else:
       dot = _tree.vdot(updates, previous)
@@ -185,7 +191,8 @@ def hypergradient(inner: optax.GradientTransformation, learning_rate: float,
         previous_direction=previous_direction,
         inner_state=inner_state,
         backtrack=backtrack_state,
-        searching=searching)
+        searching=searching,
+        search_peak=search_peak)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 

@@ -37,15 +37,31 @@ class RateSearch:
 
   A rate ``k`` times too small is corrected in ``log(k) / log(factor)`` steps (10 for 1000x at
   2), early, where consecutive gradients agree most, instead of the rule's
-  ``ln(k) / (beta E cos)``. One boolean scalar of state; the sign comes from the reduction that
-  gives the inner product.
+  ``ln(k) / (beta E cos)``. The rate grows while ``cos(g_t, d_{t-1}) > stop_ratio * peak``,
+  ``peak`` the largest cosine seen during the search; the first step with a previous direction
+  where it is not ends the search for good.
+
+  Why a fraction of the peak. Along a direction of curvature ``lambda`` a step of rate ``lr``
+  multiplies the gradient's component by ``1 - lr lambda``, so consecutive gradients agree, relative
+  to their agreement at a negligible rate, as ``1 - lr lambda``: the ratio ``cos / peak`` halves at
+  ``lr = 1 / (2 lambda)``, half the greedy rate ``1 / lambda``, and turns negative only past it.
+  The sign test (``stop_ratio = 0``) therefore stops at or past ``1 / lambda``, and with a
+  momentum or Adam direction, which lags the gradient by several steps, several doublings past
+  it, up to and beyond the stability edge ``2 / lambda``; ``stop_ratio = 1/2`` stops within a
+  factor ``factor`` below ``1 / lambda``, and the rule takes it the rest of the way.
+
+  Two scalars of state (a boolean and the peak); the cosine comes from the sums that give the
+  rule's.
 
   Attributes:
     factor: ``> 1``, the rate's growth per step while the search goes on (default 2).
     start: in ``(0, 1]``, where the search starts, relative to the factory's ``learning_rate``
       (default 1). Below 1 the search brackets from below, so a rate that is too large is never
       applied: ``learning_rate`` becomes an upper guess that costs ``log2(1 / start)`` steps
-      (10 at 1e-3, the registry's "auto" entries' value).
+      (10 at 1e-3, :func:`optax_lr.auto_adam`'s value).
+    stop_ratio: in ``[0, 1)``, the fraction of the search's largest cosine below which it ends
+      (default 0: the sign test, the bracketing phase of a line search; 1/2 in
+      :func:`optax_lr.auto_adam`).
 
   Example:
     >>> opt = optax_lr.adam_hd(1e-3, 0.1, rate_rule="multiplicative",
@@ -54,11 +70,13 @@ class RateSearch:
 
   factor: float = 2.0
   start: float = 1.0
+  stop_ratio: float = 0.0
 
   def __post_init__(self):
     _checks.in_range("RateSearch.factor", self.factor, 1.0, math.inf, low_open=True,
                      high_open=True)
     _checks.in_range("RateSearch.start", self.start, 0.0, 1.0, low_open=True)
+    _checks.in_range("RateSearch.stop_ratio", self.stop_ratio, 0.0, 1.0, high_open=True)
 
 
 @dataclasses.dataclass(frozen=True)

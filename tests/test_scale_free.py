@@ -419,3 +419,24 @@ def test_search_start_brackets_from_below():
     optax_lr.RateSearch(start=0.0)
   with pytest.raises(ValueError, match=r"RateSearch\.start"):
     optax_lr.RateSearch(start=1.5)
+
+
+def test_rate_search_stops_at_a_fraction_of_its_peak_cosine():
+  # Unit gradients at angles whose consecutive cosines are 0.8, 0.6, 0.35 (then 1): with
+  # stop_ratio 1/2 the peak is 0.8, 0.6 > 0.4 still doubles, 0.35 <= 0.4 ends the search with the
+  # rule's step 1 + 0.05 * 0.35; the sign test (stop_ratio 0) doubles a third time.
+  angles = np.cumsum([0.0, np.arccos(0.8), np.arccos(0.6), np.arccos(0.35), 0.0])
+  grads = [jnp.array([np.cos(a), np.sin(a)], jnp.float32) for a in angles]
+  half = optax_lr.sgd_hd(0.1, 0.05, rate_rule="multiplicative",
+                         search=optax_lr.RateSearch(stop_ratio=0.5))
+  rates, _, state = _run(half, grads)
+  r3 = 0.4 * (1 + 0.05 * 0.35)
+  np.testing.assert_allclose(rates, [0.1, 0.2, 0.4, r3, r3 * 1.05], rtol=1e-5)
+  assert not bool(state.searching)
+  np.testing.assert_allclose(state.search_peak, 0.8, rtol=1e-5)
+  sign, _, state = _run(optax_lr.sgd_hd(0.1, 0.05, rate_rule="multiplicative",
+                                        search=optax_lr.RateSearch()), grads)
+  np.testing.assert_allclose(sign[:4], [0.1, 0.2, 0.4, 0.8], rtol=1e-6)
+  assert bool(state.searching)  # every cosine positive: the sign test never ends it
+  with pytest.raises(ValueError, match="RateSearch.stop_ratio"):
+    optax_lr.RateSearch(stop_ratio=1.0)

@@ -183,34 +183,39 @@ _BACKTRACK = optax_lr.auto.AUTO_BACKTRACK
 
 
 def _auto_safeguards(safeguard, backtrack_factor, loss_tolerance, loss_decay, rate_search,
-                     search_start):
+                     search_start, search_stop_ratio):
   """The ``search`` and ``backtrack`` options of an auto entry from its flat config keys."""
   _checks.one_of("safeguard", safeguard, ("none", "backtrack"))
   _checks.flag("rate_search", rate_search)
   backtrack = (optax_lr.LossBacktrack(factor=backtrack_factor, tolerance=loss_tolerance,
                                       decay=loss_decay) if safeguard == "backtrack" else None)
-  search = optax_lr.RateSearch(factor=_SEARCH.factor, start=search_start) if rate_search else None
+  search = (optax_lr.RateSearch(factor=_SEARCH.factor, start=search_start,
+                                stop_ratio=search_stop_ratio) if rate_search else None)
   return dict(search=search, backtrack=backtrack)
 
 
 def _sgdn_hd_auto(learning_rate, steps_per_epoch, total_steps, hypergrad_lr=0.03,
                   momentum=0.9, safeguard="backtrack", backtrack_factor=_BACKTRACK.factor,
                   loss_tolerance=_BACKTRACK.tolerance, loss_decay=_BACKTRACK.decay,
-                  rate_search=True, search_start=_SEARCH.start):
+                  rate_search=True, search_start=_SEARCH.start,
+                  search_stop_ratio=_SEARCH.stop_ratio):
   del steps_per_epoch, total_steps
   return optax_lr.auto_sgd(learning_rate, hypergrad_lr, momentum=momentum,
                            **_auto_safeguards(safeguard, backtrack_factor, loss_tolerance,
-                                              loss_decay, rate_search, search_start))
+                                              loss_decay, rate_search, search_start,
+                                              search_stop_ratio))
 
 
 def _adam_hd_auto(learning_rate, steps_per_epoch, total_steps, hypergrad_lr=0.1, b1=0.9,
                   b2=0.999, safeguard="backtrack", backtrack_factor=_BACKTRACK.factor,
                   loss_tolerance=_BACKTRACK.tolerance, loss_decay=_BACKTRACK.decay,
-                  rate_search=True, search_start=_SEARCH.start):
+                  rate_search=True, search_start=_SEARCH.start,
+                  search_stop_ratio=_SEARCH.stop_ratio):
   del steps_per_epoch, total_steps
   return optax_lr.auto_adam(learning_rate, hypergrad_lr, b1=b1, b2=b2,
                             **_auto_safeguards(safeguard, backtrack_factor, loss_tolerance,
-                                               loss_decay, rate_search, search_start))
+                                               loss_decay, rate_search, search_start,
+                                               search_stop_ratio))
 
 
 def _adam_cam_hd_auto(learning_rate, steps_per_epoch, total_steps,
@@ -218,13 +223,14 @@ def _adam_cam_hd_auto(learning_rate, steps_per_epoch, total_steps,
                       levels=("layer", "global"), weights=(0.5, 0.5), safeguard="backtrack",
                       backtrack_factor=_BACKTRACK.factor, loss_tolerance=_BACKTRACK.tolerance,
                       loss_decay=_BACKTRACK.decay, rate_search=True,
-                      search_start=_SEARCH.start):
+                      search_start=_SEARCH.start, search_stop_ratio=_SEARCH.stop_ratio):
   del steps_per_epoch, total_steps
   return _optax_lr("adam_cam_hd")(
       learning_rate, hypergrad_lr=hypergrad_lr, b1=b1, b2=b2, levels=tuple(levels),
       combination=_cam_hd_combination(weights, combination_lr),
       rule=optax_lr.RateRule("multiplicative", **_auto_safeguards(
-          safeguard, backtrack_factor, loss_tolerance, loss_decay, rate_search, search_start)))
+          safeguard, backtrack_factor, loss_tolerance, loss_decay, rate_search, search_start,
+                                              search_stop_ratio)))
 
 
 def _drop_trigger(threshold, max_threshold, threshold_rule, relative_threshold):
