@@ -58,7 +58,7 @@ from optax_lr.schedules import (
     random_schedule,
 )
 from optax_lr.switch import SwitchState, switch_at
-from optax_lr.telemetry import learning_rates, rate_summary
+from optax_lr.telemetry import blown_up, largest_step_ratio, learning_rates, rate_summary
 from optax_lr.tlr import (
     ScaleByNaiveTLRState,
     ScaleByTLRState,
@@ -99,5 +99,5 @@ __all__ = [
     # Safeguards of the learned rates (options of the factories above)
     "LossBacktrack", "RateSearch", "WindowBacktrack",
     # Telemetry
-    "learning_rates", "rate_summary",
+    "learning_rates", "rate_summary", "blown_up", "largest_step_ratio",
 ]

@@ -15,8 +15,10 @@ import jax.numpy as jnp
 import optax
 
 from optax_lr import _tree
+from optax_lr.adasecant import BLOW_UP_RATIO
 
 _RATE_KEY = "learning_rate"
+_STEP_RATIO_KEY = "largest_step_ratio"
 
 
 def _key_name(key: Any) -> str:
@@ -96,3 +98,51 @@ def rate_summary(rates: Any) -> dict[str, jax.Array]:
       "max": jnp.max(jnp.stack([jnp.max(x) for x in leaves])),
       "norm": jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in leaves)),
   }
+
+
+def largest_step_ratio(opt_state: Any) -> jax.Array | None:
+  """The largest ``largest_step_ratio`` field anywhere in an optimizer state, or None without one.
+
+  AdaSecant and Simple AdaSecant keep this field: the largest ratio, over the updates taken, of an
+  update's norm to the norm of the first update, the one the rule takes before it has measured
+  any curvature (see :func:`optax_lr.adasecant` and :func:`optax_lr.simple_adasecant`, "Blow-up
+  test", for the derivation and its limits).
+
+  Args:
+    opt_state: the state of any optax transformation.
+
+  Returns:
+    A float32 scalar (no host copy), or None when the state holds no such field.
+  """
+  found = [jnp.asarray(value, _tree.RATE_DTYPE)
+           for _, value in optax.tree.get_all_with_path(opt_state, _STEP_RATIO_KEY)]
+  if not found:
+    return None
+  return jnp.max(jnp.stack(found))
+
+
+def blown_up(opt_state: Any) -> jax.Array:
+  """Whether a method in ``opt_state`` has reported a blow-up: a step more than
+  ``BLOW_UP_RATIO = 10`` times longer than its first step.
+
+  Reads every ``largest_step_ratio`` field (AdaSecant, Simple AdaSecant, wherever they sit in a
+  chain or wrapper); a state without one never reports a blow-up. The test is the method's own
+  and needs no loss: the training loop's divergence rule (``train.reporting.divergence``) judges
+  the loss.
+
+  Args:
+    opt_state: the state of any optax transformation.
+
+  Returns:
+    A boolean scalar (traceable: usable inside ``jit``).
+
+  Example:
+    >>> opt = optax_lr.simple_adasecant()
+    >>> state = opt.init({"w": jnp.ones(3)})
+    >>> optax_lr.blown_up(state)
+    Array(False, dtype=bool)
+  """
+  ratio = largest_step_ratio(opt_state)
+  if ratio is None:
+    return jnp.zeros((), jnp.bool_)
+  return ratio > BLOW_UP_RATIO

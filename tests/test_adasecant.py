@@ -9,6 +9,7 @@ import optax
 import pytest
 
 import optax_lr
+from optax_lr.adasecant import BLOW_UP_RATIO
 
 CURVATURES = {"a": jnp.array([0.5, 1.0, 2.0, 4.0]), "b": jnp.array([[0.25, 8.0]])}
 START = {"a": jnp.array([1.0, -2.0, 3.0, 0.5]), "b": jnp.array([[-1.5, 0.75]])}
@@ -289,7 +290,8 @@ def test_adasecant_trains_noisy_quadratic_without_collapse(use_next_grads):
 
 # Per-element fields: the statistics, the rate and the memory (not the counter or a_{t-1}).
 _ADASECANT_FIELDS = tuple(f for f in optax_lr.AdaSecantState._fields
-                          if f not in ("count", "previous_curvature"))
+                          if f not in ("count", "previous_curvature", "first_step_norm",
+                                       "largest_step_ratio"))
 
 
 @pytest.mark.parametrize("second", [1.5e19, 2e19], ids=["secant_overflows", "gradient_overflows"])
@@ -584,9 +586,10 @@ def test_adasecant_matches_numpy_transcription(rate_rule, normalize, use_next, s
 # --- The transformer language model of issue 23 -------------------------------------------------
 
 
-def _tiny_lm_losses(opt, seed, steps=12):
+def _tiny_lm_run(opt, seed, steps=12):
   """Training losses of a 1-block, width-32 byte transformer (batch 8, 16-byte windows of
-  standard-library source), next_grads = the next batch at the same parameters."""
+  standard-library source), next_grads = the next batch at the same parameters, and the final
+  optimizer state."""
   import models
   from train import text_data
 
@@ -611,9 +614,15 @@ def _tiny_lm_losses(opt, seed, steps=12):
                                   next_grads=jax.grad(loss)(params, xs[t + 1], ys[t + 1]))
       return (optax.apply_updates(params, updates), state), value
 
-    return jax.lax.scan(body, (params, opt.init(params)), jnp.arange(steps))[1]
+    (_, state), losses = jax.lax.scan(body, (params, opt.init(params)), jnp.arange(steps))
+    return losses, state
 
-  return np.asarray(run(params))
+  losses, state = run(params)
+  return np.asarray(losses), state
+
+
+def _tiny_lm_losses(opt, seed, steps=12):
+  return _tiny_lm_run(opt, seed, steps)[0]
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -630,3 +639,68 @@ def test_adasecant_does_not_blow_up_on_a_tiny_transformer(seed):
   bounded = _tiny_lm_losses(optax_lr.adasecant(), seed)
   assert np.all(np.isfinite(bounded)) and bounded.max() < uniform + 2.5
   assert bounded[-3:].mean() < uniform - 1.0
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_blow_up_test_flags_the_exploding_runs_only(seed):
+  # The same tiny transformer. Exploding: AdaSecant with the papers' rule (step_growth=inf) and
+  # Simple AdaSecant without a threshold: within 12 steps the loss passes 5 x ln 256 and a step
+  # is more than 10 times the first (measured: 15 and 36 for AdaSecant, 3e3 and 3e6 for Simple
+  # AdaSecant). Healthy: the defaults, whose first step stays the largest (ratio exactly 1).
+  # (Seed 1's papers'-rule run reaches only 9.9 in 12 steps with its loss already at 120 nats,
+  # and 18 by step 40: the test is on the steps, not the loss.)
+  uniform = math.log(256)
+  for opt, explodes in [(optax_lr.adasecant(step_growth=math.inf), True),
+                        (optax_lr.simple_adasecant(threshold=math.inf), True),
+                        (optax_lr.adasecant(), False), (optax_lr.simple_adasecant(), False)]:
+    losses, state = _tiny_lm_run(opt, seed)
+    assert (losses.max() > 5 * uniform) == explodes
+    assert bool(optax_lr.blown_up(state)) == explodes
+    assert (float(state.largest_step_ratio) > BLOW_UP_RATIO) == explodes
+    if not explodes:
+      assert float(state.largest_step_ratio) == pytest.approx(1.0)
+
+
+def test_blow_up_test_by_hand_and_on_a_quadratic():
+  # Steps of norm 2 (the first), 1 and 30 along one element: the record is 30 / 2 = 15 > 10.
+  opt = optax_lr.simple_adasecant(threshold=math.inf)
+  state = opt.init({"x": jnp.zeros(1)})
+  # Rate 1: step -2. Then the secant |(-2) / (1 - 2)| = 2: step -2. Then |(-2) / (16 - 1)|
+  # = 2/15: step -32/15, ratio 16/15.
+  for g in (2.0, 1.0, 16.0):
+    updates, state = opt.update({"x": jnp.array([g])}, state)
+  assert float(state.first_step_norm) == 2.0
+  assert float(state.largest_step_ratio) == pytest.approx(16 / 15, rel=1e-6)
+  assert not bool(optax_lr.blown_up(state))
+  # The gradient barely changes (a = 16.5 - 16 = 0.5): rate (32/15) / 0.5, step 70.4 = 35.2 x 2.
+  updates, state = opt.update({"x": jnp.array([16.5])}, state)
+  assert float(updates["x"][0]) == pytest.approx(-32 / 15 / 0.5 * 16.5, rel=1e-6)
+  assert float(state.largest_step_ratio) == pytest.approx(32 / 15 / 0.5 * 16.5 / 2, rel=1e-6)
+  assert bool(optax_lr.blown_up(state))
+  # Inside a chain, and a state without the field never reports one.
+  chained = optax.chain(optax.identity(), opt)
+  assert not bool(optax_lr.blown_up(chained.init({"x": jnp.zeros(1)})))
+  assert not bool(optax_lr.blown_up(optax.adam(1e-3).init({"x": jnp.zeros(1)})))
+  assert optax_lr.largest_step_ratio(optax.adam(1e-3).init({"x": jnp.zeros(1)})) is None
+  # A small diagonal quadratic: both methods land with their first step the largest.
+  h = jnp.array([1.0, 4.0])
+  for opt in (optax_lr.simple_adasecant(), optax_lr.adasecant()):
+    params, state = {"x": jnp.array([1.0, 1.0])}, opt.init({"x": jnp.zeros(2)})
+    for _ in range(20):
+      updates, state = opt.update({"x": h * params["x"]}, state)
+      params = optax.apply_updates(params, updates)
+    assert float(state.largest_step_ratio) == pytest.approx(1.0)
+    assert not bool(optax_lr.blown_up(state))
+
+
+def test_simple_adasecant_growth_bound_by_hand():
+  # f = 0.05 x^2 / 2 from x = 1: the first step -g = -0.05, then g = 0.0475, a = -0.0025 and the
+  # secant rate 0.05 / 0.0025 = 20 (below the threshold 100) lands: step -0.95. With
+  # step_growth=2 the rate is 2 * 0.05 / 0.0475, and the step -0.1 is twice the first.
+  for step_growth, expected in [(math.inf, -0.95), (2.0, -0.1)]:
+    opt = optax_lr.simple_adasecant(threshold=100.0, step_growth=step_growth)
+    x, state = jnp.array([1.0]), opt.init({"x": jnp.zeros(1)})
+    for _ in range(2):
+      updates, state = opt.update({"x": 0.05 * x}, state)
+      x = x + updates["x"]
+    assert float(updates["x"][0]) == pytest.approx(expected, rel=1e-5)

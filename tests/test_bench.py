@@ -707,3 +707,19 @@ def test_rate_range_doubles_the_rate_and_reports_the_cosine(tmp_path):
   assert np.all(cosines[:, 0] > 0.1)
   text = rate_range.markdown(document)
   assert f"| 1.0e-04 | {document['cosine_mean'][0]:+.3f} ± " in text
+
+
+def test_lm_summary_counts_a_finite_blow_up_as_diverged():
+  # Three seeds at one rate, two evaluations. Seed 0 learns (2.9 nats at the end); seed 1 ends at
+  # 535 nats, finite but far above 3 x ln 256 = 16.64; seed 2 ends at NaN. The held-out losses
+  # of both blown-up seeds are capped at ln 256 = 5.545, and both count as diverged.
+  result = {"learning_rates": [None], "compile_seconds": 1.0, "run_seconds": 1.0,
+            "train_loss": np.array([[[4.0, 2.9], [20.0, 535.0], [5.0, math.nan]]]),
+            "test_loss": np.array([[[4.0, 2.9], [20.0, 535.0], [5.0, math.nan]]]),
+            "rate": np.ones((1, 3, 2))}
+  (entry,) = compare.summarize_lm("simple_adasecant", result, "rate_free")
+  assert entry["diverged_seeds"] == 2
+  assert entry["final_loss"]["mean"] == pytest.approx((2.9 + 2 * math.log(256)) / 3)
+  # At the bound (16.6 nats) a seed is slow, not diverged.
+  result["train_loss"][0, 1, -1] = 3 * math.log(256)
+  assert compare.summarize_lm("x", result, "rate_free")[0]["diverged_seeds"] == 1

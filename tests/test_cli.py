@@ -304,3 +304,24 @@ def test_curves_are_drawn_once_at_the_end_of_a_short_run(tmp_path, monkeypatch):
                    "--set", "plot_every_seconds=0"]) == 0
   assert drawn == [1, 2, 3]  # 0 s: after every epoch, and nothing more at the end
   assert (tmp_path / "b" / "curves.png").exists()
+
+
+def test_the_last_epoch_is_judged_by_the_tighter_bound(tmp_path, capsys, monkeypatch):
+  # The wiring of the last-epoch rule: with its factor lowered below any loss (1e-6 x log(10)),
+  # a healthy 2-epoch run of the main job passes epoch 1 and diverges at epoch 2, its last
+  # (status 3); the real factor 3 passes the same run (its loss ends near 0.3, below 6.9).
+  monkeypatch.setattr(reporting, "FINAL_DIVERGENCE_FACTOR", 1e-6)
+  workdir = tmp_path / "run"
+  args = ["--workdir", str(workdir), "--set", "num_epochs=2", "--set", "progress=false",
+          "--set", "plot=false", "--set", "optimizer=simple_adasecant"]
+  assert cli.main(args) == cli.EXIT_DIVERGED
+  captured = capsys.readouterr()
+  rows = train.read_metrics(str(workdir))
+  assert [r["diverged"] for r in rows] == [False, True]
+  assert "at the last epoch, above 0.0 = 1e-06 x log(10)" in captured.out
+  assert "1e-06 x at the last epoch" in captured.err and captured.err.count("\n") == 1
+  # The optimizer's own test is read into every row.
+  assert all(r["blown_up"] is False and r["largest_step_ratio"] >= 1.0 for r in rows)
+  monkeypatch.setattr(reporting, "FINAL_DIVERGENCE_FACTOR", 3.0)
+  args[1] = str(tmp_path / "real")
+  assert cli.main(args) == 0

@@ -196,6 +196,43 @@ def test_divergence_is_a_non_finite_loss_or_100_times_the_chance_level_loss():
   assert message.startswith("diverged: the training loss of epoch 1 is 2.662e+15, above 230.3")
 
 
+def test_the_last_epoch_diverges_above_3_times_the_chance_level_loss():
+  # A byte model: log(256) = 5.545177; the per-epoch bound 554.5 lets the exploded Simple
+  # AdaSecant run (535 nats held out, 429 over its last 50 steps) through, the last epoch's
+  # bound 3 x 5.545177 = 16.64 does not.
+  assert reporting.divergence_bound(256) == pytest.approx(554.5177, rel=1e-6)
+  assert reporting.divergence_bound(256, final=True) == pytest.approx(16.63553, rel=1e-6)
+  assert reporting.divergence_bound(10, final=True) == pytest.approx(6.907755, rel=1e-6)
+  assert reporting.divergence(535.0, 256) is None  # a middle epoch may still recover
+  assert reporting.divergence(535.0, 256, final=True) == (
+      "is 535.0000 at the last epoch, above 16.6 = 3 x log(256), the chance-level loss")
+  assert reporting.divergence(16.6, 256, final=True) is None
+  assert reporting.divergence(7.0, 10, final=True).startswith("is 7.0000 at the last epoch, "
+                                                              "above 6.9 = 3 x log(10)")
+  # A run that learned nothing ends at chance level: slow, not diverged.
+  assert reporting.divergence(2.302585, 10, final=True) is None
+  # Above the per-epoch bound, the message names that bound, last epoch or not.
+  assert reporting.divergence(600.0, 256, final=True).startswith("is 600.0000, above 554.5")
+  assert reporting.divergence(float("nan"), 10, final=True) == "is not finite"
+
+
+def test_blow_up_reads_the_optimizer_s_own_test():
+  assert reporting.blow_up(_row(1)) is None  # an optimizer without the test
+  assert reporting.blow_up(_row(1, largest_step_ratio=10.0)) is None  # at the bound: not above
+  message = reporting.blow_up(_row(1, largest_step_ratio=88.6))
+  assert message == ("the optimizer reports a blow-up: a step 88.6 times its first (above 10, "
+                     "optax_lr.blown_up)")
+  rows = [_row(1, largest_step_ratio=1.0, blown_up=False),
+          _row(2, largest_step_ratio=88.6, blown_up=True)]
+  lines = reporting.summary_table(rows).splitlines()
+  assert lines[3].endswith("blown up") and not lines[2].endswith("blown up")
+  assert lines[-1] == message
+  # rate_values reads the field wherever it sits in a state.
+  opt = optax.chain(optax.clip_by_global_norm(1.0), optax_lr.simple_adasecant())
+  values = reporting.rate_values(opt.init({"w": jnp.ones(3)}), {"w": jnp.ones(3)})
+  assert float(values["largest_step_ratio"]) == 0.0
+
+
 def test_rate_curves_keep_one_kind_of_quantity():
   keys = ["learning_rate/mean", "learning_rate/min", "learning_rate/max", "learning_rate/norm",
           "learning_rate/global", "learning_rate/layer/Dense_0/kernel",

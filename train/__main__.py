@@ -10,9 +10,9 @@ and the config's values, and the run validates the config (``train.configs.valid
 live registries), then builds the optimizer once with the dataset's real step counts (its option
 ranges) and checks the devices, the data and the workdir. A bad argument fails within a few
 seconds (the JAX imports) with a one-line ``error: ...`` and exit status 2. A run whose
-training loss stops being finite or goes above 100 times the chance-level loss
-(``train.reporting.divergence_bound``) ends with exit status 3 (``--set
-stop_on_divergence=false`` keeps it going).
+training loss stops being finite or goes above 100 times the chance-level loss, or whose last
+epoch ends above 3 times it (``train.reporting.divergence_bound``), ends with exit status 3
+(``--set stop_on_divergence=false`` keeps it going).
 
 Multi-host: start one process per host with the same ``--coordinator HOST:PORT`` and
 ``--num_processes N`` and its own ``--process_id``; ``jax.distributed.initialize`` runs before
@@ -59,7 +59,8 @@ def _set_keys_help(preset: str) -> str:
   lines.append(config_schema.models_help())
   lines.append(f"Exit status: 0 done, 2 bad arguments (nothing written), {EXIT_DIVERGED} the "
                "run diverged (an epoch's training loss not finite, or above "
-               "train.reporting.divergence_bound: 100 x the chance-level loss).")
+               "train.reporting.divergence_bound: 100 x the chance-level loss, 3 x at the last "
+               "epoch).")
   return "\n".join(lines)
 
 
@@ -199,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
            if config.stop_on_divergence else " and did not recover by the last epoch")
     first = next(r for r in rows if r.get("diverged"))
     loss = first["train_loss"]
-    reason = (f"is {loss:.3e}, above {reporting.DIVERGENCE_FACTOR:g} x the chance-level loss"
+    reason = (f"is {loss:.3e}, above {reporting.DIVERGENCE_FACTOR:g} x the chance-level loss, or "
+              f"{reporting.FINAL_DIVERGENCE_FACTOR:g} x at the last epoch"
               if loss is not None and math.isfinite(loss) else "is not finite")
     print(f"error: training diverged at epoch {first['epoch']} (the training loss {reason}){how}",
           file=sys.stderr)

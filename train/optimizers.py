@@ -324,9 +324,10 @@ def _adasecant(learning_rate, steps_per_epoch, total_steps, **options):
   return _optax_lr("adasecant")(**options)
 
 
-def _simple_adasecant(learning_rate, steps_per_epoch, total_steps, threshold=10.0, mode="zero"):
+def _simple_adasecant(learning_rate, steps_per_epoch, total_steps, threshold=10.0, mode="zero",
+                      step_growth=math.inf):
   del learning_rate, steps_per_epoch, total_steps
-  return _optax_lr("simple_adasecant")(threshold=threshold, mode=mode)
+  return _optax_lr("simple_adasecant")(threshold=threshold, mode=mode, step_growth=step_growth)
 
 
 def _cus_adam(learning_rate, steps_per_epoch, total_steps, b1=0.9, b2=0.999, eps=1e-8):

@@ -1,5 +1,6 @@
 """What a run reports about itself: its rates under readable metric keys, the epoch line, the
-summary table and the divergence rule (:func:`divergence`).
+summary table, the divergence rule (:func:`divergence`) and the optimizer's own blow-up test
+(:func:`blow_up`).
 
 Metric keys (one value per epoch in ``metrics.jsonl``, read at the end of the epoch):
 
@@ -17,7 +18,10 @@ Metric keys (one value per epoch in ``metrics.jsonl``, read at the end of the ep
 - ``combination_weights/<level>``: CAM-HD's weights ``gamma`` (dimensionless, summing to 1);
 - ``angular_velocity``: AutoDrop's angle in degrees;
 - ``reduce_on_plateau/scale``: ``optax.contrib.reduce_on_plateau``'s factor, already applied to
-  the rates above (they are the rates the updates see).
+  the rates above (they are the rates the updates see);
+- ``largest_step_ratio``: AdaSecant's and Simple AdaSecant's blow-up test
+  (:func:`optax_lr.largest_step_ratio`: the largest step so far over the first); above
+  ``BLOW_UP_RATIO`` (10) the row gets ``"blown_up": true`` (:func:`blow_up`).
 
 A state with several rate fields (``optax_lr.switch_at``) keeps each field's path in front
 (``first_state/hyperparams/learning_rate``) so no two fields share a key.
@@ -35,9 +39,11 @@ import numpy as np
 import optax
 
 import optax_lr
+from optax_lr.adasecant import BLOW_UP_RATIO
 
 PyTree = Any
 RATE = "learning_rate"
+STEP_RATIO = "largest_step_ratio"
 WEIGHTS = "combination_weights"
 SUMMARY = ("mean", "min", "max", "norm")
 
@@ -138,6 +144,9 @@ def rate_values(opt_state: PyTree, params: PyTree | None = None) -> dict[str, ja
     scale = _scalar(plateaus[0].scale)
     values = {k: v * scale if RATE in k else v for k, v in values.items()}
     values["reduce_on_plateau/scale"] = scale
+  ratio = optax_lr.largest_step_ratio(opt_state)
+  if ratio is not None:
+    values[STEP_RATIO] = ratio
   angles = optax.tree.get_all_with_path(opt_state, "angular_velocity")
   for i, (_, angle) in enumerate(angles):
     values["angular_velocity" if len(angles) == 1 else f"angular_velocity/{i}"] = _scalar(angle)
@@ -200,33 +209,59 @@ def is_finite(value: float | None) -> bool:
 #: ``log(num_classes)`` has diverged (see :func:`divergence_bound`).
 DIVERGENCE_FACTOR = 100.0
 
+#: The last epoch of a run diverged when its mean training loss exceeds this many times the
+#: chance-level loss (see :func:`divergence`).
+FINAL_DIVERGENCE_FACTOR = 3.0
 
-def divergence_bound(num_classes: int) -> float:
+
+def divergence_bound(num_classes: int, final: bool = False) -> float:
   """The largest mean training loss of an epoch that is not divergence:
-  ``DIVERGENCE_FACTOR * log(num_classes)`` (230.3 for 10 classes).
+  ``DIVERGENCE_FACTOR * log(num_classes)`` (230.3 for 10 classes), and
+  ``FINAL_DIVERGENCE_FACTOR * log(num_classes)`` (6.9 for 10 classes) for the run's last epoch.
 
   ``log(num_classes)`` is the cross-entropy of predicting every class with equal probability,
   and about the loss of a freshly initialised classifier, so the bound is also about 100 times
   the run's starting loss. A mean loss 100 times larger means the correct class is given
   probability ``num_classes ** -100`` on average: the logits have blown up, not a slow or noisy
-  run (a run that learns stays below ``log(num_classes)`` after its first epoch). The bound needs
-  no state of the run, so a resumed run judges every epoch exactly as an uninterrupted one.
+  run (a run that learns stays below ``log(num_classes)`` after its first epoch), and the run
+  stops there. Below it a run may still recover, so a middle epoch is not judged more tightly;
+  the last epoch is: a run that *ends* above 3 times the chance-level loss gives the correct
+  class ``num_classes ** -3`` on average, ``num_classes ** 2`` times less than guessing, after
+  all its epochs to recover (a run that learned nothing ends near ``log(num_classes)``). Without
+  it a byte language model (256 classes, bound 554.5) that ends at 535 nats would pass. Both
+  bounds need no state of the run, so a resumed run judges every epoch exactly as an
+  uninterrupted one.
   """
   if num_classes < 2:
     raise ValueError(f"`num_classes` must be >= 2; got {num_classes}")
-  return DIVERGENCE_FACTOR * math.log(num_classes)
+  return (FINAL_DIVERGENCE_FACTOR if final else DIVERGENCE_FACTOR) * math.log(num_classes)
 
 
-def divergence(train_loss: float | None, num_classes: int) -> str | None:
+def divergence(train_loss: float | None, num_classes: int, final: bool = False) -> str | None:
   """Why an epoch with this mean training loss diverged (``"is not finite"``, ``"is 2.662e+15,
-  above 230.3 = 100 x log(10), the chance-level loss"``), or None when it did not."""
+  above 230.3 = 100 x log(10), the chance-level loss"``), or None when it did not; ``final``:
+  the run's last epoch, judged by the tighter bound (:func:`divergence_bound`)."""
   if not is_finite(train_loss):
     return "is not finite"
   bound = divergence_bound(num_classes)
   if train_loss > bound:
     return (f"is {_metric(train_loss)}, above {bound:.1f} = {DIVERGENCE_FACTOR:g} x "
             f"log({num_classes}), the chance-level loss")
+  final_bound = divergence_bound(num_classes, final=True)
+  if final and train_loss > final_bound:
+    return (f"is {_metric(train_loss)} at the last epoch, above {final_bound:.1f} = "
+            f"{FINAL_DIVERGENCE_FACTOR:g} x log({num_classes}), the chance-level loss")
   return None
+
+
+def blow_up(row: Mapping[str, Any]) -> str | None:
+  """Why the optimizer reports a blow-up in this metric row (its ``largest_step_ratio`` above
+  ``BLOW_UP_RATIO``, 10), or None."""
+  ratio = row.get(STEP_RATIO)
+  if ratio is None or not ratio > BLOW_UP_RATIO:
+    return None
+  return (f"the optimizer reports a blow-up: a step {_number(ratio)} times its first "
+          f"(above {BLOW_UP_RATIO:g}, optax_lr.blown_up)")
 
 
 def diverged_message(row: Mapping[str, Any], reason: str, stopping: bool) -> str:
@@ -271,7 +306,8 @@ def summary_table(rows: Sequence[Mapping[str, Any]], max_rows: int = 12) -> str:
         cell(row["epoch"], 5, "d"), cell(row["train_loss"], 10, "metric"),
         cell(row["test_loss"], 10, "metric"), cell(row["test_accuracy"], 8, "metric"),
         cell(representative_rate(row), 10, ".3g"), cell(row["epoch_time"], 7, ".2f"),
-        cell(row["images_per_second"], 8, ".0f")]) + ("  diverged" if row.get("diverged") else ""))
+        cell(row["images_per_second"], 8, ".0f")]) + ("  diverged" if row.get("diverged") else "")
+        + ("  blown up" if row.get("blown_up") else ""))
   if rows:
     accuracies = [r for r in rows if is_finite(r["test_accuracy"])]
     total = sum(r["epoch_time"] for r in rows)
@@ -282,4 +318,6 @@ def summary_table(rows: Sequence[Mapping[str, Any]], max_rows: int = 12) -> str:
     lines.append(f"final test accuracy {final}; {best_text}; {total:.1f} s in epochs")
     if rows[-1].get("diverged"):
       lines.append(f"the run diverged at epoch {rows[-1]['epoch']}")
+    if rows[-1].get("blown_up"):
+      lines.append(blow_up(rows[-1]))
   return "\n".join(lines)

@@ -507,9 +507,11 @@ def train_and_evaluate(config: Config, workdir: str,
   Each epoch logs one line with its losses, accuracy and rate(s) (:mod:`train.reporting`); the
   rows go to ``metrics.jsonl`` and ``curves.png`` is redrawn at most every
   ``plot_every_seconds`` and at the end. An epoch whose mean training loss is not finite or
-  above :func:`train.reporting.divergence_bound` (100 times the chance-level loss) is logged
-  with ``"diverged": true`` and, with ``stop_on_divergence`` (default), ends the run there
-  without checkpointing its state.
+  above :func:`train.reporting.divergence_bound` (100 times the chance-level loss; 3 times for
+  the run's last epoch) is logged with ``"diverged": true`` and, with ``stop_on_divergence``
+  (default), ends the run there without checkpointing its state. An optimizer that reports its
+  own blow-up test (AdaSecant, Simple AdaSecant: ``largest_step_ratio``) gets ``"blown_up"`` in
+  every row and a warning line when it first fires (:func:`train.reporting.blow_up`).
 
   Args:
     config: the run's :class:`~train.configs.Config`.
@@ -620,8 +622,12 @@ def _train_locked(setup: Setup, dataset: input_pipeline.Dataset, workdir: str,
         row = {"epoch": epoch, "step": int(to_host(canonical.step)), "train_loss": train_loss,
                "test_loss": test["test_loss"], "test_accuracy": test["test_accuracy"]}
         row.update(optimizer_metrics(canonical.opt_state, canonical.params))
-        reason = reporting.divergence(train_loss, setup.info.num_classes)
+        reason = reporting.divergence(train_loss, setup.info.num_classes,
+                                      final=done == setup.total_steps)
         row["diverged"] = reason is not None
+        blow_up = reporting.blow_up(row)
+        if reporting.STEP_RATIO in row:
+          row["blown_up"] = blow_up is not None
         row["epoch_time"] = time.perf_counter() - start
         row["images_per_second"] = (done - epoch_start_step) * config.batch_size / train_time
         if bar is not None:
@@ -635,6 +641,8 @@ def _train_locked(setup: Setup, dataset: input_pipeline.Dataset, workdir: str,
           if curves is not None:
             curves.update(rows)
         log(reporting.epoch_line(row, config.num_epochs))
+        if blow_up is not None and not (len(rows) > 1 and rows[-2].get("blown_up")):
+          log(f"warning: {blow_up} at epoch {epoch}")
         if row["diverged"]:
           log(reporting.diverged_message(row, reason, stopping=config.stop_on_divergence))
           if config.stop_on_divergence:  # before the checkpoint: the diverged state is not saved

@@ -412,7 +412,9 @@ def _capped(values: np.ndarray) -> np.ndarray:
 def summarize_lm(name: str, result: dict[str, Any], kind: str) -> list[dict[str, Any]]:
   """One entry per initial rate of :func:`train.bench.lm.run_lm_grid`'s result: final and best
   held-out loss (capped at :data:`LM_CHANCE_LOSS`) as mean ± s.e. over seeds, the diverged seeds
-  (a non-finite training loss at the end) and the curves per evaluation."""
+  (a training loss at the end that is not finite or above ``lm.DIVERGENCE_FACTOR`` times
+  :data:`LM_CHANCE_LOSS`, 16.6 nats: an exploded run that stays finite, 535 nats, is counted
+  too, not only capped at chance) and the curves per evaluation."""
   entries = []
   for i, lr in enumerate(result["learning_rates"]):
     test = _capped(result["test_loss"][i])
@@ -421,7 +423,8 @@ def summarize_lm(name: str, result: dict[str, Any], kind: str) -> list[dict[str,
         "method": name, "kind": kind, "learning_rate": lr,
         "final_loss": mean_and_standard_error(list(test[:, -1])),
         "best_loss": mean_and_standard_error(list(test.min(axis=1))),
-        "diverged_seeds": int(np.sum(~np.isfinite(train[:, -1]))),
+        "diverged_seeds": int(np.sum(~(np.isfinite(train[:, -1]) & (
+            train[:, -1] <= lm.DIVERGENCE_FACTOR * LM_CHANCE_LOSS)))),
         "curves": {"test_loss": curve(test), "train_loss": curve(train),
                    "rate": curve(result["rate"][i])},
         "curves_se": {"test_loss": curve_se(test), "rate": curve_se(result["rate"][i])},

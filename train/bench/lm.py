@@ -127,7 +127,9 @@ def train_lm(tx: optax.GradientTransformation, *, seed: int = 0, needs_next: boo
   Returns:
     A dict: ``train_loss`` (list, per step), ``val_loss`` (held-out mean loss at the end),
     ``initial_val_loss``, ``rate_max`` (per-group largest rate at the end), ``seconds``,
-    ``diverged`` (:func:`diverged`: finite losses far above the start count too).
+    ``diverged`` (:func:`diverged`: finite losses far above the start count too),
+    ``largest_step_ratio`` (``optax_lr.largest_step_ratio``, None for a state without one) and
+    ``blown_up`` (``optax_lr.blown_up``: the method's own blow-up test).
   """
   corpus = text_data.load_corpus(max_bytes=task.corpus_bytes, held_out=0.1)
   model = models.TransformerLM(num_layers=task.num_layers, width=task.width,
@@ -169,7 +171,13 @@ def train_lm(tx: optax.GradientTransformation, *, seed: int = 0, needs_next: boo
   val = held_out(params)
   return {"train_loss": losses, "val_loss": val, "initial_val_loss": initial,
           "rate_max": rate_group_max(opt_state), "seconds": seconds,
-          "diverged": diverged(losses, initial, val)}
+          "diverged": diverged(losses, initial, val),
+          "largest_step_ratio": _optional_float(optax_lr.largest_step_ratio(opt_state)),
+          "blown_up": bool(optax_lr.blown_up(opt_state))}
+
+
+def _optional_float(value: jax.Array | None) -> float | None:
+  return None if value is None else float(value)
 
 
 def diverged(train_loss: Sequence[float], initial: float, final: float,
@@ -201,7 +209,10 @@ def summary(result: dict[str, Any]) -> str:
   return (f"train[:50]={losses[:50].mean():.3f} train[-50:]={losses[-50:].mean():.3f} "
           f"val={result['val_loss']:.3f} (init {result['initial_val_loss']:.3f}) "
           f"{result['seconds']:.0f}s max_rate: {rates or '-'}"
-          + ("  DIVERGED (loss far above its start)" if result["diverged"] else ""))
+          + (f" step_ratio={ratio:.3g}" if (ratio := result.get("largest_step_ratio")) is not None
+             else "")
+          + ("  DIVERGED (loss far above its start)" if result["diverged"] else "")
+          + ("  BLOWN UP (the optimizer's own test)" if result.get("blown_up") else ""))
 
 
 def main(argv: Sequence[str]) -> None:
