@@ -11,12 +11,17 @@ leading axis (an embedding-like 2048x64 table), on a trailing axis (a 64x128 den
   - the compiled step (update + ``optax.apply_updates``) holds no collective whose result is larger
     than a per-filter vector (the widest filter axis, 128): reductions are per-leaf or per-filter
     sums combined as scalars, and no parameter is gathered;
+  - the same compiled step, donated, holds no ``copy`` of a parameter's size, whole or per device
+    (the partitioned HLO holds per-device shapes) outside the window loops, but the copies
+    ``tests/test_memory.py`` pins per leaf (``KNOWN_COPIES``), exactly: a sharded step updates
+    its state and the parameters in place as the one-device step does;
   - the 8-device run equals the 1-device run to 1e-6 (relative to each leaf's largest value), over
     six steps, so that a window or boundary (AutoDrop's at step 5) is crossed too.
 """
 
 from __future__ import annotations
 
+import math
 import re
 
 import jax
@@ -29,6 +34,8 @@ from jax.sharding import PartitionSpec as P
 
 import optax_lr
 from tests.test_conformance import CASES, _value_arg
+from tests.test_memory import KNOWN_COPIES, read_then_replace
+from train.bench.hlo import parameter_sized_copies
 
 _LAYOUT = {
     "embed": {"embedding": ((2048, 64), P("data", None))},
@@ -76,6 +83,8 @@ def _loss(params):
 
 
 def _extra_args(case, grad_fn, params):
+  if case is None:
+    return {}
   if case.extra_args is _value_arg:
     return {"value": _loss(params)}
   return case.extra_args(grad_fn, params)
@@ -90,6 +99,25 @@ def _step_fn(case, opt):
     return optax.apply_updates(params, updates), state
 
   return step
+
+
+def _kernels() -> list[tuple[tuple[int, ...], P]]:
+  """The layout's leaves larger than the widest filter axis. A bias, whole or per device, has the
+  size of a per-filter vector (the conv kernel's filter rates), so a copy of that size is not
+  told apart from one of a rate vector: small leaves are left out, as ``tests/test_memory.py``
+  leaves them out."""
+  return [leaf for leaf in jax.tree.leaves(_LAYOUT, is_leaf=_is_spec)
+          if math.prod(leaf[0]) > _WIDEST_FILTER]
+
+
+def _copies(compiled, mesh, per_device: bool = True) -> list[str]:
+  """The compiled step's copies of a kernel's size, whole or (``per_device``) per device: the
+  partitioned HLO holds per-device shapes."""
+  sizes = {math.prod(shape) for shape, _ in _kernels()}
+  if per_device:
+    sizes |= {math.prod(NamedSharding(mesh, spec).shard_shape(shape))
+              for shape, spec in _kernels()}
+  return parameter_sized_copies(compiled.as_text(), sizes)
 
 
 def _dict_keys(path) -> tuple[str, ...]:
@@ -147,6 +175,8 @@ def test_fsdp_sharding(case):
   step = jax.jit(_step_fn(case, opt), donate_argnums=(0, 1))
   compiled = step.lower(params, state).compile()
   assert _large_collectives(compiled.as_text()) == []
+  copies = _copies(compiled, mesh)
+  assert len(copies) == KNOWN_COPIES.get(case.name, 0) * len(_kernels()), "\n".join(copies)
   for _ in range(_STEPS):
     params, state = step(params, state)
   assert _check_state_shardings(state, params) == buffers
@@ -175,6 +205,20 @@ def test_checker_sees_a_gathered_parameter():
   assert _large_collectives(gathered.lower(params).compile().as_text())
   summed = jax.jit(lambda p: jax.tree.map(lambda x: x * jnp.sum(x), p))
   assert _large_collectives(summed.lower(params).compile().as_text()) == []
+
+
+def test_copy_check_sees_a_copy():
+  # The copy check itself, on test_memory's read-then-replace pattern: unordered, each kernel is
+  # copied twice (the old buffer, and the new value into the output), at its per-device shape (a
+  # count of whole sizes alone misses them); written through _tree.after, not at all.
+  mesh = _mesh()
+  for ordered, expected in ((False, 2 * len(_kernels())), (True, 0)):
+    params = jax.device_put(_params(), _shardings(mesh))
+    opt = read_then_replace(ordered)
+    step = jax.jit(_step_fn(None, opt), donate_argnums=(0, 1))
+    compiled = step.lower(params, opt.init(params)).compile()
+    assert len(_copies(compiled, mesh)) == expected
+    assert _copies(compiled, mesh, per_device=False) == []
 
 
 def test_every_public_factory_is_covered():
