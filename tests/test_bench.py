@@ -8,6 +8,7 @@ import json
 import math
 import mmap
 import re
+import time
 
 import jax
 import jax.numpy as jnp
@@ -723,3 +724,17 @@ def test_lm_summary_counts_a_finite_blow_up_as_diverged():
   # At the bound (16.6 nats) a seed is slow, not diverged.
   result["train_loss"][0, 1, -1] = 3 * math.log(256)
   assert compare.summarize_lm("x", result, "rate_free")[0]["diverged_seeds"] == 1
+
+
+def test_reuse_of_another_task_stops_before_training(tmp_path, capsys):
+  earlier = tmp_path / "earlier.json"
+  earlier.write_text(json.dumps({"dataset": "digits", "seeds": [0, 1, 2],
+                                 "learning_rates": [1e-4], "optimizer_options": {},
+                                 "epochs": 30}))
+  start = time.perf_counter()
+  with pytest.raises(SystemExit):
+    compare.main(["--dataset", "digits", "--methods", "sgd", "--learning-rates", "1e-3",
+                  "--reuse", str(earlier), "--out", str(tmp_path / "c.json")])
+  assert time.perf_counter() - start < 5  # nothing trained
+  assert "`learning_rates` is [0.0001], this run's would be [0.001]" in capsys.readouterr().err
+  assert not (tmp_path / "c.json").exists()

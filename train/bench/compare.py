@@ -735,6 +735,20 @@ def main(argv: list[str]) -> None:
   wide = args.dataset in WIDE_DATASETS
   rates = args.learning_rates or list(WIDE_LEARNING_RATES if wide else LEARNING_RATES)
   methods = args.methods or (list(ISSUE_METHODS) if wide else None)
+  earlier = None
+  if args.reuse:  # checked before any training: the task's keys known from the arguments
+    with open(args.reuse) as f:
+      earlier = json.load(f)
+    known = {"dataset": args.dataset, "seeds": list(range(args.seeds)),
+             "learning_rates": list(rates), "optimizer_options": args.options}
+    if args.dataset == lm.LM_DATASET:
+      known["steps"] = args.steps or (LM_QUICK_STEPS if args.quick else LM_FULL_STEPS)
+    else:
+      known["epochs"] = args.epochs or epochs_for(args.dataset, args.quick)
+    for key, value in known.items():
+      if earlier.get(key) != value:
+        parser.error(f"--reuse {args.reuse}: its `{key}` is {earlier.get(key)!r}, this run's "
+                     f"would be {value!r} (entries are comparable only on the same task)")
   if args.dataset == lm.LM_DATASET:
     steps = args.steps or (LM_QUICK_STEPS if args.quick else LM_FULL_STEPS)
     document = run_lm_compare(methods, steps=steps, seeds=tuple(range(args.seeds)),
@@ -753,9 +767,7 @@ def main(argv: list[str]) -> None:
     table = markdown(document)
     curve_key, label = "test_accuracy", "test accuracy"
   document["quick"] = args.quick
-  if args.reuse:
-    with open(args.reuse) as f:
-      earlier = json.load(f)
+  if earlier is not None:
     document = reuse_entries(document, earlier, args.reuse)
   json_path, md_path, figure_prefix = default_paths("compare", args.quick, args.out,
                                                     args.dataset)
