@@ -379,6 +379,7 @@ def test_compare_reads_autodrop_and_keeps_rate_curves():
   angle = entry["curves"]["angular_velocity"]
   assert angle[0] is None and 0.0 < angle[1] < 180.0
   assert entry["curves"]["rate/learning_rate"] == pytest.approx([0.1, 0.1])
+  assert entry["rate_per_seed"] == [pytest.approx([0.1, 0.1])]  # one seed, two epochs
   assert document["goal"]["auto_methods"] == ["autodrop_sgd_auto"]
   assert document["goal"]["auto_diverged"] == []
 
@@ -720,6 +721,7 @@ def test_lm_summary_counts_a_finite_blow_up_as_diverged():
             "rate": np.ones((1, 3, 2))}
   (entry,) = compare.summarize_lm("simple_adasecant", result, "rate_free")
   assert entry["diverged_seeds"] == 2
+  assert entry["rate_per_seed"] == [[1.0, 1.0]] * 3  # each seed's rate, not only the mean
   assert entry["final_loss"]["mean"] == pytest.approx((2.9 + 2 * math.log(256)) / 3)
   # At the bound (16.6 nats) a seed is slow, not diverged.
   result["train_loss"][0, 1, -1] = 3 * math.log(256)

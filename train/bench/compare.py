@@ -77,6 +77,7 @@ from train.bench.stats import (
   curve_se,
   difference,
   mean_and_standard_error,
+  per_seed,
   worst_case,
   worst_setting,
 )
@@ -428,6 +429,7 @@ def summarize_lm(name: str, result: dict[str, Any], kind: str) -> list[dict[str,
         "curves": {"test_loss": curve(test), "train_loss": curve(train),
                    "rate": curve(result["rate"][i])},
         "curves_se": {"test_loss": curve_se(test), "rate": curve_se(result["rate"][i])},
+        "rate_per_seed": per_seed(result["rate"][i]),
         "compile_s": result["compile_seconds"], "run_s": result["run_seconds"]})
   return entries
 

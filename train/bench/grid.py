@@ -24,6 +24,7 @@ from train.bench.stats import (
   curve,
   curve_se,
   mean_and_standard_error,
+  per_seed,
   summarize_setting,
 )
 from train.configs import Config, get_config
@@ -354,15 +355,17 @@ def autodrop_events(num_drops: np.ndarray, drop_pending: np.ndarray) -> dict[str
 def summarize_grid(name: str, result: GridResult, extra: dict[str, Any] | None = None,
                    keep_rate_keys: bool = False) -> list[dict[str, Any]]:
   """One JSON entry per setting of ``result``: summaries, mean curves over seeds (``"curves"``)
-  and their standard errors (``"curves_se"``, for :data:`SE_CURVES`), and for AutoDrop the drops
-  and triggers per seed (``"autodrop"``, :func:`autodrop_events`)."""
+  and their standard errors (``"curves_se"``, for :data:`SE_CURVES`), each seed's rate per epoch
+  (``"rate_per_seed"``), and for AutoDrop the drops and triggers per seed (``"autodrop"``,
+  :func:`autodrop_events`)."""
   entries = []
   for i, lr in enumerate(result.learning_rates):
     metrics = {k: v[i] for k, v in result.metrics.items()}
     entry = {"method": name, "learning_rate": lr, **(extra or {}),
              **summarize_setting(metrics["test_accuracy"], metrics["train_loss"]),
              "curves": {k: curve(metrics[k]) for k in CURVES},
-             "curves_se": {k: curve_se(metrics[k]) for k in SE_CURVES}}
+             "curves_se": {k: curve_se(metrics[k]) for k in SE_CURVES},
+             "rate_per_seed": per_seed(metrics["rate"])}
     if "autodrop/num_drops" in metrics:
       entry["autodrop"] = autodrop_events(metrics["autodrop/num_drops"],
                                           metrics["autodrop/drop_pending"])

@@ -123,6 +123,12 @@ def curve(values: np.ndarray) -> list[float | None]:
   return [finite_or_none(v) for v in mean]
 
 
+def per_seed(values: np.ndarray) -> list[list[float | None]]:
+  """Each seed's own curve (rows of a seeds x epochs array) as JSON-safe floats: the spread of a
+  method over seeds is read from these (a mean curve hides which seed went where)."""
+  return [[finite_or_none(v) for v in row] for row in np.asarray(values, np.float64)]
+
+
 def curve_se(values: np.ndarray) -> list[float | None]:
   """Standard error over seeds per epoch of :func:`curve` (finite seeds; None below two)."""
   return [mean_and_standard_error(column)["se"] for column in np.asarray(values, np.float64).T]
