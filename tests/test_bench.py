@@ -740,3 +740,15 @@ def test_reuse_of_another_task_stops_before_training(tmp_path, capsys):
   assert time.perf_counter() - start < 5  # nothing trained
   assert "`learning_rates` is [0.0001], this run's would be [0.001]" in capsys.readouterr().err
   assert not (tmp_path / "c.json").exists()
+
+
+def test_compare_command_reuse_writes_the_merged_page(tmp_path):
+  common = ["--dataset", "digits", "--epochs", "1", "--seeds", "1", "--learning-rates", "0.01"]
+  compare.main([*common, "--methods", "sgd", "prodigy", "--out", str(tmp_path / "a.json")])
+  compare.main([*common, "--methods", "sgd", "--reuse", str(tmp_path / "a.json"),
+                "--out", str(tmp_path / "b.json")])
+  document = json.loads((tmp_path / "b.json").read_text())
+  assert [w["method"] for w in document["worst_case"]] == ["sgd", "prodigy"]
+  assert document["reused"]["methods"] == ["prodigy"]
+  text = (tmp_path / "b.md").read_text()
+  assert f"Reused from `{tmp_path / 'a.json'}`" in text and "| prodigy | peer |" in text

@@ -756,7 +756,7 @@ def main(argv: list[str]) -> None:
     document = run_lm_compare(methods, steps=steps, seeds=tuple(range(args.seeds)),
                               learning_rates=rates, optimizer_options=args.options,
                               recommended=args.recommended)
-    table = lm_markdown(document)
+    render = lm_markdown
     curve_key, label = "test_loss", "held-out loss"
   else:
     epochs = args.epochs or epochs_for(args.dataset, args.quick)
@@ -766,11 +766,12 @@ def main(argv: list[str]) -> None:
                            batch_size=args.batch_size, data_dir=args.data_dir,
                            optimizer_options=args.options, keep_rate_keys=args.rate_keys,
                            recommended=args.recommended)
-    table = markdown(document)
+    render = markdown
     curve_key, label = "test_accuracy", "test accuracy"
   document["quick"] = args.quick
   if earlier is not None:
     document = reuse_entries(document, earlier, args.reuse)
+  table = render(document)
   json_path, md_path, figure_prefix = default_paths("compare", args.quick, args.out,
                                                     args.dataset)
   print(table)
