@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from train import input_pipeline, io_utils, optimizers
+from train import input_pipeline, io_utils, optimizers, reporting
 from train.bench import lm
 from train.bench.grid import (
   GridRunner,
@@ -121,6 +121,9 @@ LM_FULL_STEPS = 300
 #: A held-out loss is capped at the loss of the uniform prediction over bytes, ln 256 nats: a
 #: diverged run (non-finite or worse than uniform) counts as guessing.
 LM_CHANCE_LOSS = math.log(256)
+#: A seed whose final training loss is above this (or not finite) diverged: the training loop's
+#: last-epoch bound, 3 ln 256 = 16.6 nats (``train.reporting.divergence_bound``).
+LM_DIVERGED_LOSS = reporting.divergence_bound(256, final=True)
 
 #: The lower end of the accuracy axis of the figures, per dataset (others: 0).
 ACCURACY_AXIS_FLOOR = {"digits": 0.5, "digits_warped": 0.3}
@@ -295,6 +298,11 @@ TASK_KEYS = ("benchmark", "dataset", "model", "batch_size", "weight_decay", "epo
              "task", "seeds", "learning_rates", "optimizer_options")
 
 
+def task_mismatch(earlier: dict[str, Any], task: dict[str, Any]) -> str | None:
+  """The first key of ``task`` whose value ``earlier`` does not share; None when all match."""
+  return next((key for key, value in task.items() if earlier.get(key) != value), None)
+
+
 def reuse_entries(document: dict[str, Any], earlier: dict[str, Any],
                   source: str) -> dict[str, Any]:
   """``document`` with the methods it did not run taken from ``earlier`` (an earlier run of the
@@ -306,10 +314,10 @@ def reuse_entries(document: dict[str, Any], earlier: dict[str, Any],
   be equal (the same task, seeds, initial rates and options); otherwise a ValueError names the
   first that differs.
   """
-  for key in TASK_KEYS:
-    if document.get(key) != earlier.get(key):
-      raise ValueError(f"cannot reuse {source}: its `{key}` is {earlier.get(key)!r}, this run's "
-                       f"is {document.get(key)!r} (entries are comparable only on the same task)")
+  key = task_mismatch(earlier, {key: document.get(key) for key in TASK_KEYS})
+  if key is not None:
+    raise ValueError(f"cannot reuse {source}: its `{key}` is {earlier.get(key)!r}, this run's "
+                     f"is {document.get(key)!r} (entries are comparable only on the same task)")
   ran = {w["method"] for w in document["worst_case"]}
   taken = [w["method"] for w in earlier["worst_case"] if w["method"] not in ran]
   merged = dict(document)
@@ -413,9 +421,9 @@ def _capped(values: np.ndarray) -> np.ndarray:
 def summarize_lm(name: str, result: dict[str, Any], kind: str) -> list[dict[str, Any]]:
   """One entry per initial rate of :func:`train.bench.lm.run_lm_grid`'s result: final and best
   held-out loss (capped at :data:`LM_CHANCE_LOSS`) as mean ± s.e. over seeds, the diverged seeds
-  (a training loss at the end that is not finite or above ``lm.DIVERGENCE_FACTOR`` times
-  :data:`LM_CHANCE_LOSS`, 16.6 nats: an exploded run that stays finite, 535 nats, is counted
-  too, not only capped at chance) and the curves per evaluation."""
+  (a training loss at the end that is not finite or above :data:`LM_DIVERGED_LOSS`, 16.6
+  nats: an exploded run that stays finite, 535 nats, is counted too, not only capped at chance)
+  and the curves per evaluation."""
   entries = []
   for i, lr in enumerate(result["learning_rates"]):
     test = _capped(result["test_loss"][i])
@@ -424,8 +432,8 @@ def summarize_lm(name: str, result: dict[str, Any], kind: str) -> list[dict[str,
         "method": name, "kind": kind, "learning_rate": lr,
         "final_loss": mean_and_standard_error(list(test[:, -1])),
         "best_loss": mean_and_standard_error(list(test.min(axis=1))),
-        "diverged_seeds": int(np.sum(~(np.isfinite(train[:, -1]) & (
-            train[:, -1] <= lm.DIVERGENCE_FACTOR * LM_CHANCE_LOSS)))),
+        "diverged_seeds": int(np.sum(~(np.isfinite(train[:, -1])
+                                       & (train[:, -1] <= LM_DIVERGED_LOSS)))),
         "curves": {"test_loss": curve(test), "train_loss": curve(train),
                    "rate": curve(result["rate"][i])},
         "curves_se": {"test_loss": curve_se(test), "rate": curve_se(result["rate"][i])},
@@ -747,10 +755,10 @@ def main(argv: list[str]) -> None:
       known["steps"] = args.steps or (LM_QUICK_STEPS if args.quick else LM_FULL_STEPS)
     else:
       known["epochs"] = args.epochs or epochs_for(args.dataset, args.quick)
-    for key, value in known.items():
-      if earlier.get(key) != value:
-        parser.error(f"--reuse {args.reuse}: its `{key}` is {earlier.get(key)!r}, this run's "
-                     f"would be {value!r} (entries are comparable only on the same task)")
+    key = task_mismatch(earlier, known)
+    if key is not None:
+      parser.error(f"--reuse {args.reuse}: its `{key}` is {earlier.get(key)!r}, this run's "
+                   f"would be {known[key]!r} (entries are comparable only on the same task)")
   if args.dataset == lm.LM_DATASET:
     steps = args.steps or (LM_QUICK_STEPS if args.quick else LM_FULL_STEPS)
     document = run_lm_compare(methods, steps=steps, seeds=tuple(range(args.seeds)),

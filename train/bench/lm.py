@@ -105,6 +105,15 @@ class LMTask:
   corpus_bytes: int = 1_000_000
   eval_batches: int = 16
 
+  def corpus(self) -> text_data.Corpus:
+    """The task's corpus, 10% held out."""
+    return text_data.load_corpus(max_bytes=self.corpus_bytes, held_out=0.1)
+
+  def model(self) -> models.TransformerLM:
+    """The task's transformer."""
+    return models.TransformerLM(num_layers=self.num_layers, width=self.width,
+                                num_heads=self.num_heads, max_len=self.seq_len)
+
 
 def _loss(model, params, x, y):
   logits = model.apply({"params": params}, x)
@@ -131,9 +140,8 @@ def train_lm(tx: optax.GradientTransformation, *, seed: int = 0, needs_next: boo
     ``largest_step_ratio`` (``optax_lr.largest_step_ratio``, None for a state without one) and
     ``blown_up`` (``optax_lr.blown_up``: the method's own blow-up test).
   """
-  corpus = text_data.load_corpus(max_bytes=task.corpus_bytes, held_out=0.1)
-  model = models.TransformerLM(num_layers=task.num_layers, width=task.width,
-                               num_heads=task.num_heads, max_len=task.seq_len)
+  corpus = task.corpus()
+  model = task.model()
   params = model.init(jax.random.key(seed), jnp.zeros((1, task.seq_len), jnp.int32))["params"]
   opt_state = tx.init(params)
   loss_and_grad = jax.value_and_grad(lambda p, x, y: _loss(model, p, x, y))
@@ -283,7 +291,7 @@ def run_lm_grid(name: str, learning_rates: Sequence[float] | None, seeds: Sequen
     raise ValueError(f"steps ({task.steps}) must be a multiple of evaluations ({evaluations}).")
   spec = optimizers.get_spec(name)
   interval = task.steps // evaluations
-  corpus = text_data.load_corpus(max_bytes=task.corpus_bytes, held_out=0.1)
+  corpus = task.corpus()
   streams = [_stream(corpus, seed, task) for seed in seeds]
   xs = jnp.asarray(np.stack([s[0] for s in streams]))
   ys = jnp.asarray(np.stack([s[1] for s in streams]))
@@ -291,8 +299,7 @@ def run_lm_grid(name: str, learning_rates: Sequence[float] | None, seeds: Sequen
                                          task.eval_batches))
   hx = jnp.asarray(np.stack([h[0] for h in held]))
   hy = jnp.asarray(np.stack([h[1] for h in held]))
-  model = models.TransformerLM(num_layers=task.num_layers, width=task.width,
-                               num_heads=task.num_heads, max_len=task.seq_len)
+  model = task.model()
   loss = functools.partial(_loss, model)
   extra_args = spec.extra_args
 

@@ -42,10 +42,8 @@ SEEDS = (0, 1, 2)
 
 def _lm_task(seed: int, steps: int) -> tuple[Any, Callable[..., Any], Callable[[int], Any]]:
   task = lm.LMTask(steps=steps)
-  corpus = lm.text_data.load_corpus(max_bytes=task.corpus_bytes, held_out=0.1)
-  model = models.TransformerLM(num_layers=task.num_layers, width=task.width,
-                               num_heads=task.num_heads, max_len=task.seq_len)
-  xs, ys = lm._stream(corpus, seed, task)
+  model = task.model()
+  xs, ys = lm._stream(task.corpus(), seed, task)
   params = model.init(jax.random.key(seed), jnp.asarray(xs[0, :1]))["params"]
   return params, functools.partial(lm._loss, model), lambda t: (xs[t], ys[t])
 
