@@ -1,7 +1,8 @@
 """optax_lr: automatic learning-rate methods as optax GradientTransformations.
 
-Not sure of the rate? ``optax_lr.auto_adam()`` (or ``optax_lr.auto_sgd()``) is the library's
-recommendation, with its settings as defaults (module ``auto``).
+Not sure of the rate? ``optax_lr.auto_adam(total_steps=n)`` (or ``optax_lr.auto_adam()`` when the
+run's length is open) is the library's recommendation, with its settings as defaults (module
+``auto``): Adam at a distance-estimated rate with a decay.
 
 Each module names its paper and the sections it implements:
   - ``tlr``: Trainable Learning Rate (anonymous, ICLR 2021 submission), a Newton step on the rate.
@@ -23,7 +24,7 @@ from optax_lr._base import adam_previous_direction, trace_previous_direction
 from optax_lr._version import __version__ as __version__
 from optax_lr.adabound import ScaleByAdaBoundState, adabound, adabound_bounds, scale_by_adabound
 from optax_lr.adasecant import AdaSecantState, SimpleAdaSecantState, adasecant, simple_adasecant
-from optax_lr.auto import auto_adam, auto_sgd
+from optax_lr.auto import AutoAdamState, auto_adam, auto_adam_hd, auto_sgd
 from optax_lr.autodrop import (
     DropTrigger,
     ScaleByAutoDropState,
@@ -73,7 +74,7 @@ from optax_lr.tlr import (
 
 __all__ = [
     # The recommendation when the rate is unknown
-    "auto_adam", "auto_sgd",
+    "AutoAdamState", "auto_adam", "auto_adam_hd", "auto_sgd",
     # Trainable Learning Rate
     "ScaleByNaiveTLRState", "ScaleByTLRState", "naive_tlr", "newton_factor",
     "scale_by_naive_tlr", "scale_by_tlr", "scale_by_tlr_fixed_meta_rate", "tlr_sgd",

@@ -549,7 +549,7 @@ def test_verdict_on_hand_made_losses_and_accuracies():
   # Tuned AdamW at its best rate (3e-3): 1.65 ± 0.02; difference +0.05, s.e. sqrt(1e-4 + 4e-4)
   # = 0.02236: worse by more than one s.e. -> fails, so the verdict fails.
   doc = _verdict_document(False, {
-      "adam_hd_auto": [(1e-5, 1.60, 0.01), (1.0, 1.70, 0.01)],
+      "auto_adam": [(1e-5, 1.60, 0.01), (1.0, 1.70, 0.01)],
       "prodigy": [(None, 1.69, 0.01)], "dadapt_adamw": [(None, 1.75, 0.01)],
       "adamw_cosine": [(1e-3, 1.66, 0.01), (3e-3, 1.65, 0.02)]})
   section = compare.verdict(doc)
@@ -574,7 +574,7 @@ def test_verdict_on_hand_made_losses_and_accuracies():
   # Accuracies (higher is better): worst 0.80 ± 0.01 vs the best peer 0.815 ± 0.01 (dadapt):
   # -0.015, s.e. 0.01414 -> fails; tuned AdamW 0.81 ± 0.00 -> -0.01 within 0.01 -> passes.
   acc = _verdict_document(True, {
-      "adam_hd_auto": [(1e-3, 0.90, 0.01), (1e-1, 0.80, 0.01)],
+      "auto_adam": [(1e-3, 0.90, 0.01), (1e-1, 0.80, 0.01)],
       "prodigy": [(None, 0.70, 0.02)], "dadapt_adamw": [(None, 0.815, 0.01)],
       "adamw_cosine": [(1e-4, 0.5, 0.0), (1e-3, 0.81, 0.0)]})
   section = compare.verdict(acc)
@@ -670,7 +670,8 @@ def test_compare_command_bytes_lm_writes_the_page(tmp_path):
 def test_reuse_takes_the_methods_not_rerun_and_recomputes_the_verdict():
   task = {"benchmark": "compare", "dataset": "shapes", "model": "patch_cnn", "batch_size": 64,
           "weight_decay": 5e-4, "epochs": 5, "seeds": [0, 1], "learning_rates": [1e-4, 1e-1],
-          "optimizer_options": {}, "platform": "cpu", "wall_s": 10.0}
+          "optimizer_options": {}, "platform": "cpu", "wall_s": 10.0,
+          "recommended": "adam_hd_auto"}
   earlier = {**task, **_document(diverge=False)}
   # This run trains adam_hd_auto only, now behind Prodigy (0.81): worst (0.70, 0.72) = 0.71.
   own = _method_entries("adam_hd_auto", "optax_lr", {1e-4: (0.70, 0.72), 1e-1: (0.90, 0.90)})

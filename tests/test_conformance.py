@@ -79,8 +79,12 @@ def _value_arg(grad_fn, params):
 
 
 CASES = [
-    # --- The recommendation (optax_lr/auto.py): its defaults, the search starting at 1e-6 ---
-    Case("auto_adam", optax_lr.auto_adam, extra_args=_value_arg, parabola_steps=1500),
+    # --- The recommendation (optax_lr/auto.py): its defaults (the hypergradient decay), and the
+    # tail of a run of known length (here past the parabola's steps: the estimate alone) ---
+    Case("auto_adam", optax_lr.auto_adam),
+    Case("auto_adam_tail", optax_lr.auto_adam, dict(total_steps=10_000)),
+    # --- The hypergradient presets: their defaults, the search starting at 1e-6 ---
+    Case("auto_adam_hd", optax_lr.auto_adam_hd, extra_args=_value_arg, parabola_steps=1500),
     Case("auto_sgd", optax_lr.auto_sgd, extra_args=_value_arg, parabola_steps=1000),
     # --- TLR and hypergradient descent (optax_lr/tlr.py, optax_lr/hypergradient.py) ---
     # Rosenbrock's curvature spans three orders of magnitude: with the paper's bound c = 1/4 the

@@ -78,7 +78,8 @@ def test_every_optax_lr_method_is_registered():
               "adam_hd", "autodrop_sgd", "autodrop_adam", "sgd_cam_hd", "sgdn_cam_hd",
               "adam_cam_hd", "adasecant", "simple_adasecant", "cus_adam", "clr_sgd", "clr_adam",
               "n_cycle_sgd", "clr_simple_adasecant", "sgdn_hd_auto", "adam_hd_auto",
-              "adam_cam_hd_auto", "autodrop_sgd_auto", "tlr_sgd_auto"}
+              "adam_cam_hd_auto", "autodrop_sgd_auto", "tlr_sgd_auto", "auto_adam",
+              "auto_adam_no_tail"}
   peers = {"sgd", "sgd_multistep", "adam", "radam", "one_cycle", "adamw_cosine", "prodigy",
            "dadapt_adamw", "dog",
            "mechanize_sgd", "cocob", "schedule_free_sgd", "schedule_free_adamw",
@@ -100,7 +101,7 @@ def test_metadata():
     assert set(spec.extra_args) <= set(optimizers.EXTRA_ARGS)
   assert set(optimizers.names(takes_learning_rate=False)) == {
       "adasecant", "simple_adasecant", "prodigy", "dadapt_adamw", "dog", "mechanize_sgd",
-      "cocob", "sls_sgd", "sps", "l4_adam", "l4_momentum"}
+      "cocob", "sls_sgd", "sps", "l4_adam", "l4_momentum", "auto_adam", "auto_adam_no_tail"}
   assert optimizers.get_spec("sls_sgd").extra_args == ("value", "value_fn")
   for name in ("sps", "l4_adam", "l4_momentum"):
     assert optimizers.get_spec(name).extra_args == ("value",)

@@ -225,7 +225,7 @@ def test_every_public_factory_is_covered():
   # Each public transformation factory is exercised by some registered case (directly or as the
   # building block of an alias), so the sharding check above covers the whole public API.
   covered_by = {
-      "auto_adam": "auto_adam", "auto_sgd": "auto_sgd",
+      "auto_adam": "auto_adam", "auto_adam_hd": "auto_adam_hd", "auto_sgd": "auto_sgd",
       "tlr_sgd": "tlr_sgd", "scale_by_tlr": "autodrop_over_tlr",
       "scale_by_tlr_fixed_meta_rate": "tlr_fixed_meta_rate", "naive_tlr": "naive_tlr",
       "scale_by_naive_tlr": "naive_tlr", "hypergradient": "sgd_hd", "sgd_hd": "sgd_hd",

@@ -173,7 +173,8 @@ def _adam_hd(learning_rate, steps_per_epoch, total_steps, hypergrad_lr=1e-8, b1=
   return optax_lr.adam_hd(learning_rate, hypergrad_lr, b1=b1, b2=b2)
 
 
-# "auto" entries: the library's recommendation, optax_lr.auto_adam / optax_lr.auto_sgd (the
+# "auto" entries: the library's recommendation optax_lr.auto_adam (entry `auto_adam`, which sets
+# its own rate); the hypergradient presets optax_lr.auto_adam_hd / optax_lr.auto_sgd (the
 # scale-free multiplicative rule with the rate search and the loss backtrack on; their defaults
 # are the settings), and CAM-HD with the same rule and safeguards. The flat options below turn a
 # safeguard off or change it, for the ablations of the comparison benchmark; their defaults are
@@ -212,10 +213,28 @@ def _adam_hd_auto(learning_rate, steps_per_epoch, total_steps, hypergrad_lr=0.1,
                   rate_search=True, search_start=_SEARCH.start,
                   search_stop_ratio=_SEARCH.stop_ratio):
   del steps_per_epoch, total_steps
-  return optax_lr.auto_adam(learning_rate, hypergrad_lr, b1=b1, b2=b2,
+  return optax_lr.auto_adam_hd(learning_rate, hypergrad_lr, b1=b1, b2=b2,
                             **_auto_safeguards(safeguard, backtrack_factor, loss_tolerance,
                                                loss_decay, rate_search, search_start,
                                                search_stop_ratio))
+
+
+def _auto_adam(learning_rate, steps_per_epoch, total_steps, hypergrad_lr=None,
+               initial_rate=1e-6, min_scale=1e-3, tail_fraction=optax_lr.auto.TAIL_FRACTION,
+               known_length=True):
+  """``optax_lr.auto_adam``, told the run's length (``known_length``) as the tuned schedules are."""
+  del learning_rate, steps_per_epoch
+  _checks.flag("known_length", known_length)
+  return optax_lr.auto_adam(hypergrad_lr=hypergrad_lr, initial_rate=initial_rate,
+                            min_scale=min_scale, tail_fraction=tail_fraction,
+                            total_steps=total_steps if known_length else None)
+
+
+def _auto_adam_no_tail(learning_rate, steps_per_epoch, total_steps, hypergrad_lr=None,
+                       initial_rate=1e-6, min_scale=1e-3):
+  """``optax_lr.auto_adam()`` not told the run's length: the hypergradient decay, no tail."""
+  return _auto_adam(learning_rate, steps_per_epoch, total_steps, hypergrad_lr, initial_rate,
+                    min_scale, known_length=False)
 
 
 def _adam_cam_hd_auto(learning_rate, steps_per_epoch, total_steps,
@@ -599,6 +618,12 @@ _SPECS = [
     OptimizerSpec("sgdn_hd_auto", _sgdn_hd_auto,
                   "Nesterov SGD-HD, scale-free multiplicative rule with rate search and backtrack",
                   extra_args=("value",)),
+    OptimizerSpec("auto_adam", _auto_adam,
+                  "optax_lr.auto_adam(total_steps=...): Adam at a distance-estimated rate, a "
+                  "linear tail over the last 20% (the recommendation)", takes_learning_rate=False),
+    OptimizerSpec("auto_adam_no_tail", _auto_adam_no_tail,
+                  "optax_lr.auto_adam(): the run's length unknown, a hypergradient decay",
+                  takes_learning_rate=False),
     OptimizerSpec("adam_hd_auto", _adam_hd_auto,
                   "Adam-HD, scale-free multiplicative rule with rate search and loss backtrack",
                   extra_args=("value",)),

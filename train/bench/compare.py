@@ -94,8 +94,10 @@ QUICK_EPOCHS = {"digits": 10, "digits_warped": 5, "shapes": 1}
 FULL_EPOCHS = {"digits": 30, "digits_warped": 20, "shapes": 5}
 #: The learning-rate-free peers the goal section compares against (registry names).
 REFERENCES = ("prodigy", "dadapt_adamw")
-#: Registry entries named with this suffix are the library's "auto" (robust-default) entries.
+#: Registry entries named with this suffix (or this prefix) are the library's "auto"
+#: (robust-default) entries.
 AUTO_SUFFIX = "_auto"
+AUTO_PREFIX = "auto_"
 
 #: The issue's initial rates: five decades, 1e-5 ... 1 (the default of the tasks below).
 WIDE_LEARNING_RATES = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
@@ -108,11 +110,12 @@ TUNED_LEARNING_RATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
 #: The learning-rate-free peers of the verdict (registry names; they set their own rate).
 RATE_FREE_PEERS = ("prodigy", "dadapt_adamw")
 #: The optimizer the verdict judges by default (``--recommended`` names another).
-RECOMMENDED = "adam_hd_auto"
+RECOMMENDED = "auto_adam"
 #: The methods a run of the issue's tasks trains by default (``shapes``, ``bytes_lm``): the
 #: library's "auto" entries and the peers of the verdict.
-ISSUE_METHODS = ("adam_hd_auto", "adam_cam_hd_auto", "sgdn_hd_auto", "tlr_sgd_auto",
-                 "prodigy", "dadapt_adamw", "schedule_free_adamw", TUNED)
+ISSUE_METHODS = ("auto_adam", "auto_adam_no_tail", "adam_hd_auto", "adam_cam_hd_auto",
+                 "sgdn_hd_auto", "tlr_sgd_auto", "prodigy", "dadapt_adamw",
+                 "schedule_free_adamw", TUNED)
 #: The model of each dataset when ``--model`` is not given (others: the MLP).
 DEFAULT_MODELS = {"shapes": "patch_cnn", lm.LM_DATASET: "transformer_lm"}
 #: Steps of a ``--quick`` and of a full run of the language-model task (:func:`run_lm_compare`).
@@ -137,7 +140,8 @@ def goal(document: dict[str, Any], references: Sequence[str] = REFERENCES) -> di
 
   The goal: the best ``optax_lr`` method's worst case over the initial rates (lowest mean final
   accuracy) is at least that of each learning-rate-free reference, and no ``optax_lr`` "auto"
-  entry (a name ending in :data:`AUTO_SUFFIX`) diverges at any initial rate.
+  entry (a name ending in :data:`AUTO_SUFFIX` or starting with :data:`AUTO_PREFIX`) diverges at
+  any initial rate.
 
   Args:
     document: :func:`run_compare`'s document (``"worst_case"`` and ``"entries"``; entries need
@@ -186,7 +190,8 @@ def goal(document: dict[str, Any], references: Sequence[str] = REFERENCES) -> di
                    for v in best["versus"].values())
     within = all(v["difference"] is not None and v["difference"] >= -2 * v["se"] - TIE
                  for v in best["versus"].values())
-  auto = [w["method"] for w in ranked if w["method"].endswith(AUTO_SUFFIX)]
+  auto = [w["method"] for w in ranked
+          if w["method"].endswith(AUTO_SUFFIX) or w["method"].startswith(AUTO_PREFIX)]
   diverged = [{"method": e["method"], "learning_rate": e["learning_rate"],
                "diverged_seeds": e["diverged_seeds"], "seeds": len(e["final_accuracy"]["values"])}
               for e in document["entries"] if e["method"] in auto and e["diverged_seeds"] > 0]
