@@ -94,7 +94,7 @@ class AutoAdamState(NamedTuple):
 TAIL_FRACTION = 0.2
 
 
-def auto_adam(learning_rate: float = 1.0, hypergrad_lr: float | None = None, b1: float = 0.9,
+def auto_adam(*, learning_rate: float = 1.0, hypergrad_lr: float | None = None, b1: float = 0.9,
               b2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0,
               initial_rate: float = 1e-6, min_scale: float = 1e-3,
               total_steps: int | None = None, tail_fraction: float = TAIL_FRACTION,
@@ -126,6 +126,10 @@ def auto_adam(learning_rate: float = 1.0, hypergrad_lr: float | None = None, b1:
   (:doc:`/benchmarks/compare`): when the run's length is known the tail alone does better (the
   hypergradient decay on top of it cost on three tasks of four); when it is not, the
   hypergradient decay is what takes the rate down.
+
+  Every argument is keyword-only: ``learning_rate`` multiplies the estimate (as Prodigy's
+  does) and is not Adam's rate, so ``auto_adam(1e-3)``, written as for ``optax.adam``, is refused
+  rather than run a thousand times below the estimate.
 
   Needs no loss; ``update`` needs ``params``. State: Adam's two moments, the sum ``S`` and a copy
   of the initial parameters (four parameter-sized buffers, as Prodigy's), and scalars. A step
@@ -188,6 +192,9 @@ def auto_adam(learning_rate: float = 1.0, hypergrad_lr: float | None = None, b1:
         decay=_tree.full_rate(1.0, dtype),
         learning_rate=_tree.full_rate(initial_rate * learning_rate, dtype))
 
+  # A hypergradient decay fixed at 0 (the default with a tail) reads nothing: no cosine pass.
+  decays = not _checks.is_static_zero(hypergrad_lr)
+
   def tail(count, dtype):
     if total_steps is None:
       return jnp.ones((), dtype)
@@ -205,14 +212,16 @@ def auto_adam(learning_rate: float = 1.0, hypergrad_lr: float | None = None, b1:
     step = learning_rate * d * jnp.sqrt(1 - b2**t) / (1 - b1**t)  # lambda_k
     weight = d / initial_rate * step
 
-    # The cosine with the previous direction and <g_k, x_0 - x_k>.
-    previous = jax.tree.map(lambda m, v: m / (jnp.sqrt(v) + d * eps), state.mu, state.nu)
-    dot, g_squared, d_squared = _rate_rule.tree_dot_and_norms(updates, previous)
     travelled = _tree.vdot(updates, jax.tree.map(lambda p0, p: p0 - p, state.initial_params,
                                                  params))
     numerator = _tree.where_finite(b3 * state.numerator + weight * travelled, state.numerator)
-    decay = jnp.clip(_rate_rule.multiplicative(state.decay, hypergrad_lr, dot, g_squared,
-                                               d_squared), min_scale, 1.0).astype(dtype)
+    if decays:  # the cosine of the gradient with the previous direction
+      previous = jax.tree.map(lambda m, v: m / (jnp.sqrt(v) + d * eps), state.mu, state.nu)
+      dot, g_squared, d_squared = _rate_rule.tree_dot_and_norms(updates, previous)
+      decay = jnp.clip(_rate_rule.multiplicative(state.decay, hypergrad_lr, dot, g_squared,
+                                                 d_squared), min_scale, 1.0).astype(dtype)
+    else:
+      decay = state.decay
     # The moments are read above: rewritten after those reads, so in place (_tree.after).
     mu, nu = _tree.after((state.mu, state.nu), (numerator, decay))
     mu = jax.tree.map(lambda m, g: (b1 * m + (1 - b1) * d * g).astype(m.dtype), mu, updates)

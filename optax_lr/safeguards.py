@@ -58,10 +58,10 @@ class RateSearch:
     start: in ``(0, 1]``, where the search starts, relative to the factory's ``learning_rate``
       (default 1). Below 1 the search brackets from below, so a rate that is too large is never
       applied: ``learning_rate`` becomes an upper guess that costs ``log2(1 / start)`` steps
-      (10 at 1e-3, :func:`optax_lr.auto_adam`'s value).
+      (10 at 1e-3, :func:`optax_lr.auto_adam_hd`'s value).
     stop_ratio: in ``[0, 1)``, the fraction of the search's largest cosine below which it ends
-      (default 0: the sign test, the bracketing phase of a line search; 1/2 in
-      :func:`optax_lr.auto_adam`).
+      (default 0, as in :func:`optax_lr.auto_adam_hd`: the sign test, the bracketing phase of a
+      line search; 1/2 stops below the greedy rate, measured on the comparison page).
 
   Example:
     >>> opt = optax_lr.adam_hd(1e-3, 0.1, rate_rule="multiplicative",

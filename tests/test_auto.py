@@ -226,3 +226,9 @@ def test_the_tail_and_the_default_decay():
 def test_auto_adam_refuses_bad_arguments(kwargs, match):
   with pytest.raises(ValueError, match=match):
     optax_lr.auto_adam(**kwargs)
+
+
+def test_auto_adam_takes_no_positional_rate():
+  # `learning_rate` multiplies the estimate: an Adam-style `auto_adam(1e-3)` is refused.
+  with pytest.raises(TypeError, match="positional"):
+    optax_lr.auto_adam(1e-3)

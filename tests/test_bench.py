@@ -147,6 +147,16 @@ def test_goal_on_hand_made_entries():
                                        "diverged_seeds": 1, "seeds": 2}]
   assert not section["met"]
   assert compare.goal(_document(diverge=False))["met"]
+  # An entry named auto_* (the recommendation, which sets its own rate) is an auto entry too.
+  document = _document(diverge=False)
+  own = _method_entries("auto_adam", "optax_lr", {None: (0.86, 0.88)}, (None,))
+  document["entries"] += own
+  document["worst_case"].append({"method": "auto_adam", "kind": "optax_lr",
+                                 **stats.worst_case(own)})
+  section = compare.goal(document)
+  assert "auto_adam" in section["auto_methods"]
+  assert section["auto_diverged"] == [{"method": "auto_adam", "learning_rate": None,
+                                       "diverged_seeds": 1, "seeds": 2}]
   # Prodigy at 0.90 beats the best worst case by 6 points: not reached, a negative margin.
   behind = compare.goal(_document(prodigy=(0.90, 0.90), diverge=False))
   assert behind["best_at_least_references"] is False and not behind["met"]

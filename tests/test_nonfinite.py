@@ -65,6 +65,9 @@ METHODS = {
     "adasecant": (lambda: optax_lr.adasecant(), {}, "element"),
     "adasecant_next_grads": (lambda: optax_lr.adasecant(), "next_grads", "element"),
     "simple_adasecant": (lambda: optax_lr.simple_adasecant(), {}, "element"),
+    # The recommendation: its estimate and its decay factor are kept through a bad step (its
+    # `learning_rate` field reports the step's applied rate, from the estimate of the step before).
+    "auto_adam": (lambda: optax_lr.auto_adam(), {}, "auto"),
 }
 
 
@@ -123,6 +126,7 @@ def test_one_bad_step_leaves_rates_finite_and_unchanged(name, bad):
       grads = _with_bad(grads, bad)
     next_grads = _finite_grads(1000 + step) if extra == "next_grads" else None
     before = _rates(state)
+    old_state = state
     _, state = update(grads, state, PARAMS, next_grads)
     after = _rates(state)
     for path, rate in after.items():
@@ -130,7 +134,10 @@ def test_one_bad_step_leaves_rates_finite_and_unchanged(name, bad):
     if step != BAD_STEP or not nonfinite:
       continue
     # The bad step itself: the rates its non-finite elements feed are unchanged.
-    if kind == "scalar":
+    if kind == "auto":
+      for field in ("rate_estimate", "decay", "numerator"):
+        np.testing.assert_array_equal(getattr(state, field), getattr(old_state, field))
+    elif kind == "scalar":
       for path in after:
         np.testing.assert_array_equal(after[path], before[path], err_msg=path)
     elif kind == "leaf":

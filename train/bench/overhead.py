@@ -106,6 +106,13 @@ BASES: dict[str, tuple[Callable[[], optax.GradientTransformation], float]] = {
     "adam": (lambda: optax.adam(1e-3), 28.0),
 }
 
+def _initialised_from_a_copy(
+    transform: optax.GradientTransformationExtraArgs) -> optax.GradientTransformationExtraArgs:
+  """``transform`` whose ``init`` sees a copy of the parameters (no state buffer aliases them)."""
+  return optax.GradientTransformationExtraArgs(
+      lambda params: transform.init(jax.tree.map(jnp.copy, params)), transform.update)
+
+
 METHODS: dict[str, Method] = {
     "tlr_sgd": Method(lambda: optax_lr.tlr_sgd(0.1, momentum=0.9), "sgd_momentum", 32.0, 2,
                       target=1.5),
@@ -149,6 +156,18 @@ METHODS: dict[str, Method] = {
     "adasecant": Method(lambda: optax_lr.adasecant(), "adam", 100.0, 12, target=4.0,
                         target_bytes=160.0, extra_args=lambda grads: {"next_grads": grads}),
     "cus_adam": Method(lambda: optax_lr.cus_adam(1e-3), "adam", 28.0, 2),
+    # The recommendation. Floor 60: a reduction pass reading g, m, v, x_0, x and the sum S (the
+    # cosine, <g, x_0 - x> and ||S_new||_1, whose weight is known before the pass) and Adam's
+    # pass with S: read g, m, v, S, x, write m, v, S, x. State: Adam's two moments, S and x_0.
+    "auto_adam": Method(lambda: optax_lr.auto_adam(), "adam", 60.0, 4),
+    # With the run's length: the tail, and no hypergradient decay (no cosine pass, so the
+    # reduction reads g, x_0, x and S: floor 52).
+    "auto_adam_tail": Method(lambda: optax_lr.auto_adam(total_steps=10**9), "adam", 52.0, 4),
+    # Prodigy, its estimate without the decays, as optax.contrib writes it (for reference). Its
+    # init keeps `params` itself as the initial point, which a step donating both params and
+    # state refuses ("donate the same buffer twice"): initialised from a copy here.
+    "prodigy_reference": Method(lambda: _initialised_from_a_copy(optax.contrib.prodigy()),
+                                "adam", 60.0, 4),
 }
 
 

@@ -1,7 +1,8 @@
 """What the hypergradient sees as the rate grows: ``python -m train.bench rate-range``.
 
-The recommended optimizer (:func:`optax_lr.auto_adam`) learns its rate from the cosine of the
-incoming gradient and Adam's previous direction, ``cos(g_t, d_{t-1})``: the rate search doubles
+The hypergradient presets (:func:`optax_lr.auto_adam_hd`; :func:`optax_lr.auto_adam`'s decay
+without a run length uses the same signal) learn their rate from the cosine of the incoming
+gradient and Adam's previous direction, ``cos(g_t, d_{t-1})``: the rate search doubles
 the rate while it is positive, and the rule then moves the rate by ``1 + beta cos`` per step. This
 benchmark measures that signal over the whole range of rates, the way a learning-rate range test
 does: plain Adam from the same initialisation and batch stream as the comparison benchmark, its
@@ -68,7 +69,7 @@ def _shapes_task(seed: int, steps: int, batch_size: int = 64
 def range_test(task: str, seed: int, *, start: float = 1e-5, doublings: int = 17,
                steps_per_rate: int = 4) -> dict[str, list[float]]:
   """Adam with its rate doubled every ``steps_per_rate`` steps from ``start``; per rate, the mean
-  ``cos(g_t, d_{t-1})`` (``d`` read off Adam's moments, as :func:`optax_lr.auto_adam` does) and
+  ``cos(g_t, d_{t-1})`` (``d`` read off Adam's moments, as :func:`optax_lr.auto_adam_hd` does) and
   the mean training loss over its steps."""
   steps = doublings * steps_per_rate
   make = _lm_task if task == lm.LM_DATASET else _shapes_task
