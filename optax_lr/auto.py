@@ -1,8 +1,9 @@
 """Ready-made automatic rates: the library's recommendation when the rate is unknown.
 
-:func:`auto_adam` is the recommendation: ``optax_lr.auto_adam()``, with no argument, is what the
-documentation tells a user who does not know the rate. It is Adam whose rate is the product of
-two estimates, each answering the question the other cannot:
+:func:`auto_adam` is the recommendation: ``optax_lr.auto_adam(total_steps=n)``, or
+``optax_lr.auto_adam()`` with no argument when the run's length is open, is what the
+documentation tells a user who does not know the rate. It is Adam whose rate is a peak times a
+decay, each answering the question the other cannot:
 
 - **the peak: a distance estimate.** Prodigy's lower bound on the distance to the solution
   (Mishchenko and Defazio, "Prodigy: An Expeditiously Adaptive Parameter-Free Learner", ICML
@@ -11,8 +12,11 @@ two estimates, each answering the question the other cannot:
   initial point (``<g_k, x_0 - x_k> > 0`` on average), whatever a single step's outcome, and it
   never decreases. On a plateau (no one-step signal) it still grows; under a lagging direction it
   does not overshoot, since it measures the distance travelled, not the agreement of two steps.
-- **the decay: the hypergradient, only downwards.** Baydin et al.'s scale-free multiplicative
-  rule (Hypergradient Descent, ICLR 2018, Section 4) on a factor ``s_k`` in
+- **the decay, when the run's length is known: a tail.** A linear decay to 0 over the last 20% of
+  the run (Prodigy's authors advise a schedule decaying to 0; this is its warm-up-stable-decay
+  form, which leaves the estimate most of the run at full rate).
+- **the decay, when it is not: the hypergradient, only downwards.** Baydin et al.'s scale-free
+  multiplicative rule (Hypergradient Descent, ICLR 2018, Section 4) on a factor ``s_k`` in
   ``[min_scale, 1]``: ``s_k = clip(s_{k-1} (1 + beta cos(g_k, d_{k-1})), min_scale, 1)`` with
   ``d_{k-1}`` the previous Adam direction. While consecutive steps agree (the start of training)
   ``s`` stays at 1 and the distance estimate alone sets the rate; once they disagree on average
@@ -22,10 +26,11 @@ two estimates, each answering the question the other cannot:
   a whole run); capped at the distance estimate it can only take the rate down, which is the
   direction where the greedy signal is right.
 
-The applied rate is ``learning_rate * d_k * s_k``. Measured with one setting on four tasks (an MLP
-on the digits and on warped digits, a CNN on generated shapes, a byte-level transformer) against
-Prodigy, D-Adaptation, schedule-free AdamW and a tuned AdamW with warm-up and cosine decay, with
-the ablations of each part, on the documentation's comparison page (:doc:`/benchmarks/compare`).
+The applied rate is ``learning_rate * d_k * s_k * tail_k``. Measured with one setting on four
+tasks (an MLP on the digits and on warped digits, a CNN on generated shapes, a byte-level
+transformer) against Prodigy, D-Adaptation, schedule-free AdamW and a tuned AdamW with warm-up and
+cosine decay, with the ablations of each part, on the documentation's comparison page
+(:doc:`/benchmarks/compare`).
 
 :func:`auto_adam_hd` and :func:`auto_sgd` are the earlier hypergradient presets (Adam-HD and
 SGDN-HD with the multiplicative rule, the rate search and the loss backtrack): they follow the
