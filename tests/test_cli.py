@@ -243,13 +243,20 @@ def test_overrides_take_the_declared_types():
     configs.get_config("default", ["seed=x"])
 
 
-def test_a_diverging_run_stops_with_status_3_and_says_so(tmp_path, capsys):
-  workdir = tmp_path / "run"
-  args = ["--workdir", str(workdir), "--set", "learning_rate=1e6", "--set", "num_epochs=4",
-          "--set", "progress=false", "--set", "checkpoint=false"]
+def _diverged_run(tmp_path, capsys, *settings, run="run"):
+  """Runs the main job in ``tmp_path / run`` with ``--set`` ``settings`` and no progress bar,
+  expects exit status 3 (diverged), and returns its metric rows and captured output."""
+  workdir = tmp_path / run
+  args = ["--workdir", str(workdir), "--set", "progress=false"]
+  for setting in settings:
+    args += ["--set", setting]
   assert cli.main(args) == cli.EXIT_DIVERGED
-  captured = capsys.readouterr()
-  rows = train.read_metrics(str(workdir))
+  return train.read_metrics(str(workdir)), capsys.readouterr()
+
+
+def test_a_diverging_run_stops_with_status_3_and_says_so(tmp_path, capsys):
+  rows, captured = _diverged_run(tmp_path, capsys, "learning_rate=1e6", "num_epochs=4",
+                                 "checkpoint=false")
   assert rows[-1]["diverged"] is True and rows[-1]["train_loss"] is None
   assert all(r["diverged"] is False for r in rows[:-1]) and len(rows) < 4
   assert f"diverged: the training loss of epoch {rows[-1]['epoch']} is not finite" \
@@ -258,22 +265,17 @@ def test_a_diverging_run_stops_with_status_3_and_says_so(tmp_path, capsys):
       captured.err.count("\n") == 1
   assert "final test accuracy" in captured.out  # the summary still comes
   # The option keeps going: every epoch runs and the exit status still reports the divergence.
-  workdir = tmp_path / "on"
-  args[1] = str(workdir)
-  assert cli.main([*args, "--set", "stop_on_divergence=false"]) == cli.EXIT_DIVERGED
-  assert [r["epoch"] for r in train.read_metrics(str(workdir))] == [1, 2, 3, 4]
+  rows, _ = _diverged_run(tmp_path, capsys, "learning_rate=1e6", "num_epochs=4",
+                          "checkpoint=false", "stop_on_divergence=false", run="on")
+  assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
 
 
 def test_an_exploding_finite_loss_is_divergence_too(tmp_path, capsys):
   # Rate 100 on the main job: the training loss is finite but enormous (about 2.7e15 in epoch 1,
   # 2.3e31 by epoch 3, test accuracy 10%, chance); it is far above the bound 100 x log(10) =
   # 230.3 from the first epoch on, so the run stops there with status 3.
-  workdir = tmp_path / "run"
-  args = ["--workdir", str(workdir), "--set", "learning_rate=100", "--set", "num_epochs=3",
-          "--set", "progress=false", "--set", "plot=false"]
-  assert cli.main(args) == cli.EXIT_DIVERGED
-  captured = capsys.readouterr()
-  rows = train.read_metrics(str(workdir))
+  rows, captured = _diverged_run(tmp_path, capsys, "learning_rate=100", "num_epochs=3",
+                                 "plot=false")
   assert [r["epoch"] for r in rows] == [1] and rows[0]["diverged"] is True
   assert rows[0]["train_loss"] > 1e3 * reporting.divergence_bound(10)
   assert rows[0]["test_accuracy"] == pytest.approx(0.1, abs=0.02)
@@ -281,12 +283,11 @@ def test_an_exploding_finite_loss_is_divergence_too(tmp_path, capsys):
   assert "above 230.3 = 100 x log(10), the chance-level loss" in captured.out
   assert captured.err.startswith("error: training diverged at epoch 1 (the training loss is ")
   assert "above 100 x the chance-level loss" in captured.err and captured.err.count("\n") == 1
-  assert not os.path.exists(workdir / "checkpoints") or not os.listdir(workdir / "checkpoints")
+  checkpoints = tmp_path / "run" / "checkpoints"
+  assert not os.path.exists(checkpoints) or not os.listdir(checkpoints)
   # Going on: all three epochs diverge, and the exit status still says so.
-  workdir = tmp_path / "on"
-  args[1] = str(workdir)
-  assert cli.main([*args, "--set", "stop_on_divergence=false"]) == cli.EXIT_DIVERGED
-  rows = train.read_metrics(str(workdir))
+  rows, _ = _diverged_run(tmp_path, capsys, "learning_rate=100", "num_epochs=3", "plot=false",
+                          "stop_on_divergence=false", run="on")
   assert [r["diverged"] for r in rows] == [True, True, True]
   assert rows[-1]["train_loss"] > 1e25
 
@@ -311,17 +312,14 @@ def test_the_last_epoch_is_judged_by_the_tighter_bound(tmp_path, capsys, monkeyp
   # a healthy 2-epoch run of the main job passes epoch 1 and diverges at epoch 2, its last
   # (status 3); the real factor 3 passes the same run (its loss ends near 0.3, below 6.9).
   monkeypatch.setattr(reporting, "FINAL_DIVERGENCE_FACTOR", 1e-6)
-  workdir = tmp_path / "run"
-  args = ["--workdir", str(workdir), "--set", "num_epochs=2", "--set", "progress=false",
-          "--set", "plot=false", "--set", "optimizer=simple_adasecant"]
-  assert cli.main(args) == cli.EXIT_DIVERGED
-  captured = capsys.readouterr()
-  rows = train.read_metrics(str(workdir))
+  rows, captured = _diverged_run(tmp_path, capsys, "num_epochs=2", "plot=false",
+                                 "optimizer=simple_adasecant")
   assert [r["diverged"] for r in rows] == [False, True]
   assert "at the last epoch, above 0.0 = 1e-06 x log(10)" in captured.out
   assert "1e-06 x at the last epoch" in captured.err and captured.err.count("\n") == 1
   # The optimizer's own test is read into every row.
   assert all(r["blown_up"] is False and r["largest_step_ratio"] >= 1.0 for r in rows)
   monkeypatch.setattr(reporting, "FINAL_DIVERGENCE_FACTOR", 3.0)
-  args[1] = str(tmp_path / "real")
-  assert cli.main(args) == 0
+  assert cli.main(["--workdir", str(tmp_path / "real"), "--set", "progress=false", "--set",
+                   "num_epochs=2", "--set", "plot=false", "--set",
+                   "optimizer=simple_adasecant"]) == 0
